@@ -2,33 +2,31 @@
 
 Each operation is a Linen module with the reference implementation's structure (ReLU-Conv-BN order,
 explicit symmetric padding, average pooling that does not count padding, PyTorch's default
-initialisation), used as is by the discrete networks. `OPS` maps a primitive name to its module
-factory `(C_in, C_out, stride, affine, track_running_stats) -> nn.Module`.
-
-Every module also has a `fold` classmethod used by the supernet: it computes the operation for
-several edges that leave the same node in one go (the edges' kernels concatenated along the output
-channels), which is what keeps the supernet a few large XLA operations instead of hundreds of small
-ones. A module and its `fold` share the functions below, so one-hot mixing in the supernet gives the
-single op's output up to float summation order (tested in float64).
+initialisation). The discrete networks use them as they are, and the supernet applies the very same
+modules to every edge (`supernet.py`), so one-hot mixing gives exactly the single op's output.
+`OPS` maps a primitive name to its factory `(C_in, C_out, stride, affine, track_running_stats,
+impl) -> nn.Module`; `make_op` raises a KeyError listing the valid names.
 
 Separable convolutions (depthwise k x k, then pointwise 1 x 1) are computed by default as one dense
 k x k convolution with the factorised kernel `dw[..., c] * pw[c, :]` (`impl='fused'`): the same
-function and the same parameters, k^2 C / (k^2 + C) times the FLOPs, but XLA runs dense convolutions
-an order of magnitude faster than grouped ones on CPUs and TPUs (and XLA:CPU's depthwise weight
-gradient is itself a dense convolution, see BENCHMARKS.md). `impl='depthwise'` computes the
-reference form. Multiply-adds are always counted in the reference form (`count_macs`).
+function of the same parameters with k^2 C / (k^2 + C) times the FLOPs, which XLA runs an order of
+magnitude faster than a grouped convolution on CPUs (and TPUs, where depthwise convolutions leave
+the matrix unit idle); BENCHMARKS.md has the figures. `impl='depthwise'` computes the reference
+form. Multiply-adds are always counted in the reference form (`count_macs`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from dnas.types import Array
@@ -55,10 +53,23 @@ def count_macs() -> Iterator[list[int]]:
         _MACS.reset(token)
 
 
+_MAC_SCALE: contextvars.ContextVar[int] = contextvars.ContextVar("dnas_mac_scale", default=1)
+
+
+@contextlib.contextmanager
+def mac_scale(times: int) -> Iterator[None]:
+    """Code traced inside runs `times` times per call (the body of a `scan`)."""
+    token = _MAC_SCALE.set(_MAC_SCALE.get() * times)
+    try:
+        yield
+    finally:
+        _MAC_SCALE.reset(token)
+
+
 def record_macs(macs: int) -> None:
     box = _MACS.get()
     if box is not None:
-        box[0] += int(macs)
+        box[0] += int(macs) * _MAC_SCALE.get()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -75,6 +86,69 @@ def uniform_fan_in(fan_in: int) -> Callable:
     return init
 
 
+_DIMS = ("NHWC", "HWIO", "NHWC")
+
+
+def _conv(x, kernel, strides, padding, rhs_dilation=(1, 1)):
+    return lax.conv_general_dilated(
+        x, kernel, strides, padding, rhs_dilation=rhs_dilation, dimension_numbers=_DIMS
+    )
+
+
+def _interleave_zeros(y: Array, stride: int) -> Array:
+    """Inserts stride - 1 zeros between the spatial positions of y (NHWC)."""
+    if stride == 1:
+        return y
+    zero = jnp.zeros((), y.dtype)
+    return lax.pad(y, zero, ((0, 0, 0), (0, 0, stride - 1), (0, 0, stride - 1), (0, 0, 0)))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _conv_same_layout(x, kernel, stride, padding, dilation):
+    """A dense convolution whose gradients are convolutions in the forward's NHWC/HWIO layout.
+
+    XLA:CPU runs a convolution in a fast library kernel only in that canonical layout. The
+    gradients autodiff emits have other dimension orders; XLA rewrites them with transposes in
+    straight-line code, but not inside a `while` loop (a `scan`), where the weight gradient then
+    runs ~20x slower (BENCHMARKS.md). Writing both gradients out with explicit transposes keeps
+    every convolution canonical, inside loops or not. Tested against autodiff of `lax.conv`.
+    """
+    return _conv(x, kernel, (stride, stride), ((padding, padding),) * 2, (dilation, dilation))
+
+
+def _conv_fwd(x, kernel, stride, padding, dilation):
+    return _conv_same_layout(x, kernel, stride, padding, dilation), (x, kernel)
+
+
+def _conv_bwd(stride, padding, dilation, residuals, dy):
+    x, kernel = residuals
+    kh, kw = kernel.shape[:2]
+    dy_dilated = _interleave_zeros(dy, stride)  # (N, (Ho - 1) s + 1, (Wo - 1) s + 1, D)
+
+    # dx = full correlation of the stride-dilated dy with the flipped, transposed kernel.
+    def dx_padding(size, k, out_size):
+        lo = dilation * (k - 1) - padding
+        return lo, size + padding - (out_size - 1) * stride - 1
+
+    flipped = jnp.swapaxes(kernel[::-1, ::-1], 2, 3)  # (kh, kw, D, C)
+    pads = (dx_padding(x.shape[1], kh, dy.shape[1]), dx_padding(x.shape[2], kw, dy.shape[2]))
+    dx = _conv(dy_dilated, flipped, (1, 1), pads, (dilation, dilation))
+
+    # dkernel[i, j, c, d] = sum_{n, h, w} x_pad[n, i dil + h s, j dil + w s, c] dy[n, h, w, d]:
+    # a convolution of x (channels as batch) with dy (batch as input features).
+    def dk_padding(size, k, out_size):
+        return padding, (k - 1) * dilation + (out_size - 1) * stride + 1 - size - padding
+
+    x_t = jnp.transpose(x, (3, 1, 2, 0))  # (C, H, W, N)
+    dy_t = jnp.transpose(dy_dilated, (1, 2, 0, 3))  # (Hd, Wd, N, D)
+    pads = (dk_padding(x.shape[1], kh, dy.shape[1]), dk_padding(x.shape[2], kw, dy.shape[2]))
+    dk = _conv(x_t, dy_t, (dilation, dilation), pads)  # (C, kh, kw, D)
+    return dx, jnp.transpose(dk, (1, 2, 0, 3)).astype(kernel.dtype)
+
+
+_conv_same_layout.defvjp(_conv_fwd, _conv_bwd)
+
+
 def conv2d(
     x: Array,
     kernel_HxWxIxO: Array,
@@ -85,14 +159,7 @@ def conv2d(
     count: bool = True,
 ) -> Array:
     """A dense convolution with PyTorch's explicit symmetric padding (NHWC, HWIO)."""
-    y = lax.conv_general_dilated(
-        x,
-        kernel_HxWxIxO.astype(x.dtype),
-        window_strides=(stride, stride),
-        padding=((padding, padding), (padding, padding)),
-        rhs_dilation=(dilation, dilation),
-        dimension_numbers=("NHWC", "HWIO", "NHWC"),
-    )
+    y = _conv_same_layout(x, kernel_HxWxIxO.astype(x.dtype), stride, padding, dilation)
     if count:
         kh, kw, cin, cout = kernel_HxWxIxO.shape
         record_macs(y.shape[1] * y.shape[2] * kh * kw * cin * cout)
@@ -101,63 +168,75 @@ def conv2d(
 
 def separable_conv(
     x: Array,
-    dw_ExKxKxC: Array,
-    pw_ExCxD: Array,
+    dw_KxKxC: Array,
+    pw_CxD: Array,
     stride: int,
     padding: int,
     dilation: int = 1,
     impl: str = "fused",
 ) -> Array:
-    """E depthwise-separable convolutions of the same input; returns (N, H', W', E * D).
-
-    Edge e computes `pointwise(depthwise(x, dw[e]), pw[e])`, the reference's
-    `Conv2d(C, C, k, groups=C)` followed by `Conv2d(C, D, 1)`.
-    """
-    e, k, _, c = dw_ExKxKxC.shape
-    d = pw_ExCxD.shape[-1]
+    """`Conv2d(C, C, k, groups=C)` followed by `Conv2d(C, D, 1)`, both without bias."""
+    k, _, c = dw_KxKxC.shape
+    d = pw_CxD.shape[-1]
     if impl == "fused":
-        # kernel[i, j, c, e, d] = dw[e, i, j, c] * pw[e, c, d]: one dense convolution.
-        kernel = jnp.einsum("eijc,ecd->ijced", dw_ExKxKxC, pw_ExCxD).reshape(k, k, c, e * d)
+        kernel = dw_KxKxC[..., None] * pw_CxD  # kernel[i, j, c, d] = dw[i, j, c] * pw[c, d]
         y = conv2d(x, kernel, stride, padding, dilation, count=False)
     elif impl == "depthwise":
-        dw = jnp.moveaxis(dw_ExKxKxC, 0, -1).reshape(k, k, 1, c * e)  # channel-major, edge-minor
-        x_rep = jnp.repeat(x, e, axis=-1) if e > 1 else x
         h = lax.conv_general_dilated(
-            x_rep,
-            dw.astype(x.dtype),
+            x,
+            dw_KxKxC[:, :, None, :].astype(x.dtype),
             window_strides=(stride, stride),
             padding=((padding, padding), (padding, padding)),
             rhs_dilation=(dilation, dilation),
             dimension_numbers=("NHWC", "HWIO", "NHWC"),
-            feature_group_count=c * e,
+            feature_group_count=c,
         )
-        h = h.reshape(*h.shape[:3], c, e)
-        y = jnp.einsum("nhwce,ecd->nhwed", h, pw_ExCxD.astype(x.dtype))
-        y = y.reshape(*y.shape[:3], e * d)
+        y = conv2d(h, pw_CxD[None, None], count=False)
     else:
         raise ValueError(f"unknown separable convolution impl {impl!r}; valid: {SEP_IMPLS}")
-    record_macs(e * y.shape[1] * y.shape[2] * (k * k * c + c * d))
+    record_macs(y.shape[1] * y.shape[2] * (k * k * c + c * d))
     return y
 
 
+def _window_1d(x: Array, axis: int, size: int, stride: int, padding: int, pad_value, combine):
+    """Combines `size` strided shifted views of x along `axis` (one axis of a pooling window)."""
+    if padding:
+        pads = [(0, 0)] * x.ndim
+        pads[axis] = (padding, padding)
+        x = jnp.pad(x, pads, constant_values=pad_value)
+    n_out = (x.shape[axis] - size) // stride + 1
+    out = None
+    for i in range(size):
+        view = lax.slice_in_dim(x, i, i + (n_out - 1) * stride + 1, stride, axis)
+        out = view if out is None else combine(out, view)
+    return out
+
+
+def _valid_counts(size: int, n_in: int, window: int, stride: int, padding: int) -> np.ndarray:
+    """How many of each output's window positions fall inside the (unpadded) input, per axis."""
+    starts = np.arange(size) * stride - padding
+    return np.minimum(starts + window, n_in) - np.maximum(starts, 0)
+
+
+# Pooling is separable: a k x k window is a k x 1 window of 1 x k windows. Writing each as k
+# shifted views combined elementwise gives XLA one fused loop forward and backward, 10x faster on
+# CPU than `reduce_window`'s select-and-scatter gradient (BENCHMARKS.md). At exact ties the
+# max's gradient is shared between the tied inputs (PyTorch gives it to one of them).
+
+
 def max_pool(x: Array, size: int, stride: int, padding: int) -> Array:
-    pad = ((0, 0), (padding, padding), (padding, padding), (0, 0))
-    return lax.reduce_window(
-        x, -jnp.inf, lax.max, (1, size, size, 1), (1, stride, stride, 1), pad
-    )
+    y = _window_1d(x, 1, size, stride, padding, -jnp.inf, jnp.maximum)
+    return _window_1d(y, 2, size, stride, padding, -jnp.inf, jnp.maximum)
 
 
 def avg_pool(x: Array, size: int, stride: int, padding: int) -> Array:
     """Average pooling that does not count the padding (PyTorch `count_include_pad=False`)."""
-    window, strides = (1, size, size, 1), (1, stride, stride, 1)
-    pad = ((0, 0), (padding, padding), (padding, padding), (0, 0))
-    total = lax.reduce_window(x, 0.0, lax.add, window, strides, pad)
-    if padding == 0:
-        return total / (size * size)
-    # The number of real (non-padding) inputs under each window; a constant XLA folds away.
-    ones = jnp.ones((1, x.shape[1], x.shape[2], 1), x.dtype)
-    count = lax.reduce_window(ones, 0.0, lax.add, window, strides, pad)
-    return total / count
+    y = _window_1d(x, 1, size, stride, padding, 0.0, jnp.add)
+    y = _window_1d(y, 2, size, stride, padding, 0.0, jnp.add)
+    count_h = _valid_counts(y.shape[1], x.shape[1], size, stride, padding)
+    count_w = _valid_counts(y.shape[2], x.shape[2], size, stride, padding)
+    count = np.outer(count_h, count_w)[None, :, :, None].astype(np.float32)
+    return y / jnp.asarray(count, y.dtype)
 
 
 def batch_moments(x: Array) -> tuple[Array, Array]:
@@ -226,25 +305,6 @@ class BatchNorm(nn.Module):
         return y
 
 
-def _fold_norm(y: Array, modules: Sequence[BatchNorm], train: bool) -> Array:
-    """The BatchNorms of E folded edges applied at once to y (N, H, W, E * C).
-
-    Statistics are per channel, so normalising the concatenation is normalising each edge. Folding
-    is only used by the supernet, whose BatchNorms keep no running statistics and have no affine
-    parameters (DARTS `MixedOp`, NAS-Bench-201 search cells).
-    """
-    del train
-    if any(m.affine or m.track_running_stats for m in modules):
-        raise ValueError("folded edges need BatchNorm(affine=False, track_running_stats=False)")
-    mean, var = batch_moments(y)
-    return normalize(y, mean, var, modules[0].epsilon)
-
-
-def _edges(y: Array, e: int) -> Array:
-    """(N, H, W, E * C) -> (N, H, W, E, C)."""
-    return y.reshape(*y.shape[:3], e, y.shape[-1] // e)
-
-
 class Zero(nn.Module):
     """The `none` op: zeros of the output shape."""
 
@@ -258,17 +318,10 @@ class Zero(nn.Module):
         return jnp.zeros((*x.shape[:3], self.C_out), x.dtype)
 
 
-
 class Identity(nn.Module):
     def __call__(self, x: Array, train: bool = True) -> Array:
         del train
         return x
-
-    @classmethod
-    def fold(cls, modules: Sequence[Identity], x: Array, train: bool) -> Array:
-        del modules, train
-        return x[:, :, :, None, :]  # shared by every edge
-
 
 
 class Pool(nn.Module):
@@ -301,14 +354,6 @@ class Pool(nn.Module):
             x = self.preprocess(x, train)
         return self.pool(x)
 
-    @classmethod
-    def fold(cls, modules: Sequence[Pool], x: Array, train: bool) -> Array:
-        del train
-        if modules[0].C_in != modules[0].C_out:
-            raise ValueError("folded pooling needs C_in == C_out")
-        return modules[0].pool(x)[:, :, :, None, :]  # parameter-free: shared by every edge
-
-
 
 class ReLUConvBN(nn.Module):
     """ReLU -> Conv(k, stride, padding, dilation, no bias) -> BN (DARTS `ReLUConvBN`,
@@ -333,14 +378,6 @@ class ReLUConvBN(nn.Module):
     def __call__(self, x: Array, train: bool = True) -> Array:
         y = conv2d(jax.nn.relu(x), self.kernel, self.stride, self.padding, self.dilation)
         return self.bn(y, train)
-
-    @classmethod
-    def fold(cls, modules: Sequence[ReLUConvBN], x: Array, train: bool) -> Array:
-        m = modules[0]
-        kernel = jnp.concatenate([mod.kernel for mod in modules], axis=-1)
-        y = conv2d(jax.nn.relu(x), kernel, m.stride, m.padding, m.dilation)
-        return _edges(_fold_norm(y, [mod.bn for mod in modules], train), len(modules))
-
 
 
 class SepConv(nn.Module):
@@ -367,27 +404,10 @@ class SepConv(nn.Module):
 
     def __call__(self, x: Array, train: bool = True) -> Array:
         p, s, impl = self.padding, self.stride, self.impl
-        y = separable_conv(jax.nn.relu(x), self.dw1[None], self.pw1[None], s, p, 1, impl)
+        y = separable_conv(jax.nn.relu(x), self.dw1, self.pw1, s, p, 1, impl)
         y = self.bn1(y, train)
-        y = separable_conv(jax.nn.relu(y), self.dw2[None], self.pw2[None], 1, p, 1, impl)
+        y = separable_conv(jax.nn.relu(y), self.dw2, self.pw2, 1, p, 1, impl)
         return self.bn2(y, train)
-
-    @classmethod
-    def fold(cls, modules: Sequence[SepConv], x: Array, train: bool) -> Array:
-        m, e = modules[0], len(modules)
-        dw1 = jnp.stack([mod.dw1 for mod in modules])
-        pw1 = jnp.stack([mod.pw1 for mod in modules])
-        y = separable_conv(jax.nn.relu(x), dw1, pw1, m.stride, m.padding, 1, m.impl)
-        y = jax.nn.relu(_fold_norm(y, [mod.bn1 for mod in modules], train))
-        # The second blocks see different inputs; XLA's grouped convolutions are slow on CPU
-        # (BENCHMARKS.md), so each edge gets its own convolution.
-        ys = [
-            separable_conv(y_e, mod.dw2[None], mod.pw2[None], 1, m.padding, 1, m.impl)
-            for y_e, mod in zip(jnp.split(y, e, axis=-1), modules, strict=True)
-        ]
-        y = jnp.concatenate(ys, axis=-1) if e > 1 else ys[0]
-        return _edges(_fold_norm(y, [mod.bn2 for mod in modules], train), e)
-
 
 
 class DilConv(nn.Module):
@@ -411,19 +431,9 @@ class DilConv(nn.Module):
 
     def __call__(self, x: Array, train: bool = True) -> Array:
         y = separable_conv(
-            jax.nn.relu(x), self.dw[None], self.pw[None], self.stride, self.padding,
-            self.dilation, self.impl,
-        )  # fmt: skip
+            jax.nn.relu(x), self.dw, self.pw, self.stride, self.padding, self.dilation, self.impl
+        )
         return self.bn(y, train)
-
-    @classmethod
-    def fold(cls, modules: Sequence[DilConv], x: Array, train: bool) -> Array:
-        m = modules[0]
-        dw = jnp.stack([mod.dw for mod in modules])
-        pw = jnp.stack([mod.pw for mod in modules])
-        y = separable_conv(jax.nn.relu(x), dw, pw, m.stride, m.padding, m.dilation, m.impl)
-        return _edges(_fold_norm(y, [mod.bn for mod in modules], train), len(modules))
-
 
 
 class FactorizedReduce(nn.Module):
@@ -449,18 +459,6 @@ class FactorizedReduce(nn.Module):
             [conv2d(x, self.kernel_1, 2), conv2d(factorized_shift(x), self.kernel_2, 2)], axis=-1
         )
         return self.bn(y, train)
-
-    @classmethod
-    def fold(cls, modules: Sequence[FactorizedReduce], x: Array, train: bool) -> Array:
-        e = len(modules)
-        x = jax.nn.relu(x)
-        k1 = jnp.concatenate([mod.kernel_1 for mod in modules], axis=-1)
-        k2 = jnp.concatenate([mod.kernel_2 for mod in modules], axis=-1)
-        y1 = _edges(conv2d(x, k1, 2), e)
-        y2 = _edges(conv2d(factorized_shift(x), k2, 2), e)
-        y = jnp.concatenate([y1, y2], axis=-1).reshape(*y1.shape[:3], -1)  # edge-major channels
-        return _edges(_fold_norm(y, [mod.bn for mod in modules], train), e)
-
 
 
 # ---------------------------------------------------------------------------------------------

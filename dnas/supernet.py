@@ -4,12 +4,16 @@ The mixing weights are an explicit input, `model.apply(variables, x, mix_weights
 cell type -> (num_edges, num_ops) array in the space's edge and primitive order; the alphas and the
 relaxation that turns them into mixing weights live outside (`relaxations.py`).
 
-Structure, for XLA. A cell is computed source node by source node: all edges leaving a node are
-computed together (`ops.*.fold`: the edges' kernels concatenated along the output channels, one
-convolution per op kind), parameter-free ops (pooling, identity) once per node and shared by its
-edges, and `none` not at all (it contributes exactly zero; its alpha still gets its gradient
-through the normalisation of the mixing weights). The DARTS cell is 4-6 convolutions per node instead
-of 4 per edge, which is what makes the supernet compile in seconds rather than minutes.
+Structure, for XLA. Every edge of a cell applies the same candidate modules (`ops.py`) to its source
+node, so a cell is a `lax.scan` over its edges: XLA compiles one edge and runs it 14 times, instead
+of compiling 14 copies (XLA:CPU's compile time grows faster than linearly with the number of
+operations; an unrolled 8-cell DARTS supernet takes minutes to compile). The scan carries the
+intermediate nodes' sums; edges are visited in alpha row order (by destination), so a node is
+complete before its first outgoing edge reads it. Edges leaving the input nodes and edges leaving
+intermediate nodes are two scans, since in a reduction cell the former have stride 2. `none` is not
+computed: it contributes exactly zero, and its alpha still gets its gradient through the
+normalisation of the mixing weights. Each op kind's parameters are stacked over the edges of a scan
+(`edge_params` slices out one edge's).
 
 Batch normalisation. Every BatchNorm in a supernet normalises with the statistics of the batch it is
 given, in training and in evaluation, and keeps no running averages (NAS-Bench-201's
@@ -27,15 +31,11 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from dnas import ops, spaces
 from dnas.spaces.base import SearchSpace
 from dnas.types import Array, MixWeights
-
-
-def edge_op_name(src: int, dst: int, op: str) -> str:
-    """The module name of op `op` on edge src -> dst inside a search cell."""
-    return f"edge_{src}_{dst}_{op}"
 
 
 def _batch_norm(x: Array) -> Array:
@@ -47,7 +47,7 @@ class MixedCell(nn.Module):
     """The edges and intermediate nodes of a search cell.
 
     Node j is the sum over its incoming edges (i, j) of sum_k w[(i, j), k] * op_k(node_i). Returns the
-    states of every node (inputs first).
+    intermediate nodes' states stacked, (num_intermediate, N, H, W, C).
     """
 
     space: SearchSpace
@@ -55,16 +55,50 @@ class MixedCell(nn.Module):
     reduction: bool = False
     bn_after_pool: bool = False  # DARTS MixedOp appends BatchNorm(affine=False) to pooling ops
     sep_impl: str = "fused"
+    remat: bool = False
 
-    def edge_op(self, src: int, dst: int, op: str) -> nn.Module:
-        stride = 2 if self.reduction and src < self.space.num_inputs else 1
-        return ops.make_op(
-            op, self.C, self.C, stride, affine=False, track_running_stats=False,
-            impl=self.sep_impl, name=edge_op_name(src, dst, op), parent=self,
-        )  # fmt: skip
+    def _group(self, from_inputs: bool) -> tuple[list[int], int]:
+        """Alpha rows of the edges leaving the input nodes (or the intermediate nodes), stride."""
+        space = self.space
+        rows = [
+            i for i, (src, _) in enumerate(space.edges) if (src < space.num_inputs) == from_inputs
+        ]
+        return rows, 2 if self.reduction and from_inputs else 1
+
+    def _ops(self, stride: int) -> dict[str, nn.Module]:
+        """Unbound candidate modules (not `none`), applied with each edge's parameters."""
+        return {
+            op: ops.make_op(
+                op,
+                self.C,
+                self.C,
+                stride,
+                affine=False,
+                track_running_stats=False,
+                impl=self.sep_impl,
+                parent=None,
+            )  # fmt: skip
+            for op in self.space.primitives
+            if op != "none"
+        }
+
+    def _stacked_params(self, group: str, modules: dict[str, nn.Module], num_edges: int) -> dict:
+        def init(rng):
+            dummy = jnp.zeros((1, 4, 4, self.C), jnp.float32)
+            keys = jax.random.split(rng, num_edges)
+            stacked = {}
+            for i, (op, module) in enumerate(modules.items()):
+                variables = jax.vmap(lambda k, m=module: m.init(k, dummy, True))(
+                    jax.vmap(jax.random.fold_in, (0, None))(keys, i)
+                )
+                if "params" in variables:
+                    stacked[op] = variables["params"]
+            return stacked
+
+        return self.param(group, init)
 
     @nn.compact
-    def __call__(self, inputs: Sequence[Array], w_ExK: Array, train: bool) -> list[Array]:
+    def __call__(self, inputs: Sequence[Array], w_ExK: Array, train: bool) -> Array:
         space = self.space
         if w_ExK.shape != (space.num_edges, space.num_ops):
             raise ValueError(
@@ -73,29 +107,55 @@ class MixedCell(nn.Module):
             )
         if len(inputs) != space.num_inputs:
             raise ValueError(f"a {space.name} cell takes {space.num_inputs} inputs")
-        w_ExK = w_ExK.astype(inputs[0].dtype)
-        last = space.num_inputs + space.num_intermediate - 1
-        states: list[Array | None] = [*inputs] + [None] * space.num_intermediate
-        incoming: dict[int, list[Array]] = {dst: [] for dst in space.nodes}
-        for src in range(last):
-            if states[src] is None:
-                states[src] = sum(incoming[src][1:], incoming[src][0])
-            dsts = [dst for dst in space.nodes if dst > src]
-            rows = jnp.array([space.edge_index(src, dst) for dst in dsts])
-            mixed = None
-            for k, op in enumerate(space.primitives):
-                if op == "none":
-                    continue
-                modules = [self.edge_op(src, dst, op) for dst in dsts]
-                out = type(modules[0]).fold(modules, states[src], train)  # (N, H, W, E or 1, C)
-                if self.bn_after_pool and op.endswith("pool_3x3"):
-                    out = _batch_norm(out)
-                term = w_ExK[rows, k][:, None] * out
-                mixed = term if mixed is None else mixed + term
-            for slot, dst in enumerate(dsts):
-                incoming[dst].append(mixed[:, :, :, slot, :])
-        states[last] = sum(incoming[last][1:], incoming[last][0])
-        return states
+        dtype = inputs[0].dtype
+        inputs_I = jnp.stack(inputs)
+        nodes = None
+        for group, from_inputs in (("input_edges", True), ("node_edges", False)):
+            rows, stride = self._group(from_inputs)
+            modules = self._ops(stride)
+            params = self._stacked_params(group, modules, len(rows))
+            srcs = jnp.array([space.edges[r][0] for r in rows], jnp.int32)
+            dsts = jnp.array([space.edges[r][1] - space.num_inputs for r in rows], jnp.int32)
+            w_GxK = w_ExK[jnp.array(rows)].astype(dtype)
+
+            def edge(nodes, xs, modules=modules, from_inputs=from_inputs):
+                params_e, w_K, src, dst = xs
+                if from_inputs:
+                    x = lax.dynamic_index_in_dim(inputs_I, src, keepdims=False)
+                else:
+                    x = lax.dynamic_index_in_dim(nodes, src - space.num_inputs, keepdims=False)
+                out = None
+                for op, module in modules.items():
+                    variables = {"params": params_e[op]} if op in params_e else {}
+                    y = module.apply(variables, x, train)
+                    if self.bn_after_pool and op.endswith("pool_3x3"):
+                        y = _batch_norm(y)
+                    term = w_K[space.op_index(op)] * y
+                    out = term if out is None else out + term
+                node = lax.dynamic_index_in_dim(nodes, dst, keepdims=False)
+                return lax.dynamic_update_index_in_dim(nodes, node + out, dst, 0), None
+
+            if self.remat:
+                edge = jax.checkpoint(edge)
+            if nodes is None:  # every op maps (N, H, W, C) to the pooling's output shape
+                shape = jax.eval_shape(lambda x, s=stride: ops.max_pool(x, 3, s, 1), inputs[0])
+                nodes = jnp.zeros((space.num_intermediate, *shape.shape), dtype)
+            with ops.mac_scale(len(rows)):
+                nodes, _ = lax.scan(edge, nodes, (params, w_GxK, srcs, dsts))
+        return nodes
+
+
+def edge_params(cell_params: dict, space: SearchSpace, src: int, dst: int, op: str) -> dict:
+    """The parameters of op `op` on edge src -> dst, from a `MixedCell`'s parameters; they are the
+    parameters of the standalone module `ops.make_op(op, ...)`."""
+    space.check_op(op)
+    from_inputs = src < space.num_inputs
+    rows = [i for i, (s, _) in enumerate(space.edges) if (s < space.num_inputs) == from_inputs]
+    position = rows.index(space.edge_index(src, dst))
+    group = cell_params["input_edges" if from_inputs else "node_edges"]
+    if op not in group:
+        return {}
+    return jax.tree.map(lambda p: p[position], group[op])
 
 
 class DartsSearchCell(nn.Module):
@@ -105,6 +165,7 @@ class DartsSearchCell(nn.Module):
     reduction: bool
     reduction_prev: bool
     sep_impl: str = "fused"
+    remat: bool = False
 
     @nn.compact
     def __call__(self, s0: Array, s1: Array, w_ExK: Array, train: bool = True) -> Array:
@@ -115,10 +176,10 @@ class DartsSearchCell(nn.Module):
         else:
             s0 = ops.ReLUConvBN(s0.shape[-1], self.C, 1, 1, 0, **bn, name="preprocess0")(s0, train)
         s1 = ops.ReLUConvBN(s1.shape[-1], self.C, 1, 1, 0, **bn, name="preprocess1")(s1, train)
-        states = MixedCell(
-            space, self.C, self.reduction, bn_after_pool=True, sep_impl=self.sep_impl, name="mixed"
+        nodes = MixedCell(
+            space, self.C, self.reduction, True, self.sep_impl, self.remat, name="mixed"
         )([s0, s1], w_ExK, train)
-        return jnp.concatenate([states[i] for i in space.concat], axis=-1)
+        return jnp.concatenate([nodes[i - space.num_inputs] for i in space.concat], axis=-1)
 
 
 class Linear(nn.Module):
@@ -172,12 +233,13 @@ class DartsSupernet(nn.Module):
         _check_mix_weights(space, mix_weights)
         s0 = s1 = StemConv(self.stem_multiplier * self.C, False, name="stem")(x, train)
         C_curr, reduction_prev = self.C, False
-        cell_cls = nn.remat(DartsSearchCell, static_argnums=(4,)) if self.remat else DartsSearchCell
         for i in range(self.layers):
             reduction = i in reduction_layers(self.layers)
             if reduction:
                 C_curr *= 2
-            cell = cell_cls(C_curr, reduction, reduction_prev, self.sep_impl, name=f"cell_{i}")
+            cell = DartsSearchCell(
+                C_curr, reduction, reduction_prev, self.sep_impl, self.remat, name=f"cell_{i}"
+            )
             w = mix_weights["reduce" if reduction else "normal"]
             s0, s1 = s1, cell(s0, s1, w, train)
             reduction_prev = reduction
@@ -240,12 +302,12 @@ class NB201Supernet(nn.Module):
         space = spaces.get(self.space_name)
         _check_mix_weights(space, mix_weights)
         x = StemConv(self.C, False, name="stem")(x, train)
-        cell_cls = nn.remat(MixedCell, static_argnums=(3,)) if self.remat else MixedCell
         for i, (C_curr, reduction) in enumerate(nb201_layout(self.C, self.N)):
             if reduction:
                 x = ResNetBasicBlock(C_curr, 2, False, name=f"cell_{i}")(x, train)
             else:
-                x = cell_cls(space, C_curr, name=f"cell_{i}")([x], mix_weights["normal"], train)[-1]
+                cell = MixedCell(space, C_curr, remat=self.remat, name=f"cell_{i}")
+                x = cell([x], mix_weights["normal"], train)[-1]
         x = jax.nn.relu(ops.BatchNorm(track_running_stats=False, name="lastact")(x, train))
         return Linear(self.num_classes, name="classifier")(jnp.mean(x, axis=(1, 2)))
 

@@ -1,0 +1,86 @@
+"""The `dnas` command line: parses arguments and calls the library; nothing else."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+
+
+def _info(args: argparse.Namespace) -> int:
+    import jax
+
+    from dnas import data, evaluate, genotype, network, spaces, supernet
+
+    info = data.get_info(args.dataset)
+    out: dict = {"dataset": info.name, "input_shape": list(info.input_shape)}
+    if args.supernet:
+        space = spaces.get(args.supernet)
+        kw = {"C": args.init_channels or 16}
+        if args.layers:
+            kw["N" if space.name == "nb201" else "layers"] = args.layers
+        model = supernet.build(space.name, info.num_classes, **kw)
+        mix = {k: jax.ShapeDtypeStruct(s, "float32") for k, s in space.alpha_shapes.items()}
+        stats = evaluate.model_stats(model, info.input_shape, mix)
+        out |= {"supernet": space.name, "network": type(model).__name__}
+    else:
+        geno = genotype.load(args.genotype)
+        model = network.build(
+            geno,
+            info.num_classes,
+            input_size=info.image_size,
+            C=args.init_channels,
+            layers=args.layers,
+            auxiliary=args.auxiliary,
+        )
+        stats = evaluate.model_stats(model, info.input_shape)
+        out |= {"genotype": geno.to_string(), "network": type(model).__name__}
+    fields = model.__dataclass_fields__
+    out |= {k: getattr(model, k) for k in ("C", "layers", "N", "auxiliary") if k in fields}
+    out |= stats
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def _info_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "info",
+        help="parameters and multiply-adds of a network or a supernet, as JSON",
+        description="Counts parameters (`params` without the auxiliary head, as in the papers; "
+        "`params_total` with it) and multiply-adds per image (`flops`, the papers' mult-adds) "
+        "without materialising any weight.",
+    )
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument(
+        "--genotype",
+        help="a published genotype name (e.g. darts_v2), a DARTS or NAS-Bench-201 genotype "
+        "string, or a genotype JSON file",
+    )
+    what.add_argument("--supernet", help="a search space name: darts_cnn or nb201")
+    p.add_argument("--dataset", default="cifar10", help="sets classes and input shape")
+    p.add_argument("--init-channels", type=int, help="C (default: the paper's setting)")
+    p.add_argument("--layers", type=int, help="cells (NAS-Bench-201: cells per stage)")
+    p.add_argument("--auxiliary", action="store_true", help="include the auxiliary head")
+    p.set_defaults(func=_info)
+
+
+COMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {"info": _info_parser}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="dnas", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in COMMANDS.values():
+        add(sub)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (KeyError, ValueError) as err:
+        message = err.args[0] if err.args else str(err)
+        print(f"dnas {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
