@@ -36,6 +36,4 @@ def get_info(name: str) -> DatasetInfo:
     try:
         return DATASETS[name]
     except KeyError:
-        raise KeyError(
-            f"unknown dataset {name!r}; valid datasets: {', '.join(DATASETS)}"
-        ) from None
+        raise KeyError(f"unknown dataset {name!r}; valid datasets: {', '.join(DATASETS)}") from None

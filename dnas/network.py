@@ -35,7 +35,7 @@ def drop_path_masks(rng: jax.Array, rate: Array, shape: tuple[int, ...]) -> Arra
     return mask.astype(jnp.float32) / keep
 
 
-def _drop_path_inputs(module: nn.Module, layers: int, batch: int, train: bool, rate) -> Array | None:
+def _drop_path_inputs(module: nn.Module, layers: int, batch: int, train: bool, rate) -> Array:
     if not train:
         return None
     rate = jnp.asarray(rate, jnp.float32)

@@ -1,8 +1,8 @@
 """Search networks (supernets): cells whose edges mix every candidate operation.
 
-The mixing weights are an explicit input, `model.apply(variables, x, mix_weights, train=...)`, a dict
-cell type -> (num_edges, num_ops) array in the space's edge and primitive order; the alphas and the
-relaxation that turns them into mixing weights live outside (`relaxations.py`).
+The mixing weights are an explicit input, `model.apply(variables, x, mix_weights, train=...)`, a
+dict cell type -> (num_edges, num_ops) array in the space's edge and primitive order; the alphas and
+the relaxation that turns them into mixing weights live outside (`relaxations.py`).
 
 Structure, for XLA. Every edge of a cell applies the same candidate modules (`ops.py`) to its source
 node, so a cell is a `lax.scan` over its edges: XLA compiles one edge and runs it 14 times, instead
@@ -46,8 +46,8 @@ def _batch_norm(x: Array) -> Array:
 class MixedCell(nn.Module):
     """The edges and intermediate nodes of a search cell.
 
-    Node j is the sum over its incoming edges (i, j) of sum_k w[(i, j), k] * op_k(node_i). Returns the
-    intermediate nodes' states stacked, (num_intermediate, N, H, W, C).
+    Node j is the sum over its incoming edges (i, j) of sum_k w[(i, j), k] * op_k(node_i). Returns
+    the intermediate nodes' states stacked, (num_intermediate, N, H, W, C).
     """
 
     space: SearchSpace
@@ -77,7 +77,7 @@ class MixedCell(nn.Module):
                 track_running_stats=False,
                 impl=self.sep_impl,
                 parent=None,
-            )  # fmt: skip
+            )
             for op in self.space.primitives
             if op != "none"
         }
@@ -159,7 +159,8 @@ def edge_params(cell_params: dict, space: SearchSpace, src: int, dst: int, op: s
 
 
 class DartsSearchCell(nn.Module):
-    """A DARTS search cell: preprocessing of c_{k-2}, c_{k-1}, mixed edges, concat of the 4 nodes."""
+    """A DARTS search cell: preprocessing of c_{k-2} and c_{k-1}, mixed edges, concatenated
+    intermediate nodes."""
 
     C: int
     reduction: bool

@@ -87,5 +87,5 @@ class SearchSpace:
         keys = jax.random.split(key, len(self.cell_types))
         return {
             cell: scale * jax.random.normal(k, self.alpha_shapes[cell], jnp.float32)
-            for cell, k in zip(self.cell_types, keys)
+            for cell, k in zip(self.cell_types, keys, strict=True)
         }

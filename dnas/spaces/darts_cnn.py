@@ -1,6 +1,7 @@
 """The DARTS convolutional cell space (Liu et al., "DARTS: Differentiable Architecture Search",
-ICLR 2019, Sec. 2.1 and 3.1): 2 input nodes, 4 intermediate nodes, 14 edges, 8 primitives, normal and
-reduction cells; a discrete cell keeps 2 incoming edges per node and concatenates all 4 nodes."""
+ICLR 2019, Sec. 2.1 and 3.1): 2 input nodes, 4 intermediate nodes, 14 edges, 8 primitives,
+normal and reduction cells; a discrete cell keeps 2 incoming edges per node and concatenates all
+4 nodes."""
 
 from dnas.spaces.base import SearchSpace
 

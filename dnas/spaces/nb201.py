@@ -1,5 +1,6 @@
-"""The NAS-Bench-201 cell space (Dong & Yang, "NAS-Bench-201", ICLR 2020, Sec. 2.1): 4 nodes, 6 edges,
-5 primitives, one cell type; every edge keeps its best op and the cell output is the last node."""
+"""The NAS-Bench-201 cell space (Dong & Yang, "NAS-Bench-201", ICLR 2020, Sec. 2.1): 4 nodes,
+6 edges, 5 primitives, one cell type; every edge keeps its best op and the cell output is the last
+node."""
 
 from dnas.spaces.base import SearchSpace
 
