@@ -42,10 +42,13 @@ def model_stats(
     """
     x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
     variables = jax.eval_shape(
-        lambda k: model.init({"params": k, "dropout": k}, x, *args, **kwargs), jax.random.key(0)
+        lambda k, x, args: model.init({"params": k, "dropout": k}, x, *args, **kwargs),
+        jax.random.key(0),
+        x,
+        args,
     )
     with ops.count_macs() as macs:
-        jax.eval_shape(lambda v: model.apply(v, x, *args, **kwargs), variables)
+        jax.eval_shape(lambda v, x, args: model.apply(v, x, *args, **kwargs), variables, x, args)
     params = variables["params"]
     return {
         "params": count_params(params, exclude),

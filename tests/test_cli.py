@@ -1,0 +1,42 @@
+"""The `dnas` command line."""
+
+import json
+
+import pytest
+
+from dnas import cli
+
+
+def _run(capsys, *argv):
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_info_prints_the_published_darts_v2_figures(capsys):
+    argv = ["info", "--genotype", "darts_v2", "--dataset", "cifar10", "--init-channels", "36"]
+    code, out, _ = _run(capsys, *argv, "--layers", "20", "--auxiliary")
+    assert code == 0
+    info = json.loads(out)
+    assert info["params"] == 3_349_342 and info["network"] == "NetworkCIFAR"
+    assert info["params_total"] > info["params"] and info["flops"] > 0
+
+
+def test_info_for_a_supernet(capsys):
+    code, out, _ = _run(capsys, "info", "--supernet", "darts_cnn", "--dataset", "cifar10")
+    assert code == 0 and json.loads(out)["params"] == 1_930_618
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["info", "--genotype", "darts_v9"], "unknown genotype 'darts_v9'"),
+        (["info", "--genotype", "darts_v2", "--dataset", "mnist"], "unknown dataset 'mnist'"),
+        (["info", "--supernet", "nasnet"], "unknown search space 'nasnet'"),
+        (["info", "--genotype", "Genotype(normal=[('sep_conv_3x3', 0)"], "expected"),
+    ],
+)
+def test_info_errors_are_one_line(capsys, argv, message):
+    code, out, err = _run(capsys, *argv)
+    assert code == 2 and out == ""
+    assert message in err and err.count("\n") == 1
