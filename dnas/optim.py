@@ -1,0 +1,58 @@
+"""Optimisers for the weights and the architecture parameters, built from typed arguments.
+
+Both follow the reference PyTorch semantics (quark0/darts `train_search.py`, `architect.py`):
+weight decay is an L2 term added to the gradient before momentum/Adam (PyTorch's `weight_decay`,
+not AdamW's decoupled decay), gradients are clipped by global norm before that, and the cosine
+learning rate is annealed per epoch (`CosineAnnealingLR` stepped once an epoch) unless
+`per_step=True`. Schedules are functions of the step, evaluated inside jit.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import optax
+
+
+def cosine_schedule(
+    lr: float, lr_min: float, epochs: int, steps_per_epoch: int, *, per_step: bool = False
+) -> optax.Schedule:
+    """lr_min + (lr - lr_min) (1 + cos(pi t / T)) / 2, with t, T in epochs (or steps)."""
+    total = epochs * steps_per_epoch if per_step else epochs
+
+    def schedule(step):
+        t = step if per_step else step // steps_per_epoch
+        t = jnp.minimum(t, total).astype(jnp.float32)
+        return lr_min + (lr - lr_min) * 0.5 * (1.0 + jnp.cos(jnp.pi * t / max(total, 1)))
+
+    return schedule
+
+
+def sgd(
+    learning_rate: optax.ScalarOrSchedule,
+    *,
+    momentum: float = 0.9,
+    weight_decay: float = 3e-4,
+    grad_clip: float | None = 5.0,
+) -> optax.GradientTransformation:
+    """PyTorch `SGD(momentum, weight_decay)` after `clip_grad_norm_(grad_clip)`."""
+    return optax.chain(
+        optax.clip_by_global_norm(grad_clip) if grad_clip else optax.identity(),
+        optax.add_decayed_weights(weight_decay) if weight_decay else optax.identity(),
+        optax.sgd(learning_rate, momentum=momentum or None),
+    )
+
+
+def adam(
+    learning_rate: optax.ScalarOrSchedule,
+    *,
+    b1: float = 0.5,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    weight_decay: float = 1e-3,
+) -> optax.GradientTransformation:
+    """PyTorch `Adam(betas, weight_decay)`: L2 added to the gradient (DARTS' alpha optimiser)."""
+    return optax.chain(
+        optax.add_decayed_weights(weight_decay) if weight_decay else optax.identity(),
+        optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
+        optax.scale_by_learning_rate(learning_rate),
+    )
