@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -65,7 +66,76 @@ def _info_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_info)
 
 
-COMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {"info": _info_parser}
+def _default_workdir(command: str) -> str:
+    import datetime
+
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return os.path.join("runs", f"{command}-{stamp}")
+
+
+def _load_config(args: argparse.Namespace):
+    from dnas import configlib
+
+    config = configlib.load(args.config)
+    return configlib.override(config, args.overrides)
+
+
+def _search(args: argparse.Namespace) -> int:
+    from dnas import search
+
+    config = _load_config(args)
+    workdir = args.workdir or _default_workdir("search")
+    genotype = search.run(config, workdir)
+    print(f"genotype: {genotype.to_string()}")
+    print(f"workdir:  {os.path.abspath(workdir)}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from dnas import train
+
+    config = _load_config(args)
+    workdir = args.workdir or _default_workdir("train")
+    results = train.run(config, workdir)
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from dnas import pipeline
+
+    config = _load_config(args)
+    workdir = args.workdir or _default_workdir("run")
+    summary = pipeline.run(config, workdir)
+    print(pipeline.format_summary(summary))
+    print(f"workdir: {os.path.abspath(workdir)}")
+    return 0
+
+
+def _stage_parser(name: str, func, help_text: str):
+    def add(sub: argparse._SubParsersAction) -> None:
+        p = sub.add_parser(
+            name,
+            help=help_text,
+            description=f"{help_text}. Without --config: the embedded default (DARTS space, "
+            "first order, 8x8 digits shipped with scikit-learn; no download). Any config field "
+            "can be overridden with --config.FIELD=VALUE (e.g. --config.seed=3, "
+            "--config.search.epochs=5).",
+        )
+        p.add_argument("--config", help="a config file, path/to/config.py[:arg]")
+        p.add_argument("--workdir", help="output folder (default: a new folder under runs/); "
+                       "an existing one is resumed")  # fmt: skip
+        p.set_defaults(func=func)
+
+    return add
+
+
+COMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
+    "run": _stage_parser("run", _run, "search, retrain the found and a random cell, summarise"),
+    "search": _stage_parser("search", _search, "search a cell, write its genotype"),
+    "train": _stage_parser("train", _train, "train a genotype from scratch and test it"),
+    "info": _info_parser,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -73,10 +143,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     for add in COMMANDS.values():
         add(sub)
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    overrides = [a[len("--config.") :] for a in rest if a.startswith("--config.")]
+    unknown = [a for a in rest if not a.startswith("--config.")]
+    if unknown or (overrides and args.command == "info"):
+        parser.error(f"unrecognized arguments: {' '.join(unknown or rest)}")
+    args.overrides = overrides
     try:
         return args.func(args)
-    except (KeyError, ValueError) as err:
+    except (KeyError, ValueError, FileNotFoundError, FloatingPointError) as err:
         message = err.args[0] if err.args else str(err)
         print(f"dnas {args.command}: error: {message}", file=sys.stderr)
         return 2

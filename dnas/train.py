@@ -1,0 +1,240 @@
+"""Retraining from scratch: `run(config, workdir, genotype) -> results`.
+
+The DARTS evaluation protocol (Liu et al. 2019, Sec. 3.3; quark0/darts `train.py`): SGD with
+momentum 0.9 and weight decay 3e-4, cosine learning rate per epoch to 0, gradient clipping at 5,
+auxiliary head weighted 0.4, drop-path rate ramped linearly from 0 to its final value over the
+epochs, cutout; then accuracy on the test split. The drop-path rate and the learning rate are
+computed from the step inside the jitted step, so they never recompile.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from dnas import checkpoint, data, evaluate, metrics, network, optim
+from dnas import genotype as genotype_lib
+from dnas.genotype import Genotype
+from dnas.search import Augmentation, compile_step, prepare_workdir
+from dnas.state import TrainState, init_variables
+from dnas.types import Batch
+
+log = logging.getLogger(__name__)
+
+
+def make_train_step(
+    model, tx: optax.GradientTransformation, info: data.DatasetInfo, aug: Augmentation, *,
+    auxiliary_weight: float, drop_path_prob: float, epochs: int, steps_per_epoch: int,
+    learning_rate: optax.Schedule,
+) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:  # fmt: skip
+    def step_fn(state: TrainState, batch: Batch):
+        key = jax.random.fold_in(state.rng, state.step)
+        k_aug, k_drop = jax.random.split(key)
+        x = data.preprocess(
+            k_aug, batch["image"], info, train=True, crop_padding=aug.crop_padding,
+            flip=aug.flip, cutout_length=aug.cutout_length,
+        )  # fmt: skip
+        epoch = (state.step // steps_per_epoch).astype(jnp.float32)
+        rate = drop_path_prob * epoch / epochs  # the reference ramps it per epoch
+
+        def loss_fn(params):
+            variables = {"params": params, "batch_stats": state.batch_stats}
+            (logits, aux), updates = model.apply(
+                variables, x, train=True, drop_path_rate=rate, rngs={"dropout": k_drop},
+                mutable=["batch_stats"],
+            )  # fmt: skip
+            ce = optax.softmax_cross_entropy_with_integer_labels
+            loss = ce(logits, batch["label"]).mean()
+            if aux is not None:
+                loss = loss + auxiliary_weight * ce(aux, batch["label"]).mean()
+            return loss, (logits, updates.get("batch_stats", {}))
+
+        (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params
+        )
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        new_state = state.replace(
+            step=state.step + 1,
+            params=optax.apply_updates(state.params, updates),
+            batch_stats=batch_stats,
+            opt_state=opt_state,
+        )
+        return new_state, {
+            "train/loss": loss,
+            "train/accuracy": evaluate.accuracy(logits, batch["label"]),
+            "lr": learning_rate(state.step),
+            "drop_path_rate": rate,
+        }
+
+    return step_fn
+
+
+def make_eval_step(model, info: data.DatasetInfo) -> Callable[[TrainState, Batch], dict]:
+    """Sums (not means) over the real examples of a padded batch, so batches add up."""
+
+    def eval_step(state: TrainState, batch: Batch):
+        x = data.preprocess(None, batch["image"], info, train=False)
+        variables = {"params": state.params, "batch_stats": state.batch_stats}
+        logits, _ = model.apply(variables, x, train=False)
+        mask = batch["mask"].astype(jnp.float32)
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
+        correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
+        return {"loss": jnp.sum(ce * mask), "correct": jnp.sum(correct * mask), "n": mask.sum()}
+
+    return eval_step
+
+
+def evaluate_source(eval_step, state: TrainState, source, batch_size: int) -> dict[str, float]:
+    totals = None
+    for batch in data.eval_batches(source, batch_size):
+        out = eval_step(state, batch)
+        totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
+    totals = jax.device_get(totals)
+    n = float(totals["n"])
+    return {"loss": float(totals["loss"]) / n, "accuracy": float(totals["correct"]) / n}
+
+
+@dataclasses.dataclass
+class TrainSetup:
+    info: data.DatasetInfo
+    genotype: Genotype
+    model: object
+    tx: optax.GradientTransformation
+    learning_rate: optax.Schedule
+    step_fn: Callable
+    eval_step: Callable
+    splits: data.Splits
+    steps_per_epoch: int
+    total_steps: int
+
+
+def setup(config: ml_collections.ConfigDict, genotype: Genotype) -> TrainSetup:
+    t = config.train
+    info = data.get_info(config.dataset)
+    splits = data.load(config.dataset, data_dir=config.data_dir or None)
+    steps_per_epoch = data.steps_per_epoch(splits.train, t.batch_size)
+    model = network.build(
+        genotype, info.num_classes, input_size=info.image_size, C=t.C, layers=t.layers,
+        auxiliary=t.auxiliary and genotype.space == "darts_cnn", sep_impl=t.sep_impl,
+    )  # fmt: skip
+    learning_rate = optim.cosine_schedule(t.lr, t.lr_min, t.epochs, steps_per_epoch)
+    tx = optim.sgd(
+        learning_rate, momentum=t.momentum, weight_decay=t.weight_decay, grad_clip=t.grad_clip
+    )
+    aug = Augmentation(
+        crop_padding=None if t.crop_padding < 0 else t.crop_padding,
+        flip=t.flip,
+        cutout_length=None if t.cutout_length < 0 else t.cutout_length,
+    )
+    step_fn = make_train_step(
+        model, tx, info, aug, auxiliary_weight=t.auxiliary_weight,
+        drop_path_prob=t.drop_path_prob, epochs=t.epochs, steps_per_epoch=steps_per_epoch,
+        learning_rate=learning_rate,
+    )  # fmt: skip
+    return TrainSetup(
+        info, genotype, model, tx, learning_rate, step_fn, make_eval_step(model, info), splits,
+        steps_per_epoch, t.epochs * steps_per_epoch,
+    )  # fmt: skip
+
+
+def create_state(config: ml_collections.ConfigDict, su: TrainSetup) -> TrainState:
+    root = jax.random.key(config.seed)
+    k_params, k_steps = jax.random.fold_in(root, 10), jax.random.fold_in(root, 11)
+    x = jnp.zeros((1, *su.info.input_shape), jnp.float32)
+    variables = init_variables(su.model, k_params, x)
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=variables["params"],
+        batch_stats=variables.get("batch_stats", {}),
+        opt_state=su.tx.init(variables["params"]),
+        rng=k_steps,
+    )
+
+
+def resolve_genotype(config: ml_collections.ConfigDict) -> Genotype:
+    if not config.train.genotype:
+        raise ValueError(
+            "dnas train needs a genotype: --config.train.genotype=NAME|STRING|path/genotype.json"
+        )
+    return genotype_lib.load(config.train.genotype)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, genotype: Genotype | None = None) -> dict:
+    """Trains `genotype` (default: `config.train.genotype`) from scratch; returns the results
+    (also written to `<workdir>/results.json`)."""
+    genotype = genotype or resolve_genotype(config)
+    workdir = prepare_workdir(workdir, config)
+    genotype.save(os.path.join(workdir, "genotype.json"))
+    su = setup(config, genotype)
+    t = config.train
+    state = create_state(config, su)
+    ckpt = checkpoint.Checkpointer(workdir)
+    if ckpt.latest_step() is not None:
+        state, _ = ckpt.restore(state)
+    start = int(state.step)
+    eval_step = jax.jit(su.eval_step)
+    batches = data.batches(su.splits.train, t.batch_size, seed=config.seed + 2, start_step=start)
+    first = next(batches)
+    step_fn, compile_s = compile_step(su.step_fn, "training step", config.progress, state, first)
+    batches = itertools.chain([first], batches)
+    writer = metrics.MetricWriter(workdir)
+    fetcher = metrics.LateFetcher()
+    progress = metrics.Progress(
+        su.total_steps, initial=start, desc="train", disable=not config.progress
+    )
+    last_saved = ckpt.latest_step()
+    t_start = time.time()
+
+    def report(step: int, host: dict) -> None:
+        metrics.check_finite(step, host, last_checkpoint_step=last_saved)
+        if step % config.log_every_steps == 0 or step == su.total_steps:
+            writer.write_scalars(step, host)
+        progress.update(step, loss=f"{host['train/loss']:.3f}")
+
+    writer.write_scalars(start, {"train/compile_s": compile_s})
+    for step, batch in zip(range(start + 1, su.total_steps + 1), batches, strict=False):
+        state, device_metrics = step_fn(state, batch)
+        fetched = fetcher.push(step, device_metrics)
+        if fetched is not None:
+            report(*fetched)
+        epoch_end = step % su.steps_per_epoch == 0
+        if epoch_end or step % config.checkpoint_every_steps == 0 or step == su.total_steps:
+            fetched = fetcher.flush()
+            if fetched is not None:
+                report(*fetched)
+            if epoch_end and su.splits.val is not None:
+                val = evaluate_source(eval_step, state, su.splits.val, t.batch_size)
+                writer.write_scalars(step, {f"eval_val/{k}": v for k, v in val.items()})
+            ckpt.save(step, state, metadata={"epoch": step // su.steps_per_epoch}, wait=False)
+            last_saved = step
+    progress.close()
+    ckpt.wait_until_finished()
+    train_s = time.time() - t_start
+    test = evaluate_source(eval_step, state, su.splits.test, t.batch_size)
+    stats = evaluate.model_stats(su.model, su.info.input_shape)
+    results = {
+        "genotype": genotype.to_string(),
+        "test_accuracy": test["accuracy"],
+        "test_loss": test["loss"],
+        "params": stats["params"],
+        "params_total": stats["params_total"],
+        "flops": stats["flops"],
+        "train_wall_s": round(train_s, 1),
+        "steps": su.total_steps,
+    }
+    writer.write_scalars(su.total_steps, {f"test/{k}": v for k, v in test.items()})
+    writer.close()
+    ckpt.close()
+    text = json.dumps(results, indent=2) + "\n"
+    checkpoint.atomic_write_text(os.path.join(workdir, "results.json"), text)
+    return results

@@ -1,0 +1,158 @@
+"""The search and retraining loops end to end on a tiny NAS-Bench-201 supernet: exact resume after
+kill -9, retraining from the genotype JSON a search wrote, config and dataset errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from dnas import configlib, data, search, train
+from dnas import genotype as genotype_lib
+
+TINY = textwrap.dedent(
+    """
+    from dnas import configlib
+
+    def get_config():
+        c = configlib.default_config()
+        c.space = "nb201"
+        c.search.C, c.search.layers, c.search.epochs, c.search.batch_size = 2, 1, 2, 64
+        c.train.C, c.train.layers, c.train.epochs, c.train.batch_size = 4, 1, 1, 64
+        c.checkpoint_every_steps = 4
+        c.log_every_steps = 3
+        c.progress = False
+        return c
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("search")
+    path = root / "tiny.py"
+    path.write_text(TINY)
+    # One compilation cache for this process and its subprocesses: the killed run and the
+    # resumed one compile the same step.
+    cache = str(root / "xla_cache")
+    jax.config.update("jax_compilation_cache_dir", cache)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    return root, path, cache, configlib.load(str(path))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny):
+    root, _, _, config = tiny
+    workdir = root / "uninterrupted"
+    geno = search.run(config, str(workdir))
+    return workdir, geno
+
+
+def test_search_writes_its_outputs(uninterrupted):
+    workdir, geno = uninterrupted
+    for name in ("config.json", "metrics.jsonl", "genotype.json", "alphas.npz", "checkpoints"):
+        assert (workdir / name).exists(), name
+    assert genotype_lib.load_json(workdir / "genotype.json") == geno
+    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    epochs = [r for r in records if "epoch" in r]
+    assert [r["epoch"] for r in epochs] == [1, 2]
+    assert all("alpha/normal/0_1/nor_conv_3x3" in r for r in epochs)
+    assert any("genotype" in r for r in records)
+    assert all(np.isfinite(r["train/loss"]) for r in records if "train/loss" in r)
+
+
+def test_resume_after_kill_gives_identical_alphas(tiny, uninterrupted):
+    root, path, cache, config = tiny
+    workdir = root / "killed"
+    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": cache}
+    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
+    cmd = [sys.executable, "-m", "dnas.cli", "search", "--config", str(path)]
+    proc = subprocess.Popen([*cmd, "--workdir", str(workdir)], env=env)
+    checkpoints = workdir / "checkpoints"
+    deadline = time.time() + 300
+    try:  # kill -9 once the first checkpoint is complete, mid-run
+        while time.time() < deadline and proc.poll() is None:
+            if checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir()):
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before it could be interrupted"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert not (workdir / "genotype.json").exists()
+    geno = search.run(config, str(workdir))  # resumes
+    expected_dir, expected_geno = uninterrupted
+    assert geno == expected_geno
+    got = np.load(workdir / "alphas.npz")
+    want = np.load(expected_dir / "alphas.npz")
+    for cell in want.files:
+        np.testing.assert_array_equal(got[cell], want[cell])
+
+
+def test_retraining_from_the_searched_genotype_json(tiny, uninterrupted):
+    root, _, _, config = tiny
+    workdir, geno = uninterrupted
+    config = configlib.override(config, [f"train.genotype={workdir / 'genotype.json'}"])
+    results = train.run(config, str(root / "retrain"))
+    assert results["genotype"] == geno.to_string()
+    assert 0.0 <= results["test_accuracy"] <= 1.0 and results["params"] > 0
+    saved = json.loads((root / "retrain" / "results.json").read_text())
+    assert saved["test_accuracy"] == results["test_accuracy"]
+
+
+def test_resuming_with_another_config_is_refused(tiny, uninterrupted):
+    _, _, _, config = tiny
+    workdir, _ = uninterrupted
+    other = configlib.override(config, ["search.alpha_lr=0.1"])
+    with pytest.raises(configlib.ConfigError, match=r"different config\.json"):
+        search.run(other, str(workdir))
+
+
+@pytest.mark.parametrize(
+    "assignment,message",
+    [
+        ("search.epoch=3", "unknown config key 'search.epoch'; did you mean search.epochs"),
+        ("search.epochs=three", "--config.search.epochs expects a value of type int, got 'three'"),
+        ("search.lr=[1]", "expects a value of type float"),
+        ("progress=maybe", "expects true or false"),
+        ("search", "needs a value"),
+        ("search=1", "is a group"),
+    ],
+)
+def test_config_override_errors(assignment, message):
+    with pytest.raises(configlib.ConfigError, match=message.replace("[", r"\[")):
+        configlib.override(configlib.default_config(), [assignment])
+
+
+def test_config_file_errors(tmp_path):
+    with pytest.raises(configlib.ConfigError, match="does not exist"):
+        configlib.load(str(tmp_path / "missing.py"))
+    bad = tmp_path / "bad.py"
+    bad.write_text("def get_config():\n    raise RuntimeError('boom')\n")
+    with pytest.raises(configlib.ConfigError, match="failed to load: RuntimeError: boom"):
+        configlib.load(str(bad))
+
+
+def test_missing_dataset_fails_fast_with_instructions(tmp_path):
+    config = configlib.override(
+        configlib.default_config(), ["dataset=cifar10", f"data_dir={tmp_path}"]
+    )
+    start = time.time()
+    with pytest.raises(data.DatasetNotPreparedError, match="tfds build cifar10"):
+        search.setup(config)
+    assert time.time() - start < 5
+
+
+def test_cli_reports_config_errors_on_one_line():
+    proc = subprocess.run(
+        [sys.executable, "-m", "dnas.cli", "search", "--config.search.epoch=3"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("dnas search: error: unknown config")
