@@ -105,7 +105,11 @@ def load(spec: str | None) -> ml_collections.ConfigDict:
         raise ConfigError(message) from err
     if not hasattr(module, "get_config"):
         raise ConfigError(f"config file {path!r} has no get_config() function")
-    config = module.get_config(arg) if arg else module.get_config()
+    try:
+        config = module.get_config(arg) if arg else module.get_config()
+    except Exception as err:  # the user's code: report it, whatever it raised
+        message = f"get_config() in {path!r} failed: {type(err).__name__}: {err}"
+        raise ConfigError(message) from err
     if not isinstance(config, ml_collections.ConfigDict):
         raise ConfigError(f"get_config() in {path!r} must return an ml_collections.ConfigDict")
     return config

@@ -106,8 +106,8 @@ def make_step(
         out |= {
             "lr": learning_rate(state.step),
             "alpha_reg": reg,
-            "grad_norm/weights": optax.global_norm(g_w),
-            "grad_norm/alphas": optax.global_norm(g_alpha),
+            "grad_norm/weights": optax.tree.norm(g_w),
+            "grad_norm/alphas": optax.tree.norm(g_alpha),
         }
         return new_state, out
 
@@ -213,7 +213,7 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> str:
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
     path = os.path.join(workdir, "config.json")
-    text = json.dumps(config.to_dict(), indent=2, sort_keys=True)
+    text = json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n"
     if os.path.exists(path):
         with open(path) as f:
             previous = f.read()
@@ -222,7 +222,7 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> str:
                 f"{workdir} holds a run with a different config.json; resuming it with this "
                 "config would mix two experiments. Use a new --workdir, or delete the old one."
             )
-    checkpoint.atomic_write_text(path, text + "\n")
+    checkpoint.atomic_write_text(path, text)
     return workdir
 
 

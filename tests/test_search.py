@@ -135,7 +135,7 @@ def test_config_file_errors(tmp_path):
         configlib.load(str(tmp_path / "missing.py"))
     bad = tmp_path / "bad.py"
     bad.write_text("def get_config():\n    raise RuntimeError('boom')\n")
-    with pytest.raises(configlib.ConfigError, match="failed to load: RuntimeError: boom"):
+    with pytest.raises(configlib.ConfigError, match="failed: RuntimeError: boom"):
         configlib.load(str(bad))
 
 
