@@ -102,6 +102,28 @@ class AuxiliaryHead(nn.Module):
         return Linear(self.num_classes, name="classifier")(x)
 
 
+def _cells_and_classifier(
+    net: nn.Module, s0: Array, s1: Array, train: bool, masks: Array | None,
+    reduction_prev: bool, head: nn.Module | None,
+) -> tuple[Array, Array | None]:  # fmt: skip
+    """The DARTS evaluation networks after their stems: `net.layers` cells (reductions at 1/3 and
+    2/3), the auxiliary head after the 2/3 cell, global pooling, the classifier."""
+    C_curr, aux_logits = net.C, None
+    for i in range(net.layers):
+        reduction = i in reduction_layers(net.layers)
+        if reduction:
+            C_curr *= 2
+        cell = DartsCell(
+            net.genotype, C_curr, reduction, reduction_prev, net.sep_impl, name=f"cell_{i}"
+        )
+        s0, s1 = s1, cell(s0, s1, train, None if masks is None else masks[i])
+        reduction_prev = reduction
+        if head is not None and i == 2 * net.layers // 3 and (train or net.is_initializing()):
+            aux_logits = head(s1, train)
+    logits = Linear(net.num_classes, name="classifier")(jnp.mean(s1, axis=(1, 2)))
+    return logits, aux_logits
+
+
 class NetworkCIFAR(nn.Module):
     genotype: Genotype
     num_classes: int
@@ -118,21 +140,8 @@ class NetworkCIFAR(nn.Module):
         _check_space(self.genotype, "darts_cnn")
         masks = _drop_path_inputs(self, self.layers, x.shape[0], train, drop_path_rate)
         s0 = s1 = StemConv(self.stem_multiplier * self.C, name="stem")(x, train)
-        C_curr, reduction_prev, aux_logits = self.C, False, None
-        for i in range(self.layers):
-            reduction = i in reduction_layers(self.layers)
-            if reduction:
-                C_curr *= 2
-            cell = DartsCell(
-                self.genotype, C_curr, reduction, reduction_prev, self.sep_impl, name=f"cell_{i}"
-            )
-            s0, s1 = s1, cell(s0, s1, train, None if masks is None else masks[i])
-            reduction_prev = reduction
-            if self.auxiliary and i == 2 * self.layers // 3:
-                head = AuxiliaryHead(self.num_classes, 3, name="auxiliary_head")
-                aux_logits = head(s1, train) if train or self.is_initializing() else None
-        logits = Linear(self.num_classes, name="classifier")(jnp.mean(s1, axis=(1, 2)))
-        return logits, aux_logits
+        head = AuxiliaryHead(self.num_classes, 3, name="auxiliary_head") if self.auxiliary else None
+        return _cells_and_classifier(self, s0, s1, train, masks, False, head)
 
 
 class NetworkImageNet(nn.Module):
@@ -153,21 +162,10 @@ class NetworkImageNet(nn.Module):
         s0 = StemConv(C // 2, stride=2, name="stem0_conv1")(x, train)
         s0 = StemConv(C, stride=2, name="stem0_conv2")(jax.nn.relu(s0), train)
         s1 = StemConv(C, stride=2, name="stem1")(jax.nn.relu(s0), train)
-        C_curr, reduction_prev, aux_logits = C, True, None
-        for i in range(self.layers):
-            reduction = i in reduction_layers(self.layers)
-            if reduction:
-                C_curr *= 2
-            cell = DartsCell(
-                self.genotype, C_curr, reduction, reduction_prev, self.sep_impl, name=f"cell_{i}"
-            )
-            s0, s1 = s1, cell(s0, s1, train, None if masks is None else masks[i])
-            reduction_prev = reduction
-            if self.auxiliary and i == 2 * self.layers // 3:
-                head = AuxiliaryHead(self.num_classes, 2, False, name="auxiliary_head")
-                aux_logits = head(s1, train) if train or self.is_initializing() else None
-        logits = Linear(self.num_classes, name="classifier")(jnp.mean(s1, axis=(1, 2)))
-        return logits, aux_logits
+        head = None
+        if self.auxiliary:
+            head = AuxiliaryHead(self.num_classes, 2, False, name="auxiliary_head")
+        return _cells_and_classifier(self, s0, s1, train, masks, True, head)
 
 
 class NB201Cell(nn.Module):

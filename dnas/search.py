@@ -147,11 +147,18 @@ class SearchSetup:
     total_steps: int
 
 
-def setup(config: ml_collections.ConfigDict) -> SearchSetup:
+def setup(
+    config: ml_collections.ConfigDict,
+    *,
+    info: data.DatasetInfo | None = None,
+    splits: data.Splits | None = None,
+) -> SearchSetup:
+    """Builds the search from `config`; `info` and `splits` replace the config's dataset (e.g. an
+    in-memory dataset of your own)."""
     s = config.search
     space = spaces.get(config.space)
-    info = data.get_info(config.dataset)
-    splits = data.load(config.dataset, data_dir=config.data_dir or None)
+    info = info or data.get_info(config.dataset)
+    splits = splits or data.load(config.dataset, data_dir=config.data_dir or None)
     weights_source, alphas_source = data.search_split(splits.train, s.train_portion)
     steps_per_epoch = data.steps_per_epoch(weights_source, s.batch_size)
     data.steps_per_epoch(alphas_source, s.batch_size)  # fail early: too few validation examples

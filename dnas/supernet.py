@@ -38,6 +38,12 @@ from dnas.spaces.base import SearchSpace
 from dnas.types import Array, MixWeights
 
 
+def edge_group(space: SearchSpace, from_inputs: bool) -> list[int]:
+    """Alpha rows of the edges leaving the input nodes (or the intermediate nodes): one scan each,
+    their parameters stacked in this order."""
+    return [i for i, (src, _) in enumerate(space.edges) if (src < space.num_inputs) == from_inputs]
+
+
 def _batch_norm(x: Array) -> Array:
     mean, var = ops.batch_moments(x)
     return ops.normalize(x, mean, var, 1e-5)
@@ -56,14 +62,6 @@ class MixedCell(nn.Module):
     bn_after_pool: bool = False  # DARTS MixedOp appends BatchNorm(affine=False) to pooling ops
     sep_impl: str = "fused"
     remat: bool = False
-
-    def _group(self, from_inputs: bool) -> tuple[list[int], int]:
-        """Alpha rows of the edges leaving the input nodes (or the intermediate nodes), stride."""
-        space = self.space
-        rows = [
-            i for i, (src, _) in enumerate(space.edges) if (src < space.num_inputs) == from_inputs
-        ]
-        return rows, 2 if self.reduction and from_inputs else 1
 
     def _ops(self, stride: int) -> dict[str, nn.Module]:
         """Unbound candidate modules (not `none`), applied with each edge's parameters."""
@@ -111,7 +109,8 @@ class MixedCell(nn.Module):
         inputs_I = jnp.stack(inputs)
         nodes = None
         for group, from_inputs in (("input_edges", True), ("node_edges", False)):
-            rows, stride = self._group(from_inputs)
+            rows = edge_group(space, from_inputs)
+            stride = 2 if self.reduction and from_inputs else 1
             modules = self._ops(stride)
             params = self._stacked_params(group, modules, len(rows))
             srcs = jnp.array([space.edges[r][0] for r in rows], jnp.int32)
@@ -150,8 +149,7 @@ def edge_params(cell_params: dict, space: SearchSpace, src: int, dst: int, op: s
     parameters of the standalone module `ops.make_op(op, ...)`."""
     space.check_op(op)
     from_inputs = src < space.num_inputs
-    rows = [i for i, (s, _) in enumerate(space.edges) if (s < space.num_inputs) == from_inputs]
-    position = rows.index(space.edge_index(src, dst))
+    position = edge_group(space, from_inputs).index(space.edge_index(src, dst))
     group = cell_params["input_edges" if from_inputs else "node_edges"]
     if op not in group:
         return {}

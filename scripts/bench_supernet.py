@@ -25,20 +25,21 @@ def worker(args: argparse.Namespace) -> dict:
     import optax
 
     from dnas import spaces, supernet
+    from dnas.state import init_variables
 
+    batch = args.batch[0]
     space = spaces.get(args.space)
     kw = {"C": args.C, ("N" if args.space == "nb201" else "layers"): args.layers}
     model = supernet.build(args.space, 10, sep_impl=args.sep_impl, remat=args.remat, **kw)
-    x = jax.random.normal(jax.random.key(0), (args.batch, args.size, args.size, 3))
-    y = jax.random.randint(jax.random.key(1), (args.batch,), 0, 10)
+    x = jax.random.normal(jax.random.key(0), (batch, args.size, args.size, 3))
+    y = jax.random.randint(jax.random.key(1), (batch,), 0, 10)
     alphas = space.init_alphas(jax.random.key(2))
 
     def mix(alphas):
         return jax.tree.map(lambda a: jax.nn.softmax(a, -1), alphas)
 
     t0 = time.perf_counter()
-    init_key = jax.random.key(0, impl="unsafe_rbg")
-    params = jax.jit(model.init)(init_key, x[:1], mix(alphas))["params"]
+    params = init_variables(model, jax.random.key(3), x, mix(alphas))["params"]
     jax.block_until_ready(params)
     init_s = time.perf_counter() - t0
 
@@ -63,7 +64,7 @@ def worker(args: argparse.Namespace) -> dict:
         "C": args.C,
         "layers": args.layers,
         "size": args.size,
-        "batch": args.batch,
+        "batch": batch,
         "sep_impl": args.sep_impl,
         "remat": args.remat,
         "init_s": round(init_s, 2),
