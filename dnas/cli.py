@@ -151,8 +151,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.overrides = overrides
     try:
         return args.func(args)
-    except (KeyError, ValueError, FileNotFoundError, FloatingPointError) as err:
-        message = err.args[0] if err.args else str(err)
+    except (KeyError, ValueError, FileNotFoundError, FloatingPointError, RuntimeError) as err:
+        from dnas.checkpoint import CheckpointError
+
+        if isinstance(err, RuntimeError) and not isinstance(err, CheckpointError):
+            raise
+        # KeyError's str() adds quotes around its message.
+        message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
         print(f"dnas {args.command}: error: {message}", file=sys.stderr)
         return 2
 
