@@ -14,7 +14,6 @@ import itertools
 import json
 import logging
 import os
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -31,6 +30,7 @@ from dnas import (
     data,
     discretise,
     evaluate,
+    loop,
     metrics,
     optim,
     spaces,
@@ -205,16 +205,6 @@ def create_state(config: ml_collections.ConfigDict, su: SearchSetup) -> SearchSt
     )
 
 
-def compile_step(fn: Callable, what: str, verbose: bool, *args) -> tuple[Callable, float]:
-    """`jax.jit(fn, donate_argnums=0)` compiled ahead of the loop, so progress and ETA start
-    after it; returns the compiled step and the compile time in seconds."""
-    if verbose:
-        print(f"compiling the {what} (once per run) ...", file=sys.stderr, flush=True)
-    t0 = time.time()
-    compiled = jax.jit(fn, donate_argnums=0).lower(*args).compile()
-    return compiled, time.time() - t0
-
-
 def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> str:
     """Creates `workdir` and writes config.json; refuses to resume under a different config."""
     workdir = os.path.abspath(workdir)
@@ -247,43 +237,20 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Genotype:
     train_iter = data.batches(su.weights_source, s.batch_size, seed=config.seed, start_step=start)
     val_iter = data.batches(su.alphas_source, s.batch_size, seed=config.seed + 1, start_step=start)
     first = (next(train_iter), next(val_iter))
-    step_fn, compile_s = compile_step(su.step_fn, "search step", config.progress, state, *first)
+    step_fn, compile_s = loop.compile_step(
+        su.step_fn, "search step", config.progress, state, *first
+    )
     batches = itertools.chain([first], zip(train_iter, val_iter, strict=False))
     writer = metrics.MetricWriter(workdir)
-    fetcher = metrics.LateFetcher()
-    progress = metrics.Progress(
-        su.total_steps, initial=start, desc="search", disable=not config.progress
-    )
-    last_saved = ckpt.latest_step()
-    t_start = time.time()
-
-    def report(step: int, host: dict) -> None:
-        metrics.check_finite(step, host, last_checkpoint_step=last_saved)
-        if step % config.log_every_steps == 0 or step == su.total_steps:
-            writer.write_scalars(step, host)
-        progress.update(step, loss=f"{host['train/loss']:.3f}", acc=f"{host['val/accuracy']:.3f}")
-
     writer.write_scalars(start, {"search/compile_s": compile_s})
-    for step, (train_batch, val_batch) in zip(
-        range(start + 1, su.total_steps + 1), batches, strict=False
-    ):
-        state, device_metrics = step_fn(state, train_batch, val_batch)
-        fetched = fetcher.push(step, device_metrics)
-        if fetched is not None:
-            report(*fetched)
-        epoch_end = step % su.steps_per_epoch == 0
-        if epoch_end or step % config.checkpoint_every_steps == 0 or step == su.total_steps:
-            fetched = fetcher.flush()
-            if fetched is not None:
-                report(*fetched)
-            if epoch_end:
-                _log_epoch(writer, su, state, step)
-            ckpt.save(step, state, metadata={"epoch": step // su.steps_per_epoch}, wait=False)
-            last_saved = step
-    for fetched in filter(None, [fetcher.flush()]):
-        report(*fetched)
-    progress.close()
-    ckpt.wait_until_finished()
+    t_start = time.time()
+    state = loop.run(
+        config, step_fn=step_fn, state=state, batches=batches, start=start,
+        total_steps=su.total_steps, steps_per_epoch=su.steps_per_epoch, ckpt=ckpt, writer=writer,
+        desc="search",
+        postfix=lambda m: {"loss": f"{m['train/loss']:.3f}", "acc": f"{m['val/accuracy']:.3f}"},
+        on_epoch_end=lambda state, step: _log_epoch(writer, su, state, step),
+    )  # fmt: skip
     weights = jax.device_get(su.strategy.final_weights(state.alphas))
     genotype = discretise.discretise(su.space, weights)
     genotype.save(os.path.join(workdir, "genotype.json"))

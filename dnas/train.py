@@ -22,10 +22,10 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from dnas import checkpoint, data, evaluate, metrics, network, optim
+from dnas import checkpoint, data, evaluate, loop, metrics, network, optim
 from dnas import genotype as genotype_lib
 from dnas.genotype import Genotype
-from dnas.search import Augmentation, compile_step, prepare_workdir
+from dnas.search import Augmentation, prepare_workdir
 from dnas.state import TrainState, init_variables
 from dnas.types import Batch
 
@@ -185,40 +185,25 @@ def run(config: ml_collections.ConfigDict, workdir: str, genotype: Genotype | No
     eval_step = jax.jit(su.eval_step)
     batches = data.batches(su.splits.train, t.batch_size, seed=config.seed + 2, start_step=start)
     first = next(batches)
-    step_fn, compile_s = compile_step(su.step_fn, "training step", config.progress, state, first)
+    step_fn, compile_s = loop.compile_step(
+        su.step_fn, "training step", config.progress, state, first
+    )
     batches = itertools.chain([first], batches)
     writer = metrics.MetricWriter(workdir)
-    fetcher = metrics.LateFetcher()
-    progress = metrics.Progress(
-        su.total_steps, initial=start, desc="train", disable=not config.progress
-    )
-    last_saved = ckpt.latest_step()
+    writer.write_scalars(start, {"train/compile_s": compile_s})
     t_start = time.time()
 
-    def report(step: int, host: dict) -> None:
-        metrics.check_finite(step, host, last_checkpoint_step=last_saved)
-        if step % config.log_every_steps == 0 or step == su.total_steps:
-            writer.write_scalars(step, host)
-        progress.update(step, loss=f"{host['train/loss']:.3f}")
+    def on_epoch_end(state: TrainState, step: int) -> None:
+        if su.splits.val is not None:
+            val = evaluate_source(eval_step, state, su.splits.val, t.batch_size)
+            writer.write_scalars(step, {f"eval_val/{k}": v for k, v in val.items()})
 
-    writer.write_scalars(start, {"train/compile_s": compile_s})
-    for step, batch in zip(range(start + 1, su.total_steps + 1), batches, strict=False):
-        state, device_metrics = step_fn(state, batch)
-        fetched = fetcher.push(step, device_metrics)
-        if fetched is not None:
-            report(*fetched)
-        epoch_end = step % su.steps_per_epoch == 0
-        if epoch_end or step % config.checkpoint_every_steps == 0 or step == su.total_steps:
-            fetched = fetcher.flush()
-            if fetched is not None:
-                report(*fetched)
-            if epoch_end and su.splits.val is not None:
-                val = evaluate_source(eval_step, state, su.splits.val, t.batch_size)
-                writer.write_scalars(step, {f"eval_val/{k}": v for k, v in val.items()})
-            ckpt.save(step, state, metadata={"epoch": step // su.steps_per_epoch}, wait=False)
-            last_saved = step
-    progress.close()
-    ckpt.wait_until_finished()
+    state = loop.run(
+        config, step_fn=step_fn, state=state, batches=((b,) for b in batches), start=start,
+        total_steps=su.total_steps, steps_per_epoch=su.steps_per_epoch, ckpt=ckpt, writer=writer,
+        desc="train", postfix=lambda m: {"loss": f"{m['train/loss']:.3f}"},
+        on_epoch_end=on_epoch_end,
+    )  # fmt: skip
     train_s = time.time() - t_start
     test = evaluate_source(eval_step, state, su.splits.test, t.batch_size)
     stats = evaluate.model_stats(su.model, su.info.input_shape)

@@ -24,7 +24,7 @@ def worker(args: argparse.Namespace) -> dict:
     import jax
     import numpy as np
 
-    from dnas import configlib, data, search
+    from dnas import configlib, data, loop, search
 
     batch = args.batch[0]
     order = args.order[0]
@@ -47,7 +47,7 @@ def worker(args: argparse.Namespace) -> dict:
     init_s = time.perf_counter() - t0
     b1 = data.batch_at(source, batch, 0, seed=0)
     b2 = data.batch_at(source, batch, 1, seed=0)
-    step, compile_s = search.compile_step(su.step_fn, "step", False, state, b1, b2)
+    step, compile_s = loop.compile_step(su.step_fn, "step", False, state, b1, b2)
     state, m = step(state, b1, b2)  # warm-up
     jax.block_until_ready(m)
     times = []

@@ -1,0 +1,75 @@
+"""The step loop shared by the search and the retraining: ahead-of-time compilation, late metric
+fetching, non-finite checks, progress, logging and checkpointing every N steps and every epoch."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import jax
+import ml_collections
+
+from dnas import checkpoint, metrics
+
+
+def compile_step(fn: Callable, what: str, verbose: bool, *args) -> tuple[Callable, float]:
+    """`jax.jit(fn, donate_argnums=0)` compiled ahead of the loop, so progress and ETA start
+    after it; returns the compiled step and the compile time in seconds."""
+    if verbose:
+        print(f"compiling the {what} (once per run) ...", file=sys.stderr, flush=True)
+    t0 = time.time()
+    compiled = jax.jit(fn, donate_argnums=0).lower(*args).compile()
+    return compiled, time.time() - t0
+
+
+def run(
+    config: ml_collections.ConfigDict,
+    *,
+    step_fn: Callable,
+    state: Any,
+    batches: Iterable[tuple],
+    start: int,
+    total_steps: int,
+    steps_per_epoch: int,
+    ckpt: checkpoint.Checkpointer,
+    writer: metrics.MetricWriter,
+    desc: str,
+    postfix: Callable[[dict], dict],
+    on_epoch_end: Callable[[Any, int], None],
+) -> Any:
+    """Runs `state, metrics = step_fn(state, *batch)` for steps start + 1 .. total_steps.
+
+    Metrics of step t are read while step t + 1 runs; a non-finite one raises FloatingPointError
+    naming the step and the last checkpoint. Every `config.log_every_steps` steps they go to the
+    writer; at every epoch end `on_epoch_end(state, step)` runs and, then and every
+    `config.checkpoint_every_steps` steps, the state is checkpointed (asynchronously).
+    """
+    fetcher = metrics.LateFetcher()
+    progress = metrics.Progress(total_steps, initial=start, desc=desc, disable=not config.progress)
+    last_saved = [ckpt.latest_step()]
+
+    def report(step: int, host: dict) -> None:
+        metrics.check_finite(step, host, last_checkpoint_step=last_saved[0])
+        if step % config.log_every_steps == 0 or step == total_steps:
+            writer.write_scalars(step, host)
+        progress.update(step, **postfix(host))
+
+    for step, batch in zip(range(start + 1, total_steps + 1), batches, strict=False):
+        state, device_metrics = step_fn(state, *batch)
+        fetched = fetcher.push(step, device_metrics)
+        if fetched is not None:
+            report(*fetched)
+        epoch_end = step % steps_per_epoch == 0
+        if epoch_end or step % config.checkpoint_every_steps == 0 or step == total_steps:
+            fetched = fetcher.flush()
+            if fetched is not None:
+                report(*fetched)
+            if epoch_end:
+                on_epoch_end(state, step)
+            ckpt.save(step, state, metadata={"epoch": step // steps_per_epoch}, wait=False)
+            last_saved[0] = step
+    progress.close()
+    ckpt.wait_until_finished()
+    return state
