@@ -101,6 +101,18 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    from dnas import sweep
+
+    config = _load_config(args)
+    workdir = args.workdir or _default_workdir("sweep")
+    genotypes = sweep.run(config, workdir)
+    for i, genotype in enumerate(genotypes):
+        print(f"m{i}: {genotype.to_string()}")
+    print(f"workdir: {os.path.abspath(workdir)}")
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     from dnas import pipeline
 
@@ -125,6 +137,14 @@ def _stage_parser(name: str, func, help_text: str):
         p.add_argument("--config", help="a config file, path/to/config.py[:arg]")
         p.add_argument("--workdir", help="output folder (default: a new folder under runs/); "
                        "an existing one is resumed")  # fmt: skip
+        d = p.add_argument_group(
+            "multi-host", "start the same command on every host; jax.distributed.initialize() "
+            "runs first (TPU pods, SLURM and Open MPI are detected without these flags)"
+        )  # fmt: skip
+        d.add_argument("--distributed", action="store_true", help="initialise jax.distributed")
+        d.add_argument("--coordinator", help="HOST:PORT of process 0 (implies --distributed)")
+        d.add_argument("--num-processes", type=int)
+        d.add_argument("--process-id", type=int)
         p.set_defaults(func=func)
 
     return add
@@ -134,6 +154,12 @@ COMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
     "run": _stage_parser("run", _run, "search, retrain the found and a random cell, summarise"),
     "search": _stage_parser("search", _search, "search a cell, write its genotype"),
     "train": _stage_parser("train", _train, "train a genotype from scratch and test it"),
+    "sweep": _stage_parser(
+        "sweep",
+        _sweep,
+        "search with many seeds (x values of --config.sweep.param) as one "
+        "vmapped program; members listed by --config.sweep.seeds=0-7",
+    ),
     "info": _info_parser,
 }
 
@@ -149,6 +175,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown or (overrides and args.command == "info"):
         parser.error(f"unrecognized arguments: {' '.join(unknown or rest)}")
     args.overrides = overrides
+    if getattr(args, "distributed", False) or getattr(args, "coordinator", None):
+        import jax
+
+        jax.distributed.initialize(
+            args.coordinator, num_processes=args.num_processes, process_id=args.process_id
+        )
     try:
         return args.func(args)
     except (KeyError, ValueError, FileNotFoundError, FloatingPointError, RuntimeError) as err:

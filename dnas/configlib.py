@@ -80,6 +80,17 @@ def default_config() -> ml_collections.ConfigDict:
     t.cutout_length = -1  # -1: the dataset's default (16 on CIFAR, the DARTS protocol)
     t.sep_impl = "fused"
 
+    # dnas sweep: seeds (e.g. "0-7" or "0,3,5") x values of one search hyper-parameter, as one
+    # vmapped program (dnas/sweep.py).
+    c.sweep = ml_collections.ConfigDict()
+    c.sweep.seeds = ""
+    c.sweep.param = ""  # e.g. "search.alpha_weight_decay"
+    c.sweep.param_values = ""  # e.g. "1e-3,1e-2"
+
+    c.num_devices = 0  # data parallel over this many devices (0: all); batch sizes are global
+    # Persistent XLA compilation cache: a rerun of the same config skips compilation. "" turns
+    # it off; JAX_COMPILATION_CACHE_DIR, when set, wins.
+    c.compilation_cache_dir = "~/.cache/dnas/xla"
     c.baseline = True  # dnas run: also retrain a random genotype of the space
     c.checkpoint_every_steps = 200
     c.log_every_steps = 20

@@ -3,6 +3,7 @@ fetching, non-finite checks, progress, logging and checkpointing every N steps a
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -10,17 +11,47 @@ from typing import Any
 
 import jax
 import ml_collections
+from jax.experimental.compilation_cache import compilation_cache
+from jax.sharding import Mesh
 
-from dnas import checkpoint, metrics
+from dnas import checkpoint, metrics, parallel
 
 
-def compile_step(fn: Callable, what: str, verbose: bool, *args) -> tuple[Callable, float]:
+def enable_compilation_cache(path: str) -> None:
+    """Turns on JAX's persistent compilation cache in `path` (~ expanded), unless a cache
+    directory is already configured (JAX_COMPILATION_CACHE_DIR or `jax.config`) or `path` is ""."""
+    if not path or jax.config.jax_compilation_cache_dir:
+        return
+    path = os.path.expanduser(path)
+    os.makedirs(path, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", path)
+    # Cache what takes over a second to compile: the steps, not every small helper.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    # JAX decides once per process whether the cache is on, at the first compilation; make it
+    # decide again (something may have compiled before this call).
+    compilation_cache.reset_cache()
+
+
+def compile_step(
+    fn: Callable, what: str, verbose: bool, state: Any, *batches: Any, mesh: Mesh | None = None
+) -> tuple[Callable, float]:
     """`jax.jit(fn, donate_argnums=0)` compiled ahead of the loop, so progress and ETA start
-    after it; returns the compiled step and the compile time in seconds."""
+    after it; returns the compiled step and the compile time in seconds.
+
+    With `mesh`, the step is compiled for data parallelism (`parallel`): state and metrics
+    replicated, batches split along their leading axis. The compiled step then expects batches
+    placed by `parallel.shard_batch` and the state by `parallel.replicate`.
+    """
     if verbose:
         print(f"compiling the {what} (once per run) ...", file=sys.stderr, flush=True)
     t0 = time.time()
-    compiled = jax.jit(fn, donate_argnums=0).lower(*args).compile()
+    if mesh is None:
+        jitted = jax.jit(fn, donate_argnums=0)
+    else:
+        rep, split = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+        in_shardings = (rep, *(split for _ in batches))
+        jitted = jax.jit(fn, donate_argnums=0, in_shardings=in_shardings, out_shardings=rep)
+    compiled = jitted.lower(state, *batches).compile()
     return compiled, time.time() - t0
 
 

@@ -103,16 +103,23 @@ def _interleave_zeros(y: Array, stride: int) -> Array:
     return lax.pad(y, zero, ((0, 0, 0), (0, 0, stride - 1), (0, 0, stride - 1), (0, 0, 0)))
 
 
+# A dense convolution y = conv(x, k) is bilinear, and so are its two gradients:
+#   input_grad(dy, k) = d<dy, conv(x, k)>/dx     kernel_grad(x, dy) = d<dy, conv(x, k)>/dk
+# The vector-Jacobian products of each of the three are again made of the three:
+#   conv:        dx = input_grad(dy, k)             dk = kernel_grad(x, dy)
+#   input_grad:  d(dy) = conv(v, k)                 dk = kernel_grad(v, dy)
+#   kernel_grad: dx = input_grad(dy, w)             d(dy) = conv(x, w)
+# so gradients of any order (the exact second-order hypergradient, Hessian eigenvalues) are
+# convolutions in the forward's NHWC/HWIO layout. XLA:CPU runs a convolution in a fast library
+# kernel only in that canonical layout. The gradients autodiff emits have other dimension orders;
+# XLA rewrites them with transposes in straight-line code, but not inside a `while` loop (a
+# `scan`), where the weight gradient then runs ~20x slower (BENCHMARKS.md), and autodiff of those
+# gradients (second order) gives convolutions with whole feature maps as kernels. Tested against
+# autodiff of `lax.conv`, first and second order.
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
 def _conv_same_layout(x, kernel, stride, padding, dilation):
-    """A dense convolution whose gradients are convolutions in the forward's NHWC/HWIO layout.
-
-    XLA:CPU runs a convolution in a fast library kernel only in that canonical layout. The
-    gradients autodiff emits have other dimension orders; XLA rewrites them with transposes in
-    straight-line code, but not inside a `while` loop (a `scan`), where the weight gradient then
-    runs ~20x slower (BENCHMARKS.md). Writing both gradients out with explicit transposes keeps
-    every convolution canonical, inside loops or not. Tested against autodiff of `lax.conv`.
-    """
     return _conv(x, kernel, (stride, stride), ((padding, padding),) * 2, (dilation, dilation))
 
 
@@ -122,31 +129,73 @@ def _conv_fwd(x, kernel, stride, padding, dilation):
 
 def _conv_bwd(stride, padding, dilation, residuals, dy):
     x, kernel = residuals
-    kh, kw = kernel.shape[:2]
-    dy_dilated = _interleave_zeros(dy, stride)  # (N, (Ho - 1) s + 1, (Wo - 1) s + 1, D)
+    dx = _conv_input_grad(dy, kernel, stride, padding, dilation, x.shape[1:3])
+    dk = _conv_kernel_grad(x, dy, stride, padding, dilation, kernel.shape[:2])
+    return dx, dk
 
-    # dx = full correlation of the stride-dilated dy with the flipped, transposed kernel.
-    def dx_padding(size, k, out_size):
+
+_conv_same_layout.defvjp(_conv_fwd, _conv_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def _conv_input_grad(dy, kernel, stride, padding, dilation, in_hw):
+    """d<dy, conv(x, kernel)>/dx: the full correlation of the stride-dilated dy with the
+    flipped, transposed kernel."""
+    kh, kw = kernel.shape[:2]
+
+    def pad(size, k, out_size):
         lo = dilation * (k - 1) - padding
         return lo, size + padding - (out_size - 1) * stride - 1
 
     flipped = jnp.swapaxes(kernel[::-1, ::-1], 2, 3)  # (kh, kw, D, C)
-    pads = (dx_padding(x.shape[1], kh, dy.shape[1]), dx_padding(x.shape[2], kw, dy.shape[2]))
-    dx = _conv(dy_dilated, flipped, (1, 1), pads, (dilation, dilation))
+    pads = (pad(in_hw[0], kh, dy.shape[1]), pad(in_hw[1], kw, dy.shape[2]))
+    dx = _conv(_interleave_zeros(dy, stride), flipped, (1, 1), pads, (dilation, dilation))
+    return dx.astype(dy.dtype)
 
-    # dkernel[i, j, c, d] = sum_{n, h, w} x_pad[n, i dil + h s, j dil + w s, c] dy[n, h, w, d]:
-    # a convolution of x (channels as batch) with dy (batch as input features).
-    def dk_padding(size, k, out_size):
+
+def _input_grad_fwd(dy, kernel, stride, padding, dilation, in_hw):
+    return _conv_input_grad(dy, kernel, stride, padding, dilation, in_hw), (dy, kernel)
+
+
+def _input_grad_bwd(stride, padding, dilation, in_hw, residuals, v):
+    dy, kernel = residuals
+    d_dy = _conv_same_layout(v, kernel, stride, padding, dilation)
+    d_kernel = _conv_kernel_grad(v, dy, stride, padding, dilation, kernel.shape[:2])
+    return d_dy, d_kernel
+
+
+_conv_input_grad.defvjp(_input_grad_fwd, _input_grad_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def _conv_kernel_grad(x, dy, stride, padding, dilation, k_hw):
+    """d<dy, conv(x, kernel)>/dkernel[i, j, c, d] = sum_{n, h, w} x_pad[n, i dil + h s,
+    j dil + w s, c] dy[n, h, w, d]: a convolution of x (channels as batch) with dy (batch as
+    input features)."""
+    kh, kw = k_hw
+
+    def pad(size, k, out_size):
         return padding, (k - 1) * dilation + (out_size - 1) * stride + 1 - size - padding
 
     x_t = jnp.transpose(x, (3, 1, 2, 0))  # (C, H, W, N)
-    dy_t = jnp.transpose(dy_dilated, (1, 2, 0, 3))  # (Hd, Wd, N, D)
-    pads = (dk_padding(x.shape[1], kh, dy.shape[1]), dk_padding(x.shape[2], kw, dy.shape[2]))
+    dy_t = jnp.transpose(_interleave_zeros(dy, stride), (1, 2, 0, 3))  # (Hd, Wd, N, D)
+    pads = (pad(x.shape[1], kh, dy.shape[1]), pad(x.shape[2], kw, dy.shape[2]))
     dk = _conv(x_t, dy_t, (dilation, dilation), pads)  # (C, kh, kw, D)
-    return dx, jnp.transpose(dk, (1, 2, 0, 3)).astype(kernel.dtype)
+    return jnp.transpose(dk, (1, 2, 0, 3))
 
 
-_conv_same_layout.defvjp(_conv_fwd, _conv_bwd)
+def _kernel_grad_fwd(x, dy, stride, padding, dilation, k_hw):
+    return _conv_kernel_grad(x, dy, stride, padding, dilation, k_hw), (x, dy)
+
+
+def _kernel_grad_bwd(stride, padding, dilation, k_hw, residuals, w):
+    x, dy = residuals
+    d_x = _conv_input_grad(dy, w, stride, padding, dilation, x.shape[1:3])
+    d_dy = _conv_same_layout(x, w, stride, padding, dilation)
+    return d_x, d_dy
+
+
+_conv_kernel_grad.defvjp(_kernel_grad_fwd, _kernel_grad_bwd)
 
 
 def conv2d(

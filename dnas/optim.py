@@ -13,6 +13,12 @@ import jax.numpy as jnp
 import optax
 
 
+def _active(value) -> bool:
+    """False for None and a Python zero; True for other numbers and for traced values (a
+    hyper-parameter swept under `vmap` is an array, and a zero there is applied, exactly)."""
+    return value is not None and (not isinstance(value, int | float) or value != 0)
+
+
 def cosine_schedule(
     lr: float, lr_min: float, epochs: int, steps_per_epoch: int, *, per_step: bool = False
 ) -> optax.Schedule:
@@ -36,9 +42,9 @@ def sgd(
 ) -> optax.GradientTransformation:
     """PyTorch `SGD(momentum, weight_decay)` after `clip_grad_norm_(grad_clip)`."""
     return optax.chain(
-        optax.clip_by_global_norm(grad_clip) if grad_clip else optax.identity(),
-        optax.add_decayed_weights(weight_decay) if weight_decay else optax.identity(),
-        optax.sgd(learning_rate, momentum=momentum or None),
+        optax.clip_by_global_norm(grad_clip) if _active(grad_clip) else optax.identity(),
+        optax.add_decayed_weights(weight_decay) if _active(weight_decay) else optax.identity(),
+        optax.sgd(learning_rate, momentum=momentum if _active(momentum) else None),
     )
 
 
@@ -52,7 +58,7 @@ def adam(
 ) -> optax.GradientTransformation:
     """PyTorch `Adam(betas, weight_decay)`: L2 added to the gradient (DARTS' alpha optimiser)."""
     return optax.chain(
-        optax.add_decayed_weights(weight_decay) if weight_decay else optax.identity(),
+        optax.add_decayed_weights(weight_decay) if _active(weight_decay) else optax.identity(),
         optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
         optax.scale_by_learning_rate(learning_rate),
     )

@@ -33,6 +33,7 @@ from dnas import (
     loop,
     metrics,
     optim,
+    parallel,
     spaces,
     strategies,
     supernet,
@@ -166,13 +167,44 @@ def setup(
     if space.name == "darts_cnn":
         kw["sep_impl"] = s.sep_impl
     model = supernet.build(space.name, info.num_classes, C=s.C, remat=s.remat, **kw)
-    learning_rate = optim.cosine_schedule(s.lr, s.lr_min, s.epochs, steps_per_epoch)
+    parts = make_step_parts(config, model, info, steps_per_epoch)
+    return SearchSetup(
+        space, info, model, *parts, weights_source, alphas_source, steps_per_epoch,
+        s.epochs * steps_per_epoch,
+    )  # fmt: skip
+
+
+# The search.* scalars used only inside the step: `make_step_parts` takes them as arguments, so
+# they may be traced arrays (`sweep` vmaps the search over one of them).
+HPARAMS = (
+    "lr", "lr_min", "momentum", "weight_decay", "grad_clip", "alpha_lr", "alpha_b1", "alpha_b2",
+    "alpha_weight_decay",
+)  # fmt: skip
+
+
+def make_step_parts(
+    config: ml_collections.ConfigDict,
+    model,
+    info: data.DatasetInfo,
+    steps_per_epoch: int,
+    **hparams,
+) -> tuple:
+    """(strategy, weight_tx, alpha_tx, learning_rate, loss_fn, step_fn) of the search in
+    `config`; `hparams` (names in `HPARAMS`) replace the config's values and may be traced."""
+    s = config.search
+    unknown = set(hparams) - set(HPARAMS)
+    if unknown:
+        raise KeyError(f"not a step hyper-parameter: {sorted(unknown)}; valid: {HPARAMS}")
+    hp = {k: hparams.get(k, s[k]) for k in HPARAMS}
+    learning_rate = optim.cosine_schedule(hp["lr"], hp["lr_min"], s.epochs, steps_per_epoch)
     weight_tx = optim.sgd(
-        learning_rate, momentum=s.momentum, weight_decay=s.weight_decay, grad_clip=s.grad_clip
-    )
+        learning_rate, momentum=hp["momentum"], weight_decay=hp["weight_decay"],
+        grad_clip=hp["grad_clip"],
+    )  # fmt: skip
     alpha_tx = optim.adam(
-        s.alpha_lr, b1=s.alpha_b1, b2=s.alpha_b2, weight_decay=s.alpha_weight_decay
-    )
+        hp["alpha_lr"], b1=hp["alpha_b1"], b2=hp["alpha_b2"],
+        weight_decay=hp["alpha_weight_decay"],
+    )  # fmt: skip
     strategy = strategies.get(config.strategy)(
         order=config.order, weight_tx=weight_tx, learning_rate=learning_rate
     )
@@ -183,10 +215,7 @@ def setup(
     )
     loss_fn = make_loss_fn(model, strategy, info, aug)
     step_fn = make_step(loss_fn, strategy, weight_tx, alpha_tx, learning_rate)
-    return SearchSetup(
-        space, info, model, strategy, weight_tx, alpha_tx, learning_rate, loss_fn, step_fn,
-        weights_source, alphas_source, steps_per_epoch, s.epochs * steps_per_epoch,
-    )  # fmt: skip
+    return strategy, weight_tx, alpha_tx, learning_rate, loss_fn, step_fn
 
 
 def create_state(config: ml_collections.ConfigDict, su: SearchSetup) -> SearchState:
@@ -226,9 +255,12 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> str:
 def run(config: ml_collections.ConfigDict, workdir: str) -> Genotype:
     """Searches, writing to `workdir`; resumes from its latest checkpoint if there is one."""
     workdir = prepare_workdir(workdir, config)
+    loop.enable_compilation_cache(config.compilation_cache_dir)
+    mesh = parallel.make_mesh(config.num_devices)
+    parallel.check_batch_size(config.search.batch_size, mesh, "search.batch_size")
     su = setup(config)
     s = config.search
-    state = create_state(config, su)
+    state = parallel.replicate(create_state(config, su), mesh)
     ckpt = checkpoint.Checkpointer(workdir)
     if ckpt.latest_step() is not None:
         state, _ = ckpt.restore(state)
@@ -236,11 +268,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Genotype:
     start = int(state.step)
     train_iter = data.batches(su.weights_source, s.batch_size, seed=config.seed, start_step=start)
     val_iter = data.batches(su.alphas_source, s.batch_size, seed=config.seed + 1, start_step=start)
-    first = (next(train_iter), next(val_iter))
+    batches = parallel.shard_batches(zip(train_iter, val_iter, strict=False), mesh)
+    first = next(batches)
     step_fn, compile_s = loop.compile_step(
-        su.step_fn, "search step", config.progress, state, *first
+        su.step_fn, "search step", config.progress, state, *first, mesh=mesh
     )
-    batches = itertools.chain([first], zip(train_iter, val_iter, strict=False))
+    batches = itertools.chain([first], batches)
     writer = metrics.MetricWriter(workdir)
     writer.write_scalars(start, {"search/compile_s": compile_s})
     t_start = time.time()
@@ -254,7 +287,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Genotype:
     weights = jax.device_get(su.strategy.final_weights(state.alphas))
     genotype = discretise.discretise(su.space, weights)
     genotype.save(os.path.join(workdir, "genotype.json"))
-    _save_alphas(os.path.join(workdir, "alphas.npz"), jax.device_get(state.alphas))
+    save_alphas(os.path.join(workdir, "alphas.npz"), jax.device_get(state.alphas))
     writer.write_scalars(su.total_steps, {"search/wall_s": time.time() - t_start})
     writer.close()
     ckpt.close()
@@ -272,7 +305,8 @@ def _log_epoch(writer, su: SearchSetup, state: SearchState, step: int) -> None:
     writer.write_text(step, "genotype", genotype.to_string())
 
 
-def _save_alphas(path: str, alphas: dict) -> None:
+def save_alphas(path: str, alphas: dict) -> None:
+    """Writes the alphas (one array per cell type) to an .npz file, atomically."""
     import io
 
     buffer = io.BytesIO()
@@ -280,4 +314,14 @@ def _save_alphas(path: str, alphas: dict) -> None:
     checkpoint.atomic_write_bytes(path, buffer.getvalue())
 
 
-__all__ = ["SearchSetup", "create_state", "make_loss_fn", "make_step", "run", "setup"]
+__all__ = [
+    "HPARAMS",
+    "SearchSetup",
+    "create_state",
+    "make_loss_fn",
+    "make_step",
+    "make_step_parts",
+    "run",
+    "save_alphas",
+    "setup",
+]

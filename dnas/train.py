@@ -21,8 +21,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
+from jax.sharding import Mesh
 
-from dnas import checkpoint, data, evaluate, loop, metrics, network, optim
+from dnas import checkpoint, data, evaluate, loop, metrics, network, optim, parallel
 from dnas import genotype as genotype_lib
 from dnas.genotype import Genotype
 from dnas.search import Augmentation, prepare_workdir
@@ -94,9 +95,13 @@ def make_eval_step(model, info: data.DatasetInfo) -> Callable[[TrainState, Batch
     return eval_step
 
 
-def evaluate_source(eval_step, state: TrainState, source, batch_size: int) -> dict[str, float]:
+def evaluate_source(
+    eval_step, state: TrainState, source, batch_size: int, mesh: Mesh | None = None
+) -> dict[str, float]:
     totals = None
     for batch in data.eval_batches(source, batch_size):
+        if mesh is not None:
+            batch = parallel.shard_batch(batch, mesh)
         out = eval_step(state, batch)
         totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
     totals = jax.device_get(totals)
@@ -118,10 +123,17 @@ class TrainSetup:
     total_steps: int
 
 
-def setup(config: ml_collections.ConfigDict, genotype: Genotype) -> TrainSetup:
+def setup(
+    config: ml_collections.ConfigDict,
+    genotype: Genotype,
+    *,
+    info: data.DatasetInfo | None = None,
+    splits: data.Splits | None = None,
+) -> TrainSetup:
+    """Builds the retraining from `config`; `info` and `splits` replace the config's dataset."""
     t = config.train
-    info = data.get_info(config.dataset)
-    splits = data.load(config.dataset, data_dir=config.data_dir or None)
+    info = info or data.get_info(config.dataset)
+    splits = splits or data.load(config.dataset, data_dir=config.data_dir or None)
     steps_per_epoch = data.steps_per_epoch(splits.train, t.batch_size)
     model = network.build(
         genotype, info.num_classes, input_size=info.image_size, C=t.C, layers=t.layers,
@@ -175,18 +187,23 @@ def run(config: ml_collections.ConfigDict, workdir: str, genotype: Genotype | No
     genotype = genotype or resolve_genotype(config)
     workdir = prepare_workdir(workdir, config)
     genotype.save(os.path.join(workdir, "genotype.json"))
+    loop.enable_compilation_cache(config.compilation_cache_dir)
+    mesh = parallel.make_mesh(config.num_devices)
+    parallel.check_batch_size(config.train.batch_size, mesh, "train.batch_size")
     su = setup(config, genotype)
     t = config.train
-    state = create_state(config, su)
+    state = parallel.replicate(create_state(config, su), mesh)
     ckpt = checkpoint.Checkpointer(workdir)
     if ckpt.latest_step() is not None:
         state, _ = ckpt.restore(state)
     start = int(state.step)
-    eval_step = jax.jit(su.eval_step)
+    rep, split = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+    eval_step = jax.jit(su.eval_step, in_shardings=(rep, split), out_shardings=rep)
     batches = data.batches(su.splits.train, t.batch_size, seed=config.seed + 2, start_step=start)
+    batches = parallel.shard_batches(((b,) for b in batches), mesh)
     first = next(batches)
     step_fn, compile_s = loop.compile_step(
-        su.step_fn, "training step", config.progress, state, first
+        su.step_fn, "training step", config.progress, state, *first, mesh=mesh
     )
     batches = itertools.chain([first], batches)
     writer = metrics.MetricWriter(workdir)
@@ -195,17 +212,17 @@ def run(config: ml_collections.ConfigDict, workdir: str, genotype: Genotype | No
 
     def on_epoch_end(state: TrainState, step: int) -> None:
         if su.splits.val is not None:
-            val = evaluate_source(eval_step, state, su.splits.val, t.batch_size)
+            val = evaluate_source(eval_step, state, su.splits.val, t.batch_size, mesh)
             writer.write_scalars(step, {f"eval_val/{k}": v for k, v in val.items()})
 
     state = loop.run(
-        config, step_fn=step_fn, state=state, batches=((b,) for b in batches), start=start,
+        config, step_fn=step_fn, state=state, batches=batches, start=start,
         total_steps=su.total_steps, steps_per_epoch=su.steps_per_epoch, ckpt=ckpt, writer=writer,
         desc="train", postfix=lambda m: {"loss": f"{m['train/loss']:.3f}"},
         on_epoch_end=on_epoch_end,
     )  # fmt: skip
     train_s = time.time() - t_start
-    test = evaluate_source(eval_step, state, su.splits.test, t.batch_size)
+    test = evaluate_source(eval_step, state, su.splits.test, t.batch_size, mesh)
     stats = evaluate.model_stats(su.model, su.info.input_shape)
     results = {
         "genotype": genotype.to_string(),

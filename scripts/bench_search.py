@@ -93,7 +93,7 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--worker", "--order", order, "--batch", str(batch)]
             for flag in ("C", "layers", "size", "steps"):
                 cmd += [f"--{flag}", str(getattr(args, flag))]
-            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+            out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
             rows.append(json.loads(out.strip().splitlines()[-1]))
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     print(f"{'order':18} {'batch':>5} {'compile s':>9} {'step s':>7} {'peak MB':>8}")

@@ -65,9 +65,26 @@ def test_conv2d_gradients_match_autodiff_of_lax_conv(h, w, k, stride, padding, d
         cotangent = jax.random.normal(jax.random.key(2), y.shape, jnp.float64)
         for got, want in zip(vjp(cotangent), vjp_ref(cotangent), strict=True):
             np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
-        # Second order (reverse over reverse), used by exact second-order DARTS.
-        g = lambda f: jax.grad(lambda x, k: jnp.sum(jax.grad(lambda k: jnp.sum(f(x, k) ** 2))(k)))
-        np.testing.assert_allclose(g(ours)(x, kernel), g(reference)(x, kernel), rtol=1e-9)
+        # Second and third order (reverse over reverse): the exact second-order hypergradient
+        # and Hessian eigenvalues differentiate the gradients again, with respect to the input,
+        # the kernel and the cotangent.
+        u = [jax.random.normal(jax.random.key(3 + i), a.shape, jnp.float64) for i, a in
+             enumerate((x, kernel))]  # fmt: skip
+
+        def second(f):
+            def projected_vjp(x, kernel, c):
+                dx, dk = jax.vjp(f, x, kernel)[1](c)
+                return jnp.sum(dx * u[0]) + jnp.sum(dk * u[1])
+
+            return jax.grad(projected_vjp, argnums=(0, 1, 2))
+
+        def third(f):
+            return jax.grad(lambda x, k, c: sum(jnp.sum(g**2) for g in second(f)(x, k, c)))
+
+        for order in (second, third):
+            got, want = order(ours)(x, kernel, cotangent), order(reference)(x, kernel, cotangent)
+            for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+                np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9)
 
 
 @pytest.mark.parametrize("stride,dilation", [(1, 1), (2, 1), (1, 2)])

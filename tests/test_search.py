@@ -149,6 +149,23 @@ def test_missing_dataset_fails_fast_with_instructions(tmp_path):
     assert time.time() - start < 5
 
 
+def test_a_second_run_loads_the_compiled_step_from_the_cache(tiny):
+    root, path, _, _ = tiny
+    cache = root / "default_cache"  # what config.compilation_cache_dir points to by default
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
+    compile_s = []
+    for i in range(2):
+        workdir = root / f"cached{i}"
+        cmd = [sys.executable, "-m", "dnas.cli", "search", "--config", str(path),
+               "--config.search.epochs=1", f"--config.compilation_cache_dir={cache}",
+               "--workdir", str(workdir)]  # fmt: skip
+        subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=600)
+        records = [json.loads(r) for r in (workdir / "metrics.jsonl").read_text().splitlines()]
+        compile_s += [r["search/compile_s"] for r in records if "search/compile_s" in r]
+    assert any(cache.iterdir())
+    assert compile_s[1] < 0.5 * compile_s[0], compile_s
+
+
 def test_cli_reports_config_errors_on_one_line():
     proc = subprocess.run(
         [sys.executable, "-m", "dnas.cli", "search", "--config.search.epoch=3"],

@@ -117,3 +117,27 @@ def test_supernet_forward_and_wrong_mixing_weights():
     assert model.apply(variables, x, mix).shape == (2, 10)
     with pytest.raises(ValueError, match=r"must be \{'normal': \(14, 8\), 'reduce': \(14, 8\)\}"):
         model.apply(variables, x, {"normal": mix["normal"]})
+
+
+def test_remat_gives_the_same_loss_and_gradients():
+    space = spaces.get("darts_cnn")
+    x = jax.random.normal(jax.random.key(0), (4, 8, 8, 3))
+    y = jnp.array([0, 1, 2, 3])
+    alphas = space.init_alphas(jax.random.key(1), 1.0)
+    mix = lambda a: jax.tree.map(lambda v: jax.nn.softmax(v, -1), a)
+    results = []
+    for remat in (False, True):
+        model = supernet.build("darts_cnn", 10, C=2, layers=2, remat=remat)
+        params = jax.jit(model.init)(jax.random.key(2, impl="unsafe_rbg"), x, mix(alphas))
+
+        def loss(params, alphas, model=model):
+            logits = model.apply(params, x, mix(alphas))
+            return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(4), y])
+
+        results.append(jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(params, alphas))
+        if remat:  # the option did change the program (and not the parameters: same init)
+            assert "checkpoint" in str(jax.make_jaxpr(loss)(params, alphas))
+    (l0, g0), (l1, g1) = results
+    np.testing.assert_allclose(l1, l0, rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1), strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-7)

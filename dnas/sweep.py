@@ -1,0 +1,177 @@
+"""Many searches as one program: the search step `vmap`ped over members.
+
+A sweep's members are the product of seeds and the values of one step hyper-parameter
+(`search.HPARAMS`, e.g. `search.alpha_lr`), given in the config so that `config.json` records
+them and a resumed sweep is the same sweep:
+
+    dnas sweep --config.space=nb201 --config.sweep.seeds=0-7
+    dnas sweep --config.sweep.seeds=0,1 --config.sweep.param=search.alpha_weight_decay \\
+        --config.sweep.param_values=1e-3,1e-2
+
+Every member has its own weights, alphas, optimiser states, PRNG stream and data order (those of
+a single search with its seed), stacked along a leading axis; the hyper-parameter enters the step
+as a traced array. One compilation serves all members, and member i ends where `dnas search` with
+member i's seed and value ends (up to float summation order: batched convolutions sum in another
+order). This suits spaces whose supernet leaves the device under-used (NAS-Bench-201; a DARTS
+supernet at CIFAR size already fills a device). Outputs: `m<i>/genotype.json`, `m<i>/alphas.npz`,
+and `sweep.json` listing members with their genotypes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from dnas import checkpoint, configlib, data, discretise, loop, metrics, search
+from dnas.genotype import Genotype
+
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+    seed: int
+    value: float | None = None  # of the swept hyper-parameter, if any
+
+
+def _parse_seeds(text: str) -> list[int]:
+    seeds: list[int] = []
+    for part in text.replace(" ", "").split(","):
+        if not part:
+            continue
+        first, dash, last = part.partition("-")
+        try:
+            seeds += list(range(int(first), int(last) + 1)) if dash else [int(first)]
+        except ValueError:
+            raise configlib.ConfigError(
+                f"sweep.seeds={text!r}: expected integers and ranges such as 0-7 or 0,3,5"
+            ) from None
+    return seeds
+
+
+def members(config: ml_collections.ConfigDict) -> tuple[str, list[Member]]:
+    """(swept hyper-parameter name in `search.HPARAMS` or "", members) of `config.sweep`."""
+    sw = config.sweep
+    seeds = _parse_seeds(sw.seeds) or [config.seed]
+    if not sw.param:
+        if sw.param_values:
+            raise configlib.ConfigError("sweep.param_values is set but sweep.param is not")
+        return "", [Member(s) for s in seeds]
+    name = sw.param.removeprefix("search.")
+    if name not in search.HPARAMS:
+        raise configlib.ConfigError(
+            f"sweep.param={sw.param!r} cannot be swept inside one program; valid: "
+            + ", ".join(f"search.{k}" for k in search.HPARAMS)
+        )
+    try:
+        values = [float(v) for v in sw.param_values.split(",") if v.strip()]
+    except ValueError:
+        raise configlib.ConfigError(
+            f"sweep.param_values={sw.param_values!r}: expected comma-separated numbers"
+        ) from None
+    if not values:
+        raise configlib.ConfigError(f"sweep.param={sw.param!r} needs sweep.param_values=V1,V2,...")
+    return name, [Member(s, v) for s in seeds for v in values]
+
+
+def member_config(config: ml_collections.ConfigDict, name: str, m: Member):
+    """The single-search config equivalent to member `m`."""
+    assignments = [f"seed={m.seed}"] + ([f"search.{name}={m.value!r}"] if name else [])
+    return configlib.override(config, assignments)
+
+
+def make_sweep_step(config, su: search.SearchSetup, name: str, values):
+    """step(states, train_batches, val_batches) -> (states, metrics): the search step of every
+    member, vmapped; metrics are per member (`m<i>/...`) and their mean (`mean/...`)."""
+    values = jnp.asarray(values, jnp.float32)
+
+    def member_step(state, train_batch, val_batch, value):
+        hparams = {name: value} if name else {}
+        parts = search.make_step_parts(config, su.model, su.info, su.steps_per_epoch, **hparams)
+        return parts[-1](state, train_batch, val_batch)
+
+    def step(states, train_batches, val_batches):
+        states, m = jax.vmap(member_step)(states, train_batches, val_batches, values)
+        out = {f"m{i}/{k}": v[i] for k, v in m.items() for i in range(values.shape[0])}
+        return states, out | {f"mean/{k}": v.mean() for k, v in m.items()}
+
+    return step
+
+
+def _stack(trees):
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def _stacked_batches(sources_and_seeds, batch_size: int, start: int):
+    iters = [
+        data.batches(src, batch_size, seed=seed, start_step=start)
+        for src, seed in sources_and_seeds
+    ]
+    for group in zip(*iters, strict=False):
+        yield {k: np.stack([b[k] for b in group]) for k in group[0]}
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> list[Genotype]:
+    """Runs the sweep in `config.sweep` into `workdir` (resumable); returns members' genotypes."""
+    name, ms = members(config)
+    loop.enable_compilation_cache(config.compilation_cache_dir)
+    workdir = search.prepare_workdir(workdir, config)
+    su = search.setup(config)
+    s = config.search
+    states = _stack([search.create_state(member_config(config, name, m), su) for m in ms])
+    ckpt = checkpoint.Checkpointer(workdir)
+    if ckpt.latest_step() is not None:
+        states, _ = ckpt.restore(states)
+    start = int(states.step[0])
+    train = _stacked_batches([(su.weights_source, m.seed) for m in ms], s.batch_size, start)
+    val = _stacked_batches([(su.alphas_source, m.seed + 1) for m in ms], s.batch_size, start)
+    batches = zip(train, val, strict=False)
+    first = next(batches)
+    step = make_sweep_step(config, su, name, [m.value or 0.0 for m in ms])
+    step_fn, compile_s = loop.compile_step(
+        step, f"sweep step ({len(ms)} members)", config.progress, states, *first
+    )
+    writer = metrics.MetricWriter(workdir)
+    writer.write_scalars(start, {"search/compile_s": compile_s})
+
+    def final_genotypes(states) -> list[Genotype]:
+        weights = jax.device_get(jax.vmap(su.strategy.final_weights)(states.alphas))
+        return [
+            discretise.discretise(su.space, jax.tree.map(lambda w, i=i: w[i], weights))
+            for i in range(len(ms))
+        ]
+
+    def on_epoch_end(states, step: int) -> None:
+        writer.write_scalars(step, {"epoch": step // su.steps_per_epoch})
+        for i, geno in enumerate(final_genotypes(states)):
+            writer.write_text(step, f"genotype/m{i}", geno.to_string())
+
+    states = loop.run(
+        config, step_fn=step_fn, state=states, batches=itertools.chain([first], batches),
+        start=start, total_steps=su.total_steps, steps_per_epoch=su.steps_per_epoch, ckpt=ckpt,
+        writer=writer, desc=f"sweep x{len(ms)}",
+        postfix=lambda m: {"loss": f"{m['mean/train/loss']:.3f}"}, on_epoch_end=on_epoch_end,
+    )  # fmt: skip
+    genotypes = final_genotypes(states)
+    alphas = jax.device_get(states.alphas)
+    summary = []
+    for i, (m, geno) in enumerate(zip(ms, genotypes, strict=True)):
+        out = os.path.join(workdir, f"m{i}")
+        os.makedirs(out, exist_ok=True)
+        geno.save(os.path.join(out, "genotype.json"))
+        search.save_alphas(os.path.join(out, "alphas.npz"), {k: v[i] for k, v in alphas.items()})
+        row = {"member": i, "seed": m.seed, "genotype": geno.to_string()}
+        summary.append(row | ({f"search.{name}": m.value} if name else {}))
+    text = json.dumps({"members": summary}, indent=2) + "\n"
+    checkpoint.atomic_write_text(os.path.join(workdir, "sweep.json"), text)
+    writer.close()
+    ckpt.close()
+    return genotypes
+
+
+__all__ = ["Member", "make_sweep_step", "member_config", "members", "run"]

@@ -1,0 +1,139 @@
+"""Data parallelism on 8 simulated CPU devices: a sharded step computes what the one-device step
+computes on the same global batch, the alphas are one replicated array, and a whole search run on
+8 devices ends where the one-device run ends.
+
+The 8-device tests need `--xla_force_host_platform_device_count=8` before JAX starts, so
+`test_on_8_simulated_devices` runs this file again in a subprocess with that flag; in a session
+that already has 8 devices they run directly.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from dnas import configlib, data, loop, parallel, search, train
+from dnas import genotype as genotype_lib
+
+N = 8
+multidevice = pytest.mark.skipif(
+    jax.device_count() < N, reason="needs 8 devices; test_on_8_simulated_devices runs it"
+)
+MULTIDEVICE_TESTS = 4
+
+
+def test_on_8_simulated_devices():
+    if jax.device_count() >= N:
+        pytest.skip("this session has 8 devices: the tests below run directly")
+    flags = os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={N}"
+    env = {**os.environ, "XLA_FLAGS": flags.strip()}
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-8000:] + proc.stderr[-4000:]
+    # All of them ran (none skipped) and passed.
+    assert f"{MULTIDEVICE_TESTS} passed, 1 skipped" in proc.stdout, proc.stdout[-2000:]
+
+
+def _tiny(space: str, order: str = "first") -> configlib.ml_collections.ConfigDict:
+    config = configlib.default_config()
+    config.space, config.order, config.progress = space, order, False
+    s, t = config.search, config.train
+    s.C, s.layers, s.batch_size, s.epochs = 2, (2 if space == "darts_cnn" else 1), 16, 1
+    t.C, t.layers, t.batch_size, t.epochs = 4, 3, 16, 1
+    config.checkpoint_every_steps = 5
+    return config
+
+
+def _search_steps(config, mesh, steps: int = 2):
+    su = search.setup(config)
+    state = parallel.replicate(search.create_state(config, su), mesh)
+    b = config.search.batch_size
+    batches = [
+        (
+            data.batch_at(su.weights_source, b, i, seed=0),
+            data.batch_at(su.alphas_source, b, i, seed=1),
+        )
+        for i in range(steps)
+    ]
+    sharded = list(parallel.shard_batches(batches, mesh))
+    step, _ = loop.compile_step(su.step_fn, "step", False, state, *sharded[0], mesh=mesh)
+    out = []
+    for batch in sharded:
+        state, m = step(state, *batch)
+        out.append(m)
+    return state, out
+
+
+def _assert_replicated(tree, mesh):
+    for leaf in jax.tree.leaves(tree):
+        assert leaf.sharding.is_fully_replicated and len(leaf.sharding.device_set) == mesh.size
+        shards = [np.asarray(s.data) for s in leaf.addressable_shards]
+        for s in shards[1:]:
+            np.testing.assert_array_equal(s, shards[0])  # bit-identical on every device
+
+
+@multidevice
+def test_sharded_search_step_equals_one_device():
+    config = _tiny("darts_cnn")
+    one, m_one = _search_steps(config, parallel.make_mesh(1))
+    mesh = parallel.make_mesh(N)
+    eight, m_eight = _search_steps(config, mesh)
+    _assert_replicated(eight.alphas, mesh)
+    _assert_replicated(eight.params, mesh)
+    close = dict(rtol=2e-4, atol=2e-6)
+    for a, b in zip(jax.tree.leaves(one.alphas), jax.tree.leaves(eight.alphas), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), **close)
+    for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(eight.params), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), **close)
+    for k in ("train/loss", "val/loss", "grad_norm/alphas"):
+        got = [float(m[k]) for m in m_eight]
+        np.testing.assert_allclose(got, [float(m[k]) for m in m_one], rtol=1e-4)
+    # The step did move the alphas (the comparison above is not between two initial states).
+    assert not np.allclose(np.asarray(eight.alphas["normal"]), 0.0, atol=1e-3)
+
+
+@multidevice
+def test_sharded_train_step_equals_one_device():
+    config = _tiny("darts_cnn")
+    geno = genotype_lib.load("DARTS_V2")
+    results = []
+    for n in (1, N):
+        mesh = parallel.make_mesh(n)
+        su = train.setup(config, geno)
+        state = parallel.replicate(train.create_state(config, su), mesh)
+        batch = parallel.shard_batch(data.batch_at(su.splits.train, 16, 0, seed=2), mesh)
+        step, _ = loop.compile_step(su.step_fn, "step", False, state, batch, mesh=mesh)
+        state, m = step(state, batch)
+        state, m = step(state, batch)
+        results.append((jax.device_get(state.params), jax.device_get(state.batch_stats), m))
+    (p1, s1, m1), (p8, s8, m8) = results
+    for a, b in zip(jax.tree.leaves((p1, s1)), jax.tree.leaves((p8, s8)), strict=True):
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6)
+    np.testing.assert_allclose(float(m8["train/loss"]), float(m1["train/loss"]), rtol=1e-4)
+
+
+@multidevice
+def test_search_run_on_8_devices_ends_where_1_device_ends(tmp_path):
+    alphas = {}
+    for n in (1, N):
+        config = _tiny("nb201")
+        config.num_devices = n
+        config.search.epochs = 2
+        geno = search.run(config, str(tmp_path / f"dev{n}"))
+        alphas[n] = np.load(tmp_path / f"dev{n}" / "alphas.npz")
+        assert genotype_lib.load_json(tmp_path / f"dev{n}" / "genotype.json") == geno
+    np.testing.assert_allclose(alphas[N]["normal"], alphas[1]["normal"], rtol=1e-3, atol=1e-6)
+    records = (tmp_path / f"dev{N}" / "metrics.jsonl").read_text().splitlines()
+    assert any("epoch" in json.loads(r) for r in records)
+
+
+@multidevice
+def test_batch_that_does_not_split_is_refused(tmp_path):
+    config = _tiny("nb201")
+    config.search.batch_size = 12
+    with pytest.raises(ValueError, match="does not split over 8 devices"):
+        search.run(config, str(tmp_path / "w"))

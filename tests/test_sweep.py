@@ -1,0 +1,83 @@
+"""`dnas sweep`: members (seeds x values of one hyper-parameter) searched as one vmapped program
+end where separate searches with the same seed and value end."""
+
+import json
+
+import numpy as np
+import pytest
+
+from dnas import configlib, search, sweep
+from dnas import genotype as genotype_lib
+
+
+def _tiny():
+    config = configlib.default_config()
+    config.space, config.progress = "nb201", False
+    s = config.search
+    s.C, s.layers, s.batch_size, s.epochs = 2, 1, 64, 1
+    config.checkpoint_every_steps = 100
+    return config
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sweep")
+    config = configlib.override(
+        _tiny(), ["sweep.seeds=0-1", "sweep.param=search.alpha_lr", "sweep.param_values=3e-4,0.03"]
+    )
+    genotypes = sweep.run(config, str(root / "sweep"))
+    return root, config, genotypes
+
+
+def test_members_are_seeds_times_values():
+    config = configlib.override(
+        _tiny(),
+        ["sweep.seeds=0-2,7", "sweep.param=alpha_weight_decay", "sweep.param_values=0,1e-2"],
+    )
+    name, ms = sweep.members(config)
+    assert name == "alpha_weight_decay"
+    assert [(m.seed, m.value) for m in ms] == [
+        (s, v) for s in (0, 1, 2, 7) for v in (0.0, 1e-2)
+    ]  # fmt: skip
+    assert sweep.members(_tiny())[1] == [sweep.Member(0)]
+
+
+@pytest.mark.parametrize(
+    "assignments,message",
+    [
+        (["sweep.seeds=a-b"], "expected integers and ranges"),
+        (["sweep.param=search.epochs", "sweep.param_values=1,2"], "cannot be swept"),
+        (["sweep.param=search.lr"], "needs sweep.param_values"),
+        (["sweep.param_values=1,2"], "sweep.param is not"),
+        (["sweep.param=search.lr", "sweep.param_values=1,x"], "comma-separated numbers"),
+    ],
+)
+def test_bad_sweeps_are_refused(assignments, message):
+    with pytest.raises(configlib.ConfigError, match=message):
+        sweep.members(configlib.override(_tiny(), assignments))
+
+
+def test_sweep_equals_separate_searches(swept):
+    root, config, genotypes = swept
+    name, ms = sweep.members(config)
+    assert len(genotypes) == len(ms) == 4
+    summary = json.loads((root / "sweep" / "sweep.json").read_text())["members"]
+    alphas = {}
+    for i, m in enumerate(ms):
+        single = sweep.member_config(config, name, m)
+        single.sweep.seeds, single.sweep.param, single.sweep.param_values = "", "", ""
+        geno = search.run(single, str(root / f"single{i}"))
+        assert genotypes[i] == geno
+        assert summary[i]["genotype"] == geno.to_string() and summary[i]["seed"] == m.seed
+        got = np.load(root / "sweep" / f"m{i}" / "alphas.npz")
+        want = np.load(root / f"single{i}" / "alphas.npz")
+        for cell in want.files:
+            np.testing.assert_allclose(got[cell], want[cell], rtol=1e-4, atol=1e-7)
+        alphas[i] = want["normal"]
+        stored = genotype_lib.load_json(root / "sweep" / f"m{i}" / "genotype.json")
+        assert stored == geno
+    # The members differ: seeds start apart, and alpha_lr 0.03 moves the alphas 100x further.
+    assert not np.allclose(alphas[0], alphas[2])
+    step0 = np.abs(alphas[0] - alphas[0].mean()).max()
+    step1 = np.abs(alphas[1] - alphas[1].mean()).max()
+    assert step1 > 5 * step0
