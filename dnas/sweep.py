@@ -13,7 +13,8 @@ a single search with its seed), stacked along a leading axis; the hyper-paramete
 as a traced array. One compilation serves all members, and member i ends where `dnas search` with
 member i's seed and value ends (up to float summation order: batched convolutions sum in another
 order). This suits spaces whose supernet leaves the device under-used (NAS-Bench-201; a DARTS
-supernet at CIFAR size already fills a device). Outputs: `m<i>/genotype.json`, `m<i>/alphas.npz`,
+supernet at CIFAR size already fills a device); a sweep runs on one device (`num_devices` is not
+used). Outputs: `m<i>/genotype.json`, `m<i>/alphas.npz`,
 and `sweep.json` listing members with their genotypes.
 """
 

@@ -3,7 +3,7 @@ of the DARTS_V2 retraining step, side by side with PyTorch when it is importable
 
     python scripts/bench.py                       # BENCHMARKS.md's main table (batch 16)
     python scripts/bench.py --measure search_first search_second --batch 16 64
-    python scripts/bench.py --measure search_first --layers 5 8 11 --no-torch
+    python scripts/bench.py --measure search_first --layers 5 8 11 --no-torch --no-remat
     python scripts/bench.py --measure search_first --devices 1 2 4 8 --no-torch   # simulated
 
 Measurements (`--measure`):
@@ -91,6 +91,7 @@ def worker(args: argparse.Namespace) -> dict:
         info, splits = _random_source(batch, args.size)
         t = config.train
         t.C, t.layers, t.batch_size, t.drop_path_prob, t.epochs = 36, 20, batch, 0.2, 600
+        t.sep_impl = args.sep_impl
         config.train.cutout_length = 16
         su = train.setup(config, genotype_lib.load("DARTS_V2"), info=info, splits=splits)
         state = train.create_state(config, su)
@@ -101,6 +102,7 @@ def worker(args: argparse.Namespace) -> dict:
         config.order = _ORDER[what]
         s = config.search
         s.C, s.layers, s.batch_size, s.remat = args.C, layers, batch, args.remat
+        s.sep_impl = args.sep_impl
         info, splits = _random_source(batch, args.size)
         su = search.setup(config, info=info, splits=splits)
         state = parallel.replicate(search.create_state(config, su), mesh)
@@ -125,6 +127,7 @@ def worker(args: argparse.Namespace) -> dict:
         "size": args.size,
         "devices": devices,
         "remat": bool(args.remat) and what != "train",
+        "sep_impl": args.sep_impl,
         "init_s": round(init_s, 2),
         "compile_s": round(compile_s, 2),
         "step_s": round(step_s, 3),
@@ -174,7 +177,8 @@ def _child(args: argparse.Namespace, flag: str, what: str, batch: int, layers: i
            "--batch", str(batch), "--layers", str(layers), "--devices", str(devices)]  # fmt: skip
     for name in ("C", "size", "steps", "train_batch"):
         cmd += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
-    cmd += ["--remat"] if args.remat else []
+    cmd += ["--remat" if args.remat else "--no-remat"]
+    cmd += ["--sep-impl", args.sep_impl]
     env = dict(os.environ)
     if devices > 1:
         flags = env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={devices}"
@@ -194,7 +198,14 @@ def main() -> None:
     p.add_argument("--size", type=int, default=32)
     p.add_argument("--train-batch", type=int, default=32)
     p.add_argument("--steps", type=int, default=5, help="timed steps after one warm-up step")
-    p.add_argument("--remat", action="store_true", help="jax.checkpoint per supernet cell")
+    p.add_argument(
+        "--remat", action=argparse.BooleanOptionalAction, default=True,
+        help="jax.checkpoint per supernet edge (the default, as in dnas's config)",
+    )  # fmt: skip
+    p.add_argument(
+        "--sep-impl", default="fused", choices=("fused", "depthwise"),
+        help="separable convolutions: one dense conv, or depthwise then pointwise",
+    )  # fmt: skip
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
@@ -212,7 +223,7 @@ def main() -> None:
             for layers in [20] if what == "train" else args.layers:
                 for devices in args.devices:
                     row = _child(args, "--worker", what, batch, layers, devices)
-                    if use_torch and devices == 1 and not args.remat:
+                    if use_torch and devices == 1:
                         row |= _child(args, "--torch-worker", what, batch, layers, 1)
                         row["ratio"] = round(row["step_s"] / row["torch_step_s"], 2)
                     rows.append(row)

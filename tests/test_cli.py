@@ -34,6 +34,11 @@ def test_info_for_a_supernet(capsys):
         (["info", "--genotype", "darts_v2", "--dataset", "mnist"], "unknown dataset 'mnist'"),
         (["info", "--supernet", "nasnet"], "unknown search space 'nasnet'"),
         (["info", "--genotype", "Genotype(normal=[('sep_conv_3x3', 0)"], "expected"),
+        (["sweep", "--config.sweep.seeds=0-x"], "sweep.seeds='0-x': expected integers"),
+        (
+            ["sweep", "--config.sweep.param=search.C", "--config.sweep.param_values=4"],
+            "cannot be swept inside one program",
+        ),
     ],
 )
 def test_info_errors_are_one_line(capsys, argv, message):

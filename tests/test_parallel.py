@@ -122,11 +122,13 @@ def test_search_run_on_8_devices_ends_where_1_device_ends(tmp_path):
     for n in (1, N):
         config = _tiny("nb201")
         config.num_devices = n
-        config.search.epochs = 2
+        config.search.batch_size, config.search.epochs = 64, 2  # 18 steps, a checkpoint
         geno = search.run(config, str(tmp_path / f"dev{n}"))
         alphas[n] = np.load(tmp_path / f"dev{n}" / "alphas.npz")
         assert genotype_lib.load_json(tmp_path / f"dev{n}" / "genotype.json") == geno
-    np.testing.assert_allclose(alphas[N]["normal"], alphas[1]["normal"], rtol=1e-3, atol=1e-6)
+    # Adam divides by the gradient's running RMS, so where a gradient is at float-noise level
+    # the update's sign is noise: compare to a fraction of one step (alpha_lr = 3e-4).
+    np.testing.assert_allclose(alphas[N]["normal"], alphas[1]["normal"], rtol=0, atol=3e-5)
     records = (tmp_path / f"dev{N}" / "metrics.jsonl").read_text().splitlines()
     assert any("epoch" in json.loads(r) for r in records)
 

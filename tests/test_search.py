@@ -9,7 +9,6 @@ import sys
 import textwrap
 import time
 
-import jax
 import numpy as np
 import pytest
 
@@ -38,11 +37,9 @@ def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("search")
     path = root / "tiny.py"
     path.write_text(TINY)
-    # One compilation cache for this process and its subprocesses: the killed run and the
-    # resumed one compile the same step.
-    cache = str(root / "xla_cache")
-    jax.config.update("jax_compilation_cache_dir", cache)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    # The session's compilation cache (conftest.py), shared with the subprocesses: the killed run
+    # and the resumed one compile the same step.
+    cache = os.environ.get("JAX_COMPILATION_CACHE_DIR") or str(root / "xla_cache")
     return root, path, cache, configlib.load(str(path))
 
 
