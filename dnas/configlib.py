@@ -55,7 +55,7 @@ def default_config() -> ml_collections.ConfigDict:
     s.alpha_weight_decay = 1e-3
     s.alpha_init_scale = 1e-3
     s.sep_impl = "fused"  # fused | depthwise (ops.py)
-    s.remat = True  # jax.checkpoint per edge: 2.6x less memory, no slower on CPU (BENCHMARKS.md)
+    s.remat = False  # jax.checkpoint per edge; the CIFAR configs turn it on (BENCHMARKS.md)
     s.crop_padding = -1  # -1: the dataset's default
     s.flip = True
     s.cutout_length = 0

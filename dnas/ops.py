@@ -114,8 +114,8 @@ def _interleave_zeros(y: Array, stride: int) -> Array:
 # kernel only in that canonical layout. The gradients autodiff emits have other dimension orders;
 # XLA rewrites them with transposes in straight-line code, but not inside a `while` loop (a
 # `scan`), where the weight gradient then runs ~20x slower (BENCHMARKS.md), and autodiff of those
-# gradients (second order) gives convolutions with whole feature maps as kernels. Tested against
-# autodiff of `lax.conv`, first and second order.
+# gradients (second order) gives convolutions with whole feature maps as kernels (exact
+# second-order DARTS step 106 s -> 30 s). Tested against autodiff of `lax.conv` to third order.
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))

@@ -27,6 +27,7 @@ def get_config(arg: str | None = None):
     s = c.search
     s.C, s.layers, s.epochs, s.batch_size = 16, 8, 50, 64
     s.crop_padding, s.flip, s.cutout_length = 4, True, 0
+    s.remat = True  # per-edge jax.checkpoint: batch 64 needs it for second order (BENCHMARKS.md)
     # The evaluation protocol of `dnas run` (see cifar10_eval.py for the full one).
     t = c.train
     t.C, t.layers, t.epochs, t.batch_size = 36, 20, 600, 96
