@@ -3,10 +3,12 @@ fetching, non-finite checks, progress, logging and checkpointing every N steps a
 
 from __future__ import annotations
 
+import itertools
+import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import jax
@@ -15,6 +17,8 @@ from jax.experimental.compilation_cache import compilation_cache
 from jax.sharding import Mesh
 
 from dnas import checkpoint, metrics, parallel
+
+log = logging.getLogger(__name__)
 
 
 def enable_compilation_cache(path: str) -> None:
@@ -53,6 +57,27 @@ def compile_step(
         jitted = jax.jit(fn, donate_argnums=0, in_shardings=in_shardings, out_shardings=rep)
     compiled = jitted.lower(state, *batches).compile()
     return compiled, time.time() - t0
+
+
+def resume(ckpt: checkpoint.Checkpointer, state: Any) -> Any:
+    """The latest checkpoint restored into `state`'s structure and shardings, or `state` itself
+    when there is none (a fresh run)."""
+    if ckpt.latest_step() is None:
+        return state
+    state, _ = ckpt.restore(state)
+    log.info("resumed %s at step %d", ckpt.directory, int(ckpt.latest_step()))
+    return state
+
+
+def compile_on_first(
+    fn: Callable, what: str, verbose: bool, state: Any, batches: Iterator[tuple],
+    mesh: Mesh | None = None,
+) -> tuple[Callable, float, Iterator[tuple]]:  # fmt: skip
+    """`compile_step` for the shapes of the first batch tuple of `batches`; returns the compiled
+    step, the compile time and `batches` with that first tuple put back in front."""
+    first = next(batches)
+    compiled, compile_s = compile_step(fn, what, verbose, state, *first, mesh=mesh)
+    return compiled, compile_s, itertools.chain([first], batches)
 
 
 def run(

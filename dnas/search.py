@@ -10,9 +10,7 @@ state, and resumes from the workdir by default.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
-import logging
 import os
 import time
 from collections.abc import Callable
@@ -41,8 +39,6 @@ from dnas import (
 from dnas.genotype import Genotype
 from dnas.state import SearchState, init_variables
 from dnas.types import Batch, Metrics
-
-log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -262,18 +258,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Genotype:
     s = config.search
     state = parallel.replicate(create_state(config, su), mesh)
     ckpt = checkpoint.Checkpointer(workdir)
-    if ckpt.latest_step() is not None:
-        state, _ = ckpt.restore(state)
-        log.info("resumed %s at step %d", workdir, int(state.step))
+    state = loop.resume(ckpt, state)
     start = int(state.step)
     train_iter = data.batches(su.weights_source, s.batch_size, seed=config.seed, start_step=start)
     val_iter = data.batches(su.alphas_source, s.batch_size, seed=config.seed + 1, start_step=start)
     batches = parallel.shard_batches(zip(train_iter, val_iter, strict=False), mesh)
-    first = next(batches)
-    step_fn, compile_s = loop.compile_step(
-        su.step_fn, "search step", config.progress, state, *first, mesh=mesh
+    step_fn, compile_s, batches = loop.compile_on_first(
+        su.step_fn, "search step", config.progress, state, batches, mesh
     )
-    batches = itertools.chain([first], batches)
     writer = metrics.MetricWriter(workdir)
     writer.write_scalars(start, {"search/compile_s": compile_s})
     t_start = time.time()

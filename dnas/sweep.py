@@ -21,7 +21,6 @@ and `sweep.json` listing members with their genotypes.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 import os
 
@@ -126,17 +125,15 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[Genotype]:
     s = config.search
     states = _stack([search.create_state(member_config(config, name, m), su) for m in ms])
     ckpt = checkpoint.Checkpointer(workdir)
-    if ckpt.latest_step() is not None:
-        states, _ = ckpt.restore(states)
+    states = loop.resume(ckpt, states)
     start = int(states.step[0])
     train = _stacked_batches([(su.weights_source, m.seed) for m in ms], s.batch_size, start)
     val = _stacked_batches([(su.alphas_source, m.seed + 1) for m in ms], s.batch_size, start)
-    batches = zip(train, val, strict=False)
-    first = next(batches)
     step = make_sweep_step(config, su, name, [m.value or 0.0 for m in ms])
-    step_fn, compile_s = loop.compile_step(
-        step, f"sweep step ({len(ms)} members)", config.progress, states, *first
-    )
+    step_fn, compile_s, batches = loop.compile_on_first(
+        step, f"sweep step ({len(ms)} members)", config.progress, states,
+        zip(train, val, strict=False),
+    )  # fmt: skip
     writer = metrics.MetricWriter(workdir)
     writer.write_scalars(start, {"search/compile_s": compile_s})
 
@@ -153,7 +150,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[Genotype]:
             writer.write_text(step, f"genotype/m{i}", geno.to_string())
 
     states = loop.run(
-        config, step_fn=step_fn, state=states, batches=itertools.chain([first], batches),
+        config, step_fn=step_fn, state=states, batches=batches,
         start=start, total_steps=su.total_steps, steps_per_epoch=su.steps_per_epoch, ckpt=ckpt,
         writer=writer, desc=f"sweep x{len(ms)}",
         postfix=lambda m: {"loss": f"{m['mean/train/loss']:.3f}"}, on_epoch_end=on_epoch_end,

@@ -10,9 +10,7 @@ computed from the step inside the jitted step, so they never recompile.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
-import logging
 import os
 import time
 from collections.abc import Callable
@@ -29,8 +27,6 @@ from dnas.genotype import Genotype
 from dnas.search import Augmentation, prepare_workdir
 from dnas.state import TrainState, init_variables
 from dnas.types import Batch
-
-log = logging.getLogger(__name__)
 
 
 def make_train_step(
@@ -194,18 +190,15 @@ def run(config: ml_collections.ConfigDict, workdir: str, genotype: Genotype | No
     t = config.train
     state = parallel.replicate(create_state(config, su), mesh)
     ckpt = checkpoint.Checkpointer(workdir)
-    if ckpt.latest_step() is not None:
-        state, _ = ckpt.restore(state)
+    state = loop.resume(ckpt, state)
     start = int(state.step)
     rep, split = parallel.replicated(mesh), parallel.batch_sharded(mesh)
     eval_step = jax.jit(su.eval_step, in_shardings=(rep, split), out_shardings=rep)
     batches = data.batches(su.splits.train, t.batch_size, seed=config.seed + 2, start_step=start)
     batches = parallel.shard_batches(((b,) for b in batches), mesh)
-    first = next(batches)
-    step_fn, compile_s = loop.compile_step(
-        su.step_fn, "training step", config.progress, state, *first, mesh=mesh
+    step_fn, compile_s, batches = loop.compile_on_first(
+        su.step_fn, "training step", config.progress, state, batches, mesh
     )
-    batches = itertools.chain([first], batches)
     writer = metrics.MetricWriter(workdir)
     writer.write_scalars(start, {"train/compile_s": compile_s})
     t_start = time.time()
