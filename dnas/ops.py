@@ -12,7 +12,10 @@ k x k convolution with the factorised kernel `dw[..., c] * pw[c, :]` (`impl='fus
 function of the same parameters with k^2 C / (k^2 + C) times the FLOPs, which XLA runs an order of
 magnitude faster than a grouped convolution on CPUs (and TPUs, where depthwise convolutions leave
 the matrix unit idle); BENCHMARKS.md has the figures. `impl='depthwise'` computes the reference
-form. Multiply-adds are always counted in the reference form (`count_macs`).
+form with XLA's grouped convolution. `impl='shifted'` computes the depthwise part as k^2 strided
+slices times per-channel weights (reference FLOPs, elementwise work that XLA fuses) and then the
+pointwise convolution; on CPUs it is the fastest of the three once the network is discrete.
+Multiply-adds are always counted in the reference form (`count_macs`).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from jax import lax
 
 from dnas.types import Array
 
-SEP_IMPLS = ("fused", "depthwise")
+SEP_IMPLS = ("fused", "depthwise", "shifted")
 
 # ---------------------------------------------------------------------------------------------
 # Multiply-add counting (the papers' "mult-adds": convolutions and dense layers, per image).
@@ -215,6 +218,25 @@ def conv2d(
     return y
 
 
+def depthwise_shifted(x: Array, dw_KxKxC: Array, stride: int, padding: int, dilation: int) -> Array:
+    """Depthwise k x k convolution as the sum over the k^2 taps of a strided slice of the padded
+    input times that tap's per-channel weight. Its gradients are slices, pads and per-channel
+    sums, so XLA never emits the dense C x C weight-gradient convolution of a grouped conv."""
+    k = dw_KxKxC.shape[0]
+    xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    n, h, w, c = xp.shape
+    span = dilation * (k - 1)
+    oh, ow = (h - span - 1) // stride + 1, (w - span - 1) // stride + 1
+    y = None
+    for i in range(k):
+        for j in range(k):
+            start = (0, i * dilation, j * dilation, 0)
+            limit = (n, start[1] + (oh - 1) * stride + 1, start[2] + (ow - 1) * stride + 1, c)
+            tap = lax.slice(xp, start, limit, (1, stride, stride, 1)) * dw_KxKxC[i, j]
+            y = tap if y is None else y + tap
+    return y
+
+
 def separable_conv(
     x: Array,
     dw_KxKxC: Array,
@@ -240,6 +262,9 @@ def separable_conv(
             dimension_numbers=("NHWC", "HWIO", "NHWC"),
             feature_group_count=c,
         )
+        y = conv2d(h, pw_CxD[None, None], count=False)
+    elif impl == "shifted":
+        h = depthwise_shifted(x, dw_KxKxC.astype(x.dtype), stride, padding, dilation)
         y = conv2d(h, pw_CxD[None, None], count=False)
     else:
         raise ValueError(f"unknown separable convolution impl {impl!r}; valid: {SEP_IMPLS}")

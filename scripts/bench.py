@@ -203,8 +203,9 @@ def main() -> None:
         help="jax.checkpoint per supernet edge (default on, as in the CIFAR-10 configs)",
     )  # fmt: skip
     p.add_argument(
-        "--sep-impl", default="fused", choices=("fused", "depthwise"),
-        help="separable convolutions: one dense conv, or depthwise then pointwise",
+        "--sep-impl", default="fused", choices=("fused", "depthwise", "shifted"),
+        help="separable convolutions: one dense conv (fused), grouped conv then pointwise (depthwise),\n"
+             "or k*k shifted slices then pointwise (shifted)",
     )  # fmt: skip
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)

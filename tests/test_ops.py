@@ -87,28 +87,37 @@ def test_conv2d_gradients_match_autodiff_of_lax_conv(h, w, k, stride, padding, d
                 np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9)
 
 
-@pytest.mark.parametrize("stride,dilation", [(1, 1), (2, 1), (1, 2)])
-def test_fused_separable_conv_equals_depthwise_then_pointwise(stride, dilation):
+@pytest.mark.parametrize("k,stride,dilation", [(3, 1, 1), (3, 2, 1), (3, 1, 2), (5, 2, 2)])
+def test_separable_conv_impls_equal_per_channel_loop_then_pointwise(k, stride, dilation):
     with jax.enable_x64(True):
-        x = jax.random.normal(jax.random.key(0), (2, 8, 8, 4), jnp.float64)
-        dw = jax.random.normal(jax.random.key(1), (3, 3, 4), jnp.float64)
+        x = jax.random.normal(jax.random.key(0), (2, 9, 8, 4), jnp.float64)
+        dw = jax.random.normal(jax.random.key(1), (k, k, 4), jnp.float64)
         pw = jax.random.normal(jax.random.key(2), (4, 6), jnp.float64)
-        f = lambda impl: ops.separable_conv(x, dw, pw, stride, dilation, dilation, impl)
-        np.testing.assert_allclose(f("fused"), f("depthwise"), rtol=1e-12, atol=1e-12)
-        # ...and the depthwise form against an explicit per-channel loop.
+        pad = dilation * (k - 1) // 2
         per_channel = [
             lax.conv_general_dilated(
                 x[..., c : c + 1],
                 dw[:, :, c, None, None],
                 (stride, stride),
-                ((dilation, dilation),) * 2,
+                ((pad, pad),) * 2,
                 rhs_dilation=(dilation, dilation),
                 dimension_numbers=("NHWC", "HWIO", "NHWC"),
             )
             for c in range(4)
         ]
         expected = jnp.concatenate(per_channel, -1) @ pw
-        np.testing.assert_allclose(f("depthwise"), expected, rtol=1e-12, atol=1e-12)
+        cotangent = jax.random.normal(jax.random.key(3), expected.shape, jnp.float64)
+
+        def grads(impl):
+            f = lambda x, dw, pw: ops.separable_conv(x, dw, pw, stride, pad, dilation, impl)
+            return jax.grad(lambda *a: jnp.sum(f(*a) * cotangent), (0, 1, 2))(x, dw, pw)
+
+        want = grads("depthwise")
+        for impl in ops.SEP_IMPLS:
+            got = ops.separable_conv(x, dw, pw, stride, pad, dilation, impl)
+            np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12, err_msg=impl)
+            for a, b in zip(grads(impl), want, strict=True):
+                np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10, err_msg=impl)
 
 
 @pytest.mark.parametrize("size,stride,padding", [(3, 1, 1), (3, 2, 1), (2, 2, 0), (5, 3, 0)])
