@@ -36,6 +36,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.space = "darts_cnn"
     c.strategy = "darts"
     c.order = "first"  # first | second | finite_difference
+    # The strategy's own keyword arguments (strategies.py; e.g. gdas: tau_max, tau_min).
+    c.strategy_args = ml_collections.ConfigDict()
 
     c.search = ml_collections.ConfigDict()
     s = c.search
@@ -54,8 +56,27 @@ def default_config() -> ml_collections.ConfigDict:
     s.alpha_b2 = 0.999
     s.alpha_weight_decay = 1e-3
     s.alpha_init_scale = 1e-3
-    s.sep_impl = "fused"  # fused | depthwise (ops.py)
+    s.alpha_warmup_epochs = 0  # weights-only epochs before the first alpha step (PC-DARTS: 15)
+    s.sep_impl = "fused"  # fused | depthwise | shifted (ops.py)
     s.remat = False  # jax.checkpoint per edge; the CIFAR configs turn it on (BENCHMARKS.md)
+    s.partial_channels = 1  # PC-DARTS' K: 1/K of the channels go through the mixed ops
+    s.single_op = False  # compute only each edge's largest-weight op (GDAS: one-hot mixing)
+    # Collapse diagnostics and DARTS+ early stopping (search.EpochMonitor).
+    s.hessian_every_epochs = 0  # dominant Hessian eigenvalue w.r.t. alphas; 0: off
+    s.hessian_iters = 20  # power iterations (one Hessian-vector product each)
+    s.early_stop = ""  # "" | skip | stable (DARTS+)
+    s.early_stop_skips = 2
+    s.early_stop_patience = 10
+    # Selection by the trained supernet instead of the alphas: "" (alphas), random (random
+    # search with weight sharing), evolution (regularised evolution; dnas/selection.py) or pt
+    # (DARTS-PT, dnas/pt.py).
+    s.selection = ""
+    s.selection_archs = 100  # architectures evaluated
+    s.selection_batches = 4  # validation batches per architecture
+    s.evolution_population = 20
+    s.evolution_sample_size = 5
+    s.pt_interval = 5  # DARTS-PT: fine-tuning epochs between decisions
+    s.pt_eval_batches = 10  # validation batches per DARTS-PT evaluation
     s.crop_padding = -1  # -1: the dataset's default
     s.flip = True
     s.cutout_length = 0
@@ -96,6 +117,134 @@ def default_config() -> ml_collections.ConfigDict:
     c.log_every_steps = 20
     c.progress = True
     return c
+
+
+# ---------------------------------------------------------------------------------------------
+# Protocols shared by the configs in experiments/ (each config file says which it follows).
+
+
+def darts_cifar10(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """DARTS' CIFAR-10 protocol (Liu et al. 2019, A.1-A.2): search 8 cells, C=16, 50 epochs,
+    batch 64 on half of the training set (the other half trains the alphas); SGD 0.025 cosine to
+    0.001, momentum 0.9, wd 3e-4, clip 5; alphas Adam 3e-4 (0.5, 0.999), wd 1e-3; crop + flip.
+    Retraining: 20 cells, C=36, 600 epochs, batch 96, cutout 16, drop-path 0.2, auxiliary 0.4."""
+    c.dataset, c.space = "cifar10", "darts_cnn"
+    s = c.search
+    s.C, s.layers, s.epochs, s.batch_size = 16, 8, 50, 64
+    s.lr, s.lr_min, s.momentum, s.weight_decay, s.grad_clip = 0.025, 0.001, 0.9, 3e-4, 5.0
+    s.alpha_lr, s.alpha_b1, s.alpha_b2, s.alpha_weight_decay = 3e-4, 0.5, 0.999, 1e-3
+    s.crop_padding, s.flip, s.cutout_length = 4, True, 0
+    s.remat = True  # per-edge jax.checkpoint: batch 64 needs it for second order (BENCHMARKS.md)
+    s.sep_impl = "shifted"  # fastest search step on CPUs, slower to compile (BENCHMARKS.md)
+    t = c.train
+    t.C, t.layers, t.epochs, t.batch_size = 36, 20, 600, 96
+    t.lr, t.lr_min = 0.025, 0.0
+    t.crop_padding, t.flip = 4, True
+    t.cutout_length, t.drop_path_prob, t.auxiliary, t.auxiliary_weight = 16, 0.2, True, 0.4
+    c.checkpoint_every_steps = 1000
+    c.log_every_steps = 50
+    return c
+
+
+NB201_DATASETS = {"cifar10": "cifar10", "cifar100": "cifar100", "imagenet16": "imagenet16-120"}
+
+
+def nb201(c: ml_collections.ConfigDict, dataset: str = "cifar10") -> ml_collections.ConfigDict:
+    """NAS-Bench-201's search protocol for weight-sharing methods (Dong & Yang 2020, Sec. 5;
+    AutoDL-Projects configs/nas-benchmark/algos): C=16, N=5 cells per stage, 50 epochs, batch 64,
+    SGD 0.025 cosine to 0.001, wd 5e-4 (the benchmark uses Nesterov momentum; dnas' SGD is plain
+    momentum), alphas Adam 3e-4 (0.5, 0.999), wd 1e-3. Retraining follows the benchmark's
+    200-epoch schedule (lr 0.1 cosine, batch 256, wd 5e-4). `dataset`: cifar10, cifar100,
+    imagenet16."""
+    if dataset not in NB201_DATASETS:
+        raise ValueError(
+            f"unknown NAS-Bench-201 dataset {dataset!r}; valid: {list(NB201_DATASETS)}"
+        )
+    c.dataset, c.space = NB201_DATASETS[dataset], "nb201"
+    s = c.search
+    s.C, s.layers, s.epochs, s.batch_size = 16, 5, 50, 64
+    s.lr, s.lr_min, s.momentum, s.weight_decay, s.grad_clip = 0.025, 0.001, 0.9, 5e-4, 5.0
+    s.alpha_lr, s.alpha_b1, s.alpha_b2, s.alpha_weight_decay = 3e-4, 0.5, 0.999, 1e-3
+    s.crop_padding, s.flip, s.cutout_length = -1, True, 0
+    t = c.train
+    t.C, t.layers, t.epochs, t.batch_size = 16, 5, 200, 256
+    t.lr, t.lr_min, t.weight_decay, t.auxiliary, t.drop_path_prob = 0.1, 0.0, 5e-4, False, 0.0
+    t.cutout_length = 0
+    c.checkpoint_every_steps = 1000
+    c.log_every_steps = 50
+    return c
+
+
+def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Shrinks a config to a seconds-long run on the embedded digits, keeping its method: tiny
+    supernet, 2 epochs (so per-epoch schedules move), no random baseline. Warm-ups of alpha
+    updates shrink to 1 epoch."""
+    c.dataset = "digits"
+    s = c.search
+    if c.space == "nb201":
+        s.C, s.layers = 4, 1
+    else:
+        s.C, s.layers = 4, 3
+    s.epochs, s.batch_size, s.train_portion = 2, 64, 0.5
+    s.crop_padding, s.cutout_length, s.remat = -1, 0, False
+    s.sep_impl = "fused"
+    s.alpha_warmup_epochs = min(s.alpha_warmup_epochs, 1)
+    if s.partial_channels > 1:
+        s.C = 4 * s.partial_channels
+    t = c.train
+    t.C, t.layers, t.epochs, t.batch_size = 4, 3, 1, 32
+    t.crop_padding, t.cutout_length = -1, 0
+    c.baseline = False
+    c.checkpoint_every_steps = 200
+    c.log_every_steps = 20
+    return c
+
+
+def digits(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """A method config on the embedded digits with the default config's sizes and schedules
+    (what `dnas run` runs by default), keeping the method's own fields (strategy, its arguments,
+    partial channels, single op, selection). Warm-ups are capped at a third of the epochs."""
+    d = default_config()
+    c.dataset, c.space = d.dataset, "darts_cnn" if c.space == "darts_cnn" else c.space
+    for key in ("C", "layers", "epochs", "batch_size", "train_portion", "lr", "lr_min",
+                "weight_decay", "crop_padding", "cutout_length", "remat", "sep_impl"):  # fmt: skip
+        c.search[key] = d.search[key]
+    if c.search.partial_channels > 1:
+        c.search.C = 4 * c.search.partial_channels
+    c.search.alpha_warmup_epochs = min(c.search.alpha_warmup_epochs, c.search.epochs // 3)
+    c.train = d.train
+    c.checkpoint_every_steps, c.log_every_steps = d.checkpoint_every_steps, d.log_every_steps
+    return c
+
+
+def method_variant(
+    c: ml_collections.ConfigDict,
+    arg: str | None,
+    variants: dict | None = None,
+    nb201_changes=None,
+) -> ml_collections.ConfigDict:
+    """The `:arg` of a method config: '' (CIFAR-10, DARTS space), 'nb201' / 'nb201_cifar100' /
+    'nb201_imagenet16' (NAS-Bench-201 protocol, then `nb201_changes(c)`: the method's own
+    NB201 settings), 'digits' (the method at `dnas run`'s default sizes on the embedded digits,
+    for the methods table), a method-specific variant from `variants` (name -> function editing the
+    config), each optionally followed by '_smoke' ('smoke' alone: the default variant)."""
+    variants = variants or {}
+    arg = arg or ""
+    smoke_run = arg == "smoke" or arg.endswith("_smoke")
+    name = arg.removesuffix("smoke").removesuffix("_") if smoke_run else arg
+    valid = ["", *variants, "nb201", "nb201_cifar100", "nb201_imagenet16", "digits"]
+    if name not in valid:
+        shown = ", ".join(repr(v) for v in valid[1:])
+        raise ValueError(f"unknown argument {arg!r}; valid: {shown}, and smoke or <that>_smoke")
+    if name == "digits":
+        digits(c)
+    elif name.startswith("nb201"):
+        nb201(c, name.partition("_")[2] or "cifar10")
+        if nb201_changes is not None:
+            nb201_changes(c)
+    elif name:
+        variants[name](c)
+    return smoke(c) if smoke_run else c
 
 
 def load(spec: str | None) -> ml_collections.ConfigDict:

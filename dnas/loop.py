@@ -93,14 +93,15 @@ def run(
     writer: metrics.MetricWriter,
     desc: str,
     postfix: Callable[[dict], dict],
-    on_epoch_end: Callable[[Any, int], None],
+    on_epoch_end: Callable[[Any, int], bool | None],
 ) -> Any:
     """Runs `state, metrics = step_fn(state, *batch)` for steps start + 1 .. total_steps.
 
     Metrics of step t are read while step t + 1 runs; a non-finite one raises FloatingPointError
     naming the step and the last checkpoint. Every `config.log_every_steps` steps they go to the
     writer; at every epoch end `on_epoch_end(state, step)` runs and, then and every
-    `config.checkpoint_every_steps` steps, the state is checkpointed (asynchronously).
+    `config.checkpoint_every_steps` steps, the state is checkpointed (asynchronously). When
+    `on_epoch_end` returns True the loop stops after that checkpoint (early stopping).
     """
     fetcher = metrics.LateFetcher()
     progress = metrics.Progress(total_steps, initial=start, desc=desc, disable=not config.progress)
@@ -122,10 +123,11 @@ def run(
             fetched = fetcher.flush()
             if fetched is not None:
                 report(*fetched)
-            if epoch_end:
-                on_epoch_end(state, step)
+            stop = bool(on_epoch_end(state, step)) if epoch_end else False
             ckpt.save(step, state, metadata={"epoch": step // steps_per_epoch}, wait=False)
             last_saved[0] = step
+            if stop:
+                break
     progress.close()
     ckpt.wait_until_finished()
     return state

@@ -325,6 +325,12 @@ def normalize(x: Array, mean: Array, var: Array, epsilon: float) -> Array:
     return ((x - mean) * lax.rsqrt(var + epsilon)).astype(x.dtype)
 
 
+def channel_shuffle(x: Array, groups: int) -> Array:
+    """ShuffleNet's channel shuffle (NHWC): channel g * (C / groups) + j moves to j * groups + g."""
+    *lead, c = x.shape
+    return x.reshape(*lead, groups, c // groups).swapaxes(-1, -2).reshape(*lead, c)
+
+
 def factorized_shift(x: Array) -> Array:
     """x[:, 1:, 1:] padded back to an even size, the second input of FactorizedReduce.
 

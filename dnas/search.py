@@ -26,12 +26,14 @@ from dnas import (
     checkpoint,
     configlib,
     data,
+    diagnostics,
     discretise,
     evaluate,
     loop,
     metrics,
     optim,
     parallel,
+    selection,
     spaces,
     strategies,
     supernet,
@@ -49,15 +51,17 @@ class Augmentation:
 
 
 def make_loss_fn(model, strategy: strategies.Strategy, info: data.DatasetInfo, aug: Augmentation):
-    """loss_fn(params, alphas, batch, key, step) -> (loss, metrics) of the supernet."""
+    """loss_fn(params, alphas, batch, key, step, mix=None) -> (loss, metrics) of the supernet;
+    `mix` replaces the strategy's mixing weights of `alphas` (SDARTS' perturbed weight step)."""
 
-    def loss_fn(params, alphas, batch: Batch, key, step):
+    def loss_fn(params, alphas, batch: Batch, key, step, mix=None):
         k_aug, k_mix = jax.random.split(key)
         x = data.preprocess(
             k_aug, batch["image"], info, train=True, crop_padding=aug.crop_padding,
             flip=aug.flip, cutout_length=aug.cutout_length,
         )  # fmt: skip
-        mix = strategy.mix_weights(alphas, k_mix, step)
+        if mix is None:
+            mix = strategy.mix_weights(alphas, k_mix, step)
         logits = model.apply({"params": params}, x, mix, train=True)
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
         return loss, {"loss": loss, "accuracy": evaluate.accuracy(logits, batch["label"])}
@@ -71,23 +75,58 @@ def make_step(
     weight_tx: optax.GradientTransformation,
     alpha_tx: optax.GradientTransformation,
     learning_rate: optax.Schedule,
+    alpha_start_step: int = 0,
 ) -> Callable[[SearchState, Batch, Batch], tuple[SearchState, Metrics]]:
-    """The pure search step: alpha update on `val_batch`, then weight update on `train_batch`."""
+    """The pure search step: alpha update on `val_batch`, then weight update on `train_batch`.
+    Before `alpha_start_step` (a weights-only warm-up, PC-DARTS / P-DARTS) and for strategies
+    that do not learn alphas, the alphas stay and the validation loss is only evaluated."""
 
-    def step_fn(state: SearchState, train_batch: Batch, val_batch: Batch):
-        key = jax.random.fold_in(state.rng, state.step)
-        k_alpha, k_weight = jax.random.split(key)
+    def alpha_half(state: SearchState, train_batch: Batch, val_batch: Batch, key):
         g_alpha, val_metrics = strategy.alpha_grad(
             loss_fn, state.params, state.alphas, state.weight_opt_state, train_batch, val_batch,
-            k_alpha, state.step,
+            key, state.step,
         )  # fmt: skip
         reg, g_reg = jax.value_and_grad(strategy.regularizer)(state.alphas, state.step)
         g_alpha = jax.tree.map(jnp.add, g_alpha, g_reg)
         updates, alpha_opt_state = alpha_tx.update(g_alpha, state.alpha_opt_state, state.alphas)
         alphas = optax.apply_updates(state.alphas, updates)
+        return alphas, alpha_opt_state, g_alpha, val_metrics, reg
+
+    def frozen_half(state: SearchState, train_batch: Batch, val_batch: Batch, key):
+        del train_batch
+        _, val_metrics = loss_fn(state.params, state.alphas, val_batch, key, state.step)
+        reg = strategy.regularizer(state.alphas, state.step)
+        g_alpha = jax.tree.map(jnp.zeros_like, state.alphas)
+        return state.alphas, state.alpha_opt_state, g_alpha, val_metrics, reg
+
+    def step_fn(state: SearchState, train_batch: Batch, val_batch: Batch):
+        key = jax.random.fold_in(state.rng, state.step)
+        k_alpha, k_weight = jax.random.split(key)
+        args = (state, train_batch, val_batch, k_alpha)
+        if not strategy.update_alphas:
+            half = frozen_half(*args)
+        elif alpha_start_step > 0:
+            half = jax.lax.cond(state.step >= alpha_start_step, alpha_half, frozen_half, *args)
+        else:
+            half = alpha_half(*args)
+        alphas, alpha_opt_state, g_alpha, val_metrics, reg = half
 
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-        (_, train_metrics), g_w = grad_fn(state.params, alphas, train_batch, k_weight, state.step)
+        mix = None
+        if strategy.weight_mix is not None:
+            k_weight, k_perturb = jax.random.split(k_weight)
+            k_mix = jax.random.split(k_weight)[1]  # the key loss_fn gives the relaxation
+            loss_of_mix = lambda m: loss_fn(
+                state.params, alphas, train_batch, k_weight, state.step, mix=m
+            )[0]
+            mix = strategy.weight_mix(
+                loss_of_mix, strategy.mix_weights(alphas, k_mix, state.step), k_perturb,
+                state.step,
+            )  # fmt: skip
+        extra = () if mix is None else (mix,)
+        (_, train_metrics), g_w = grad_fn(
+            state.params, alphas, train_batch, k_weight, state.step, *extra
+        )
         updates, weight_opt_state = weight_tx.update(g_w, state.weight_opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
 
@@ -153,6 +192,9 @@ def setup(
     """Builds the search from `config`; `info` and `splits` replace the config's dataset (e.g. an
     in-memory dataset of your own)."""
     s = config.search
+    for key, valid in (("early_stop", EARLY_STOP), ("selection", SELECTIONS)):
+        if s[key] not in valid:
+            raise configlib.ConfigError(f"search.{key} must be one of {valid}, got {s[key]!r}")
     space = spaces.get(config.space)
     info = info or data.get_info(config.dataset)
     splits = splits or data.load(config.dataset, data_dir=config.data_dir or None)
@@ -162,7 +204,10 @@ def setup(
     kw = {"N" if space.name == "nb201" else "layers": s.layers}
     if space.name == "darts_cnn":
         kw["sep_impl"] = s.sep_impl
-    model = supernet.build(space.name, info.num_classes, C=s.C, remat=s.remat, **kw)
+    model = supernet.build(
+        space.name, info.num_classes, C=s.C, remat=s.remat, partial_channels=s.partial_channels,
+        single_op=s.single_op, **kw,
+    )  # fmt: skip
     parts = make_step_parts(config, model, info, steps_per_epoch)
     return SearchSetup(
         space, info, model, *parts, weights_source, alphas_source, steps_per_epoch,
@@ -201,23 +246,32 @@ def make_step_parts(
         hp["alpha_lr"], b1=hp["alpha_b1"], b2=hp["alpha_b2"],
         weight_decay=hp["alpha_weight_decay"],
     )  # fmt: skip
-    strategy = strategies.get(config.strategy)(
-        order=config.order, weight_tx=weight_tx, learning_rate=learning_rate
-    )
+    ctx = strategies.Context(
+        space=spaces.get(config.space), order=config.order, weight_tx=weight_tx,
+        learning_rate=learning_rate, steps_per_epoch=steps_per_epoch, epochs=s.epochs,
+    )  # fmt: skip
+    try:
+        strategy = strategies.build(config.strategy, ctx, config.strategy_args.to_dict())
+    except (KeyError, ValueError) as err:
+        raise configlib.ConfigError(str(err.args[0])) from None
     aug = Augmentation(
         crop_padding=None if s.crop_padding < 0 else s.crop_padding,
         flip=s.flip,
         cutout_length=None if s.cutout_length < 0 else s.cutout_length,
     )
     loss_fn = make_loss_fn(model, strategy, info, aug)
-    step_fn = make_step(loss_fn, strategy, weight_tx, alpha_tx, learning_rate)
+    step_fn = make_step(
+        loss_fn, strategy, weight_tx, alpha_tx, learning_rate,
+        alpha_start_step=s.alpha_warmup_epochs * steps_per_epoch,
+    )  # fmt: skip
     return strategy, weight_tx, alpha_tx, learning_rate, loss_fn, step_fn
 
 
 def create_state(config: ml_collections.ConfigDict, su: SearchSetup) -> SearchState:
     root = jax.random.key(config.seed)
     k_params, k_alphas, k_steps = (jax.random.fold_in(root, i) for i in range(3))
-    alphas = su.space.init_alphas(k_alphas, config.search.alpha_init_scale)
+    init_alphas = su.strategy.init_alphas or type(su.space).init_alphas
+    alphas = init_alphas(su.space, k_alphas, config.search.alpha_init_scale)
     x = jnp.zeros((1, *su.info.input_shape), jnp.float32)
     params = init_variables(su.model, k_params, x, su.strategy.final_weights(alphas))["params"]
     return SearchState(
@@ -268,33 +322,137 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Genotype:
     )
     writer = metrics.MetricWriter(workdir)
     writer.write_scalars(start, {"search/compile_s": compile_s})
+    monitor = EpochMonitor(config, su, writer, workdir, mesh)
     t_start = time.time()
-    state = loop.run(
-        config, step_fn=step_fn, state=state, batches=batches, start=start,
-        total_steps=su.total_steps, steps_per_epoch=su.steps_per_epoch, ckpt=ckpt, writer=writer,
-        desc="search",
-        postfix=lambda m: {"loss": f"{m['train/loss']:.3f}", "acc": f"{m['val/accuracy']:.3f}"},
-        on_epoch_end=lambda state, step: _log_epoch(writer, su, state, step),
-    )  # fmt: skip
+    if monitor.stopped() is None:
+        state = loop.run(
+            config, step_fn=step_fn, state=state, batches=batches, start=start,
+            total_steps=su.total_steps, steps_per_epoch=su.steps_per_epoch, ckpt=ckpt,
+            writer=writer, desc="search",
+            postfix=lambda m: {"loss": f"{m['train/loss']:.3f}",
+                               "acc": f"{m['val/accuracy']:.3f}"},
+            on_epoch_end=monitor,
+        )  # fmt: skip
     weights = jax.device_get(su.strategy.final_weights(state.alphas))
-    genotype = discretise.discretise(su.space, weights)
+    genotype = su.strategy.select(su.space, weights)
+    if s.selection == "pt":
+        from dnas import pt  # pt imports this module
+
+        genotype = pt.run(config, su, state, workdir, mesh, writer)
+    elif s.selection:
+        genotype = select_with_supernet(config, su, state, workdir, mesh, writer)
     genotype.save(os.path.join(workdir, "genotype.json"))
     save_alphas(os.path.join(workdir, "alphas.npz"), jax.device_get(state.alphas))
-    writer.write_scalars(su.total_steps, {"search/wall_s": time.time() - t_start})
+    # At the last step run (an early stop ends before total_steps).
+    writer.write_scalars(int(state.step), {"search/wall_s": time.time() - t_start})
     writer.close()
     ckpt.close()
     return genotype
 
 
-def _log_epoch(writer, su: SearchSetup, state: SearchState, step: int) -> None:
-    weights = jax.device_get(su.strategy.final_weights(state.alphas))
-    genotype = discretise.discretise(su.space, weights)
-    scalars = alpha_report(su.space, weights)
-    scalars["epoch"] = step // su.steps_per_epoch
-    for cell in su.space.cell_types:
-        scalars[f"parameter_free_ops/{cell}"] = discretise.count_parameter_free(genotype, cell)
-    writer.write_scalars(step, scalars)
-    writer.write_text(step, "genotype", genotype.to_string())
+EARLY_STOP = ("", "skip", "stable")
+
+
+class EpochMonitor:
+    """What runs at every epoch end of a search: the derived genotype and alpha statistics go to
+    the writer, with the collapse diagnostics (skip connections in the normal cell; every
+    `search.hessian_every_epochs` epochs the dominant eigenvalue of the validation-loss Hessian
+    w.r.t. the alphas, on one fixed validation batch), and DARTS+ early stopping decides whether
+    to stop (`search.early_stop`: 'skip' when the normal cell has `early_stop_skips` skip
+    connections, 'stable' when the op ranking of every edge has not changed for
+    `early_stop_patience` epochs). The ranking history lives in the workdir, so it survives a
+    resume; a stop writes `early_stop.json`, and a resumed stopped search does not go on."""
+
+    def __init__(self, config, su: SearchSetup, writer, workdir: str, mesh):
+        s = config.search
+        self.su, self.s, self.writer = su, s, writer
+        self.history_path = os.path.join(workdir, "epoch_rankings.json")
+        self.stop_path = os.path.join(workdir, "early_stop.json")
+        self.history = []
+        if s.early_stop == "stable" and os.path.exists(self.history_path):
+            with open(self.history_path) as f:
+                self.history = json.load(f)
+        self.hessian = None
+        if s.hessian_every_epochs > 0:
+            batch = next(data.batches(su.alphas_source, s.batch_size, seed=config.seed + 2))
+            self.val_batch = parallel.shard_batch(batch, mesh)
+            key = jax.random.key(config.seed)
+
+            def eigenvalue(params, alphas, batch, step):
+                loss = lambda a: su.loss_fn(params, a, batch, key, step)[0]
+                return diagnostics.hessian_eigenvalue(loss, alphas, key, s.hessian_iters)[0]
+
+            self.hessian = jax.jit(eigenvalue)
+
+    def stopped(self) -> dict | None:
+        """The early stop record of this workdir, if the search stopped early."""
+        if not os.path.exists(self.stop_path):
+            return None
+        with open(self.stop_path) as f:
+            return json.load(f)
+
+    def __call__(self, state: SearchState, step: int) -> bool:
+        su, s = self.su, self.s
+        weights = jax.device_get(su.strategy.final_weights(state.alphas))
+        genotype = su.strategy.select(su.space, weights)
+        epoch = step // su.steps_per_epoch
+        scalars = alpha_report(su.space, weights)
+        scalars["epoch"] = epoch
+        for cell in su.space.cell_types:
+            scalars[f"parameter_free_ops/{cell}"] = discretise.count_parameter_free(genotype, cell)
+        skips = diagnostics.count_op(genotype, "skip_connect", "normal")
+        scalars["skip_connections/normal"] = skips
+        if self.hessian is not None and epoch % s.hessian_every_epochs == 0:
+            value = self.hessian(state.params, state.alphas, self.val_batch, state.step)
+            scalars["hessian/eigenvalue"] = float(value)
+        reason = None
+        if s.early_stop == "skip" and skips >= s.early_stop_skips:
+            reason = f"the normal cell has {skips} skip connections (>= {s.early_stop_skips})"
+        elif s.early_stop == "stable":
+            ranking = np.argsort(-np.stack([weights[c] for c in su.space.cell_types]), -1)
+            self.history.append(ranking.tolist())
+            checkpoint.atomic_write_text(self.history_path, json.dumps(self.history))
+            recent = self.history[-(s.early_stop_patience + 1) :]
+            if len(recent) == s.early_stop_patience + 1 and all(r == recent[0] for r in recent):
+                reason = f"the op ranking has not changed for {s.early_stop_patience} epochs"
+        self.writer.write_scalars(step, scalars)
+        self.writer.write_text(step, "genotype", genotype.to_string())
+        if reason is None:
+            return False
+        record = {"step": step, "epoch": epoch, "reason": reason}
+        checkpoint.atomic_write_text(self.stop_path, json.dumps(record) + "\n")
+        self.writer.write_text(step, "early_stop", reason)
+        return True
+
+
+SELECTIONS = ("", "random", "evolution", "pt")
+
+
+def select_with_supernet(config, su: SearchSetup, state: SearchState, workdir: str, mesh,
+                         writer) -> Genotype:  # fmt: skip
+    """`search.selection`: the genotype chosen by the trained supernet's validation accuracy,
+    'random' (random search with weight sharing, `selection_archs` samples) or 'evolution'
+    (regularised evolution, population `evolution_population`, tournament
+    `evolution_sample_size`, `selection_archs` architectures evaluated in all). Every evaluated
+    genotype and its accuracy go to `selection.jsonl`."""
+    s = config.search
+    batches = data.batches(su.alphas_source, s.batch_size, seed=config.seed + 3)
+    val = [parallel.shard_batch(next(batches), mesh) for _ in range(s.selection_batches)]
+    acc_fn = selection.make_accuracy_fn(su.model)
+    score = lambda g: selection.score(acc_fn, state.params, su.space, g, val)
+    if s.selection == "random":
+        best, history = selection.random_search(score, su.space, s.selection_archs, config.seed)
+    else:
+        population = s.evolution_population
+        best, history = selection.evolution(
+            score, su.space, population=population, sample_size=s.evolution_sample_size,
+            cycles=max(s.selection_archs - population, 0), seed=config.seed,
+        )  # fmt: skip
+    lines = [json.dumps({"genotype": g.to_string(), "val_accuracy": a}) for g, a in history]
+    checkpoint.atomic_write_text(os.path.join(workdir, "selection.jsonl"), "\n".join(lines) + "\n")
+    best_accuracy = max(a for _, a in history)
+    writer.write_scalars(int(state.step), {"selection/best_val_accuracy": best_accuracy})
+    return best
 
 
 def save_alphas(path: str, alphas: dict) -> None:

@@ -1,17 +1,38 @@
-"""Search strategies: a `Strategy` is a NamedTuple of pure functions saying how alphas become
-mixing weights, how their gradient is computed and what regulariser is added; factories build
-them from typed arguments and `STRATEGIES` maps config names to factories."""
+"""Search strategies: the DARTS family as small factories of pure functions.
+
+A `Strategy` says how alphas become mixing weights (during search and for discretisation), how
+their gradient is computed, what regulariser joins the upper-level objective, and optionally how
+the weight step perturbs the mixing weights (SDARTS), how alphas are initialised (PC-DARTS' edge
+betas) and how a genotype is selected (FairDARTS' threshold). A factory takes a `Context` (what
+every strategy may need: the space, the hypergradient order and weight optimiser, the schedule
+length) and the method's own keyword arguments, which come from `config.strategy_args`;
+`STRATEGIES` maps config names to factories, `build` checks the arguments against the factory's
+signature.
+
+Schedules (temperatures, regulariser weights, perturbation sizes) move once per epoch, with the
+formula of each method's code (`Context.linear`: start at the first epoch, end at the last;
+`Context.ramp`: epoch / epochs). Defaults are the authors' code's for the DARTS space (see each
+factory; the configs in `experiments/` set the rest of each paper's protocol).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import NamedTuple
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
-from dnas import bilevel, relaxations
-from dnas.types import Alphas, Array, MixWeights
+from dnas import bilevel, discretise, relaxations
+from dnas.genotype import Genotype
+from dnas.spaces.base import SearchSpace
+from dnas.types import Alphas, Array, MixWeights, PRNGKey
+
+# (loss of mixing weights, mixing weights, key, step) -> mixing weights for the weight step.
+WeightMix = Callable[[Callable[[MixWeights], Array], MixWeights, PRNGKey, Array], MixWeights]
 
 
 class Strategy(NamedTuple):
@@ -20,6 +41,38 @@ class Strategy(NamedTuple):
     final_weights: Callable[[Alphas], MixWeights]  # deterministic: discretisation and logging
     alpha_grad: bilevel.AlphaGrad
     regularizer: Callable[[Alphas, Array], Array]  # added to the upper-level (alpha) objective
+    weight_mix: WeightMix | None = None  # None: the weight step uses mix_weights as they are
+    init_alphas: Callable[[SearchSpace, PRNGKey, float], Alphas] | None = None  # None: the space's
+    select: Callable[[SearchSpace, MixWeights], Genotype] = discretise.discretise
+    update_alphas: bool = True  # False: alphas stay as initialised (random search)
+
+
+class Context(NamedTuple):
+    """What the search gives every strategy factory."""
+
+    space: SearchSpace
+    order: str = "first"  # hypergradient: first | second | finite_difference
+    weight_tx: optax.GradientTransformation | None = None
+    learning_rate: optax.ScalarOrSchedule | None = None
+    steps_per_epoch: int = 1
+    epochs: int = 1
+
+    def progress(self, step: Array) -> Array:
+        """epoch / (epochs - 1) in [0, 1]: 0 during the first epoch, 1 during the last."""
+        epoch = jnp.asarray(step) // self.steps_per_epoch
+        return jnp.clip(epoch / max(self.epochs - 1, 1), 0.0, 1.0)
+
+    def linear(self, start: float, end: float) -> Callable[[Array], Array]:
+        """A per-epoch linear schedule from `start` (first epoch) to `end` (last epoch)."""
+        return lambda step: start + (end - start) * self.progress(step)
+
+    def ramp(self, start: float, end: float) -> Callable[[Array], Array]:
+        """start + (end - start) * epoch / epochs: the per-epoch schedules of DARTS-, beta-DARTS
+        and SDARTS' code, which stop one step short of `end` in the last epoch."""
+        epochs = max(self.epochs, 1)
+        return lambda step: (
+            start + (end - start) * (jnp.asarray(step) // self.steps_per_epoch) / epochs
+        )
 
 
 def _no_regularizer(alphas: Alphas, step: Array) -> Array:
@@ -27,40 +80,382 @@ def _no_regularizer(alphas: Alphas, step: Array) -> Array:
     return jnp.zeros((), jnp.float32)
 
 
-def darts(
-    *,
-    order: str = "first",
-    weight_tx: optax.GradientTransformation | None = None,
-    learning_rate: optax.ScalarOrSchedule | None = None,
-    fd_eps: float = 0.01,
-) -> Strategy:
-    """DARTS (Liu et al., ICLR 2019): softmax relaxation; `order` 'first' (Eq. 6 with xi = 0),
-    'second' (exact autodiff through the unrolled weight step) or 'finite_difference' (Eq. 7-8).
-    Second-order variants need the weight optimiser (and its learning rate for the finite
-    difference one)."""
-    if order == "first":
-        alpha_grad = bilevel.first_order()
-    elif order in ("second", "finite_difference"):
-        if weight_tx is None:
-            raise ValueError(f"order={order!r} needs the weight optimiser (weight_tx)")
-        if order == "second":
-            alpha_grad = bilevel.unrolled(weight_tx)
-        else:
-            if learning_rate is None:
-                raise ValueError("order='finite_difference' needs the weight learning rate")
-            alpha_grad = bilevel.finite_difference(weight_tx, learning_rate, fd_eps)
-    else:
-        raise ValueError(f"unknown DARTS order {order!r}; valid: {', '.join(bilevel.ORDERS)}")
+def _alpha_grad(ctx: Context, fd_eps: float = 0.01) -> bilevel.AlphaGrad:
+    if ctx.order == "first":
+        return bilevel.first_order()
+    if ctx.order in ("second", "finite_difference"):
+        if ctx.weight_tx is None:
+            raise ValueError(f"order={ctx.order!r} needs the weight optimiser (weight_tx)")
+        if ctx.order == "second":
+            return bilevel.unrolled(ctx.weight_tx)
+        if ctx.learning_rate is None:
+            raise ValueError("order='finite_difference' needs the weight learning rate")
+        return bilevel.finite_difference(ctx.weight_tx, ctx.learning_rate, fd_eps)
+    raise ValueError(f"unknown DARTS order {ctx.order!r}; valid: {', '.join(bilevel.ORDERS)}")
+
+
+def _sum_over_cells(alphas: Alphas, f: Callable[[Array], Array]) -> Array:
+    return sum(jnp.sum(f(alphas[c])) for c in relaxations.cell_types(alphas))
+
+
+# ---------------------------------------------------------------------------------------------
+# DARTS and its relaxation variants.
+
+
+def darts(ctx: Context, *, fd_eps: float = 0.01) -> Strategy:
+    """DARTS (Liu et al., ICLR 2019): softmax relaxation; the hypergradient order comes from
+    `ctx.order` ('first': Eq. 6 with xi = 0; 'second': exact autodiff through the unrolled weight
+    step; 'finite_difference': Eq. 7-8 with epsilon = fd_eps / ||grad||)."""
     return Strategy(
         name="darts",
         mix_weights=relaxations.softmax,
         final_weights=relaxations.softmax,
-        alpha_grad=alpha_grad,
+        alpha_grad=_alpha_grad(ctx, fd_eps),
         regularizer=_no_regularizer,
     )
 
 
-STRATEGIES: dict[str, Callable[..., Strategy]] = {"darts": darts}
+def gdas(ctx: Context, *, tau_max: float = 10.0, tau_min: float = 0.1) -> Strategy:
+    """GDAS (Dong & Yang, CVPR 2019): every forward pass uses exactly one op per edge, sampled by
+    hard Gumbel-softmax, with the straight-through gradient of the soft sample; the temperature
+    falls linearly per epoch from tau_max to tau_min. Discretised from softmax(alpha)."""
+    tau = ctx.linear(tau_max, tau_min)
+    return Strategy(
+        name="gdas",
+        mix_weights=lambda alphas, key, step: relaxations.hard_gumbel_softmax(
+            alphas, key, tau(step)
+        ),
+        final_weights=relaxations.softmax,
+        alpha_grad=_alpha_grad(ctx),
+        regularizer=_no_regularizer,
+    )
+
+
+def snas(ctx: Context, *, tau_start: float = 1.0, tau_end: float = 0.03) -> Strategy:
+    """SNAS (Xie et al., ICLR 2019): a concrete (Gumbel-softmax) sample of the mixing weights at
+    every forward pass, the temperature falling linearly per epoch from tau_start to tau_end (the
+    authors' code: 1 -> 0.03). Discretised from softmax(alpha). SNAS trains alphas and weights on
+    the same training data (single level); here the alpha step uses the validation split, as
+    every strategy of dnas does, and the resource constraint is not implemented."""
+    tau = ctx.linear(tau_start, tau_end)
+    return Strategy(
+        name="snas",
+        mix_weights=lambda alphas, key, step: relaxations.gumbel_softmax(alphas, key, tau(step)),
+        final_weights=relaxations.softmax,
+        alpha_grad=_alpha_grad(ctx),
+        regularizer=_no_regularizer,
+    )
+
+
+def dirichlet_kl(conc: Array, prior: Array) -> Array:
+    """KL(Dir(conc) || Dir(prior)) along the last axis (closed form)."""
+    from jax.scipy.special import digamma, gammaln
+
+    c0, p0 = jnp.sum(conc, -1), jnp.sum(prior, -1)
+    return (
+        gammaln(c0) - jnp.sum(gammaln(conc), -1) - gammaln(p0) + jnp.sum(gammaln(prior), -1)
+        + jnp.sum((conc - prior) * (digamma(conc) - digamma(c0)[..., None]), -1)
+    )  # fmt: skip
+
+
+def drnas(ctx: Context, *, reg_type: str = "l2", reg_scale: float = 1e-3) -> Strategy:
+    """DrNAS (Chen et al., ICLR 2021): mixing weights are a Dirichlet sample with concentration
+    elu(alpha) + 1 at every forward pass (weight and alpha steps), differentiated pathwise
+    (implicit reparameterisation). Regulariser: 'l2' is the alpha optimiser's weight decay (the
+    authors' default; set search.alpha_weight_decay = reg_scale, no term here); 'kl' adds
+    reg_scale * KL(Dir(elu(alpha) + 1) || Dir(1)) per edge (their code then sets the alpha weight
+    decay to 0). Discretised from softmax(alpha), as their code. The progressive scheme (partial
+    channels 6 -> 4, ops 8 -> 4) is not implemented."""
+    if reg_type not in ("kl", "l2"):
+        raise ValueError(f"unknown DrNAS reg_type {reg_type!r}; valid: kl, l2")
+
+    def kl(alphas: Alphas, step: Array) -> Array:
+        del step
+        f = lambda a: dirichlet_kl(relaxations.concentration(a), jnp.ones_like(a))
+        return reg_scale * _sum_over_cells(alphas, f)
+
+    return Strategy(
+        name="drnas",
+        mix_weights=relaxations.dirichlet,
+        final_weights=relaxations.softmax,
+        alpha_grad=_alpha_grad(ctx),
+        regularizer=kl if reg_type == "kl" else _no_regularizer,
+    )
+
+
+def _without_none(space: SearchSpace) -> np.ndarray:
+    """1 for every op but `none` (FairDARTS' code has no `none` op)."""
+    keep = np.ones(space.num_ops, np.float32)
+    if "none" in space.primitives:
+        keep[space.op_index("none")] = 0.0
+    return keep
+
+
+def zero_one_loss(alphas: Alphas, keep: np.ndarray | None = None) -> Array:
+    """FairDARTS' zero-one loss, -mean((sigmoid(alpha) - 0.5)^2) over every op (where `keep` is
+    1) of every edge and cell: lowest when each weight sits at 0 or 1."""
+    cells = relaxations.cell_types(alphas)
+    keep = np.ones(alphas[cells[0]].shape[-1]) if keep is None else keep
+    total = sum(jnp.sum(jnp.square(jax.nn.sigmoid(alphas[c]) - 0.5) * keep) for c in cells)
+    count = sum(alphas[c].shape[0] for c in cells) * keep.sum()
+    return -total / count
+
+
+def fair_darts(ctx: Context, *, zero_one_weight: float = 10.0) -> Strategy:
+    """FairDARTS (Chu et al., ECCV 2020): independent sigmoid weights (ops do not compete, so
+    skip connections cannot win by exclusion), alphas initialised to 0 (weights 0.5), and a
+    zero-one loss weighted by zero_one_weight (10) in the alpha objective that pushes every
+    weight towards 0 or 1. `none` is left out (weight 0), as the authors' space has no `none`.
+    Discretised by the DARTS rule on the sigmoids (top-2 edges, best op); the authors' default
+    also drops kept edges whose weight is below 0.85, which leaves nodes with fewer than two
+    inputs: dnas genotypes have exactly two, so that step is not applied."""
+    keep = _without_none(ctx.space)
+
+    def weights(alphas, key=None, step=None):
+        del key, step
+        return {c: w * keep.astype(w.dtype) for c, w in relaxations.sigmoid(alphas).items()}
+
+    def init_alphas(space: SearchSpace, key: PRNGKey, scale: float) -> Alphas:
+        del key, scale
+        return {c: jnp.zeros(shape, jnp.float32) for c, shape in space.alpha_shapes.items()}
+
+    return Strategy(
+        name="fair_darts",
+        mix_weights=weights,
+        final_weights=weights,
+        alpha_grad=_alpha_grad(ctx),
+        regularizer=lambda alphas, step: zero_one_weight * zero_one_loss(alphas, keep),
+        init_alphas=init_alphas,
+    )
+
+
+def darts_minus(ctx: Context, *, beta_start: float = 1.0, beta_end: float = 0.0) -> Strategy:
+    """DARTS- (Chu et al., ICLR 2021): an auxiliary skip connection on every edge of both cell
+    types, weighted by beta = beta_start + (beta_end - beta_start) * epoch / epochs (the authors'
+    linear decay: 1 -> 1/epochs in the last epoch); not an architecture choice. Implemented as
+    beta added to the `skip_connect` mixing weight, so the auxiliary path is the edge's skip op:
+    the identity, or on stride-2 edges the skip op's FactorizedReduce (the authors give the
+    auxiliary path its own FactorizedReduce there). Discretised from softmax(alpha)."""
+    space = ctx.space
+    space.check_op("skip_connect")
+    skip = jax.nn.one_hot(space.op_index("skip_connect"), space.num_ops)
+    beta = ctx.ramp(beta_start, beta_end)
+
+    def mix_weights(alphas, key, step):
+        return {
+            c: w + beta(step).astype(w.dtype) * skip.astype(w.dtype)
+            for c, w in relaxations.softmax(alphas).items()
+        }
+
+    return Strategy(
+        name="darts_minus",
+        mix_weights=mix_weights,
+        final_weights=relaxations.softmax,
+        alpha_grad=_alpha_grad(ctx),
+        regularizer=_no_regularizer,
+    )
+
+
+def beta_decay_loss(alphas: Alphas) -> Array:
+    """beta-DARTS' Beta-Decay term: the mean over edges of logsumexp(alpha_edge) (the smooth
+    maximum of the edge's alphas, whose gradient is softmax(alpha): it decays the softmax-
+    activated alphas), summed over cell types."""
+    return sum(
+        jnp.mean(jax.nn.logsumexp(alphas[c], axis=-1)) for c in relaxations.cell_types(alphas)
+    )
+
+
+def beta_darts(ctx: Context, *, lambda_max: float = 50.0) -> Strategy:
+    """beta-DARTS (Ye et al., CVPR 2022): DARTS plus lambda * Beta-Decay loss in the alpha
+    objective only, lambda = lambda_max * epoch / epochs (the authors' NAS-Bench-201 code:
+    50 * epoch / 100)."""
+    lam = ctx.ramp(0.0, lambda_max)
+    return Strategy(
+        name="beta_darts",
+        mix_weights=relaxations.softmax,
+        final_weights=relaxations.softmax,
+        alpha_grad=_alpha_grad(ctx),
+        regularizer=lambda alphas, step: lam(step) * beta_decay_loss(alphas),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Perturbation of the weight step (SDARTS).
+
+
+def clip_rows(mix: MixWeights) -> MixWeights:
+    """SDARTS' `clip`: weights clamped to [0, 1], each edge renormalised to sum 1 (an all-zero
+    edge becomes one-hot at its largest entry before clamping)."""
+    out = {}
+    for c, w in mix.items():
+        clamped = jnp.clip(w, 0.0, 1.0)
+        total = jnp.sum(clamped, -1, keepdims=True)
+        fallback = jax.nn.one_hot(jnp.argmax(w, -1), w.shape[-1], dtype=w.dtype)
+        out[c] = jnp.where(total > 0, clamped / jnp.where(total > 0, total, 1.0), fallback)
+    return out
+
+
+def _uniform_like(key: PRNGKey, mix: MixWeights, eps: Array) -> MixWeights:
+    keys = jax.random.split(key, len(mix))
+    return {
+        c: jax.random.uniform(k, w.shape, w.dtype, -1.0, 1.0) * eps.astype(w.dtype)
+        for (c, w), k in zip(mix.items(), keys, strict=True)
+    }
+
+
+def random_smoothing(epsilon: Callable[[Array], Array]) -> WeightMix:
+    """SDARTS-RS: the weight step sees clip(mix + U(-eps, eps)), noise per op and edge."""
+
+    def weight_mix(loss_of_mix, mix, key, step):
+        del loss_of_mix
+        noisy = jax.tree.map(jnp.add, mix, _uniform_like(key, mix, epsilon(step)))
+        return jax.lax.stop_gradient(clip_rows(noisy))
+
+    return weight_mix
+
+
+def adversarial(epsilon: Callable[[Array], Array], steps: int) -> WeightMix:
+    """SDARTS-ADV: the weight step sees the mixing weights moved by `steps` steps of L-inf PGD
+    that maximise the training loss on the same batch: random start in the eps-ball, step
+    2 eps / steps along the gradient's sign, projection onto the ball around mix and `clip_rows`
+    after each step; if the attack ends below the starting loss, the unperturbed weights are used
+    (as the authors' code)."""
+
+    def weight_mix(loss_of_mix, mix, key, step):
+        mix = jax.lax.stop_gradient(mix)
+        eps = epsilon(step)
+        lr = 2.0 * eps / steps
+
+        def project(m):
+            m = {c: mix[c] + jnp.clip(m[c] - mix[c], -eps, eps).astype(m[c].dtype) for c in m}
+            return clip_rows(m)
+
+        def pgd(_, m):
+            g = jax.grad(loss_of_mix)(m)
+            return project({c: m[c] + (lr * jnp.sign(g[c])).astype(m[c].dtype) for c in m})
+
+        start = project(jax.tree.map(jnp.add, mix, _uniform_like(key, mix, eps)))
+        attacked = jax.lax.fori_loop(0, steps, pgd, start)
+        better = loss_of_mix(attacked) >= loss_of_mix(mix)
+        chosen = jax.tree.map(lambda a, m: jnp.where(better, a, m), attacked, mix)
+        return jax.lax.stop_gradient(chosen)
+
+    return weight_mix
+
+
+def sdarts(
+    ctx: Context,
+    *,
+    mode: str = "rs",
+    epsilon_start: float = 0.03,
+    epsilon_end: float = 0.3,
+    pgd_steps: int = 7,
+) -> Strategy:
+    """SDARTS (Chen & Hsieh, ICML 2020): DARTS whose weight step trains on perturbed softmax
+    weights, random ('rs') or adversarial ('adv'); eps = epsilon_start + (epsilon_end -
+    epsilon_start) * epoch / epochs (authors' code: 0.03 -> 0.3). The alpha step is DARTS'."""
+    epsilon = ctx.ramp(epsilon_start, epsilon_end)
+    if mode == "rs":
+        weight_mix = random_smoothing(epsilon)
+    elif mode == "adv":
+        weight_mix = adversarial(epsilon, pgd_steps)
+    else:
+        raise ValueError(f"unknown SDARTS mode {mode!r}; valid: rs, adv")
+    return darts(ctx)._replace(name=f"sdarts_{mode}", weight_mix=weight_mix)
+
+
+# ---------------------------------------------------------------------------------------------
+# PC-DARTS edge normalisation.
+
+
+def edge_normalisation(space: SearchSpace, beta_E: Array) -> Array:
+    """PC-DARTS (Xu et al., ICLR 2020) edge weights: a softmax of the edge betas over the incoming
+    edges of each intermediate node, in alpha row order."""
+    parts = []
+    for dst in space.nodes:
+        rows = np.array([space.edge_index(src, dst) for src in range(dst)])
+        parts.append(jax.nn.softmax(beta_E[rows]))
+    return jnp.concatenate(parts)
+
+
+def pc_darts(ctx: Context) -> Strategy:
+    """PC-DARTS' edge normalisation: alphas carry a beta per edge ("beta/<cell>"); the mixing
+    weight of op k on edge e is softmax(beta over the node's incoming edges)_e * softmax(alpha_e)_k,
+    so an edge's weights sum to its normalised beta, which weighs the whole edge (also the
+    channels that bypass the ops) and its strength at discretisation. Partial channel connections
+    are the supernet's (`search.partial_channels`, 4 in the PC-DARTS configs)."""
+    space = ctx.space
+
+    def init_alphas(space: SearchSpace, key: PRNGKey, scale: float) -> Alphas:
+        k_alpha, k_beta = jax.random.split(key)
+        alphas = space.init_alphas(k_alpha, scale)
+        keys = jax.random.split(k_beta, len(space.cell_types))
+        for cell, k in zip(space.cell_types, keys, strict=True):
+            alphas[f"beta/{cell}"] = scale * jax.random.normal(k, (space.num_edges,), jnp.float32)
+        return alphas
+
+    def weights(alphas, key=None, step=None):
+        del key, step
+        return {
+            c: w * edge_normalisation(space, alphas[f"beta/{c}"])[:, None].astype(w.dtype)
+            for c, w in relaxations.softmax(alphas).items()
+        }
+
+    return Strategy(
+        name="pc_darts",
+        mix_weights=weights,
+        final_weights=weights,
+        alpha_grad=_alpha_grad(ctx),
+        regularizer=_no_regularizer,
+        init_alphas=init_alphas,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Implicit hypergradients and baselines.
+
+
+def idarts(ctx: Context, *, neumann_steps: int = 2, neumann_lr: float | None = None) -> Strategy:
+    """iDARTS (Zhang et al., ICML 2021): the implicit-function-theorem hypergradient (the paper's
+    Eq.) with the inverse training-loss Hessian approximated by a Neumann series of
+    `neumann_steps` + 1 terms built from exact Hessian-vector products, step `neumann_lr`
+    (default: the weight learning rate at the current step). The authors' code uses a diagonal
+    surrogate of the Hessian and 5 inner weight steps instead; K = 2 (3 terms) as there."""
+    lr = neumann_lr if neumann_lr is not None else ctx.learning_rate
+    if lr is None:
+        raise ValueError("idarts needs neumann_lr or the weight learning rate")
+    return darts(ctx)._replace(name="idarts", alpha_grad=bilevel.implicit(lr, neumann_steps))
+
+
+def random_ws(ctx: Context) -> Strategy:
+    """Random search with weight sharing (Li & Talwalkar, UAI 2019), training phase: every step
+    trains the shared weights of one architecture drawn uniformly (one op per edge); alphas are
+    not learned. Architectures are then ranked on validation data by `dnas.baselines`."""
+    del ctx
+    zero_grad = lambda loss_fn, params, alphas, *a: (jax.tree.map(jnp.zeros_like, alphas), {})
+    return Strategy(
+        name="random_ws",
+        mix_weights=relaxations.uniform_one_hot,
+        final_weights=relaxations.softmax,
+        alpha_grad=zero_grad,
+        regularizer=_no_regularizer,
+        update_alphas=False,
+    )
+
+
+STRATEGIES: dict[str, Callable[..., Strategy]] = {
+    "darts": darts,
+    "pc_darts": pc_darts,
+    "gdas": gdas,
+    "snas": snas,
+    "drnas": drnas,
+    "fair_darts": fair_darts,
+    "darts_minus": darts_minus,
+    "beta_darts": beta_darts,
+    "sdarts": sdarts,
+    "idarts": idarts,
+    "random_ws": random_ws,
+}
 
 
 def get(name: str) -> Callable[..., Strategy]:
@@ -70,3 +465,21 @@ def get(name: str) -> Callable[..., Strategy]:
         raise KeyError(
             f"unknown search strategy {name!r}; valid strategies: {', '.join(STRATEGIES)}"
         ) from None
+
+
+def build(name: str, ctx: Context, args: Mapping[str, Any] | None = None) -> Strategy:
+    """`STRATEGIES[name](ctx, **args)`; an argument the factory does not take is a ValueError
+    listing the ones it does."""
+    factory = get(name)
+    args = dict(args or {})
+    valid = [
+        p.name for p in inspect.signature(factory).parameters.values()
+        if p.kind == inspect.Parameter.KEYWORD_ONLY
+    ]  # fmt: skip
+    unknown = sorted(set(args) - set(valid))
+    if unknown:
+        raise ValueError(
+            f"strategy {name!r} takes no argument {', '.join(unknown)}; "
+            f"valid strategy_args: {', '.join(valid) or '(none)'}"
+        )
+    return factory(ctx, **args)

@@ -15,6 +15,13 @@ computed: it contributes exactly zero, and its alpha still gets its gradient thr
 normalisation of the mixing weights. Each op kind's parameters are stacked over the edges of a scan
 (`edge_params` slices out one edge's).
 
+Variants. `partial_channels=K` (PC-DARTS) sends the first C/K channels of an edge's input through
+the candidate ops (built for C/K channels) and lets the rest bypass them, weighted by the sum of
+the edge's mixing weights (1 for a softmax; the normalised edge beta under PC-DARTS' edge
+normalisation), then shuffles the channels in K groups. `single_op=True` (GDAS, random search)
+computes only the op of largest weight on each edge with `lax.switch`: equal to the full mixture
+when the mixing weights are one-hot, at the cost of one op per edge.
+
 Batch normalisation. Every BatchNorm in a supernet normalises with the statistics of the batch it is
 given, in training and in evaluation, and keeps no running averages (NAS-Bench-201's
 `track_running_stats=False`). The reference DARTS code tracks running statistics but only reads
@@ -62,14 +69,20 @@ class MixedCell(nn.Module):
     bn_after_pool: bool = False  # DARTS MixedOp appends BatchNorm(affine=False) to pooling ops
     sep_impl: str = "fused"
     remat: bool = False
+    partial_channels: int = 1
+    single_op: bool = False
+
+    @property
+    def op_channels(self) -> int:
+        return self.C // self.partial_channels
 
     def _ops(self, stride: int) -> dict[str, nn.Module]:
         """Unbound candidate modules (not `none`), applied with each edge's parameters."""
         return {
             op: ops.make_op(
                 op,
-                self.C,
-                self.C,
+                self.op_channels,
+                self.op_channels,
                 stride,
                 affine=False,
                 track_running_stats=False,
@@ -82,7 +95,7 @@ class MixedCell(nn.Module):
 
     def _stacked_params(self, group: str, modules: dict[str, nn.Module], num_edges: int) -> dict:
         def init(rng):
-            dummy = jnp.zeros((1, 4, 4, self.C), jnp.float32)
+            dummy = jnp.zeros((1, 4, 4, self.op_channels), jnp.float32)
             keys = jax.random.split(rng, num_edges)
             stacked = {}
             for i, (op, module) in enumerate(modules.items()):
@@ -105,6 +118,11 @@ class MixedCell(nn.Module):
             )
         if len(inputs) != space.num_inputs:
             raise ValueError(f"a {space.name} cell takes {space.num_inputs} inputs")
+        K = self.partial_channels
+        if K < 1 or self.C % K:
+            raise ValueError(
+                f"partial_channels={K} must be a positive divisor of the cell's {self.C} channels"
+            )
         dtype = inputs[0].dtype
         inputs_I = jnp.stack(inputs)
         nodes = None
@@ -117,20 +135,42 @@ class MixedCell(nn.Module):
             dsts = jnp.array([space.edges[r][1] - space.num_inputs for r in rows], jnp.int32)
             w_GxK = w_ExK[jnp.array(rows)].astype(dtype)
 
-            def edge(nodes, xs, modules=modules, from_inputs=from_inputs):
+            def edge(nodes, xs, modules=modules, from_inputs=from_inputs, stride=stride):
                 params_e, w_K, src, dst = xs
                 if from_inputs:
                     x = lax.dynamic_index_in_dim(inputs_I, src, keepdims=False)
                 else:
                     x = lax.dynamic_index_in_dim(nodes, src - space.num_inputs, keepdims=False)
-                out = None
-                for op, module in modules.items():
+                x_ops = x[..., : self.op_channels]
+
+                def term(op):
                     variables = {"params": params_e[op]} if op in params_e else {}
-                    y = module.apply(variables, x, train)
+                    y = modules[op].apply(variables, x_ops, train)
                     if self.bn_after_pool and op.endswith("pool_3x3"):
                         y = _batch_norm(y)
-                    term = w_K[space.op_index(op)] * y
-                    out = term if out is None else out + term
+                    return w_K[space.op_index(op)] * y
+
+                if self.single_op:  # run only the op of largest weight (one-hot mixing)
+                    names = list(modules)
+                    branches = [lambda op=op: term(op) for op in names]
+                    columns = [space.op_index(op) for op in names]
+                    if "none" in space.primitives:
+                        shape = (*nodes.shape[1:-1], self.op_channels)
+                        branches.append(lambda: jnp.zeros(shape, dtype))
+                        columns.append(space.op_index("none"))
+                    which = jnp.argmax(w_K[jnp.array(columns)])
+                    out = lax.switch(which, branches)
+                else:
+                    out = sum(term(op) for op in modules)
+                if K > 1:  # PC-DARTS: the other channels bypass, weighted by the edge's total
+                    bypass = x[..., self.op_channels :]
+                    if stride == 2:
+                        even = bypass.shape[1] % 2 == 0 and bypass.shape[2] % 2 == 0
+                        bypass = (
+                            ops.max_pool(bypass, 2, 2, 0) if even else ops.max_pool(bypass, 3, 2, 1)
+                        )
+                    out = jnp.concatenate([out, jnp.sum(w_K) * bypass], axis=-1)
+                    out = ops.channel_shuffle(out, K)
                 node = lax.dynamic_index_in_dim(nodes, dst, keepdims=False)
                 return lax.dynamic_update_index_in_dim(nodes, node + out, dst, 0), None
 
@@ -165,6 +205,8 @@ class DartsSearchCell(nn.Module):
     reduction_prev: bool
     sep_impl: str = "fused"
     remat: bool = False
+    partial_channels: int = 1
+    single_op: bool = False
 
     @nn.compact
     def __call__(self, s0: Array, s1: Array, w_ExK: Array, train: bool = True) -> Array:
@@ -176,8 +218,10 @@ class DartsSearchCell(nn.Module):
             s0 = ops.ReLUConvBN(s0.shape[-1], self.C, 1, 1, 0, **bn, name="preprocess0")(s0, train)
         s1 = ops.ReLUConvBN(s1.shape[-1], self.C, 1, 1, 0, **bn, name="preprocess1")(s1, train)
         nodes = MixedCell(
-            space, self.C, self.reduction, True, self.sep_impl, self.remat, name="mixed"
-        )([s0, s1], w_ExK, train)
+            space, self.C, self.reduction, bn_after_pool=True, sep_impl=self.sep_impl,
+            remat=self.remat, partial_channels=self.partial_channels, single_op=self.single_op,
+            name="mixed",
+        )([s0, s1], w_ExK, train)  # fmt: skip
         return jnp.concatenate([nodes[i - space.num_inputs] for i in space.concat], axis=-1)
 
 
@@ -223,6 +267,8 @@ class DartsSupernet(nn.Module):
     stem_multiplier: int = 3
     sep_impl: str = "fused"
     remat: bool = False
+    partial_channels: int = 1  # PC-DARTS' K
+    single_op: bool = False  # run only each edge's largest-weight op (one-hot mixing: GDAS)
 
     space_name = "darts_cnn"
 
@@ -237,8 +283,9 @@ class DartsSupernet(nn.Module):
             if reduction:
                 C_curr *= 2
             cell = DartsSearchCell(
-                C_curr, reduction, reduction_prev, self.sep_impl, self.remat, name=f"cell_{i}"
-            )
+                C_curr, reduction, reduction_prev, self.sep_impl, self.remat,
+                self.partial_channels, self.single_op, name=f"cell_{i}",
+            )  # fmt: skip
             w = mix_weights["reduce" if reduction else "normal"]
             s0, s1 = s1, cell(s0, s1, w, train)
             reduction_prev = reduction
@@ -293,6 +340,8 @@ class NB201Supernet(nn.Module):
     C: int = 16
     N: int = 5
     remat: bool = False
+    partial_channels: int = 1
+    single_op: bool = False
 
     space_name = "nb201"
 
@@ -305,7 +354,10 @@ class NB201Supernet(nn.Module):
             if reduction:
                 x = ResNetBasicBlock(C_curr, 2, False, name=f"cell_{i}")(x, train)
             else:
-                cell = MixedCell(space, C_curr, remat=self.remat, name=f"cell_{i}")
+                cell = MixedCell(
+                    space, C_curr, remat=self.remat, partial_channels=self.partial_channels,
+                    single_op=self.single_op, name=f"cell_{i}",
+                )  # fmt: skip
                 x = cell([x], mix_weights["normal"], train)[-1]
         x = jax.nn.relu(ops.BatchNorm(track_running_stats=False, name="lastact")(x, train))
         return Linear(self.num_classes, name="classifier")(jnp.mean(x, axis=(1, 2)))

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from dnas import checkpoint, configlib, data, discretise, loop, metrics, search
+from dnas import checkpoint, configlib, data, loop, metrics, search
 from dnas.genotype import Genotype
 
 
@@ -140,7 +140,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[Genotype]:
     def final_genotypes(states) -> list[Genotype]:
         weights = jax.device_get(jax.vmap(su.strategy.final_weights)(states.alphas))
         return [
-            discretise.discretise(su.space, jax.tree.map(lambda w, i=i: w[i], weights))
+            su.strategy.select(su.space, jax.tree.map(lambda w, i=i: w[i], weights))
             for i in range(len(ms))
         ]
 

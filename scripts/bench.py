@@ -74,6 +74,12 @@ def _time_steps(step, state, batches, steps: int) -> tuple[list[float], object]:
     return times, state
 
 
+def _sep_impl(args, what: str) -> str:
+    if args.sep_impl != "auto":
+        return args.sep_impl
+    return "fused" if what == "train" else "shifted"
+
+
 def worker(args: argparse.Namespace) -> dict:
     """One dnas measurement in this process."""
     import jax
@@ -83,6 +89,7 @@ def worker(args: argparse.Namespace) -> dict:
     from dnas import genotype as genotype_lib
 
     what, batch, layers, devices = args.measure[0], args.batch[0], args.layers[0], args.devices[0]
+    sep_impl = _sep_impl(args, what)
     mesh = parallel.make_mesh(devices)
     config = configlib.default_config()
     t0 = time.perf_counter()
@@ -91,7 +98,7 @@ def worker(args: argparse.Namespace) -> dict:
         info, splits = _random_source(batch, args.size)
         t = config.train
         t.C, t.layers, t.batch_size, t.drop_path_prob, t.epochs = 36, 20, batch, 0.2, 600
-        t.sep_impl = args.sep_impl
+        t.sep_impl = sep_impl
         config.train.cutout_length = 16
         su = train.setup(config, genotype_lib.load("DARTS_V2"), info=info, splits=splits)
         state = train.create_state(config, su)
@@ -102,7 +109,7 @@ def worker(args: argparse.Namespace) -> dict:
         config.order = _ORDER[what]
         s = config.search
         s.C, s.layers, s.batch_size, s.remat = args.C, layers, batch, args.remat
-        s.sep_impl = args.sep_impl
+        s.sep_impl = sep_impl
         info, splits = _random_source(batch, args.size)
         su = search.setup(config, info=info, splits=splits)
         state = parallel.replicate(search.create_state(config, su), mesh)
@@ -127,7 +134,7 @@ def worker(args: argparse.Namespace) -> dict:
         "size": args.size,
         "devices": devices,
         "remat": bool(args.remat) and what != "train",
-        "sep_impl": args.sep_impl,
+        "sep_impl": sep_impl,
         "init_s": round(init_s, 2),
         "compile_s": round(compile_s, 2),
         "step_s": round(step_s, 3),
@@ -203,9 +210,10 @@ def main() -> None:
         help="jax.checkpoint per supernet edge (default on, as in the CIFAR-10 configs)",
     )  # fmt: skip
     p.add_argument(
-        "--sep-impl", default="fused", choices=("fused", "depthwise", "shifted"),
-        help="separable convolutions: one dense conv (fused), grouped conv then pointwise (depthwise),\n"
-             "or k*k shifted slices then pointwise (shifted)",
+        "--sep-impl", default="auto", choices=("auto", "fused", "depthwise", "shifted"),
+        help="separable convolutions: one dense conv (fused), grouped conv then pointwise\n"
+             "(depthwise), or k*k shifted slices then pointwise (shifted); auto: what the\n"
+             "CIFAR-10 configs use (shifted to search, fused to retrain)",
     )  # fmt: skip
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)

@@ -136,7 +136,7 @@ def test_search_step_updates_alphas_on_validation_then_weights_with_the_new_alph
     with jax.enable_x64(True):
         weight_tx = optim.sgd(0.05, momentum=0.9, weight_decay=3e-4, grad_clip=5.0)
         alpha_tx = optim.adam(0.1, weight_decay=1e-3)  # large, so the order shows
-        strategy = strategies.darts(order="first")
+        strategy = strategies.darts(strategies.Context(SPACE))
         lr = lambda step: jnp.asarray(0.05)
         step_fn = jax.jit(search.make_step(loss_fn, strategy, weight_tx, alpha_tx, lr))
         state = search.SearchState(

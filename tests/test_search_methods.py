@@ -1,0 +1,105 @@
+"""The search loop's method options end to end on a tiny NAS-Bench-201 supernet (DARTS+ early
+stopping, the Hessian diagnostic, supernet-based selection, DARTS-PT), and every config in
+experiments/ with every variant its docstring names."""
+
+import ast
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from dnas import configlib, optim, search, spaces, strategies
+from dnas import genotype as genotype_lib
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_config(**search_fields):
+    c = configlib.default_config()
+    c.space = "nb201"
+    s = c.search
+    s.C, s.layers, s.epochs, s.batch_size = 2, 1, 3, 128  # 4 steps per epoch
+    for k, v in search_fields.items():
+        s[k] = v
+    c.checkpoint_every_steps, c.log_every_steps, c.progress = 100, 5, False
+    return c
+
+
+def _records(workdir):
+    return [json.loads(x) for x in (Path(workdir) / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_early_stop_hessian_and_evolution(tmp_path):
+    config = tiny_config(
+        early_stop="skip", early_stop_skips=0, hessian_every_epochs=1, hessian_iters=3,
+        selection="evolution", selection_archs=8, selection_batches=1, evolution_population=4,
+        evolution_sample_size=2,
+    )  # fmt: skip
+    workdir = tmp_path / "run"
+    geno = search.run(config, str(workdir))
+    stop = json.loads((workdir / "early_stop.json").read_text())
+    assert stop["epoch"] == 1 and "skip connections" in stop["reason"]
+    records = _records(workdir)
+    epoch_ends = [r for r in records if "epoch" in r]  # stopped after the first of 3 epochs
+    assert len(epoch_ends) == 1 and epoch_ends[0]["step"] == stop["step"]
+    assert max(r["step"] for r in records) == stop["step"]
+    assert "hessian/eigenvalue" in epoch_ends[0] and "skip_connections/normal" in epoch_ends[0]
+    lines = [json.loads(x) for x in (workdir / "selection.jsonl").read_text().splitlines()]
+    assert len(lines) == 8
+    best = max(lines, key=lambda d: d["val_accuracy"])
+    assert genotype_lib.load(best["genotype"]) == geno
+    # Resuming a stopped search does not go on.
+    again = search.run(config, str(workdir))
+    assert again == geno
+    assert len([r for r in _records(workdir) if "epoch" in r]) == 1
+
+
+def test_darts_pt_selection(tmp_path):
+    config = tiny_config(epochs=1, selection="pt", pt_interval=1, pt_eval_batches=1)
+    workdir = tmp_path / "pt"
+    geno = search.run(config, str(workdir))
+    decisions = [json.loads(x) for x in (workdir / "pt_decisions.jsonl").read_text().splitlines()]
+    space = spaces.get("nb201")
+    assert len(decisions) == space.num_edges  # one op decision per edge, no topology phase
+    assert sorted(tuple(d["edge"]) for d in decisions) == sorted(space.edges)
+    chosen = {tuple(d["edge"]): d["op"] for d in decisions}
+    for dst, node in zip(space.nodes, geno.cells()["normal"], strict=True):
+        for op, src in node:
+            assert chosen[(src, dst)] == op
+
+
+def _config_variants():
+    """(path, arg) for every config file and every `:arg` its docstring shows."""
+    out = []
+    for path in sorted((ROOT / "experiments").glob("*/*.py")):
+        doc = ast.get_docstring(ast.parse(path.read_text())) or ""
+        args = set(re.findall(rf"{re.escape(path.name)}:(\w+)", doc))
+        out += [(path, None)] + [(path, a) for a in sorted(args)]
+    return out
+
+
+def _id(value):
+    return value if isinstance(value, str) else getattr(value, "parent", Path("")).name or "-"
+
+
+@pytest.mark.parametrize("path,arg", _config_variants(), ids=_id)
+def test_every_experiment_config_loads_and_builds_its_strategy(path, arg):
+    spec = f"{path}:{arg}" if arg else str(path)
+    c = configlib.load(spec)
+    space = spaces.get(c.space)
+    ctx = strategies.Context(
+        space, c.order, optim.sgd(0.1), lambda step: 0.1, steps_per_epoch=10, epochs=c.search.epochs
+    )
+    if "search" in path.name:
+        strategy = strategies.build(c.strategy, ctx, c.strategy_args.to_dict())
+        assert isinstance(strategy, strategies.Strategy)
+    assert c.search.selection in search.SELECTIONS
+    if arg and arg.endswith("smoke"):
+        assert c.dataset == "digits"
+
+
+def test_every_method_has_a_smoke_variant():
+    methods = {p.parent.name for p in (ROOT / "experiments").glob("*/cifar10_search.py")}
+    smoke = {p.parent.name for p, a in _config_variants() if a and a.endswith("smoke")}
+    assert methods == smoke

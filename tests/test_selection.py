@@ -1,0 +1,129 @@
+"""Selection with a trained supernet: one-hot mixing weights of genotypes, random search and
+regularised evolution on synthetic fitness functions whose optimum is known."""
+
+import numpy as np
+import pytest
+
+from dnas import discretise, genotype, selection, spaces
+
+DARTS = spaces.get("darts_cnn")
+NB201 = spaces.get("nb201")
+
+
+@pytest.mark.parametrize("space", [DARTS, NB201], ids=lambda s: s.name)
+def test_random_genotypes_are_valid_and_their_mix_discretises_back(space):
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        g = selection.random_genotype(space, rng)
+        g.validate()
+        mix = selection.genotype_mix(space, g)
+        for cell in space.cell_types:
+            assert mix[cell].sum() == sum(len(node) for node in g.cells()[cell])
+        back = discretise.discretise(space, mix)
+        for cell in space.cell_types:  # same edges and ops (DARTS may list a node's edges
+            # in another order)
+            for a, b in zip(back.cells()[cell], g.cells()[cell], strict=True):
+                assert sorted(a, key=lambda e: e[1]) == sorted(b, key=lambda e: e[1])
+
+
+def test_published_genotype_mix():
+    g = genotype.load("darts_v2")
+    mix = selection.genotype_mix(DARTS, g)
+    # node 2 of the normal cell: sep_conv_3x3 from 0 and from 1
+    sep = DARTS.op_index("sep_conv_3x3")
+    assert mix["normal"][DARTS.edge_index(0, 2), sep] == 1
+    assert mix["normal"][DARTS.edge_index(1, 2), sep] == 1
+    assert mix["normal"].sum() == 8 and mix["reduce"].sum() == 8
+
+
+def _changes(space, a, b):
+    """Edges (op, input) of `a` that `b` does not have, over all nodes and cells."""
+    return sum(
+        len(set(na) - set(nb))
+        for cell in space.cell_types
+        for na, nb in zip(a.cells()[cell], b.cells()[cell], strict=True)
+    )
+
+
+@pytest.mark.parametrize("space", [DARTS, NB201], ids=lambda s: s.name)
+def test_mutation_changes_exactly_one_edge(space):
+    rng = np.random.default_rng(1)
+    for _ in range(30):
+        parent = selection.random_genotype(space, rng)
+        child = selection.mutate(space, parent, rng)
+        child.validate()
+        assert _changes(space, parent, child) == 1
+
+
+def _fitness(space):
+    """Number of nor_conv_3x3 (NB201) edges: the optimum has every edge at nor_conv_3x3."""
+    return lambda g: float(
+        sum(op == "nor_conv_3x3" for node in g.cells()["normal"] for op, _ in node)
+    )
+
+
+def test_random_search_keeps_the_best_sample():
+    best, history = selection.random_search(_fitness(NB201), NB201, 30, seed=0)
+    assert len(history) == 30
+    assert _fitness(NB201)(best) == max(score for _, score in history)
+
+
+def test_regularised_evolution_climbs_to_the_optimum():
+    fitness = _fitness(NB201)
+    best, history = selection.evolution(
+        fitness, NB201, population=10, sample_size=4, cycles=200, seed=0
+    )
+    initial_best = max(score for _, score in history[:10])
+    assert len(history) == 210
+    assert fitness(best) == 6.0 > initial_best  # all six edges nor_conv_3x3
+    with pytest.raises(ValueError, match="sample_size"):
+        selection.evolution(fitness, NB201, population=3, sample_size=5, cycles=1, seed=0)
+
+
+def test_pt_decisions_follow_the_accuracy_rule():
+    from dnas import pt
+
+    # The op whose removal hurts most is kept; ties go to the first.
+    drops = {1: 0.9, 3: 0.5, 4: 0.7, 5: 0.5}
+    assert pt.decide_op(lambda k: drops[k], [1, 3, 4, 5]) == 3
+    # Edges whose removal hurts least go first; removals accumulate.
+    value = {0: 0.1, 1: 0.3, 2: 0.2, 3: 0.05}  # accuracy lost when the edge is removed
+
+    def accuracy_without(e, removed):
+        return 1.0 - value[e] - sum(value[r] for r in removed)
+
+    assert pt.prune_edges(accuracy_without, [0, 1, 2, 3], 2) == [1, 2]
+
+
+def test_pt_projection_and_genotype():
+    import jax.numpy as jnp
+
+    from dnas import pt
+
+    space = DARTS
+    proj = pt.projection_init(space)
+    mix = {c: jnp.full((space.num_edges, space.num_ops), 0.125) for c in space.cell_types}
+    same = pt.project(mix, proj)
+    np.testing.assert_array_equal(same["normal"], mix["normal"])
+    e = space.edge_index(1, 3)
+    proj[f"{pt.FIXED}decided/normal"][e] = 1.0
+    proj[f"{pt.FIXED}onehot/normal"][e, space.op_index("sep_conv_5x5")] = 1.0
+    proj[f"{pt.FIXED}edge_keep/normal"][space.edge_index(2, 4)] = 0.0
+    keep = {c: np.ones((space.num_edges, space.num_ops), np.float32) for c in space.cell_types}
+    keep["reduce"][0, 2] = 0.0
+    got = pt.project(mix, proj, keep)
+    np.testing.assert_array_equal(
+        got["normal"][e], np.eye(space.num_ops)[space.op_index("sep_conv_5x5")]
+    )
+    np.testing.assert_array_equal(got["normal"][space.edge_index(2, 4)], 0.0)
+    assert got["reduce"][0, 2] == 0 and got["reduce"][0, 1] == 0.125
+    # A full projection is a genotype.
+    g = genotype.load("darts_v2")
+    proj = pt.projection_init(space)
+    for cell, w in selection.genotype_mix(space, g).items():
+        proj[f"{pt.FIXED}onehot/{cell}"][:] = np.eye(space.num_ops)[w.argmax(-1)]
+        proj[f"{pt.FIXED}edge_keep/{cell}"][:] = w.sum(-1)
+    back = pt.genotype_of(space, proj)
+    for cell in space.cell_types:
+        for a, b in zip(back.cells()[cell], g.cells()[cell], strict=True):
+            assert sorted(a, key=lambda e: e[1]) == sorted(b, key=lambda e: e[1])

@@ -1,0 +1,402 @@
+"""Each search strategy's defining property, against independent computations."""
+
+import flax.linen
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax.scipy.stats import dirichlet as dirichlet_dist
+
+from dnas import (
+    bilevel,
+    data,
+    diagnostics,
+    ops,
+    optim,
+    relaxations,
+    search,
+    spaces,
+    strategies,
+    supernet,
+)
+
+NB201 = spaces.get("nb201")
+DARTS = spaces.get("darts_cnn")
+
+
+def ctx(space=DARTS, **kw):
+    return strategies.Context(space=space, **{"steps_per_epoch": 10, "epochs": 5, **kw})
+
+
+def alphas_of(space, key=0, scale=1.0):
+    return space.init_alphas(jax.random.key(key), scale)
+
+
+def test_build_checks_names_and_arguments():
+    with pytest.raises(KeyError, match="valid strategies: darts"):
+        strategies.build("dart", ctx())
+    with pytest.raises(ValueError, match="takes no argument tau; valid strategy_args: tau_max"):
+        strategies.build("gdas", ctx(), {"tau": 1.0})
+    assert strategies.build("gdas", ctx(), {"tau_max": 5.0}).name == "gdas"
+
+
+def test_schedules_move_per_epoch():
+    c = ctx()  # 10 steps per epoch, 5 epochs
+    lin, ramp = c.linear(10.0, 0.1), c.ramp(0.0, 50.0)
+    got = [float(lin(s)) for s in (0, 9, 10, 25, 49, 60)]
+    np.testing.assert_allclose(got, [10.0, 10.0, 10 - 9.9 / 4, 10 - 9.9 / 2, 0.1, 0.1], rtol=1e-5)
+    np.testing.assert_allclose([float(ramp(s)) for s in (0, 9, 10, 49)], [0, 0, 10, 40])
+
+
+def test_gdas_one_op_per_edge_with_straight_through_gradient():
+    s = strategies.build("gdas", ctx())
+    alphas = alphas_of(DARTS)
+    mix = s.mix_weights(alphas, jax.random.key(1), 0)
+    for w in mix.values():
+        w = np.asarray(w)
+        assert set(np.unique(w)) <= {0.0, 1.0}
+        np.testing.assert_array_equal(w.sum(-1), 1.0)
+    # A different key samples differently; the gradient reaches every alpha of an edge.
+    other = s.mix_weights(alphas, jax.random.key(2), 0)
+    assert any(not np.array_equal(mix[c], other[c]) for c in mix)
+    target = jax.random.normal(jax.random.key(3), mix["normal"].shape)
+    g = jax.grad(lambda a: jnp.sum(s.mix_weights(a, jax.random.key(1), 0)["normal"] * target))(
+        alphas
+    )
+    assert np.all(np.abs(np.asarray(g["normal"])) > 0)
+
+
+def _nb201_cell(**kw):
+    return supernet.MixedCell(NB201, 4, **kw)
+
+
+def test_single_op_cell_computes_only_the_selected_op():
+    """With one-hot mixing, `single_op` equals the full mixture; and when every op an edge does
+    not select has NaN parameters, its output is still finite: those ops never ran."""
+    x = jax.random.normal(jax.random.key(0), (2, 6, 6, 4))
+    choice = jnp.array([2, 3, 1, 0, 3, 4])  # conv1x1, conv3x3, skip, none, conv3x3, pool
+    w = jax.nn.one_hot(choice, NB201.num_ops)
+    full, single = _nb201_cell(), _nb201_cell(single_op=True)
+    params = full.init(jax.random.key(1), [x], w, True)["params"]
+    want = full.apply({"params": params}, [x], w, True)
+    got = single.apply({"params": params}, [x], w, True)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+    poisoned = jax.tree.map(lambda p: p, params)
+    for group, from_inputs in (("input_edges", True), ("node_edges", False)):
+        rows = supernet.edge_group(NB201, from_inputs)
+        for op, tree in params[group].items():
+            keep = np.array([NB201.primitives[int(choice[r])] == op for r in rows])
+            poisoned[group][op] = jax.tree.map(
+                lambda p, keep=keep: jnp.where(keep.reshape(-1, *[1] * (p.ndim - 1)), p, jnp.nan),
+                tree,
+            )
+    got = single.apply({"params": poisoned}, [x], w, True)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    assert not np.isfinite(full.apply({"params": poisoned}, [x], w, True)).all()
+
+
+def test_pc_darts_edge_normalisation_and_partial_channels():
+    s = strategies.build("pc_darts", ctx())
+    alphas = s.init_alphas(DARTS, jax.random.key(0), 1.0)
+    assert alphas["beta/normal"].shape == (DARTS.num_edges,)
+    mix = s.mix_weights(alphas, None, 0)
+    for cell in DARTS.cell_types:
+        w = np.asarray(mix[cell])
+        for dst in DARTS.nodes:  # every node's incoming weights sum to one...
+            rows = [DARTS.edge_index(src, dst) for src in range(dst)]
+            np.testing.assert_allclose(w[rows].sum(), 1.0, rtol=1e-6)
+            beta = np.asarray(alphas[f"beta/{cell}"])[rows]  # ...split by softmax(beta)
+            np.testing.assert_allclose(w[rows].sum(-1), np.exp(beta) / np.exp(beta).sum(), 1e-5)
+
+    # Partial channels: C/K channels through ops of C/K channels, the rest bypass; shuffled.
+    K, C = 2, 4
+    x = jax.random.normal(jax.random.key(1), (2, 6, 6, C))
+    w = jax.nn.softmax(jax.random.normal(jax.random.key(2), (NB201.num_edges, NB201.num_ops)))
+    w = w * 0.7  # edge weights that do not sum to one, as under edge normalisation
+    cell = _nb201_cell(partial_channels=K)
+    params = cell.init(jax.random.key(3), [x], w, True)["params"]
+    assert params["input_edges"]["nor_conv_3x3"]["kernel"].shape[-2:] == (C // K, C // K)
+    got = cell.apply({"params": params}, [x], w, True)[0]  # node 1 = edge 0 -> 1
+    e = NB201.edge_index(0, 1)
+    mixed = 0
+    for op in NB201.primitives:
+        if op == "none":
+            continue
+        module = ops.make_op(op, C // K, C // K, 1, affine=False, track_running_stats=False)
+        p = supernet.edge_params(params, NB201, 0, 1, op)
+        variables = {"params": p} if p else {}
+        mixed = mixed + w[e, NB201.op_index(op)] * module.apply(variables, x[..., : C // K], True)
+    joined = np.concatenate([mixed, w[e].sum() * x[..., C // K :]], -1)
+    want = joined.reshape(2, 6, 6, K, C // K).swapaxes(-1, -2).reshape(2, 6, 6, C)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="partial_channels=3 must be a positive divisor"):
+        _nb201_cell(partial_channels=3).init(jax.random.key(0), [x], w, True)
+
+
+def test_channel_shuffle_matches_pytorch_index_rule():
+    x = jnp.arange(12.0).reshape(1, 1, 1, 12)
+    got = np.asarray(ops.channel_shuffle(x, 3)).ravel()
+    # PyTorch: view(groups, C/groups).transpose -> channel g*(C/groups)+j goes to j*groups+g.
+    want = np.empty(12)
+    for g in range(3):
+        for j in range(4):
+            want[j * 3 + g] = g * 4 + j
+    np.testing.assert_array_equal(got, want)
+
+
+def test_fair_darts_weights_are_independent_sigmoids_and_zero_one_loss():
+    s = strategies.build("fair_darts", ctx(), {"zero_one_weight": 10.0})
+    init = s.init_alphas(DARTS, jax.random.key(0), 1e-3)
+    np.testing.assert_array_equal(s.mix_weights(init, None, 0)["normal"][:, 1:], 0.5)
+    alphas = alphas_of(DARTS)
+    mix = np.asarray(s.mix_weights(alphas, None, 0)["normal"])
+    none = DARTS.op_index("none")
+    sig = 1 / (1 + np.exp(-np.asarray(alphas["normal"])))
+    np.testing.assert_array_equal(mix[:, none], 0.0)  # no `none` op, as the authors' space
+    others = np.delete(np.arange(DARTS.num_ops), none)
+    np.testing.assert_allclose(mix[:, others], sig[:, others], rtol=1e-6)
+    assert not np.allclose(mix.sum(-1), 1.0)
+    jac = jax.jacobian(lambda a: s.mix_weights({"normal": a}, None, 0)["normal"])(alphas["normal"])
+    jac = np.asarray(jac).reshape(alphas["normal"].size, -1)
+    np.testing.assert_array_equal(jac, np.diag(np.diag(jac)))  # no competition between ops
+    sig_all = np.concatenate(
+        [1 / (1 + np.exp(-np.asarray(a)[:, others].ravel())) for a in alphas.values()]
+    )
+    want = -10.0 * np.mean((sig_all - 0.5) ** 2)
+    np.testing.assert_allclose(s.regularizer(alphas, 0), want, rtol=1e-5)
+
+
+def test_drnas_weights_are_random_points_of_the_simplex_with_pathwise_gradients():
+    s = strategies.build("drnas", ctx())
+    alphas = alphas_of(DARTS, scale=0.5)
+    a = s.mix_weights(alphas, jax.random.key(0), 0)
+    b = s.mix_weights(alphas, jax.random.key(1), 0)
+    for cell in DARTS.cell_types:
+        w = np.asarray(a[cell])
+        assert (w >= 0).all()
+        np.testing.assert_allclose(w.sum(-1), 1.0, rtol=1e-5)
+        assert not np.allclose(w, b[cell])
+    conc = np.asarray(jax.nn.elu(alphas["normal"]) + 1)
+    np.testing.assert_allclose(
+        relaxations.dirichlet_mean(alphas)["normal"], conc / conc.sum(-1, keepdims=True), 1e-6
+    )
+    # Pathwise gradient: d E[w] / d alpha by many samples ~ d mean / d alpha.
+    keys = jax.random.split(jax.random.key(5), 4000)
+    first = lambda w: w["normal"][0, 0]
+    sample_mean = lambda a: jnp.mean(
+        jax.vmap(lambda k: first(relaxations.dirichlet({"normal": a}, k)))(keys)
+    )
+    sampled = jax.grad(sample_mean)(alphas["normal"][:1])
+    exact = jax.grad(lambda a: first(relaxations.dirichlet_mean({"normal": a})))(
+        alphas["normal"][:1]
+    )
+    np.testing.assert_allclose(sampled, exact, atol=0.02)
+
+
+def test_drnas_kl_regulariser_matches_monte_carlo():
+    conc = jnp.array([0.7, 1.5, 2.0, 0.9])
+    prior = jnp.ones(4)
+    samples = jax.random.dirichlet(jax.random.key(0), conc, (200_000,))
+    mc = jnp.mean(dirichlet_dist.logpdf(samples.T, conc) - dirichlet_dist.logpdf(samples.T, prior))
+    np.testing.assert_allclose(strategies.dirichlet_kl(conc, prior), mc, rtol=0.02)
+    np.testing.assert_allclose(strategies.dirichlet_kl(conc, conc), 0.0, atol=1e-6)
+    s = strategies.build("drnas", ctx(), {"reg_type": "kl", "reg_scale": 0.5})
+    alphas = alphas_of(DARTS, scale=0.5)
+    want = sum(
+        float(jnp.sum(strategies.dirichlet_kl(jax.nn.elu(a) + 1, jnp.ones_like(a))))
+        for a in alphas.values()
+    )
+    np.testing.assert_allclose(s.regularizer(alphas, 0), 0.5 * want, rtol=1e-5)
+
+
+def test_darts_minus_adds_a_decaying_skip_weight():
+    s = strategies.build("darts_minus", ctx())  # beta = 1 - epoch / 5, epochs of 10 steps
+    alphas = alphas_of(DARTS)
+    skip = DARTS.op_index("skip_connect")
+    soft = jax.nn.softmax(alphas["normal"], -1)
+    for step, beta in [(0, 1.0), (20, 0.6), (45, 0.2)]:
+        w = s.mix_weights(alphas, None, step)["normal"]
+        np.testing.assert_allclose(w[:, skip] - soft[:, skip], beta, atol=1e-6)
+        others = np.delete(np.arange(DARTS.num_ops), skip)
+        np.testing.assert_allclose(w[:, others], soft[:, others], rtol=1e-6)
+    np.testing.assert_allclose(s.final_weights(alphas)["normal"], soft, rtol=1e-6)
+
+
+def test_beta_darts_regulariser_is_the_formula():
+    s = strategies.build("beta_darts", ctx(), {"lambda_max": 50.0})  # lambda = 50 epoch / 5
+    alphas = alphas_of(DARTS)
+    smoothmax = sum(
+        np.mean(np.log(np.exp(np.asarray(a, np.float64)).sum(-1))) for a in alphas.values()
+    )
+    for step, lam in [(0, 0.0), (20, 20.0), (40, 40.0)]:
+        np.testing.assert_allclose(s.regularizer(alphas, step), lam * smoothmax, rtol=1e-5)
+    g = jax.grad(lambda a: strategies.beta_decay_loss(a))(alphas)  # = softmax / num_edges
+    np.testing.assert_allclose(g["normal"], jax.nn.softmax(alphas["normal"]) / DARTS.num_edges,
+                               rtol=1e-5)  # fmt: skip
+
+
+def test_sdarts_perturbed_weights_stay_on_the_simplex_and_adversarial_raises_the_loss():
+    c = ctx()
+    mix = relaxations.softmax(alphas_of(DARTS))
+    target = {k: jax.random.normal(jax.random.key(9), v.shape) for k, v in mix.items()}
+    loss_of_mix = lambda m: sum(jnp.sum(m[k] * target[k]) for k in m)
+    rs = strategies.build("sdarts", c, {"mode": "rs", "epsilon_start": 0.1, "epsilon_end": 0.1})
+    adv = strategies.build("sdarts", c, {"mode": "adv", "epsilon_start": 0.1, "epsilon_end": 0.1})
+    a = rs.weight_mix(loss_of_mix, mix, jax.random.key(0), 0)
+    b = rs.weight_mix(loss_of_mix, mix, jax.random.key(1), 0)
+    p = adv.weight_mix(loss_of_mix, mix, jax.random.key(0), 0)
+    for k in mix:
+        for pert in (a, b, p):  # SDARTS' clip: in [0, 1], every edge sums to one
+            w = np.asarray(pert[k])
+            assert (w >= 0).all() and (w <= 1).all()
+            np.testing.assert_allclose(w.sum(-1), 1.0, rtol=1e-5)
+        assert not np.allclose(a[k], b[k])
+        assert np.abs(np.asarray(a[k] - mix[k])).max() > 0.01
+    assert float(loss_of_mix(p)) > float(loss_of_mix(a)) + 0.5
+    assert float(loss_of_mix(p)) > float(loss_of_mix(mix)) + 0.5
+    # An attack that ends below the starting loss is discarded: the loss -|m - mix|^2 is
+    # largest at mix itself, so the weights come back unperturbed.
+    bowl = lambda m: -sum(jnp.sum((m[k] - mix[k]) ** 2) for k in m)
+    same = adv.weight_mix(bowl, mix, jax.random.key(0), 0)
+    for k in mix:
+        np.testing.assert_allclose(same[k], mix[k])
+
+
+def test_idarts_hypergradient_matches_the_exact_one_on_a_quadratic():
+    """Inner problem L_train = 1/2 w'Aw - w'B alpha has w*(alpha) = A^-1 B alpha; the outer
+    L_val = 1/2 |w - c|^2 + d'alpha has hypergradient B'A^-1 (w* - c) + d at w = w*."""
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(0)
+        M = rng.normal(size=(5, 5))
+        A = M @ M.T / 5 + np.eye(5)
+        B, c, d = rng.normal(size=(5, 3)), rng.normal(size=5), rng.normal(size=3)
+        alpha = {"normal": jnp.asarray(rng.normal(size=3))}
+        w_star = {"w": jnp.asarray(np.linalg.solve(A, B @ alpha["normal"]))}
+
+        def loss_fn(params, alphas, batch, key, step):
+            w, a = params["w"], alphas["normal"]
+            if batch == "train":
+                loss = 0.5 * w @ A @ w - w @ B @ a
+            else:
+                loss = 0.5 * jnp.sum((w - c) ** 2) + d @ a
+            return loss, {}
+
+        exact = B.T @ np.linalg.solve(A, w_star["w"] - c) + d
+        lr = 1.0 / np.linalg.eigvalsh(A).max()
+        got, _ = bilevel.implicit(lr, 200)(loss_fn, w_star, alpha, None, "train", "val",
+                                            jax.random.key(0), 0)  # fmt: skip
+        np.testing.assert_allclose(got["normal"], exact, rtol=1e-6)
+        few, _ = bilevel.implicit(lr, 2)(loss_fn, w_star, alpha, None, "train", "val",
+                                         jax.random.key(0), 0)  # fmt: skip
+        assert not np.allclose(few["normal"], exact, rtol=1e-3)  # the series is truncated
+
+
+def test_random_ws_samples_uniform_single_ops_and_leaves_alphas():
+    s = strategies.build("random_ws", ctx())
+    alphas = alphas_of(DARTS)
+    counts = np.zeros(DARTS.num_ops)
+    for i in range(200):
+        w = np.asarray(s.mix_weights(alphas, jax.random.key(i), 0)["normal"])
+        np.testing.assert_array_equal(w.sum(-1), 1.0)
+        counts += w.sum(0)
+    freq = counts / counts.sum()
+    np.testing.assert_allclose(freq, 1 / DARTS.num_ops, atol=0.02)
+    assert not s.update_alphas
+
+
+def test_snas_concrete_weights_are_random_and_sharpen_as_tau_falls():
+    s = strategies.build("snas", ctx(), {"tau_start": 1.0, "tau_end": 0.01})
+    alphas = alphas_of(DARTS)
+    first = s.mix_weights(alphas, jax.random.key(0), 0)["normal"]
+    last = s.mix_weights(alphas, jax.random.key(0), 49)["normal"]
+    np.testing.assert_allclose(np.asarray(first).sum(-1), 1.0, rtol=1e-5)
+    assert np.asarray(last).max(-1).mean() > 0.95 > np.asarray(first).max(-1).mean()
+    # Same Gumbel noise: the argmax does not depend on the temperature.
+    np.testing.assert_array_equal(np.argmax(first, -1), np.argmax(last, -1))
+
+
+def test_hessian_eigenvalue_matches_dense_eigendecomposition():
+    """Validation loss of a tiny NB201 cell w.r.t. its alphas (30 of them, float64): power
+    iteration on Hessian-vector products against numpy's eigh of the dense Hessian."""
+    with jax.enable_x64(True):
+        x = jax.random.normal(jax.random.key(0), (3, 4, 4, 2), jnp.float64)
+        labels = jnp.array([0, 1, 2])
+        cell = supernet.MixedCell(NB201, 2)
+        alphas = {"normal": 0.3 * jax.random.normal(jax.random.key(1), (NB201.num_edges, 5))}
+        w0 = jax.nn.softmax(alphas["normal"])
+        params = jax.tree.map(
+            lambda p: p.astype(jnp.float64), cell.init(jax.random.key(2), [x], w0, True)["params"]
+        )
+        head = jax.random.normal(jax.random.key(3), (2, 3), jnp.float64)
+
+        def loss(a):
+            node = cell.apply({"params": params}, [x], jax.nn.softmax(a["normal"]), True)[-1]
+            logits = jnp.mean(node, (1, 2)) @ head
+            return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+
+        dense = jax.jacrev(
+            jax.jacrev(lambda a: loss({"normal": a.reshape(alphas["normal"].shape)}))
+        )(alphas["normal"].ravel())
+        eig = np.linalg.eigvalsh(np.asarray(dense))
+        want = eig[np.argmax(np.abs(eig))]
+        got, vec = jax.jit(lambda a: diagnostics.hessian_eigenvalue(loss, a, jax.random.key(4),
+                                                                    iters=300))(alphas)  # fmt: skip
+        np.testing.assert_allclose(got, want, rtol=1e-4)
+        v = np.asarray(vec["normal"]).ravel()
+        np.testing.assert_allclose(np.asarray(dense) @ v, want * v, atol=1e-4 * abs(want))
+
+
+def test_count_op_counts_skip_connections():
+    from dnas import genotype as genotype_lib
+
+    g = genotype_lib.load("darts_v2")  # the DARTS_V2 string in test_genotype.py
+    assert diagnostics.count_op(g, "skip_connect", "normal") == 2
+    assert diagnostics.count_op(g, "skip_connect", "reduce") == 3
+    assert diagnostics.count_op(g, "max_pool_3x3", "reduce") == 5
+
+
+class _TinySearchNet(flax.linen.Module):
+    """One NAS-Bench-201 search cell between a 1x1 stem and a classifier: every strategy's step
+    compiles in seconds."""
+
+    @flax.linen.compact
+    def __call__(self, x, mix, *, train=True):
+        x = flax.linen.Conv(4, (1, 1), use_bias=False)(x)
+        x = supernet.MixedCell(NB201, 4)([x], mix["normal"], train)[-1]
+        return flax.linen.Dense(10)(jnp.mean(x, axis=(1, 2)))
+
+
+@pytest.mark.parametrize("name", sorted(strategies.STRATEGIES))
+def test_every_strategy_runs_search_steps(name):
+    """Three jitted search steps of each strategy with the real loss and step functions: finite
+    metrics, weights trained, alphas (and PC-DARTS' betas) learned unless the strategy fixes
+    them."""
+    info = data.get_info("digits")
+    weight_tx = optim.sgd(0.05, momentum=0.9, weight_decay=3e-4, grad_clip=5.0)
+    alpha_tx = optim.adam(0.01, b1=0.5, b2=0.999, weight_decay=1e-3)
+    c = strategies.Context(NB201, "first", weight_tx, lambda s: jnp.asarray(0.05), 2, 2)
+    strategy = strategies.build(name, c)
+    model = _TinySearchNet()
+    loss_fn = search.make_loss_fn(model, strategy, info, search.Augmentation())
+    step_fn = jax.jit(search.make_step(loss_fn, strategy, weight_tx, alpha_tx, c.learning_rate))
+    init_alphas = strategy.init_alphas or type(NB201).init_alphas
+    alphas = init_alphas(NB201, jax.random.key(0), 1e-3)
+    x = jax.random.uniform(jax.random.key(1), (8, 8, 8, 1))
+    params = model.init(jax.random.key(2), x, strategy.final_weights(alphas))["params"]
+    state = search.SearchState(
+        step=jnp.zeros((), jnp.int32), params=params, alphas=alphas,
+        weight_opt_state=weight_tx.init(params), alpha_opt_state=alpha_tx.init(alphas),
+        rng=jax.random.key(3),
+    )  # fmt: skip
+    batch = lambda i: {"image": jax.random.uniform(jax.random.key(10 + i), (8, 8, 8, 1)),
+                       "label": jnp.arange(8) % 10}  # fmt: skip
+    new = state
+    for i in range(3):
+        new, metrics = step_fn(new, batch(2 * i), batch(2 * i + 1))
+        assert all(np.isfinite(np.asarray(v)).all() for v in metrics.values()), metrics
+    moved = lambda a, b: not np.allclose(a, b)
+    assert moved(new.params["Dense_0"]["kernel"], params["Dense_0"]["kernel"])
+    for key in alphas:
+        assert moved(new.alphas[key], alphas[key]) == strategy.update_alphas, key
