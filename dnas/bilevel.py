@@ -121,7 +121,7 @@ def neumann_inverse_hvp(hvp: Callable[[Any], Any], v: Any, lr: Array, steps: int
     return jax.tree.map(lambda t: lr * t, total)
 
 
-def implicit(learning_rate: optax.ScalarOrSchedule, steps: int = 5) -> AlphaGrad:
+def implicit(learning_rate: optax.ScalarOrSchedule, steps: int = 2) -> AlphaGrad:
     """iDARTS' hypergradient at the current weights (taken as the inner optimum)."""
     lr_at = learning_rate if callable(learning_rate) else (lambda step: learning_rate)
 

@@ -212,6 +212,9 @@ def digits(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     if c.search.partial_channels > 1:
         c.search.C = 4 * c.search.partial_channels
     c.search.alpha_warmup_epochs = min(c.search.alpha_warmup_epochs, c.search.epochs // 3)
+    # Selection budgets sized to the few hundred validation digits.
+    c.search.selection_archs = min(c.search.selection_archs, 100)
+    c.search.pt_eval_batches = min(c.search.pt_eval_batches, 4)
     c.train = d.train
     c.checkpoint_every_steps, c.log_every_steps = d.checkpoint_every_steps, d.log_every_steps
     return c

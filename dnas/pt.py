@@ -1,6 +1,9 @@
 """DARTS-PT (Wang et al., "Rethinking Architecture Selection in Differentiable NAS", ICLR 2021):
 perturbation-based selection with the trained supernet, after any search strategy.
 
+The fine-tuning keeps the search's strategy, with its per-epoch schedules held at their last
+values, and a new weight optimiser (lr / 10, cosine over the fine-tuning epochs).
+
 Operation phase: one decision per `pt_interval` epochs of fine-tuning; each decision takes, in
 every cell type, a random undecided edge, removes each of its ops in turn (that op's mixing
 weight set to 0, the others untouched) and keeps the op whose removal lowers validation accuracy
@@ -130,7 +133,19 @@ def run(config, su: search.SearchSetup, state: search.SearchState, workdir: str,
     lr = optim.cosine_schedule(s.lr / 10, s.lr_min, tune_epochs, spe)
     weight_tx = optim.sgd(lr, momentum=s.momentum, weight_decay=s.weight_decay,
                           grad_clip=s.grad_clip)  # fmt: skip
-    strategy = with_projection(su.strategy)
+    # The search's strategy, hypergradients with the fine-tuning optimiser, and its schedules
+    # (temperatures, regulariser weights, perturbation sizes) held at the search's last step.
+    ctx = strategies.Context(space, config.order, weight_tx, lr, spe, s.epochs)
+    base = strategies.build(config.strategy, ctx, config.strategy_args.to_dict())
+    last = max(search_steps - 1, 0)
+    held = base._replace(
+        mix_weights=lambda a, key, step: base.mix_weights(a, key, last),
+        regularizer=lambda a, step: base.regularizer(a, last),
+        weight_mix=None
+        if base.weight_mix is None
+        else (lambda f, mix, key, step: base.weight_mix(f, mix, key, last)),
+    )
+    strategy = with_projection(held)
     alphas = dict(state.alphas) | {k: jnp.asarray(v) for k, v in projection_init(space).items()}
     base_alpha_tx = optim.adam(s.alpha_lr, b1=s.alpha_b1, b2=s.alpha_b2,
                                weight_decay=s.alpha_weight_decay)  # fmt: skip
@@ -156,7 +171,7 @@ def run(config, su: search.SearchSetup, state: search.SearchState, workdir: str,
         for b, _ in zip(data.batches(su.alphas_source, s.batch_size, seed=config.seed + 12),
                         range(s.pt_eval_batches), strict=False)
     ]  # fmt: skip
-    acc_fn = selection.make_accuracy_fn(su.model)
+    acc_fn = selection.make_accuracy_fn(su.model, su.info)
     rng = np.random.default_rng(config.seed)
     proj = projection_init(space)
     undecided = {c: list(range(space.num_edges)) for c in space.cell_types}
@@ -176,7 +191,10 @@ def run(config, su: search.SearchSetup, state: search.SearchState, workdir: str,
             for cell in space.cell_types:
                 if undecided[cell]:  # operation phase
                     e = undecided[cell].pop(int(rng.integers(len(undecided[cell]))))
-                    ops = [i for i, op in enumerate(space.primitives) if op != "none"]
+                    ops = [
+                        i for i, op in enumerate(space.primitives)
+                        if op != "none" or space.edges_per_node is None
+                    ]  # fmt: skip
 
                     def without_op(op_i, cell=cell, e=e):
                         keep = {c: np.ones((space.num_edges, space.num_ops), np.float32)

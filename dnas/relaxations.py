@@ -98,17 +98,3 @@ def dirichlet_mean(
         conc = concentration(alphas[cell])
         out[cell] = conc / jnp.sum(conc, -1, keepdims=True)
     return out
-
-
-def uniform_one_hot(alphas: Alphas, key: PRNGKey, step: Array | None = None) -> MixWeights:
-    """Random search with weight sharing (Li & Talwalkar 2019): one op per edge, uniformly at
-    random, independent of alpha (which gets no gradient)."""
-    del step
-    cells = cell_types(alphas)
-    keys = jax.random.split(key, len(cells))
-    out = {}
-    for cell, k in zip(cells, keys, strict=True):
-        num_edges, num_ops = alphas[cell].shape
-        choice = jax.random.randint(k, (num_edges,), 0, num_ops)
-        out[cell] = jax.nn.one_hot(choice, num_ops, dtype=alphas[cell].dtype)
-    return out

@@ -209,10 +209,32 @@ def setup(
         single_op=s.single_op, **kw,
     )  # fmt: skip
     parts = make_step_parts(config, model, info, steps_per_epoch)
+    _check_method_options(config, parts[0])
     return SearchSetup(
         space, info, model, *parts, weights_source, alphas_source, steps_per_epoch,
         s.epochs * steps_per_epoch,
     )  # fmt: skip
+
+
+def _check_method_options(config: ml_collections.ConfigDict, strategy: strategies.Strategy) -> None:
+    """Option combinations that would run but mean nothing fail before the search starts."""
+    s = config.search
+    if s.single_op and not strategy.one_hot:
+        raise configlib.ConfigError(
+            f"search.single_op computes only each edge's largest-weight op, which equals the "
+            f"mixture only for one-hot weights (gdas, random_ws); strategy {config.strategy!r} "
+            "mixes softly: set --config.search.single_op=false"
+        )
+    if not strategy.update_alphas and s.selection not in ("random", "evolution"):
+        raise configlib.ConfigError(
+            f"strategy {config.strategy!r} learns no alphas, so its genotype must come from the "
+            "trained supernet: set --config.search.selection=random (or evolution)"
+        )
+    if s.selection == "evolution" and not 1 <= s.evolution_sample_size <= s.evolution_population:
+        raise configlib.ConfigError(
+            f"search.evolution_sample_size ({s.evolution_sample_size}) must be between 1 and "
+            f"search.evolution_population ({s.evolution_population})"
+        )
 
 
 # The search.* scalars used only inside the step: `make_step_parts` takes them as arguments, so
@@ -303,7 +325,12 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> str:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> Genotype:
-    """Searches, writing to `workdir`; resumes from its latest checkpoint if there is one."""
+    """Searches, writing to `workdir`; resumes from its latest checkpoint if there is one.
+    P-DARTS without an op mask runs its stages (`dnas.pdarts.run`)."""
+    if config.strategy == "pdarts" and not config.strategy_args.get("ops_mask"):
+        from dnas import pdarts  # pdarts imports this module
+
+        return pdarts.run(config, workdir)
     workdir = prepare_workdir(workdir, config)
     loop.enable_compilation_cache(config.compilation_cache_dir)
     mesh = parallel.make_mesh(config.num_devices)
@@ -333,6 +360,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Genotype:
                                "acc": f"{m['val/accuracy']:.3f}"},
             on_epoch_end=monitor,
         )  # fmt: skip
+        monitor.save_stop()  # loop.run returns once the checkpoints are written
     weights = jax.device_get(su.strategy.final_weights(state.alphas))
     genotype = su.strategy.select(su.space, weights)
     if s.selection == "pt":
@@ -368,7 +396,8 @@ class EpochMonitor:
         self.su, self.s, self.writer = su, s, writer
         self.history_path = os.path.join(workdir, "epoch_rankings.json")
         self.stop_path = os.path.join(workdir, "early_stop.json")
-        self.history = []
+        self.history: dict[str, list] = {}  # epoch -> op ranking
+        self.stop_record: dict | None = None
         if s.early_stop == "stable" and os.path.exists(self.history_path):
             with open(self.history_path) as f:
                 self.history = json.load(f)
@@ -376,11 +405,11 @@ class EpochMonitor:
         if s.hessian_every_epochs > 0:
             batch = next(data.batches(su.alphas_source, s.batch_size, seed=config.seed + 2))
             self.val_batch = parallel.shard_batch(batch, mesh)
-            key = jax.random.key(config.seed)
+            k_loss, k_start = jax.random.split(jax.random.key(config.seed))
 
             def eigenvalue(params, alphas, batch, step):
-                loss = lambda a: su.loss_fn(params, a, batch, key, step)[0]
-                return diagnostics.hessian_eigenvalue(loss, alphas, key, s.hessian_iters)[0]
+                loss = lambda a: su.loss_fn(params, a, batch, k_loss, step)[0]
+                return diagnostics.hessian_eigenvalue(loss, alphas, k_start, s.hessian_iters)[0]
 
             self.hessian = jax.jit(eigenvalue)
 
@@ -410,19 +439,25 @@ class EpochMonitor:
             reason = f"the normal cell has {skips} skip connections (>= {s.early_stop_skips})"
         elif s.early_stop == "stable":
             ranking = np.argsort(-np.stack([weights[c] for c in su.space.cell_types]), -1)
-            self.history.append(ranking.tolist())
+            self.history[str(epoch)] = ranking.tolist()  # a redone epoch (resume) overwrites
             checkpoint.atomic_write_text(self.history_path, json.dumps(self.history))
-            recent = self.history[-(s.early_stop_patience + 1) :]
-            if len(recent) == s.early_stop_patience + 1 and all(r == recent[0] for r in recent):
+            window = [self.history.get(str(e)) for e in range(epoch - s.early_stop_patience,
+                                                             epoch + 1)]  # fmt: skip
+            if all(r is not None and r == window[-1] for r in window):
                 reason = f"the op ranking has not changed for {s.early_stop_patience} epochs"
         self.writer.write_scalars(step, scalars)
         self.writer.write_text(step, "genotype", genotype.to_string())
         if reason is None:
             return False
-        record = {"step": step, "epoch": epoch, "reason": reason}
-        checkpoint.atomic_write_text(self.stop_path, json.dumps(record) + "\n")
+        # Written by `save_stop` once this step's checkpoint is on disk.
+        self.stop_record = {"step": step, "epoch": epoch, "reason": reason}
         self.writer.write_text(step, "early_stop", reason)
         return True
+
+    def save_stop(self) -> None:
+        if self.stop_record is not None:
+            text = json.dumps(self.stop_record) + "\n"
+            checkpoint.atomic_write_text(self.stop_path, text)
 
 
 SELECTIONS = ("", "random", "evolution", "pt")
@@ -438,7 +473,7 @@ def select_with_supernet(config, su: SearchSetup, state: SearchState, workdir: s
     s = config.search
     batches = data.batches(su.alphas_source, s.batch_size, seed=config.seed + 3)
     val = [parallel.shard_batch(next(batches), mesh) for _ in range(s.selection_batches)]
-    acc_fn = selection.make_accuracy_fn(su.model)
+    acc_fn = selection.make_accuracy_fn(su.model, su.info)
     score = lambda g: selection.score(acc_fn, state.params, su.space, g, val)
     if s.selection == "random":
         best, history = selection.random_search(score, su.space, s.selection_archs, config.seed)

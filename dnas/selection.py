@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dnas import evaluate
+from dnas import data, evaluate
 from dnas.genotype import Genotype
 from dnas.spaces.base import SearchSpace
 from dnas.types import Batch, MixWeights
@@ -92,11 +92,18 @@ def mutate(space: SearchSpace, genotype: Genotype, rng: np.random.Generator) -> 
     )
 
 
-def make_accuracy_fn(model) -> Callable[[Any, MixWeights, Batch], jax.Array]:
-    """jit((params, mix, batch) -> accuracy) of the supernet under the given mixing weights."""
+def make_accuracy_fn(
+    model, info: data.DatasetInfo
+) -> Callable[[Any, MixWeights, Batch], jax.Array]:
+    """jit((params, mix, batch) -> accuracy) of the supernet under the given mixing weights, on
+    images preprocessed as for evaluation (normalised, no augmentation). The supernet computes
+    the full mixture (`single_op` off), so weights that are not one-hot are honoured."""
+    if getattr(model, "single_op", False):
+        model = model.clone(single_op=False)
 
     def accuracy(params, mix, batch):
-        logits = model.apply({"params": params}, batch["image"], mix, train=True)
+        x = data.preprocess(None, batch["image"], info, train=False)
+        logits = model.apply({"params": params}, x, mix, train=True)
         return evaluate.accuracy(logits, batch["label"])
 
     return jax.jit(accuracy)

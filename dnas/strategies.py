@@ -45,6 +45,7 @@ class Strategy(NamedTuple):
     init_alphas: Callable[[SearchSpace, PRNGKey, float], Alphas] | None = None  # None: the space's
     select: Callable[[SearchSpace, MixWeights], Genotype] = discretise.discretise
     update_alphas: bool = True  # False: alphas stay as initialised (random search)
+    one_hot: bool = False  # mix_weights are one-hot in value (GDAS, random search): single_op ok
 
 
 class Context(NamedTuple):
@@ -68,7 +69,8 @@ class Context(NamedTuple):
 
     def ramp(self, start: float, end: float) -> Callable[[Array], Array]:
         """start + (end - start) * epoch / epochs: the per-epoch schedules of DARTS-, beta-DARTS
-        and SDARTS' code, which stop one step short of `end` in the last epoch."""
+        and SDARTS' code, which reach start + (end - start) (epochs - 1) / epochs in the last
+        epoch, one epoch's increment short of `end`."""
         epochs = max(self.epochs, 1)
         return lambda step: (
             start + (end - start) * (jnp.asarray(step) // self.steps_per_epoch) / epochs
@@ -121,6 +123,7 @@ def gdas(ctx: Context, *, tau_max: float = 10.0, tau_min: float = 0.1) -> Strate
     falls linearly per epoch from tau_max to tau_min. Discretised from softmax(alpha)."""
     tau = ctx.linear(tau_max, tau_min)
     return Strategy(
+        one_hot=True,
         name="gdas",
         mix_weights=lambda alphas, key, step: relaxations.hard_gumbel_softmax(
             alphas, key, tau(step)
@@ -416,30 +419,90 @@ def pc_darts(ctx: Context) -> Strategy:
 
 
 def idarts(ctx: Context, *, neumann_steps: int = 2, neumann_lr: float | None = None) -> Strategy:
-    """iDARTS (Zhang et al., ICML 2021): the implicit-function-theorem hypergradient (the paper's
-    Eq.) with the inverse training-loss Hessian approximated by a Neumann series of
-    `neumann_steps` + 1 terms built from exact Hessian-vector products, step `neumann_lr`
-    (default: the weight learning rate at the current step). The authors' code uses a diagonal
-    surrogate of the Hessian and 5 inner weight steps instead; K = 2 (3 terms) as there."""
+    """iDARTS (Zhang et al., ICML 2021): the implicit-function-theorem hypergradient with the
+    inverse training-loss Hessian approximated by a Neumann series of `neumann_steps` + 1 terms
+    built from exact Hessian-vector products, step `neumann_lr` (default: the weight learning
+    rate at the current step). The authors' code uses a diagonal surrogate of the Hessian and 5
+    inner weight steps instead; K = 2 (3 terms) as there."""
     lr = neumann_lr if neumann_lr is not None else ctx.learning_rate
     if lr is None:
         raise ValueError("idarts needs neumann_lr or the weight learning rate")
     return darts(ctx)._replace(name="idarts", alpha_grad=bilevel.implicit(lr, neumann_steps))
 
 
+def pdarts(
+    ctx: Context,
+    *,
+    ops_mask: Mapping[str, Any] | None = None,
+    stage_layers: Any = (5, 11, 17),
+    keep: Any = (5, 3, 1),
+    max_skips: int = 2,
+) -> Strategy:
+    """One stage of P-DARTS (Chen et al., ICCV 2019): DARTS whose softmax runs over each edge's
+    remaining ops only (`ops_mask`, cell type -> (E, K) of 0/1; the others get weight 0).
+    `dnas.pdarts.run` drives the stages (`stage_layers` cells each, `keep` ops per edge after
+    each, at most `max_skips` skip connections in the final normal cell); a search with
+    `strategy='pdarts'` and no `ops_mask` runs all of them."""
+    del stage_layers, keep, max_skips  # read by dnas.pdarts.run
+    masks = {
+        c: jnp.asarray(np.asarray(ops_mask[c], np.float32) if ops_mask else np.ones(shape))
+        for c, shape in ctx.space.alpha_shapes.items()
+    }
+
+    def weights(alphas, key=None, step=None):
+        del key, step
+        return {
+            c: jax.nn.softmax(jnp.where(masks[c] > 0, alphas[c], -jnp.inf), axis=-1)
+            for c in relaxations.cell_types(alphas)
+        }
+
+    return darts(ctx)._replace(name="pdarts", mix_weights=weights, final_weights=weights)
+
+
+def random_architecture_weights(space: SearchSpace) -> relaxations.Relaxation:
+    """One-hot mixing weights of a uniformly random architecture per call, as
+    `selection.random_genotype` samples them: `edges_per_node` distinct inputs per node, each with
+    an op other than `none` (NAS-Bench-201: a random op, `none` included, on every edge); the
+    other edges get weight 0."""
+    k = space.edges_per_node
+    ops = np.array([i for i, op in enumerate(space.primitives) if op != "none" or k is None])
+
+    def sample(alphas, key, step=None):
+        del step
+        out = {}
+        for cell, key_c in zip(space.cell_types, jax.random.split(key, len(space.cell_types)),
+                               strict=True):  # fmt: skip
+            k_op, k_src = jax.random.split(key_c)
+            choice = jnp.asarray(ops)[jax.random.randint(k_op, (space.num_edges,), 0, len(ops))]
+            w = jax.nn.one_hot(choice, space.num_ops, dtype=alphas[cell].dtype)
+            if k is not None:
+                keep = []
+                for node_key, dst in zip(jax.random.split(k_src, space.num_intermediate),
+                                         space.nodes, strict=True):  # fmt: skip
+                    order = jax.random.permutation(node_key, dst)
+                    keep.append(jnp.zeros(dst).at[order[:k]].set(1.0))
+                w = w * jnp.concatenate(keep)[:, None].astype(w.dtype)
+            out[cell] = w
+        return out
+
+    return sample
+
+
 def random_ws(ctx: Context) -> Strategy:
     """Random search with weight sharing (Li & Talwalkar, UAI 2019), training phase: every step
-    trains the shared weights of one architecture drawn uniformly (one op per edge); alphas are
-    not learned. Architectures are then ranked on validation data by `dnas.baselines`."""
-    del ctx
+    trains the shared weights of one uniformly random architecture
+    (`random_architecture_weights`); alphas are not learned. The architectures are then ranked by
+    validation accuracy with the shared weights: `search.selection` must be `random` or
+    `evolution`."""
     zero_grad = lambda loss_fn, params, alphas, *a: (jax.tree.map(jnp.zeros_like, alphas), {})
     return Strategy(
         name="random_ws",
-        mix_weights=relaxations.uniform_one_hot,
+        mix_weights=random_architecture_weights(ctx.space),
         final_weights=relaxations.softmax,
         alpha_grad=zero_grad,
         regularizer=_no_regularizer,
         update_alphas=False,
+        one_hot=True,
     )
 
 
@@ -454,6 +517,7 @@ STRATEGIES: dict[str, Callable[..., Strategy]] = {
     "beta_darts": beta_darts,
     "sdarts": sdarts,
     "idarts": idarts,
+    "pdarts": pdarts,
     "random_ws": random_ws,
 }
 

@@ -19,8 +19,10 @@ Variants. `partial_channels=K` (PC-DARTS) sends the first C/K channels of an edg
 the candidate ops (built for C/K channels) and lets the rest bypass them, weighted by the sum of
 the edge's mixing weights (1 for a softmax; the normalised edge beta under PC-DARTS' edge
 normalisation), then shuffles the channels in K groups. `single_op=True` (GDAS, random search)
-computes only the op of largest weight on each edge with `lax.switch`: equal to the full mixture
-when the mixing weights are one-hot, at the cost of one op per edge.
+computes only the op of largest weight on each edge with `lax.switch`: the full mixture's value
+when the mixing weights are one-hot, at the cost of one op per edge; the ops not run get no
+gradient for their (zero) weights, which is what GDAS' code does. The search refuses it for
+strategies whose weights are not one-hot.
 
 Batch normalisation. Every BatchNorm in a supernet normalises with the statistics of the batch it is
 given, in training and in evaluation, and keeps no running averages (NAS-Bench-201's

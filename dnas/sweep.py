@@ -119,6 +119,18 @@ def _stacked_batches(sources_and_seeds, batch_size: int, start: int):
 def run(config: ml_collections.ConfigDict, workdir: str) -> list[Genotype]:
     """Runs the sweep in `config.sweep` into `workdir` (resumable); returns members' genotypes."""
     name, ms = members(config)
+    s = config.search
+    ignored = {
+        "search.selection": s.selection, "search.early_stop": s.early_stop,
+        "search.hessian_every_epochs": s.hessian_every_epochs,
+        "strategy=pdarts (stages)": config.strategy == "pdarts",
+    }  # fmt: skip
+    for key, value in ignored.items():
+        if value:
+            raise configlib.ConfigError(
+                f"dnas sweep runs the plain search loop of every member; {key} is not supported "
+                "there: run those members with dnas search"
+            )
     loop.enable_compilation_cache(config.compilation_cache_dir)
     workdir = search.prepare_workdir(workdir, config)
     su = search.setup(config)

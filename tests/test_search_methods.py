@@ -7,6 +7,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from dnas import configlib, optim, search, spaces, strategies
@@ -103,3 +104,43 @@ def test_every_method_has_a_smoke_variant():
     methods = {p.parent.name for p in (ROOT / "experiments").glob("*/cifar10_search.py")}
     smoke = {p.parent.name for p, a in _config_variants() if a and a.endswith("smoke")}
     assert methods == smoke
+
+
+def test_pdarts_stages(tmp_path):
+
+    config = tiny_config(epochs=1)
+    config.strategy = "pdarts"
+    a = config.strategy_args
+    a.stage_layers, a.keep, a.max_skips = (1, 1, 1), (3, 2, 1), 1
+    workdir = tmp_path / "pdarts"
+    geno = search.run(config, str(workdir))
+    assert genotype_lib.load_json(workdir / "genotype.json") == geno
+    space = spaces.get("nb201")
+    masks = []
+    for stage in range(3):
+        stage_config = json.loads((workdir / f"stage_{stage}" / "config.json").read_text())
+        masks.append(np.array(stage_config["strategy_args"]["ops_mask"]["normal"]))
+    np.testing.assert_array_equal(masks[0], 1)  # stage 0 sees every op
+    assert (masks[1].sum(-1) == 3).all() and (masks[2].sum(-1) == 2).all()
+    assert (masks[2] <= masks[1]).all()
+    for dst, node in zip(space.nodes, geno.normal, strict=True):
+        for op, src in node:  # the final ops come from the last stage's op set, never `none`
+            assert masks[2][space.edge_index(src, dst), space.op_index(op)] == 1
+            assert op != "none"
+    assert sum(op == "skip_connect" for node in geno.normal for op, _ in node) <= 1
+
+
+@pytest.mark.parametrize(
+    "strategy,fields,message",
+    [
+        ("darts", {"single_op": True}, "single_op=false"),
+        ("random_ws", {}, "selection=random"),
+        ("darts", {"selection": "evolution", "evolution_sample_size": 30}, "evolution_population"),
+        ("darts", {"early_stop": "soon"}, "early_stop must be one of"),
+    ],
+)
+def test_meaningless_option_combinations_fail_before_the_search(strategy, fields, message):
+    config = tiny_config(**fields)
+    config.strategy = strategy
+    with pytest.raises(configlib.ConfigError, match=message):
+        search.setup(config)

@@ -293,17 +293,27 @@ def test_idarts_hypergradient_matches_the_exact_one_on_a_quadratic():
         assert not np.allclose(few["normal"], exact, rtol=1e-3)  # the series is truncated
 
 
-def test_random_ws_samples_uniform_single_ops_and_leaves_alphas():
+def test_random_ws_samples_uniform_architectures_and_leaves_alphas():
+    """Each step's weights are a random architecture as the ranking phase samples them: two
+    distinct inputs per node, one op other than `none` on each, uniform over ops and inputs."""
     s = strategies.build("random_ws", ctx())
     alphas = alphas_of(DARTS)
-    counts = np.zeros(DARTS.num_ops)
-    for i in range(200):
+    counts, inputs = np.zeros(DARTS.num_ops), np.zeros(DARTS.num_edges)
+    for i in range(300):
         w = np.asarray(s.mix_weights(alphas, jax.random.key(i), 0)["normal"])
-        np.testing.assert_array_equal(w.sum(-1), 1.0)
+        assert set(np.unique(w)) <= {0.0, 1.0}
+        for dst in DARTS.nodes:
+            rows = [DARTS.edge_index(src, dst) for src in range(dst)]
+            assert w[rows].sum() == 2 and (w[rows].sum(-1) <= 1).all()
         counts += w.sum(0)
-    freq = counts / counts.sum()
-    np.testing.assert_allclose(freq, 1 / DARTS.num_ops, atol=0.02)
-    assert not s.update_alphas
+        inputs += w.sum(-1)
+    assert counts[DARTS.op_index("none")] == 0
+    freq = np.delete(counts, DARTS.op_index("none")) / counts.sum()
+    np.testing.assert_allclose(freq, 1 / (DARTS.num_ops - 1), atol=0.02)
+    for dst in DARTS.nodes:  # every input of a node equally likely: 2 / dst
+        rows = [DARTS.edge_index(src, dst) for src in range(dst)]
+        np.testing.assert_allclose(inputs[rows] / 300, 2 / dst, atol=0.1)
+    assert not s.update_alphas and s.one_hot
 
 
 def test_snas_concrete_weights_are_random_and_sharpen_as_tau_falls():
@@ -368,8 +378,13 @@ class _TinySearchNet(flax.linen.Module):
         return flax.linen.Dense(10)(jnp.mean(x, axis=(1, 2)))
 
 
-@pytest.mark.parametrize("name", sorted(strategies.STRATEGIES))
-def test_every_strategy_runs_search_steps(name):
+@pytest.mark.parametrize(
+    "name,args",
+    [(n, {}) for n in sorted(strategies.STRATEGIES)]
+    + [("sdarts", {"mode": "adv", "pgd_steps": 2})],
+    ids=lambda v: v if isinstance(v, str) else "-".join(map(str, v.values())) or "default",
+)
+def test_every_strategy_runs_search_steps(name, args):
     """Three jitted search steps of each strategy with the real loss and step functions: finite
     metrics, weights trained, alphas (and PC-DARTS' betas) learned unless the strategy fixes
     them."""
@@ -377,7 +392,7 @@ def test_every_strategy_runs_search_steps(name):
     weight_tx = optim.sgd(0.05, momentum=0.9, weight_decay=3e-4, grad_clip=5.0)
     alpha_tx = optim.adam(0.01, b1=0.5, b2=0.999, weight_decay=1e-3)
     c = strategies.Context(NB201, "first", weight_tx, lambda s: jnp.asarray(0.05), 2, 2)
-    strategy = strategies.build(name, c)
+    strategy = strategies.build(name, c, args)
     model = _TinySearchNet()
     loss_fn = search.make_loss_fn(model, strategy, info, search.Augmentation())
     step_fn = jax.jit(search.make_step(loss_fn, strategy, weight_tx, alpha_tx, c.learning_rate))

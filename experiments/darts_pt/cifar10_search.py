@@ -9,7 +9,8 @@ on the trained DARTS supernet instead of the argmax of the alphas.
 Protocol (the authors' scripts): DARTS' 50-epoch search, then one decision every 5 epochs of
 fine-tuning (weights at lr / 10, cosine; alphas keep learning): 14 operation decisions (a random
 edge of each cell type; the op whose removal drops validation accuracy most), then 3 topology
-decisions; accuracy on the whole 25k-image validation split (391 batches of 64).
+decisions; accuracy on the whole 25k-image validation split (the authors' valid_queue; here 391
+batches of 64 drawn from the shuffled split, about one pass).
 Paper: DARTS+PT 2.61 +- 0.08%, SDARTS-RS+PT 2.54 +- 0.10% CIFAR-10 test error (as reported;
 not re-checked). The fine-tuning phase is not checkpointed: an interrupted run redoes it.
 """

@@ -7,7 +7,7 @@ normalisation (a beta per edge, softmax over each node's incoming edges).
     dnas search --config experiments/pc_darts/cifar10_search.py:smoke    # seconds, on digits
 
 Protocol (the authors' code): DARTS' 8-cell C=16 supernet, 50 epochs, batch 256, SGD 0.1 cosine
-to 0.001, wd 3e-4; alphas and betas Adam 6e-4 (0.5, 0.999), wd 1e-3, first order, and updated
+to 0, wd 3e-4; alphas and betas Adam 6e-4 (0.5, 0.999), wd 1e-3, first order, and updated
 only from epoch 15 (weights-only warm-up). Retraining: DARTS' protocol.
 Paper: 2.57 +- 0.07% CIFAR-10 test error, 3.6M parameters, 0.1 GPU-days (1080Ti).
 """
@@ -20,6 +20,6 @@ def get_config(arg: str | None = None):
     c.strategy = "pc_darts"
     s = c.search
     s.partial_channels = 4
-    s.batch_size, s.lr, s.alpha_lr = 256, 0.1, 6e-4
+    s.batch_size, s.lr, s.lr_min, s.alpha_lr = 256, 0.1, 0.0, 6e-4
     s.alpha_warmup_epochs = 15
     return configlib.method_variant(c, arg)
