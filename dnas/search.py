@@ -379,6 +379,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Genotype:
 
 
 EARLY_STOP = ("", "skip", "stable")
+PARAMETER_FREE = ("none", "skip_connect", "max_pool_3x3", "avg_pool_3x3")
 
 
 class EpochMonitor:
@@ -387,9 +388,11 @@ class EpochMonitor:
     `search.hessian_every_epochs` epochs the dominant eigenvalue of the validation-loss Hessian
     w.r.t. the alphas, on one fixed validation batch), and DARTS+ early stopping decides whether
     to stop (`search.early_stop`: 'skip' when the normal cell has `early_stop_skips` skip
-    connections, 'stable' when the op ranking of every edge has not changed for
-    `early_stop_patience` epochs). The ranking history lives in the workdir, so it survives a
-    resume; a stop writes `early_stop.json`, and a resumed stopped search does not go on."""
+    connections, 'stable' when the ranking of the learnable ops' weights on every edge has not
+    changed for `early_stop_patience` epochs). The diagnostic's validation batch is augmented as
+    the search's validation batches are (DARTS draws both halves with the training transform).
+    The ranking history lives in the workdir, so it survives a resume; a stop writes
+    `early_stop.json`, and a resumed stopped search does not go on."""
 
     def __init__(self, config, su: SearchSetup, writer, workdir: str, mesh):
         s = config.search
@@ -438,7 +441,10 @@ class EpochMonitor:
         if s.early_stop == "skip" and skips >= s.early_stop_skips:
             reason = f"the normal cell has {skips} skip connections (>= {s.early_stop_skips})"
         elif s.early_stop == "stable":
-            ranking = np.argsort(-np.stack([weights[c] for c in su.space.cell_types]), -1)
+            # DARTS+: the ranking of the learnable (parametric) ops' weights on every edge.
+            learnable = [k for k, op in enumerate(su.space.primitives) if op not in PARAMETER_FREE]
+            stacked = np.stack([weights[c] for c in su.space.cell_types])[..., learnable]
+            ranking = np.argsort(-stacked, -1)
             self.history[str(epoch)] = ranking.tolist()  # a redone epoch (resume) overwrites
             checkpoint.atomic_write_text(self.history_path, json.dumps(self.history))
             window = [self.history.get(str(e)) for e in range(epoch - s.early_stop_patience,

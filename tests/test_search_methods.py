@@ -144,3 +144,15 @@ def test_meaningless_option_combinations_fail_before_the_search(strategy, fields
     config.strategy = strategy
     with pytest.raises(configlib.ConfigError, match=message):
         search.setup(config)
+
+
+def test_early_stop_when_the_ranking_is_stable(tmp_path):
+    """With a zero alpha learning rate the ranking never changes: patience 1 stops the search at
+    the end of epoch 2 (epochs 1 and 2 agree), not before."""
+    config = tiny_config(early_stop="stable", early_stop_patience=1, alpha_lr=0.0)
+    workdir = tmp_path / "stable"
+    search.run(config, str(workdir))
+    stop = json.loads((workdir / "early_stop.json").read_text())
+    assert stop["epoch"] == 2 and "not changed for 1 epochs" in stop["reason"]
+    history = json.loads((workdir / "epoch_rankings.json").read_text())
+    assert sorted(history) == ["1", "2"] and history["1"] == history["2"]
