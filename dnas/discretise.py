@@ -17,6 +17,9 @@ from dnas.genotype import Genotype
 from dnas.spaces.base import SearchSpace
 from dnas.types import MixWeights
 
+# Candidate ops without parameters (`none` aside): DARTS' collapse goes to these.
+PARAMETER_FREE = ("skip_connect", "max_pool_3x3", "avg_pool_3x3")
+
 
 def discretise_cell(
     space: SearchSpace, w_ExK: np.ndarray
@@ -45,17 +48,10 @@ def discretise_cell(
 def discretise(space: SearchSpace, weights: MixWeights) -> Genotype:
     """The genotype of `weights` (e.g. softmax(alphas)) under the space's rule."""
     cells = {cell: discretise_cell(space, np.asarray(weights[cell])) for cell in space.cell_types}
-    return Genotype(
-        space=space.name,
-        normal=cells["normal"],
-        normal_concat=space.concat,
-        reduce=cells.get("reduce", ()),
-        reduce_concat=space.concat if "reduce" in cells else (),
-    )
+    return Genotype.from_cells(space, cells)
 
 
 def count_parameter_free(genotype: Genotype, cell: str = "normal") -> int:
     """Parameter-free ops (skip_connect, pooling) in a cell: DARTS' collapse symptom (Zela et al.,
     "Understanding and Robustifying DARTS", 2020)."""
-    free = ("skip_connect", "max_pool_3x3", "avg_pool_3x3")
-    return sum(op in free for node in genotype.cells()[cell] for op, _ in node)
+    return sum(op in PARAMETER_FREE for node in genotype.cells()[cell] for op, _ in node)

@@ -264,6 +264,18 @@ class Genotype:
         )
 
     @classmethod
+    def from_cells(cls, space: SearchSpace, cells: Mapping[str, Sequence]) -> Genotype:
+        """A genotype of `space` from its cells (cell type -> nodes' edges), with the space's
+        concat nodes."""
+        return cls(
+            space=space.name,
+            normal=cells["normal"],
+            normal_concat=space.concat,
+            reduce=cells.get("reduce", ()),
+            reduce_concat=space.concat if "reduce" in cells else (),
+        )
+
+    @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Genotype:
         """Same as `from_json`."""
         return from_json(data)

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from dnas import checkpoint, data, optim, parallel, search, selection, strategies
+from dnas import checkpoint, data, parallel, search, selection, strategies
 from dnas.genotype import Genotype
 from dnas.spaces.base import SearchSpace
 from dnas.types import Alphas, MixWeights
@@ -105,13 +105,7 @@ def genotype_of(space: SearchSpace, proj: dict[str, np.ndarray]) -> Genotype:
                 for e in edges if keep[e] > 0
             ))  # fmt: skip
         cells[cell] = tuple(nodes)
-    return Genotype(
-        space=space.name,
-        normal=cells["normal"],
-        normal_concat=space.concat,
-        reduce=cells.get("reduce", ()),
-        reduce_concat=space.concat if "reduce" in cells else (),
-    )
+    return Genotype.from_cells(space, cells)
 
 
 def num_decisions(space: SearchSpace) -> int:
@@ -130,9 +124,8 @@ def run(config, su: search.SearchSetup, state: search.SearchState, workdir: str,
     search_steps = int(state.step)
     interval = s.pt_interval
     tune_epochs = interval * num_decisions(space) + 1
-    lr = optim.cosine_schedule(s.lr / 10, s.lr_min, tune_epochs, spe)
-    weight_tx = optim.sgd(lr, momentum=s.momentum, weight_decay=s.weight_decay,
-                          grad_clip=s.grad_clip)  # fmt: skip
+    hp = {k: s[k] for k in search.HPARAMS} | {"lr": s.lr / 10}
+    lr, weight_tx, base_alpha_tx = search.make_optimizers(hp, tune_epochs, spe)
     # The search's strategy, hypergradients with the fine-tuning optimiser, and its schedules
     # (temperatures, regulariser weights, perturbation sizes) held at the search's last step.
     ctx = strategies.Context(space, config.order, weight_tx, lr, spe, s.epochs)
@@ -147,14 +140,8 @@ def run(config, su: search.SearchSetup, state: search.SearchState, workdir: str,
     )
     strategy = with_projection(held)
     alphas = dict(state.alphas) | {k: jnp.asarray(v) for k, v in projection_init(space).items()}
-    base_alpha_tx = optim.adam(s.alpha_lr, b1=s.alpha_b1, b2=s.alpha_b2,
-                               weight_decay=s.alpha_weight_decay)  # fmt: skip
     alpha_tx = alpha_optimizer(base_alpha_tx, alphas)
-    aug = search.Augmentation(
-        crop_padding=None if s.crop_padding < 0 else s.crop_padding, flip=s.flip,
-        cutout_length=None if s.cutout_length < 0 else s.cutout_length,
-    )  # fmt: skip
-    loss_fn = search.make_loss_fn(su.model, strategy, su.info, aug)
+    loss_fn = search.make_loss_fn(su.model, strategy, su.info, search.Augmentation.from_config(s))
     step_fn = jax.jit(search.make_step(loss_fn, strategy, weight_tx, alpha_tx, lr))
     state = parallel.replicate(
         state.replace(

@@ -49,6 +49,15 @@ class Augmentation:
     flip: bool | None = None
     cutout_length: int | None = None
 
+    @classmethod
+    def from_config(cls, s: ml_collections.ConfigDict) -> Augmentation:
+        """From `config.search` or `config.train` (-1: the dataset's default)."""
+        return cls(
+            crop_padding=None if s.crop_padding < 0 else s.crop_padding,
+            flip=s.flip,
+            cutout_length=None if s.cutout_length < 0 else s.cutout_length,
+        )
+
 
 def make_loss_fn(model, strategy: strategies.Strategy, info: data.DatasetInfo, aug: Augmentation):
     """loss_fn(params, alphas, batch, key, step, mix=None) -> (loss, metrics) of the supernet;
@@ -245,6 +254,21 @@ HPARAMS = (
 )  # fmt: skip
 
 
+def make_optimizers(hp: dict, epochs: int, steps_per_epoch: int) -> tuple:
+    """(learning_rate, weight_tx, alpha_tx) from the `HPARAMS` values in `hp`: SGD on the
+    weights with a cosine learning rate over `epochs`, Adam on the alphas."""
+    learning_rate = optim.cosine_schedule(hp["lr"], hp["lr_min"], epochs, steps_per_epoch)
+    weight_tx = optim.sgd(
+        learning_rate, momentum=hp["momentum"], weight_decay=hp["weight_decay"],
+        grad_clip=hp["grad_clip"],
+    )  # fmt: skip
+    alpha_tx = optim.adam(
+        hp["alpha_lr"], b1=hp["alpha_b1"], b2=hp["alpha_b2"],
+        weight_decay=hp["alpha_weight_decay"],
+    )  # fmt: skip
+    return learning_rate, weight_tx, alpha_tx
+
+
 def make_step_parts(
     config: ml_collections.ConfigDict,
     model,
@@ -259,15 +283,7 @@ def make_step_parts(
     if unknown:
         raise KeyError(f"not a step hyper-parameter: {sorted(unknown)}; valid: {HPARAMS}")
     hp = {k: hparams.get(k, s[k]) for k in HPARAMS}
-    learning_rate = optim.cosine_schedule(hp["lr"], hp["lr_min"], s.epochs, steps_per_epoch)
-    weight_tx = optim.sgd(
-        learning_rate, momentum=hp["momentum"], weight_decay=hp["weight_decay"],
-        grad_clip=hp["grad_clip"],
-    )  # fmt: skip
-    alpha_tx = optim.adam(
-        hp["alpha_lr"], b1=hp["alpha_b1"], b2=hp["alpha_b2"],
-        weight_decay=hp["alpha_weight_decay"],
-    )  # fmt: skip
+    learning_rate, weight_tx, alpha_tx = make_optimizers(hp, s.epochs, steps_per_epoch)
     ctx = strategies.Context(
         space=spaces.get(config.space), order=config.order, weight_tx=weight_tx,
         learning_rate=learning_rate, steps_per_epoch=steps_per_epoch, epochs=s.epochs,
@@ -276,12 +292,7 @@ def make_step_parts(
         strategy = strategies.build(config.strategy, ctx, config.strategy_args.to_dict())
     except (KeyError, ValueError) as err:
         raise configlib.ConfigError(str(err.args[0])) from None
-    aug = Augmentation(
-        crop_padding=None if s.crop_padding < 0 else s.crop_padding,
-        flip=s.flip,
-        cutout_length=None if s.cutout_length < 0 else s.cutout_length,
-    )
-    loss_fn = make_loss_fn(model, strategy, info, aug)
+    loss_fn = make_loss_fn(model, strategy, info, Augmentation.from_config(s))
     step_fn = make_step(
         loss_fn, strategy, weight_tx, alpha_tx, learning_rate,
         alpha_start_step=s.alpha_warmup_epochs * steps_per_epoch,
@@ -379,7 +390,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Genotype:
 
 
 EARLY_STOP = ("", "skip", "stable")
-PARAMETER_FREE = ("none", "skip_connect", "max_pool_3x3", "avg_pool_3x3")
 
 
 class EpochMonitor:
@@ -442,7 +452,10 @@ class EpochMonitor:
             reason = f"the normal cell has {skips} skip connections (>= {s.early_stop_skips})"
         elif s.early_stop == "stable":
             # DARTS+: the ranking of the learnable (parametric) ops' weights on every edge.
-            learnable = [k for k, op in enumerate(su.space.primitives) if op not in PARAMETER_FREE]
+            learnable = [
+                k for k, op in enumerate(su.space.primitives)
+                if op != "none" and op not in discretise.PARAMETER_FREE
+            ]  # fmt: skip
             stacked = np.stack([weights[c] for c in su.space.cell_types])[..., learnable]
             ranking = np.argsort(-stacked, -1)
             self.history[str(epoch)] = ranking.tolist()  # a redone epoch (resume) overwrites

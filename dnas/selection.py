@@ -14,6 +14,7 @@ serves every candidate (no recompilation per architecture).
 from __future__ import annotations
 
 import collections
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -56,13 +57,7 @@ def random_genotype(space: SearchSpace, rng: np.random.Generator) -> Genotype:
     each with a random op other than `none`; NAS-Bench-201: a random op, `none` included, per
     edge)."""
     cells = {cell: _random_cell(space, rng) for cell in space.cell_types}
-    return Genotype(
-        space=space.name,
-        normal=cells["normal"],
-        normal_concat=space.concat,
-        reduce=cells.get("reduce", ()),
-        reduce_concat=space.concat if "reduce" in cells else (),
-    )
+    return Genotype.from_cells(space, cells)
 
 
 def mutate(space: SearchSpace, genotype: Genotype, rng: np.random.Generator) -> Genotype:
@@ -82,14 +77,7 @@ def mutate(space: SearchSpace, genotype: Genotype, rng: np.random.Generator) -> 
     else:
         node[slot] = (str(rng.choice(ops)), src)
     cells[cell][node_i] = sorted(node, key=lambda e: e[1]) if space.edges_per_node else node
-    as_cell = lambda c: tuple(tuple(n) for n in cells[c])
-    return Genotype(
-        space=space.name,
-        normal=as_cell("normal"),
-        normal_concat=genotype.normal_concat,
-        reduce=as_cell("reduce") if "reduce" in cells else (),
-        reduce_concat=genotype.reduce_concat,
-    )
+    return dataclasses.replace(genotype, **cells)
 
 
 def make_accuracy_fn(

@@ -134,7 +134,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[Genotype]:
     loop.enable_compilation_cache(config.compilation_cache_dir)
     workdir = search.prepare_workdir(workdir, config)
     su = search.setup(config)
-    s = config.search
     states = _stack([search.create_state(member_config(config, name, m), su) for m in ms])
     ckpt = checkpoint.Checkpointer(workdir)
     states = loop.resume(ckpt, states)

@@ -139,11 +139,7 @@ def setup(
     tx = optim.sgd(
         learning_rate, momentum=t.momentum, weight_decay=t.weight_decay, grad_clip=t.grad_clip
     )
-    aug = Augmentation(
-        crop_padding=None if t.crop_padding < 0 else t.crop_padding,
-        flip=t.flip,
-        cutout_length=None if t.cutout_length < 0 else t.cutout_length,
-    )
+    aug = Augmentation.from_config(t)
     step_fn = make_train_step(
         model, tx, info, aug, auxiliary_weight=t.auxiliary_weight,
         drop_path_prob=t.drop_path_prob, epochs=t.epochs, steps_per_epoch=steps_per_epoch,
