@@ -59,12 +59,17 @@ class Augmentation:
         )
 
 
+def loss_keys(key):
+    """(augmentation key, relaxation key) of a loss evaluation with `key`."""
+    return jax.random.split(key)
+
+
 def make_loss_fn(model, strategy: strategies.Strategy, info: data.DatasetInfo, aug: Augmentation):
     """loss_fn(params, alphas, batch, key, step, mix=None) -> (loss, metrics) of the supernet;
     `mix` replaces the strategy's mixing weights of `alphas` (SDARTS' perturbed weight step)."""
 
     def loss_fn(params, alphas, batch: Batch, key, step, mix=None):
-        k_aug, k_mix = jax.random.split(key)
+        k_aug, k_mix = loss_keys(key)
         x = data.preprocess(
             k_aug, batch["image"], info, train=True, crop_padding=aug.crop_padding,
             flip=aug.flip, cutout_length=aug.cutout_length,
@@ -124,7 +129,7 @@ def make_step(
         mix = None
         if strategy.weight_mix is not None:
             k_weight, k_perturb = jax.random.split(k_weight)
-            k_mix = jax.random.split(k_weight)[1]  # the key loss_fn gives the relaxation
+            _, k_mix = loss_keys(k_weight)  # the relaxation's key in loss_fn(..., k_weight)
             loss_of_mix = lambda m: loss_fn(
                 state.params, alphas, train_batch, k_weight, state.step, mix=m
             )[0]

@@ -263,9 +263,7 @@ def beta_decay_loss(alphas: Alphas) -> Array:
     """beta-DARTS' Beta-Decay term: the mean over edges of logsumexp(alpha_edge) (the smooth
     maximum of the edge's alphas, whose gradient is softmax(alpha): it decays the softmax-
     activated alphas), summed over cell types."""
-    return sum(
-        jnp.mean(jax.nn.logsumexp(alphas[c], axis=-1)) for c in relaxations.cell_types(alphas)
-    )
+    return _sum_over_cells(alphas, lambda a: jnp.mean(jax.nn.logsumexp(a, axis=-1)))
 
 
 def beta_darts(ctx: Context, *, lambda_max: float = 50.0) -> Strategy:
