@@ -14,7 +14,8 @@ magnitude faster than a grouped convolution on CPUs (and TPUs, where depthwise c
 the matrix unit idle); BENCHMARKS.md has the figures. `impl='depthwise'` computes the reference
 form with XLA's grouped convolution. `impl='shifted'` computes the depthwise part as k^2 strided
 slices times per-channel weights (reference FLOPs, elementwise work that XLA fuses) and then the
-pointwise convolution; on CPUs it is the fastest of the three once the network is discrete.
+pointwise convolution; on CPUs it is the fastest of the three in the supernet and slower than
+`fused` in the discrete DARTS_V2 network (BENCHMARKS.md).
 Multiply-adds are always counted in the reference form (`count_macs`).
 """
 
