@@ -3,7 +3,8 @@
 A `Strategy` says how alphas become mixing weights (during search and for discretisation), how
 their gradient is computed, what regulariser joins the upper-level objective, and optionally how
 the weight step perturbs the mixing weights (SDARTS), how alphas are initialised (PC-DARTS' edge
-betas) and how a genotype is selected (FairDARTS' threshold). A factory takes a `Context` (what
+betas) and how a genotype is selected from the final weights (every strategy here keeps the
+space's rule, `discretise.discretise`). A factory takes a `Context` (what
 every strategy may need: the space, the hypergradient order and weight optimiser, the schedule
 length) and the method's own keyword arguments, which come from `config.strategy_args`;
 `STRATEGIES` maps config names to factories, `build` checks the arguments against the factory's
