@@ -49,7 +49,7 @@ def model_stats(
     )
     with ops.count_macs() as macs:
         jax.eval_shape(lambda v, x, args: model.apply(v, x, *args, **kwargs), variables, x, args)
-    params = variables["params"]
+    params = variables.get("params", {})
     return {
         "params": count_params(params, exclude),
         "params_total": count_params(params),

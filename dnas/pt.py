@@ -19,6 +19,7 @@ optimiser): per cell type, `decided` (E,), `onehot` (E, K), `edge_keep` (E,).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -28,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from dnas import checkpoint, data, parallel, search, selection, strategies
+from dnas import checkpoint, data, parallel, search, selection, strategies, supernet
 from dnas.genotype import Genotype
 from dnas.spaces.base import SearchSpace
 from dnas.types import Alphas, MixWeights
@@ -128,7 +129,8 @@ def run(config, su: search.SearchSetup, state: search.SearchState, workdir: str,
     lr, weight_tx, base_alpha_tx = search.make_optimizers(hp, tune_epochs, spe)
     # The search's strategy, hypergradients with the fine-tuning optimiser, and its schedules
     # (temperatures, regulariser weights, perturbation sizes) held at the search's last step.
-    ctx = strategies.Context(space, config.order, weight_tx, lr, spe, s.epochs)
+    costs = functools.partial(supernet.edge_costs, su.model, su.info.input_shape)
+    ctx = strategies.Context(space, config.order, weight_tx, lr, spe, s.epochs, costs)
     base = strategies.build(config.strategy, ctx, config.strategy_args.to_dict())
     last = max(search_steps - 1, 0)
     held = base._replace(

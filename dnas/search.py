@@ -10,6 +10,7 @@ state, and resumes from the workdir by default.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -292,6 +293,7 @@ def make_step_parts(
     ctx = strategies.Context(
         space=spaces.get(config.space), order=config.order, weight_tx=weight_tx,
         learning_rate=learning_rate, steps_per_epoch=steps_per_epoch, epochs=s.epochs,
+        edge_costs=functools.partial(supernet.edge_costs, model, info.input_shape),
     )  # fmt: skip
     try:
         strategy = strategies.build(config.strategy, ctx, config.strategy_args.to_dict())

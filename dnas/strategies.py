@@ -58,6 +58,9 @@ class Context(NamedTuple):
     learning_rate: optax.ScalarOrSchedule | None = None
     steps_per_epoch: int = 1
     epochs: int = 1
+    # Cell type -> (cells, edges, ops, resources) op costs of the supernet
+    # (`supernet.edge_costs`), computed when a strategy asks (SNAS' resource constraint).
+    edge_costs: Callable[[], Mapping[str, np.ndarray]] | None = None
 
     def progress(self, step: Array) -> Array:
         """epoch / (epochs - 1) in [0, 1]: 0 during the first epoch, 1 during the last."""
@@ -135,19 +138,47 @@ def gdas(ctx: Context, *, tau_max: float = 10.0, tau_min: float = 0.1) -> Strate
     )
 
 
-def snas(ctx: Context, *, tau_start: float = 1.0, tau_end: float = 0.03) -> Strategy:
+def resource_penalty(alphas: Alphas, costs: Mapping[str, np.ndarray]) -> Array:
+    """SNAS' log resource penalty at the expected architecture p = softmax(alpha): for every
+    mixed edge of every cell, the mean over resources r (parameters, multiply-adds, memory
+    access) of log(sum_k p_k cost_k,r); summed over each cell's edges, averaged over the cells of
+    each type and summed over the types (the authors' code: normal sum / 6 + reduce sum / 2 for
+    their 6 + 2 cells). `costs`: cell type -> (cells, edges, ops, resources)."""
+    total = jnp.zeros((), jnp.float32)
+    for c in relaxations.cell_types(alphas):
+        p = jax.nn.softmax(alphas[c], axis=-1)
+        expected = jnp.einsum("ek,nekr->ner", p, jnp.asarray(costs[c], p.dtype))
+        log_cost = jnp.log(jnp.maximum(expected, jnp.finfo(p.dtype).tiny))
+        total = total + jnp.mean(jnp.sum(jnp.mean(log_cost, -1), -1))
+    return total
+
+
+def snas(
+    ctx: Context, *, tau_start: float = 1.0, tau_end: float = 0.03, resource_lambda: float = 0.0
+) -> Strategy:
     """SNAS (Xie et al., ICLR 2019): a concrete (Gumbel-softmax) sample of the mixing weights at
     every forward pass, the temperature falling linearly per epoch from tau_start to tau_end (the
     authors' code: 1 -> 0.03). Discretised from softmax(alpha). SNAS trains alphas and weights on
     the same training data (single level); here the alpha step uses the validation split, as
-    every strategy of dnas does, and the resource constraint is not implemented."""
+    every strategy of dnas does.
+
+    Resource constraint (`resource_lambda` > 0; the authors' 8-cell search uses 1e-2): the alpha
+    objective adds resource_lambda * `resource_penalty`, the log costs (parameters, multiply-adds,
+    memory access) of the supernet's ops weighted by softmax(alpha), which is the paper's
+    expectation over one-hot architectures (their code weights by the sampled relaxation)."""
     tau = ctx.linear(tau_start, tau_end)
+    regularizer = _no_regularizer
+    if resource_lambda:
+        if ctx.edge_costs is None:
+            raise ValueError("snas resource_lambda needs the supernet's op costs (ctx.edge_costs)")
+        costs = {c: np.asarray(v) for c, v in ctx.edge_costs().items()}
+        regularizer = lambda alphas, step: resource_lambda * resource_penalty(alphas, costs)
     return Strategy(
         name="snas",
         mix_weights=lambda alphas, key, step: relaxations.gumbel_softmax(alphas, key, tau(step)),
         final_weights=relaxations.softmax,
         alpha_grad=_alpha_grad(ctx),
-        regularizer=_no_regularizer,
+        regularizer=regularizer,
     )
 
 

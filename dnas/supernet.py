@@ -35,14 +35,16 @@ and the NAS-Bench-201 reduction blocks' have.
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
-from dnas import ops, spaces
+from dnas import evaluate, ops, spaces
 from dnas.spaces.base import SearchSpace
 from dnas.types import Array, MixWeights
 
@@ -125,6 +127,9 @@ class MixedCell(nn.Module):
             raise ValueError(
                 f"partial_channels={K} must be a positive divisor of the cell's {self.C} channels"
             )
+        cells = _CELLS.get()
+        if cells is not None:
+            cells.append((self, tuple(inputs[0].shape[1:3])))
         dtype = inputs[0].dtype
         inputs_I = jnp.stack(inputs)
         nodes = None
@@ -184,6 +189,64 @@ class MixedCell(nn.Module):
             with ops.mac_scale(len(rows)):
                 nodes, _ = lax.scan(edge, nodes, (params, w_GxK, srcs, dsts))
         return nodes
+
+
+# ---------------------------------------------------------------------------------------------
+# Resource costs of the candidate ops, per cell and edge (SNAS' resource constraint).
+
+_CELLS: contextvars.ContextVar[list | None] = contextvars.ContextVar("dnas_cells", default=None)
+
+RESOURCES = ("params", "flops", "memory_access")
+
+
+def op_costs(cell: MixedCell, hw: tuple[int, int], stride: int) -> np.ndarray:
+    """(num_ops, 3) costs per image of each candidate op of `cell` on an (H, W) input with
+    `stride`: parameters, multiply-adds (`evaluate.model_stats`) and memory access (parameters
+    plus input and output activations, ShuffleNet V2's MAC); zeros for `none`."""
+    space, C = cell.space, cell.op_channels
+    out_hw = tuple(-(-n // stride) for n in hw)
+    costs = np.zeros((space.num_ops, len(RESOURCES)))
+    for k, op in enumerate(space.primitives):
+        if op == "none":
+            continue
+        module = ops.make_op(
+            op, C, C, stride, affine=False, track_running_stats=False, impl=cell.sep_impl,
+            parent=None,
+        )  # fmt: skip
+        stats = evaluate.model_stats(module, (*hw, C), train=False)
+        access = stats["params_total"] + C * (hw[0] * hw[1] + out_hw[0] * out_hw[1])
+        costs[k] = stats["params_total"], stats["flops"], access
+    return costs
+
+
+def edge_costs(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """Cell type -> (cells of that type, num_edges, num_ops, 3) `op_costs` of every mixed edge of
+    `model` (a supernet) on inputs of `input_shape` (H, W, C), in `RESOURCES` order; with partial
+    channels, the costs of the ops on their 1/K of the channels. Traced abstractly (no FLOPs)."""
+    space = spaces.get(model.space_name)
+    mix = {c: jnp.zeros(shape) for c, shape in space.alpha_shapes.items()}
+    box: list = []
+    token = _CELLS.set(box)
+    try:
+        x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
+        jax.eval_shape(lambda k, x: model.init(k, x, mix, train=True), jax.random.key(0), x)
+    finally:
+        _CELLS.reset(token)
+    out: dict[str, list] = {c: [] for c in space.cell_types}
+    tables: dict = {}
+    for cell, hw in box:
+        rows = []
+        for src, _ in space.edges:
+            from_inputs = src < space.num_inputs
+            stride = 2 if cell.reduction and from_inputs else 1
+            # The intermediate nodes of a reduction cell are at the reduced resolution.
+            src_hw = hw if from_inputs or not cell.reduction else tuple(-(-n // 2) for n in hw)
+            key = (cell.C, cell.partial_channels, cell.sep_impl, src_hw, stride)
+            if key not in tables:
+                tables[key] = op_costs(cell, src_hw, stride)
+            rows.append(tables[key])
+        out["reduce" if cell.reduction else "normal"].append(np.stack(rows))
+    return {c: np.stack(v) for c, v in out.items() if v}
 
 
 def edge_params(cell_params: dict, space: SearchSpace, src: int, dst: int, op: str) -> dict:

@@ -327,6 +327,68 @@ def test_snas_concrete_weights_are_random_and_sharpen_as_tau_falls():
     np.testing.assert_array_equal(np.argmax(first, -1), np.argmax(last, -1))
 
 
+def test_edge_costs_count_each_op_by_hand():
+    """Costs of a DARTS supernet (C=4, 5 cells, 8x8 inputs) against the op formulas: a 3x3
+    separable conv block twice (depthwise 9C + pointwise C^2 each), multiply-adds per output
+    pixel, memory access = parameters + input + output activations."""
+    model = supernet.build("darts_cnn", 10, C=4, layers=5)
+    costs = supernet.edge_costs(model, (8, 8, 1))
+    assert costs["normal"].shape == (3, 14, 8, 3) and costs["reduce"].shape == (2, 14, 8, 3)
+    sep3, skip, none = (DARTS.op_index(o) for o in ("sep_conv_3x3", "skip_connect", "none"))
+    C, hw = 4, 64  # first normal cell: 8x8, C=4
+    np.testing.assert_array_equal(
+        costs["normal"][0, 0, sep3],
+        [2 * (9 * C + C * C), hw * 2 * (9 * C + C * C), 2 * (9 * C + C * C) + 2 * hw * C],
+    )
+    np.testing.assert_array_equal(costs["normal"][0, 0, skip], [0, 0, 2 * hw * C])
+    np.testing.assert_array_equal(costs["normal"][:, :, none], 0)
+    # First reduction cell: C=8, 8x8 -> 4x4 on edges from the inputs, 4x4 on the others;
+    # its skip_connect is a FactorizedReduce (two 1x1 convs C -> C/2) on the stride-2 edges.
+    C, e_in, e_node = 8, DARTS.edge_index(0, 2), DARTS.edge_index(2, 3)
+    block_s2 = 16 * (9 * C + C * C)  # 4x4 outputs
+    np.testing.assert_array_equal(
+        costs["reduce"][0, e_in, sep3, :2], [2 * (9 * C + C * C), 2 * block_s2]
+    )
+    np.testing.assert_array_equal(costs["reduce"][0, e_in, skip, :2], [C * C, 16 * C * C])
+    np.testing.assert_array_equal(costs["reduce"][0, e_node, skip], [0, 0, 2 * 16 * C])
+    # Partial channels: the ops see C/K channels.
+    pc = supernet.edge_costs(supernet.build("darts_cnn", 10, C=8, layers=5, partial_channels=2),
+                             (8, 8, 1))  # fmt: skip
+    np.testing.assert_array_equal(pc["normal"], costs["normal"])
+
+
+def test_snas_resource_penalty_formula_and_pull_to_cheap_ops():
+    model = supernet.build("darts_cnn", 10, C=4, layers=5)
+    calls = []
+
+    def edge_costs():
+        calls.append(1)
+        return supernet.edge_costs(model, (8, 8, 1))
+
+    s = strategies.build("snas", ctx(edge_costs=edge_costs), {"resource_lambda": 0.1})
+    assert len(calls) == 1
+    costs = edge_costs()
+    alphas = alphas_of(DARTS)
+    want = 0.0
+    for c in ("normal", "reduce"):
+        p = np.asarray(jax.nn.softmax(alphas[c]), np.float64)
+        expected = np.einsum("ek,nekr->ner", p, costs[c])
+        want += np.log(expected).mean(-1).sum(-1).mean()
+    np.testing.assert_allclose(float(s.regularizer(alphas, 0)), 0.1 * want, rtol=1e-5)
+    # Gradient descent on the penalty alone moves weight from the convolutions to the free ops.
+    a = alphas_of(DARTS, scale=1e-3)
+    for _ in range(50):
+        g = jax.grad(s.regularizer)(a, 0)
+        a = jax.tree.map(lambda x, g: x - 10.0 * g, a, g)
+    w = np.asarray(jax.nn.softmax(a["normal"])).mean(0)
+    convs = [DARTS.op_index(o) for o in DARTS.primitives if "conv" in o]
+    assert w[convs].max() < 1 / DARTS.num_ops < w[DARTS.op_index("none")]
+    # Off by default, and refused without costs.
+    assert float(strategies.build("snas", ctx()).regularizer(alphas, 0)) == 0.0
+    with pytest.raises(ValueError, match="op costs"):
+        strategies.build("snas", ctx(), {"resource_lambda": 0.1})
+
+
 def test_hessian_eigenvalue_matches_dense_eigendecomposition():
     """Validation loss of a tiny NB201 cell w.r.t. its alphas (30 of them, float64): power
     iteration on Hessian-vector products against numpy's eigh of the dense Hessian."""
