@@ -48,6 +48,10 @@ def default_config() -> ml_collections.ConfigDict:
     s.train_portion = 0.5  # DARTS split: this fraction of the training set trains the weights
     s.lr = 0.025
     s.lr_min = 0.001
+    # One cosine over several searches (DrNAS' progressive stages): its length in epochs (0: this
+    # search's) and the epochs of it already run before this search.
+    s.lr_schedule_epochs = 0
+    s.lr_offset_epochs = 0
     s.momentum = 0.9
     s.weight_decay = 3e-4
     s.grad_clip = 5.0

@@ -260,10 +260,18 @@ HPARAMS = (
 )  # fmt: skip
 
 
-def make_optimizers(hp: dict, epochs: int, steps_per_epoch: int) -> tuple:
+def make_optimizers(
+    hp: dict, epochs: int, steps_per_epoch: int, *, schedule_epochs: int = 0, offset_epochs: int = 0
+) -> tuple:
     """(learning_rate, weight_tx, alpha_tx) from the `HPARAMS` values in `hp`: SGD on the
-    weights with a cosine learning rate over `epochs`, Adam on the alphas."""
-    learning_rate = optim.cosine_schedule(hp["lr"], hp["lr_min"], epochs, steps_per_epoch)
+    weights with a cosine learning rate over `epochs`, Adam on the alphas. A search that goes on
+    from earlier stages (DrNAS' progressive scheme) follows one cosine of `schedule_epochs`
+    from epoch `offset_epochs`."""
+    cosine = optim.cosine_schedule(
+        hp["lr"], hp["lr_min"], schedule_epochs or epochs, steps_per_epoch
+    )
+    offset = offset_epochs * steps_per_epoch
+    learning_rate = (lambda step: cosine(step + offset)) if offset else cosine
     weight_tx = optim.sgd(
         learning_rate, momentum=hp["momentum"], weight_decay=hp["weight_decay"],
         grad_clip=hp["grad_clip"],
@@ -289,7 +297,10 @@ def make_step_parts(
     if unknown:
         raise KeyError(f"not a step hyper-parameter: {sorted(unknown)}; valid: {HPARAMS}")
     hp = {k: hparams.get(k, s[k]) for k in HPARAMS}
-    learning_rate, weight_tx, alpha_tx = make_optimizers(hp, s.epochs, steps_per_epoch)
+    learning_rate, weight_tx, alpha_tx = make_optimizers(
+        hp, s.epochs, steps_per_epoch, schedule_epochs=s.lr_schedule_epochs,
+        offset_epochs=s.lr_offset_epochs,
+    )  # fmt: skip
     ctx = strategies.Context(
         space=spaces.get(config.space), order=config.order, weight_tx=weight_tx,
         learning_rate=learning_rate, steps_per_epoch=steps_per_epoch, epochs=s.epochs,
@@ -344,11 +355,16 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> str:
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> Genotype:
     """Searches, writing to `workdir`; resumes from its latest checkpoint if there is one.
-    P-DARTS without an op mask runs its stages (`dnas.pdarts.run`)."""
-    if config.strategy == "pdarts" and not config.strategy_args.get("ops_mask"):
-        from dnas import pdarts  # pdarts imports this module
+    P-DARTS and progressive DrNAS without an op mask run their stages (`dnas.progressive`)."""
+    a = config.strategy_args
+    if config.strategy == "pdarts" and not a.get("ops_mask"):
+        from dnas import progressive  # progressive imports this module
 
-        return pdarts.run(config, workdir)
+        return progressive.run_pdarts(config, workdir)
+    if config.strategy == "drnas" and a.get("progressive") and not a.get("ops_mask"):
+        from dnas import progressive
+
+        return progressive.run_drnas(config, workdir)
     workdir = prepare_workdir(workdir, config)
     loop.enable_compilation_cache(config.compilation_cache_dir)
     mesh = parallel.make_mesh(config.num_devices)

@@ -193,28 +193,78 @@ def dirichlet_kl(conc: Array, prior: Array) -> Array:
     )  # fmt: skip
 
 
-def drnas(ctx: Context, *, reg_type: str = "l2", reg_scale: float = 1e-3) -> Strategy:
+def masked_dirichlet(alphas: Alphas, key: PRNGKey, masks: Mapping[str, Array]) -> MixWeights:
+    """A sample of Dir(elu(alpha_S) + 1) over each edge's ops S with mask 1, zeros elsewhere: the
+    full Dirichlet sample restricted to S and renormalised (a Dirichlet's aggregation property:
+    normalised Gamma variates), so the pathwise gradient is still `jax.random.dirichlet`'s."""
+    full = relaxations.dirichlet(alphas, key)
+    out = {}
+    for c, w in full.items():
+        kept = w * masks[c].astype(w.dtype)
+        out[c] = kept / jnp.sum(kept, -1, keepdims=True)
+    return out
+
+
+def _masks(space: SearchSpace, ops_mask: Mapping[str, Any] | None) -> dict[str, Array]:
+    """Cell type -> (E, K) 0/1 float mask (all ones without `ops_mask`)."""
+    return {
+        c: jnp.asarray(np.asarray(ops_mask[c], np.float32) if ops_mask else np.ones(shape))
+        for c, shape in space.alpha_shapes.items()
+    }
+
+
+def masked_softmax(alphas: Alphas, masks: Mapping[str, Array]) -> MixWeights:
+    """A softmax over each edge's ops with mask 1; weight 0 for the others."""
+    return {
+        c: jax.nn.softmax(jnp.where(masks[c] > 0, alphas[c], -jnp.inf), axis=-1)
+        for c in relaxations.cell_types(alphas)
+    }
+
+
+def drnas(
+    ctx: Context,
+    *,
+    reg_type: str = "l2",
+    reg_scale: float = 1e-3,
+    progressive: bool = False,
+    stage_epochs: Any = (25, 25),
+    stage_partial_channels: Any = (6, 4),
+    keep: Any = (4,),
+    ops_mask: Mapping[str, Any] | None = None,
+    alphas_init: Mapping[str, Any] | None = None,
+) -> Strategy:
     """DrNAS (Chen et al., ICLR 2021): mixing weights are a Dirichlet sample with concentration
     elu(alpha) + 1 at every forward pass (weight and alpha steps), differentiated pathwise
     (implicit reparameterisation). Regulariser: 'l2' is the alpha optimiser's weight decay (the
     authors' default; set search.alpha_weight_decay = reg_scale, no term here); 'kl' adds
     reg_scale * KL(Dir(elu(alpha) + 1) || Dir(1)) per edge (their code then sets the alpha weight
-    decay to 0). Discretised from softmax(alpha), as their code. The progressive scheme (partial
-    channels 6 -> 4, ops 8 -> 4) is not implemented."""
+    decay to 0). Discretised from softmax(alpha), as their code.
+
+    `progressive=True`: DrNAS' progressive scheme (`dnas.progressive.run_drnas` runs the stages:
+    `stage_epochs` each, partial channels `stage_partial_channels`, `keep` ops per edge after
+    each stage but the last). A stage gets its op set in `ops_mask` (the Dirichlet and the
+    softmax then run over the kept ops only) and the previous stage's alphas in `alphas_init`."""
+    del stage_epochs, stage_partial_channels, keep  # read by dnas.progressive.run_drnas
     if reg_type not in ("kl", "l2"):
         raise ValueError(f"unknown DrNAS reg_type {reg_type!r}; valid: kl, l2")
+    masks = _masks(ctx.space, ops_mask)
 
-    def kl(alphas: Alphas, step: Array) -> Array:
+    def kl(alphas: Alphas, step: Array) -> Array:  # over every op, masked or not (their code)
         del step
         f = lambda a: dirichlet_kl(relaxations.concentration(a), jnp.ones_like(a))
         return reg_scale * _sum_over_cells(alphas, f)
 
+    def init_alphas(space: SearchSpace, key: PRNGKey, scale: float) -> Alphas:
+        del key, scale
+        return {c: jnp.asarray(np.asarray(alphas_init[c], np.float32)) for c in space.cell_types}
+
     return Strategy(
         name="drnas",
-        mix_weights=relaxations.dirichlet,
-        final_weights=relaxations.softmax,
+        mix_weights=lambda alphas, key, step: masked_dirichlet(alphas, key, masks),
+        final_weights=lambda alphas, key=None, step=None: masked_softmax(alphas, masks),
         alpha_grad=_alpha_grad(ctx),
         regularizer=kl if reg_type == "kl" else _no_regularizer,
+        init_alphas=init_alphas if alphas_init is not None else None,
     )
 
 
@@ -470,21 +520,15 @@ def pdarts(
 ) -> Strategy:
     """One stage of P-DARTS (Chen et al., ICCV 2019): DARTS whose softmax runs over each edge's
     remaining ops only (`ops_mask`, cell type -> (E, K) of 0/1; the others get weight 0).
-    `dnas.pdarts.run` drives the stages (`stage_layers` cells each, `keep` ops per edge after
-    each, at most `max_skips` skip connections in the final normal cell); a search with
-    `strategy='pdarts'` and no `ops_mask` runs all of them."""
-    del stage_layers, keep, max_skips  # read by dnas.pdarts.run
-    masks = {
-        c: jnp.asarray(np.asarray(ops_mask[c], np.float32) if ops_mask else np.ones(shape))
-        for c, shape in ctx.space.alpha_shapes.items()
-    }
+    `dnas.progressive.run_pdarts` drives the stages (`stage_layers` cells each, `keep` ops per
+    edge after each, at most `max_skips` skip connections in the final normal cell); a search
+    with `strategy='pdarts'` and no `ops_mask` runs all of them."""
+    del stage_layers, keep, max_skips  # read by dnas.progressive.run_pdarts
+    masks = _masks(ctx.space, ops_mask)
 
     def weights(alphas, key=None, step=None):
         del key, step
-        return {
-            c: jax.nn.softmax(jnp.where(masks[c] > 0, alphas[c], -jnp.inf), axis=-1)
-            for c in relaxations.cell_types(alphas)
-        }
+        return masked_softmax(alphas, masks)
 
     return darts(ctx)._replace(name="pdarts", mix_weights=weights, final_weights=weights)
 

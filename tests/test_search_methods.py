@@ -89,9 +89,11 @@ def test_every_experiment_config_loads_and_builds_its_strategy(path, arg):
     spec = f"{path}:{arg}" if arg else str(path)
     c = configlib.load(spec)
     space = spaces.get(c.space)
+    costs = lambda: {c: np.ones((1, *shape, 3)) for c, shape in space.alpha_shapes.items()}
     ctx = strategies.Context(
-        space, c.order, optim.sgd(0.1), lambda step: 0.1, steps_per_epoch=10, epochs=c.search.epochs
-    )
+        space, c.order, optim.sgd(0.1), lambda step: 0.1, steps_per_epoch=10,
+        epochs=c.search.epochs, edge_costs=costs,
+    )  # fmt: skip
     if "search" in path.name:
         strategy = strategies.build(c.strategy, ctx, c.strategy_args.to_dict())
         assert isinstance(strategy, strategies.Strategy)
@@ -128,6 +130,42 @@ def test_pdarts_stages(tmp_path):
             assert masks[2][space.edge_index(src, dst), space.op_index(op)] == 1
             assert op != "none"
     assert sum(op == "skip_connect" for node in geno.normal for op, _ in node) <= 1
+
+
+def test_drnas_progressive_stages(tmp_path):
+    """Two stages: partial channels 2 then 1, 5 ops then the 3 of largest stage-0 weight per
+    edge; stage 1 starts from stage 0's alphas and goes on along one cosine learning rate."""
+    config = tiny_config(epochs=1, lr=0.1, lr_min=0.0)
+    config.strategy = "drnas"
+    a = config.strategy_args
+    a.progressive, a.stage_epochs, a.stage_partial_channels, a.keep = True, (2, 2), (2, 1), (3,)
+    workdir = tmp_path / "drnas"
+    geno = search.run(config, str(workdir))
+    assert genotype_lib.load_json(workdir / "genotype.json") == geno
+    space = spaces.get("nb201")
+    stages = [json.loads((workdir / f"stage_{i}" / "config.json").read_text()) for i in (0, 1)]
+    assert [c["search"]["partial_channels"] for c in stages] == [2, 1]
+    assert [c["search"]["lr_offset_epochs"] for c in stages] == [0, 2]
+    assert all(c["search"]["lr_schedule_epochs"] == 4 for c in stages)
+    np.testing.assert_array_equal(stages[0]["strategy_args"]["ops_mask"]["normal"], 1)
+    with np.load(workdir / "stage_0" / "alphas.npz") as f:
+        alpha0 = f["normal"]
+    mask = np.array(stages[1]["strategy_args"]["ops_mask"]["normal"])
+    top3 = np.argsort(-alpha0, axis=-1, kind="stable")[:, :3]
+    want = np.zeros_like(mask)
+    np.put_along_axis(want, top3, 1, axis=-1)
+    np.testing.assert_array_equal(mask, want)
+    np.testing.assert_allclose(stages[1]["strategy_args"]["alphas_init"]["normal"], alpha0)
+    for dst, node in zip(space.nodes, geno.normal, strict=True):
+        for op, src in node:  # the genotype's ops are among the last stage's
+            assert mask[space.edge_index(src, dst), space.op_index(op)] == 1
+    # One cosine over both stages (4 steps per epoch): record `step` s logs the lr of step s - 1,
+    # in epoch 2 + (s - 1) // 4 of the 4.
+    logged = [(r["step"], r["lr"]) for r in _records(workdir / "stage_1") if "lr" in r]
+    assert logged
+    for s, lr in logged:
+        want = 0.1 * 0.5 * (1 + np.cos(np.pi * (2 + (s - 1) // 4) / 4))
+        np.testing.assert_allclose(lr, want, rtol=1e-5)
 
 
 @pytest.mark.parametrize(

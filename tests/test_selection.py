@@ -130,30 +130,30 @@ def test_pt_projection_and_genotype():
 
 
 def test_pdarts_pruning_and_skip_cap():
-    from dnas import pdarts
+    from dnas import progressive
 
     rng = np.random.default_rng(0)
     alpha = rng.normal(size=(DARTS.num_edges, DARTS.num_ops))
     mask = np.ones_like(alpha)
     mask[:, DARTS.op_index("sep_conv_5x5")] = 0
-    w = pdarts.masked_softmax(alpha, mask)
+    w = progressive.masked_softmax(alpha, mask)
     np.testing.assert_allclose(w.sum(-1), 1.0)
     assert (w[:, DARTS.op_index("sep_conv_5x5")] == 0).all()
-    new = pdarts.prune(DARTS, w, mask, 3, last=False)
+    new = progressive.prune(DARTS, w, mask, 3, last=False)
     assert (new.sum(-1) == 3).all() and (new <= mask).all()
     for e in range(DARTS.num_edges):  # the kept ops are the three largest remaining weights
         assert set(np.flatnonzero(new[e])) == set(np.argsort(-w[e])[:3])
-    last = pdarts.prune(DARTS, w, mask, 1, last=True)
+    last = progressive.prune(DARTS, w, mask, 1, last=True)
     assert (last[:, DARTS.op_index("none")] == 0).all()
     # Skip cap: a normal cell of skip connections everywhere keeps only the two strongest.
     skip = DARTS.op_index("skip_connect")
     weights = {c: np.full((DARTS.num_edges, DARTS.num_ops), 0.01) for c in DARTS.cell_types}
     weights["normal"][:, skip] = np.linspace(0.5, 0.9, DARTS.num_edges)
     weights["normal"][:, DARTS.op_index("sep_conv_3x3")] = 0.2
-    g = pdarts.cap_skips(DARTS, weights, 2)
+    g = progressive.cap_skips(DARTS, weights, 2)
     nodes = zip(DARTS.nodes, g.normal, strict=True)
     skips = [(src, dst) for dst, node in nodes for op, src in node if op == "skip_connect"]
     assert len(skips) == 2
     strongest = sorted(DARTS.edges, key=lambda e: -weights["normal"][DARTS.edge_index(*e), skip])
     assert set(skips) <= set(strongest[:4])  # the survivors are among the strongest skips
-    assert pdarts.cap_skips(DARTS, weights, 8) == discretise.discretise(DARTS, weights)
+    assert progressive.cap_skips(DARTS, weights, 8) == discretise.discretise(DARTS, weights)

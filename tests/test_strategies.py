@@ -195,6 +195,32 @@ def test_drnas_weights_are_random_points_of_the_simplex_with_pathwise_gradients(
     np.testing.assert_allclose(sampled, exact, atol=0.02)
 
 
+def test_drnas_masked_dirichlet_is_the_dirichlet_of_the_kept_ops():
+    """Progressive DrNAS: with an op mask, the weights are Dir(conc of the kept ops) (moments
+    against the closed form) and exactly zero elsewhere; the genotype weights are the masked
+    softmax; `alphas_init` sets the starting alphas."""
+    mask = np.ones((NB201.num_edges, NB201.num_ops), np.float32)
+    mask[:, [0, 3]] = 0.0
+    alphas = alphas_of(NB201)
+    s = strategies.build("drnas", ctx(NB201), {"ops_mask": {"normal": mask.tolist()}})
+    keys = jax.random.split(jax.random.key(0), 20_000)
+    w = np.asarray(jax.vmap(lambda k: s.mix_weights(alphas, k, 0)["normal"])(keys))
+    assert (w[..., [0, 3]] == 0).all()
+    np.testing.assert_allclose(w.sum(-1), 1.0, rtol=1e-5)
+    conc = np.asarray(relaxations.concentration(alphas["normal"]))[:, [1, 2, 4]]
+    a0 = conc.sum(-1, keepdims=True)
+    np.testing.assert_allclose(w[..., [1, 2, 4]].mean(0), conc / a0, atol=0.01)
+    var = conc * (a0 - conc) / (a0**2 * (a0 + 1))
+    np.testing.assert_allclose(w[..., [1, 2, 4]].var(0), var, rtol=0.1)
+    soft = np.asarray(s.final_weights(alphas)["normal"])
+    e = np.exp(np.asarray(alphas["normal"])[:, [1, 2, 4]])
+    np.testing.assert_allclose(soft[:, [1, 2, 4]], e / e.sum(-1, keepdims=True), rtol=1e-5)
+    assert (soft[:, [0, 3]] == 0).all()
+    init = strategies.build("drnas", ctx(NB201), {"alphas_init": {"normal": np.full((6, 5), 0.5)}})
+    got = init.init_alphas(NB201, jax.random.key(0), 1e-3)
+    np.testing.assert_array_equal(got["normal"], 0.5)
+
+
 def test_drnas_kl_regulariser_matches_monte_carlo():
     conc = jnp.array([0.7, 1.5, 2.0, 0.9])
     prior = jnp.ones(4)

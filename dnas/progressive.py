@@ -1,0 +1,166 @@
+"""Progressive searches: a sequence of ordinary searches (stages) in `workdir/stage_<i>`, each
+resuming by itself, with the op set of each edge shrinking between stages and passed on to the
+next in `strategy_args.ops_mask` (cell type -> (E, K) of 0/1, visible in each stage's
+config.json); the stage's strategy mixes only the ops left (weight 0 elsewhere).
+
+P-DARTS (Chen et al., "Progressive Differentiable Architecture Search", ICCV 2019;
+chenxin061/pdarts), `run_pdarts`: stages of growing depth (5, 11, 17 cells) on a shrinking op set:
+after each stage every edge keeps its `keep[i]` ops of largest softmax weight (8 -> 5 -> 3); each
+stage is a fresh supernet (new weights and alphas). The final cell comes from the last stage's
+weights (`none` excluded, DARTS' top-2 rule) with at most `max_skips` skip connections in the
+normal cell: while there are more, the weakest chosen skip connection is zeroed and the cell
+re-derived. Not implemented: the dropout on skip connections of the authors' code (rates
+0.1 / 0.4 / 0.7 per stage) and its schedule.
+
+DrNAS' progressive scheme (Chen et al., ICLR 2021, Sec. 3.3; xiangning-chen/DrNAS
+`train_search.py`), `run_drnas`: stages of `stage_epochs` on the same supernet depth with partial
+channels `stage_partial_channels` (6 -> 4: wider ops as the op set shrinks); after each stage but
+the last every edge keeps its `keep[i]` ops of largest weight (8 -> 4). The alphas go on from
+stage to stage (the next stage starts from the previous one's, in `strategy_args.alphas_init`),
+so does the learning rate (one cosine over all stages: `search.lr_schedule_epochs`,
+`search.lr_offset_epochs`), and alpha updates wait `search.alpha_warmup_epochs` (10) in every
+stage, as the authors' code. The genotype is the last stage's (masked softmax, DARTS' rule).
+Difference: each stage's supernet weights start afresh; the authors widen the previous stage's
+weights (net2wider), which with partial channels changes which channels bypass the ops anyway.
+"""
+
+from __future__ import annotations
+
+import os
+
+import ml_collections
+import numpy as np
+
+from dnas import discretise, search, spaces
+from dnas.genotype import Genotype
+from dnas.spaces.base import SearchSpace
+
+
+def masked_softmax(alpha: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Softmax over the ops with mask 1 of each edge; 0 elsewhere."""
+    a = np.where(mask > 0, np.asarray(alpha, np.float64), -np.inf)
+    e = np.exp(a - a.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def prune(
+    space: SearchSpace, weights: np.ndarray, mask: np.ndarray, keep: int, last: bool
+) -> np.ndarray:
+    """The op mask of the next stage: each edge keeps its `keep` remaining ops of largest
+    weight; in the last stage `none` goes first if it is still there (the authors' code)."""
+    new = np.zeros_like(mask)
+    none = space.op_index("none") if "none" in space.primitives else None
+    for e in range(space.num_edges):
+        candidates = [k for k in range(space.num_ops) if mask[e, k] > 0]
+        if last and none in candidates and len(candidates) > keep:
+            candidates.remove(none)
+        ranked = sorted(candidates, key=lambda k: -weights[e, k])  # stable: earlier op wins ties
+        new[e, ranked[:keep]] = 1.0
+    return new
+
+
+def cap_skips(space: SearchSpace, weights: dict[str, np.ndarray], max_skips: int) -> Genotype:
+    """The genotype of `weights` (DARTS' rule) with at most `max_skips` skip connections in the
+    normal cell: the weakest chosen skip connection is zeroed and the cell re-derived until it
+    has no more than that."""
+    weights = {c: np.array(w, np.float64) for c, w in weights.items()}
+    skip = space.op_index("skip_connect")
+    while True:
+        genotype = discretise.discretise(space, weights)
+        chosen = [
+            (weights["normal"][space.edge_index(src, dst), skip], space.edge_index(src, dst))
+            for dst, node in zip(space.nodes, genotype.normal, strict=True)
+            for op, src in node
+            if op == "skip_connect"
+        ]
+        if len(chosen) <= max_skips:
+            return genotype
+        weights["normal"][min(chosen)[1], skip] = 0.0
+
+
+def stage_config(
+    config: ml_collections.ConfigDict, stage: int, mask: dict
+) -> ml_collections.ConfigDict:
+    """The search config of one P-DARTS stage: its depth, and the op set as
+    `strategy_args.ops_mask`."""
+    c = ml_collections.ConfigDict(config.to_dict())
+    c.search.layers = int(config.strategy_args.stage_layers[stage])
+    c.strategy_args.ops_mask = {cell: m.astype(int).tolist() for cell, m in mask.items()}
+    return c
+
+
+def run_pdarts(config: ml_collections.ConfigDict, workdir: str) -> Genotype:
+    """All P-DARTS stages, then the final genotype (written to `workdir/genotype.json`)."""
+    workdir = search.prepare_workdir(workdir, config)
+    space = spaces.get(config.space)
+    a = config.strategy_args
+    if len(a.stage_layers) != len(a.keep):
+        raise ValueError(
+            f"strategy_args.stage_layers {tuple(a.stage_layers)} and keep {tuple(a.keep)} "
+            "need one entry per stage"
+        )
+    mask = {c: np.ones((space.num_edges, space.num_ops), np.float32) for c in space.cell_types}
+    for stage, keep in enumerate(a.keep):
+        stage_dir = os.path.join(workdir, f"stage_{stage}")
+        search.run(stage_config(config, stage, mask), stage_dir)
+        with np.load(os.path.join(stage_dir, "alphas.npz")) as f:
+            weights = {c: masked_softmax(f[c], mask[c]) for c in space.cell_types}
+        last = stage == len(a.keep) - 1
+        if last:
+            # The last stage's weights without `none` decide the cell (the next mask would
+            # leave one op per edge, which is what discretisation picks anyway).
+            final = {c: w * (np.arange(space.num_ops) != space.op_index("none")) for c, w in
+                     weights.items()}  # fmt: skip
+            genotype = cap_skips(space, final, int(a.max_skips))
+        else:
+            mask = {c: prune(space, weights[c], mask[c], int(keep), False) for c in mask}
+    genotype.save(os.path.join(workdir, "genotype.json"))
+    return genotype
+
+
+def drnas_stage_config(
+    config: ml_collections.ConfigDict, stage: int, mask: dict, alphas: dict | None
+) -> ml_collections.ConfigDict:
+    """The search config of one DrNAS stage: its partial channels and epochs, its place in the
+    learning-rate cosine over all stages, the op set, and the alphas to start from."""
+    a = config.strategy_args
+    epochs = [int(e) for e in a.stage_epochs]
+    c = ml_collections.ConfigDict(config.to_dict())
+    c.search.partial_channels = int(a.stage_partial_channels[stage])
+    c.search.epochs = epochs[stage]
+    c.search.lr_schedule_epochs = sum(epochs)
+    c.search.lr_offset_epochs = sum(epochs[:stage])
+    c.strategy_args.ops_mask = {cell: m.astype(int).tolist() for cell, m in mask.items()}
+    if alphas is not None:
+        c.strategy_args.alphas_init = {cell: np.asarray(v).tolist() for cell, v in alphas.items()}
+    return c
+
+
+def run_drnas(config: ml_collections.ConfigDict, workdir: str) -> Genotype:
+    """All stages of DrNAS' progressive search; the last stage's genotype (also written to
+    `workdir/genotype.json`)."""
+    workdir = search.prepare_workdir(workdir, config)
+    space = spaces.get(config.space)
+    a = config.strategy_args
+    stages = len(a.stage_epochs)
+    if len(a.stage_partial_channels) != stages or len(a.keep) != stages - 1:
+        raise ValueError(
+            f"strategy_args.stage_epochs {tuple(a.stage_epochs)} needs one "
+            f"stage_partial_channels per stage (got {tuple(a.stage_partial_channels)}) and one "
+            f"keep per stage but the last (got {tuple(a.keep)})"
+        )
+    mask = {c: np.ones((space.num_edges, space.num_ops), np.float32) for c in space.cell_types}
+    alphas = None
+    for stage in range(stages):
+        stage_dir = os.path.join(workdir, f"stage_{stage}")
+        genotype = search.run(drnas_stage_config(config, stage, mask, alphas), stage_dir)
+        with np.load(os.path.join(stage_dir, "alphas.npz")) as f:
+            alphas = {name: f[name] for name in f.files}
+        if stage < stages - 1:
+            weights = {c: masked_softmax(alphas[c], mask[c]) for c in space.cell_types}
+            mask = {c: prune(space, weights[c], mask[c], int(a.keep[stage]), False) for c in mask}
+    genotype.save(os.path.join(workdir, "genotype.json"))
+    return genotype
+
+
+__all__ = ["cap_skips", "masked_softmax", "prune", "run_drnas", "run_pdarts"]
