@@ -135,6 +135,35 @@ def test_pc_darts_edge_normalisation_and_partial_channels():
         _nb201_cell(partial_channels=3).init(jax.random.key(0), [x], w, True)
 
 
+def test_pc_darts_reduction_edge_bypass_is_max_pooled():
+    """On a stride-2 edge of a DARTS reduction cell the bypassed channels go through a 2x2 max
+    pool (PC-DARTS' `MixedOp`) before the shuffle."""
+    K, C = 2, 4
+    x = jax.random.normal(jax.random.key(1), (2, 6, 6, C))
+    w = 0.6 * jax.nn.softmax(jax.random.normal(jax.random.key(2), (DARTS.num_edges, 8)))
+    cell = supernet.MixedCell(DARTS, C, reduction=True, bn_after_pool=True, partial_channels=K)
+    params = cell.init(jax.random.key(3), [x, x], w, True)["params"]
+    nodes = cell.apply({"params": params}, [x, x], w, True)
+    # Node 2 = edge (0, 2) + edge (1, 2), both stride 2 from the same input here.
+    want = 0
+    for src in (0, 1):
+        e, mixed = DARTS.edge_index(src, 2), 0
+        for op in DARTS.primitives:
+            if op == "none":
+                continue
+            module = ops.make_op(op, C // K, C // K, 2, affine=False, track_running_stats=False)
+            p = supernet.edge_params(params, DARTS, src, 2, op)
+            y = module.apply({"params": p} if p else {}, x[..., : C // K], True)
+            if op.endswith("pool_3x3"):  # DARTS' MixedOp: BatchNorm(affine=False) after pools
+                m, v = y.mean((0, 1, 2)), y.var((0, 1, 2))
+                y = (y - m) / np.sqrt(v + 1e-5)
+            mixed = mixed + w[e, DARTS.op_index(op)] * y
+        bypass = x[..., C // K :].reshape(2, 3, 2, 3, 2, C // K).max((2, 4))  # 2x2 max pool
+        joined = np.concatenate([mixed, w[e].sum() * bypass], -1)
+        want = want + joined.reshape(2, 3, 3, K, C // K).swapaxes(-1, -2).reshape(2, 3, 3, C)
+    np.testing.assert_allclose(nodes[0], want, rtol=1e-4, atol=1e-5)
+
+
 def test_channel_shuffle_matches_pytorch_index_rule():
     x = jnp.arange(12.0).reshape(1, 1, 1, 12)
     got = np.asarray(ops.channel_shuffle(x, 3)).ravel()
