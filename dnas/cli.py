@@ -150,6 +150,47 @@ def _stage_parser(name: str, func, help_text: str):
     return add
 
 
+def _plot(args: argparse.Namespace) -> int:
+    from dnas import viz
+
+    if len(args.workdirs) > 1 and not args.out:
+        raise ValueError("several workdirs need --out DIR for their figures and the comparison")
+    runs = [viz.load_run(w) for w in args.workdirs]
+    for run in runs:
+        out = args.out if len(runs) == 1 and args.out else None
+        out = out or (os.path.join(args.out, run.name) if args.out else
+                      os.path.join(run.workdir, "figures"))  # fmt: skip
+        written, notes = viz.save_all(run, out, args.format)
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
+        print(f"{run.workdir}: {len(written)} figures in {os.path.abspath(out)}")
+    if len(runs) > 1:
+        groups: dict[str, list] = {}
+        for run in runs:  # seeds of one experiment share a name up to "-seed<N>"
+            groups.setdefault(run.name.split("-seed")[0], []).append(run)
+        path = os.path.join(args.out, f"compare.{args.format}")
+        viz.save_figure(viz.compare_runs(groups), path)
+        print(json.dumps(viz.summary_table(groups), indent=2))
+        print(f"comparison: {os.path.abspath(path)}")
+    return 0
+
+
+def _plot_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "plot",
+        help="write every figure of one or more runs (cells, alphas, curves, comparison)",
+        description="Cell diagrams of the genotype (graphviz's dot, else matplotlib), alpha "
+        "heatmaps and lines per edge, the genotype over epochs, entropy and skip-connection "
+        "diagnostics, search and retraining curves. Several workdirs: each run's figures in "
+        "OUT/<run>/ and OUT/compare.<format> with mean +- std per group (runs named "
+        "<group>-seed<N> form one group).",
+    )
+    p.add_argument("workdirs", nargs="+", help="workdirs of dnas search / train / run")
+    p.add_argument("--out", help="output folder (default: <workdir>/figures)")
+    p.add_argument("--format", default="png", choices=("png", "svg", "pdf"))
+    p.set_defaults(func=_plot)
+
+
 COMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
     "run": _stage_parser("run", _run, "search, retrain the found and a random cell, summarise"),
     "search": _stage_parser("search", _search, "search a cell, write its genotype"),
@@ -161,6 +202,7 @@ COMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
         "vmapped program; members listed by --config.sweep.seeds=0-7",
     ),
     "info": _info_parser,
+    "plot": _plot_parser,
 }
 
 
@@ -172,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, rest = parser.parse_known_args(argv)
     overrides = [a[len("--config.") :] for a in rest if a.startswith("--config.")]
     unknown = [a for a in rest if not a.startswith("--config.")]
-    if unknown or (overrides and args.command == "info"):
+    if unknown or (overrides and args.command in ("info", "plot")):
         parser.error(f"unrecognized arguments: {' '.join(unknown or rest)}")
     args.overrides = overrides
     if getattr(args, "distributed", False) or getattr(args, "coordinator", None):

@@ -115,6 +115,7 @@ def run_pdarts(config: ml_collections.ConfigDict, workdir: str) -> Genotype:
         else:
             mask = {c: prune(space, weights[c], mask[c], int(keep), False) for c in mask}
     genotype.save(os.path.join(workdir, "genotype.json"))
+    search.save_cell_diagrams(genotype, workdir)
     return genotype
 
 
@@ -160,6 +161,7 @@ def run_drnas(config: ml_collections.ConfigDict, workdir: str) -> Genotype:
             weights = {c: masked_softmax(alphas[c], mask[c]) for c in space.cell_types}
             mask = {c: prune(space, weights[c], mask[c], int(a.keep[stage]), False) for c in mask}
     genotype.save(os.path.join(workdir, "genotype.json"))
+    search.save_cell_diagrams(genotype, workdir)
     return genotype
 
 

@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import json
 import os
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -404,12 +405,26 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Genotype:
     elif s.selection:
         genotype = select_with_supernet(config, su, state, workdir, mesh, writer)
     genotype.save(os.path.join(workdir, "genotype.json"))
+    save_cell_diagrams(genotype, workdir)
     save_alphas(os.path.join(workdir, "alphas.npz"), jax.device_get(state.alphas))
     # At the last step run (an early stop ends before total_steps).
     writer.write_scalars(int(state.step), {"search/wall_s": time.time() - t_start})
     writer.close()
     ckpt.close()
     return genotype
+
+
+def save_cell_diagrams(genotype: Genotype, workdir: str) -> None:
+    """The genotype's cells as `cell_<type>.svg` in `workdir` (`viz.save_cells`: graphviz, or
+    matplotlib without `dot`); without the `viz` extra a note says how to get them."""
+    if jax.process_index() != 0:
+        return
+    try:
+        from dnas import viz
+
+        viz.save_cells(genotype, workdir)
+    except ImportError as err:
+        print(f"dnas: cell diagrams not drawn ({err})", file=sys.stderr)
 
 
 EARLY_STOP = ("", "skip", "stable")

@@ -1,0 +1,670 @@
+"""Figures of searches and retrainings: cell diagrams, alpha evolution, training curves, runs side
+by side. Needs the `viz` extra (`pip install 'dnas[viz]'`: matplotlib, graphviz).
+
+Everything reads what a run writes (`metrics.jsonl`, `config.json`, `genotype.json`,
+`summary.json`), so it works on any workdir, finished or not, without the run's code or devices:
+
+    run = viz.load_run("runs/run-20261124-101500")
+    viz.cell_graph(run.genotype, "normal")      # graphviz.Digraph: a notebook shows it inline
+    viz.alpha_heatmaps(run, "normal")           # matplotlib Figure: one heatmap per edge
+    viz.save_all(run, "figures/")               # what `dnas plot` writes
+
+Cell diagrams follow the DARTS paper's figures: the inputs c_{k-2} and c_{k-1} (NAS-Bench-201: one
+input), the intermediate nodes, the output c_{k} fed by the concatenated nodes, each edge labelled
+with its op (`none` edges are not drawn: they carry nothing). `cell_graph` builds a graphviz graph
+(rendering needs the graphviz `dot` program: `DotNotFoundError` says how to install it);
+`cell_figure` draws the same graph with matplotlib alone, used for strips of cells over epochs and
+whenever `dot` is missing.
+
+Figures are `matplotlib.figure.Figure` objects made without pyplot: no global state, nothing to
+close, and Jupyter displays them inline. Files are written atomically (a temporary name, then a
+rename), so an interrupted `dnas plot` leaves no half-written figure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from dnas import checkpoint, spaces
+from dnas import genotype as genotype_lib
+from dnas.genotype import Genotype
+from dnas.spaces.base import SearchSpace
+
+INSTALL_DOT = (
+    "install graphviz's `dot` program: `apt-get install graphviz` (Debian/Ubuntu), "
+    "`brew install graphviz` (macOS), `conda install -c conda-forge graphviz`"
+)
+FORMATS = ("svg", "png", "pdf")
+_ALPHA_KEY = re.compile(r"^alpha/(?P<cell>[^/]+)/(?P<src>\d+)_(?P<dst>\d+)/(?P<op>.+)$")
+
+
+class DotNotFoundError(RuntimeError):
+    """The graphviz `dot` program is not installed; the message says how to install it."""
+
+
+def _require(module: str):
+    try:
+        return __import__(module)
+    except ImportError:
+        raise ImportError(
+            f"dnas.viz needs {module}: pip install 'dnas[viz]' (matplotlib and graphviz)"
+        ) from None
+
+
+def _figure(**kw):
+    _require("matplotlib")
+    from matplotlib.figure import Figure
+
+    return Figure(layout="constrained", **kw)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading a run.
+
+
+def read_jsonl(path: str) -> list[dict]:
+    """The records of a `metrics.jsonl` ([] when there is none); a torn last line (a run killed
+    while writing) is skipped."""
+    if not os.path.exists(path):
+        return []
+    out = []
+    with open(path) as f:
+        for line in f:
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return out
+
+
+@dataclasses.dataclass
+class Run:
+    """A workdir's logs, read once. `records` are the search's (or training's) metrics lines;
+    `retrain` maps a retraining's name (searched, random) to its records."""
+
+    workdir: str
+    config: dict
+    records: list[dict]
+    genotype: Genotype | None
+    summary: dict | None
+    retrain: dict[str, list[dict]]
+
+    @property
+    def name(self) -> str:
+        return os.path.basename(os.path.normpath(self.workdir))
+
+    @property
+    def space(self) -> SearchSpace:
+        return spaces.get(self.config.get("space", "darts_cnn"))
+
+    def series(self, key: str, records: Sequence[dict] | None = None) -> tuple[np.ndarray, ...]:
+        """(steps, values) of a logged scalar."""
+        rows = [(r["step"], r[key]) for r in (self.records if records is None else records)
+                if key in r]  # fmt: skip
+        if not rows:
+            return np.zeros(0, int), np.zeros(0)
+        steps, values = zip(*rows, strict=True)
+        return np.asarray(steps), np.asarray(values, np.float64)
+
+    def epoch_records(self) -> list[dict]:
+        """The per-epoch records (mixing weights, genotype, diagnostics), one per epoch (the last
+        one written wins, as after a resumed epoch)."""
+        by_step: dict[int, dict] = {}  # scalars and texts of one step come as separate lines
+        for r in self.records:
+            by_step.setdefault(r["step"], {}).update(r)
+        by_epoch = {r["epoch"]: r for r in by_step.values() if "epoch" in r}
+        return [by_epoch[e] for e in sorted(by_epoch)]
+
+    def alpha_history(self, cell: str = "normal") -> tuple[np.ndarray, np.ndarray]:
+        """(epochs, weights (epochs, num_edges, num_ops)): the mixing weights the search logged
+        at the end of every epoch (the strategy's deterministic weights: softmax(alpha) for
+        DARTS), in the space's edge and op order."""
+        space = self.space
+        epochs, weights = [], []
+        for r in self.epoch_records():
+            w = np.full((space.num_edges, space.num_ops), np.nan)
+            found = False
+            for key, value in r.items():
+                m = _ALPHA_KEY.match(key)
+                if m and m["cell"] == cell:
+                    e = space.edge_index(int(m["src"]), int(m["dst"]))
+                    w[e, space.op_index(m["op"])] = value
+                    found = True
+            if found:
+                epochs.append(r["epoch"])
+                weights.append(w)
+        if not weights:
+            raise ValueError(f"{self.workdir}: no logged mixing weights of the {cell!r} cell")
+        return np.asarray(epochs), np.stack(weights)
+
+    def genotypes(self) -> list[tuple[int, Genotype]]:
+        """(epoch, genotype derived at the end of that epoch)."""
+        return [
+            (r["epoch"], genotype_lib.parse(r["genotype"], self.space.name))
+            for r in self.epoch_records()
+            if "genotype" in r
+        ]
+
+    def test_accuracy(self, name: str = "searched") -> float | None:
+        """The retrained `name` cell's test accuracy (summary.json of `dnas run`)."""
+        r = (self.summary or {}).get("retrain", {}).get(name)
+        return None if r is None else r["test_accuracy"]
+
+
+def load_run(workdir: str) -> Run:
+    """Reads a workdir of `dnas search`, `dnas train` or `dnas run`."""
+    if not os.path.isdir(workdir):
+        raise FileNotFoundError(f"no workdir {workdir!r}")
+    config_path = os.path.join(workdir, "config.json")
+    config = {}
+    if os.path.exists(config_path):
+        with open(config_path) as f:
+            config = json.load(f)
+    records = read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+    if not records and not os.path.exists(config_path):
+        raise FileNotFoundError(
+            f"{workdir!r} has neither metrics.jsonl nor config.json: not a dnas workdir"
+        )
+    geno = None
+    if os.path.exists(os.path.join(workdir, "genotype.json")):
+        geno = genotype_lib.load_json(os.path.join(workdir, "genotype.json"))
+    summary = None
+    if os.path.exists(os.path.join(workdir, "summary.json")):
+        with open(os.path.join(workdir, "summary.json")) as f:
+            summary = json.load(f)
+    retrain = {}
+    for entry in sorted(os.listdir(workdir)):
+        if entry.startswith("retrain_"):
+            retrain[entry[len("retrain_") :]] = read_jsonl(
+                os.path.join(workdir, entry, "metrics.jsonl")
+            )
+    return Run(workdir, config, records, geno, summary, retrain)
+
+
+# ---------------------------------------------------------------------------------------------
+# Cell diagrams.
+
+
+def node_names(space: SearchSpace) -> dict[int, str]:
+    """Display names of a cell's nodes: DARTS' c_{k-2}, c_{k-1}, 0..3 (NAS-Bench-201: in, 1, 2)
+    and the output c_{k}."""
+    if space.num_inputs == 2:
+        names = {0: "c_{k-2}", 1: "c_{k-1}"}
+    else:
+        names = {i: ("in" if i == 0 else f"in{i}") for i in range(space.num_inputs)}
+    for i, node in enumerate(space.nodes):
+        names[node] = str(i) if space.num_inputs == 2 else str(node)
+    return names
+
+
+def cell_edges(geno: Genotype, cell: str = "normal") -> list[tuple[str, str, str]]:
+    """The edges a cell diagram draws, (source, destination, label) with `node_names`: every
+    (op, input) of the genotype except `none`, then the unlabelled edges from the concatenated
+    nodes to the output c_{k} (NAS-Bench-201: the last node is the output; no extra edges)."""
+    space = geno.search_space
+    names = node_names(space)
+    out = []
+    for dst, node in zip(space.nodes, geno.cells()[cell], strict=True):
+        for op, src in node:
+            if op != "none":
+                out.append((names[src], names[dst], op))
+    if space.num_inputs == 2:
+        out += [(names[n], "c_{k}", "") for n in geno.concat(cell)]
+    return out
+
+
+_COLOURS = {"input": "darkseagreen2", "node": "lightblue", "output": "palegoldenrod"}
+
+
+def _node_kind(space: SearchSpace, name: str) -> str:
+    names = node_names(space)
+    inputs = {names[i] for i in range(space.num_inputs)}
+    if name in inputs:
+        return "input"
+    if name == "c_{k}" or (space.num_inputs == 1 and name == names[max(space.nodes)]):
+        return "output"
+    return "node"
+
+
+def cell_graph(geno: Genotype, cell: str = "normal", *, title: str | None = None):
+    """The cell as a `graphviz.Digraph` in the DARTS paper's style (left to right; inputs green,
+    intermediate nodes blue, output yellow; edges labelled with ops). A notebook displays it
+    inline; `save_graph` writes it. Building it needs only the graphviz Python package;
+    rendering needs `dot`."""
+    graphviz = _require("graphviz")
+    space = geno.search_space
+    g = graphviz.Digraph(
+        name=f"{cell}_cell",
+        format="svg",
+        edge_attr={"fontsize": "14", "fontname": "helvetica", "penwidth": "1.5"},
+        node_attr={"style": "filled", "shape": "rect", "align": "center", "fontsize": "16",
+                   "height": "0.5", "width": "0.5", "penwidth": "2", "fontname": "helvetica"},
+        graph_attr={"rankdir": "LR"},
+    )  # fmt: skip
+    if title:
+        g.attr(label=title, labelloc="t", fontsize="18", fontname="helvetica")
+    edges = cell_edges(geno, cell)
+    names = [node_names(space)[i] for i in range(space.num_inputs)]
+    names += [node_names(space)[n] for n in space.nodes]
+    if space.num_inputs == 2:
+        names.append("c_{k}")
+    for name in names:
+        g.node(name, fillcolor=_COLOURS[_node_kind(space, name)])
+    for src, dst, label in edges:
+        g.edge(src, dst, label=label, fillcolor="gray")
+    return g
+
+
+_DOT_EDGE = re.compile(r'^\s*"?(?P<src>[^"\s]+)"?\s*->\s*"?(?P<dst>[^"\s]+)"?\s*\[(?P<attrs>.*)\]')
+
+
+def graph_edges(graph) -> list[tuple[str, str, str]]:
+    """(source, destination, label) of every edge in a graphviz graph's DOT source: what the
+    drawing shows, read back (tests compare it with the genotype)."""
+    out = []
+    for line in graph.source.splitlines():
+        m = _DOT_EDGE.match(line)
+        if m:
+            label = re.search(r'label="?([^"\s\]]*)"?', m["attrs"])
+            out.append((m["src"], m["dst"], label.group(1) if label else ""))
+    return out
+
+
+def dot_available() -> bool:
+    return shutil.which("dot") is not None
+
+
+def save_graph(graph, path: str) -> str:
+    """Renders a graphviz graph to `path` (.svg, .png or .pdf) atomically."""
+    fmt = os.path.splitext(path)[1].lstrip(".").lower()
+    if fmt not in FORMATS:
+        raise ValueError(f"cannot write {path!r}: the format must be one of {', '.join(FORMATS)}")
+    if not dot_available():
+        raise DotNotFoundError(f"rendering a cell diagram needs graphviz's `dot`: {INSTALL_DOT}")
+    data = graph.pipe(format=fmt)
+    checkpoint.atomic_write_bytes(path, data)
+    return path
+
+
+def _layout(space: SearchSpace) -> dict[str, tuple[float, float]]:
+    """Node positions of the matplotlib drawing: inputs on the left, intermediate nodes in a
+    zigzag left to right, the output on the right."""
+    names = node_names(space)
+    pos = {}
+    for i in range(space.num_inputs):
+        pos[names[i]] = (0.0, 1.6 - 3.2 * i if space.num_inputs == 2 else 0.0)
+    for j, node in enumerate(space.nodes):
+        pos[names[node]] = (1.6 * (j + 1), 1.0 if j % 2 == 0 else -1.0)
+    if space.num_inputs == 2:
+        pos["c_{k}"] = (1.6 * (space.num_intermediate + 1), 0.0)
+    return pos
+
+
+def draw_cell(ax, geno: Genotype, cell: str = "normal", title: str | None = None) -> None:
+    """Draws the cell on a matplotlib Axes: the same nodes and labelled edges as `cell_graph`."""
+    from matplotlib.patches import FancyArrowPatch
+
+    space = geno.search_space
+    pos = _layout(space)
+    for k, (src, dst, label) in enumerate(cell_edges(geno, cell)):
+        (x0, y0), (x1, y1) = pos[src], pos[dst]
+        bend = 0.2 if (k % 2) else -0.2
+        ax.add_patch(FancyArrowPatch(
+            (x0, y0), (x1, y1), arrowstyle="-|>", mutation_scale=12, lw=1.2, color="0.35",
+            connectionstyle=f"arc3,rad={bend}", shrinkA=14, shrinkB=14, gid=f"{src}->{dst}",
+        ))  # fmt: skip
+        if label:
+            # The midpoint of the arc (quadratic Bezier with control point offset by `bend`).
+            mx, my = (x0 + x1) / 2 + bend * (y1 - y0) / 2, (y0 + y1) / 2 - bend * (x1 - x0) / 2
+            ax.text(mx, my, label, fontsize=7, ha="center", va="center", gid=f"{src}->{dst}",
+                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none",
+                          "alpha": 0.8})  # fmt: skip
+    colours = {"input": "#b4eeb4", "node": "#add8e6", "output": "#eee8aa"}
+    for name, (x, y) in pos.items():
+        ax.text(x, y, name.replace("_{", "$_{").replace("}", "}$") if "_{" in name else name,
+                ha="center", va="center", fontsize=9, gid=f"node:{name}",
+                bbox={"boxstyle": "square,pad=0.35", "fc": colours[_node_kind(space, name)],
+                      "ec": "black"})  # fmt: skip
+    xs, ys = zip(*pos.values(), strict=True)
+    ax.set_xlim(min(xs) - 0.6, max(xs) + 0.6)
+    ax.set_ylim(min(ys) - 0.9, max(ys) + 0.9)
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title, fontsize=10)
+
+
+def cell_figure(geno: Genotype, cells: Sequence[str] | None = None, title: str | None = None):
+    """The genotype's cells (default: all) side by side, drawn with matplotlib alone."""
+    cells = list(cells or geno.search_space.cell_types)
+    fig = _figure(figsize=(6.0 * len(cells), 3.6))
+    axes = fig.subplots(1, len(cells), squeeze=False)[0]
+    for ax, cell in zip(axes, cells, strict=True):
+        draw_cell(ax, geno, cell, f"{cell} cell")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def drawn_edges(ax) -> list[tuple[str, str, str]]:
+    """(source, destination, label) of the labelled edges drawn on an Axes by `draw_cell`."""
+    out = []
+    for t in ax.texts:
+        gid = t.get_gid() or ""
+        if "->" in gid:
+            src, dst = gid.split("->")
+            out.append((src, dst, t.get_text()))
+    return out
+
+
+def save_cells(geno: Genotype, out_dir: str, fmt: str = "svg", prefix: str = "cell") -> list[str]:
+    """Writes one diagram per cell type, `<prefix>_<cell>.<fmt>`: graphviz when `dot` is
+    installed, else the matplotlib drawing (the message of the returned note says why)."""
+    paths = []
+    for cell in geno.search_space.cell_types:
+        path = os.path.join(out_dir, f"{prefix}_{cell}.{fmt}")
+        if dot_available():
+            save_graph(cell_graph(geno, cell, title=f"{cell} cell"), path)
+        else:
+            save_figure(cell_figure(geno, [cell]), path)
+        paths.append(path)
+    return paths
+
+
+# ---------------------------------------------------------------------------------------------
+# Alpha evolution.
+
+
+def _edge_grid(space: SearchSpace, fig, sharey: bool = True):
+    cols = min(space.num_edges, 5)
+    rows = -(-space.num_edges // cols)
+    axes = fig.subplots(rows, cols, squeeze=False, sharex=True, sharey=sharey)
+    for ax in axes.ravel()[space.num_edges :]:
+        ax.set_visible(False)
+    return axes.ravel()[: space.num_edges]
+
+
+def _edge_title(space: SearchSpace, e: int) -> str:
+    names = node_names(space)
+    src, dst = space.edges[e]
+    return f"{names[src]} -> {names[dst]}"
+
+
+def alpha_heatmaps(run: Run, cell: str = "normal"):
+    """One heatmap per edge: ops (rows) by epochs (columns), coloured by the logged mixing
+    weight. `ax.images[0].get_array()` of edge e is `alpha_history(cell)[1][:, e].T`."""
+    epochs, w = run.alpha_history(cell)
+    space = run.space
+    fig = _figure(figsize=(15, 2.3 * (-(-space.num_edges // 5))))
+    # One colour scale for every edge, spanning the logged range (weights of a short search stay
+    # close to uniform, and a 0-1 scale would show nothing).
+    vmin, vmax = float(np.nanmin(w)), float(np.nanmax(w))
+    for e, ax in enumerate(_edge_grid(space, fig)):
+        extent = (epochs[0] - 0.5, epochs[-1] + 0.5, space.num_ops - 0.5, -0.5)
+        im = ax.imshow(w[:, e].T, aspect="auto", cmap="viridis", vmin=vmin, vmax=vmax,
+                       interpolation="nearest", gid=f"edge:{e}", extent=extent)  # fmt: skip
+        ax.set_title(_edge_title(space, e), fontsize=9)
+        ax.set_yticks(range(space.num_ops), space.primitives, fontsize=7)
+        ax.set_xlabel("epoch", fontsize=8)
+    fig.colorbar(im, ax=fig.axes, shrink=0.6, label="mixing weight")
+    fig.suptitle(f"{run.name}: {cell} cell mixing weights per edge")
+    return fig
+
+
+def alpha_lines(run: Run, cell: str = "normal"):
+    """One panel per edge, one line per op: the logged mixing weight over epochs."""
+    epochs, w = run.alpha_history(cell)
+    space = run.space
+    fig = _figure(figsize=(15, 2.3 * (-(-space.num_edges // 5))))
+    for e, ax in enumerate(_edge_grid(space, fig)):
+        for k, op in enumerate(space.primitives):
+            ax.plot(epochs, w[:, e, k], label=op, lw=1.2)
+        ax.set_title(_edge_title(space, e), fontsize=9)
+        ax.set_xlabel("epoch", fontsize=8)
+    handles, labels = fig.axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right center", fontsize=8)
+    fig.suptitle(f"{run.name}: {cell} cell mixing weights per edge")
+    return fig
+
+
+def genotype_strip(run: Run, cell: str = "normal", max_cells: int = 6):
+    """The cell derived at the end of evenly spaced epochs (first and last included), left to
+    right: how the architecture changed during the search."""
+    history = run.genotypes()
+    if not history:
+        raise ValueError(f"{run.workdir}: no genotype logged per epoch")
+    idx = np.unique(np.linspace(0, len(history) - 1, min(max_cells, len(history))).round())
+    chosen = [history[int(i)] for i in idx]
+    fig = _figure(figsize=(5.5 * min(len(chosen), 3), 3.4 * -(-len(chosen) // 3)))
+    axes = fig.subplots(-(-len(chosen) // 3), min(len(chosen), 3), squeeze=False).ravel()
+    for ax in axes[len(chosen) :]:
+        ax.set_visible(False)
+    for ax, (epoch, geno) in zip(axes, chosen, strict=False):
+        draw_cell(ax, geno, cell, f"epoch {epoch}")
+    fig.suptitle(f"{run.name}: {cell} cell over the search")
+    return fig
+
+
+def diagnostics(run: Run):
+    """Mean entropy of the mixing weights per cell type, skip connections in the normal cell and
+    parameter-free ops per cell type, over epochs (and the Hessian eigenvalue when logged)."""
+    recs = run.epoch_records()
+    keys = sorted({k for r in recs for k in r
+                   if k.startswith(("alpha_entropy/", "skip_connections/", "parameter_free_ops/",
+                                    "hessian/"))})  # fmt: skip
+    groups = {}
+    for k in keys:
+        groups.setdefault(k.split("/")[0], []).append(k)
+    fig = _figure(figsize=(4.5 * max(len(groups), 1), 3.2))
+    axes = fig.subplots(1, max(len(groups), 1), squeeze=False)[0]
+    for ax, (group, ks) in zip(axes, groups.items(), strict=False):
+        for k in ks:
+            epochs = [r["epoch"] for r in recs if k in r]
+            ax.plot(epochs, [r[k] for r in recs if k in r], marker="o", ms=3, label=k)
+        ax.set_title(group.replace("_", " "))
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{run.name}: search diagnostics")
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Training curves and comparisons.
+
+_CURVES = (
+    ("loss", ("train/loss", "val/loss", "eval_val/loss")),
+    ("accuracy", ("train/accuracy", "val/accuracy", "eval_val/accuracy")),
+    ("learning rate", ("lr",)),
+)
+
+
+def training_curves(run: Run, which: str = "search"):
+    """Loss, accuracy and learning rate over steps of the search (`which='search'`) or of a
+    retraining (`which='searched'`, `'random'`; a `dnas train` workdir is its own 'search')."""
+    records = run.records if which == "search" else run.retrain.get(which)
+    if records is None:
+        raise ValueError(
+            f"{run.workdir} has no retraining {which!r}; it has: "
+            f"{', '.join(['search', *run.retrain]) or '(none)'}"
+        )
+    fig = _figure(figsize=(13, 3.2))
+    axes = fig.subplots(1, len(_CURVES), squeeze=False)[0]
+    for ax, (title, keys) in zip(axes, _CURVES, strict=True):
+        for k in keys:
+            steps, values = run.series(k, records)
+            if len(steps):
+                ax.plot(steps, values, label=k, lw=1.2)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        if ax.lines:
+            ax.legend(fontsize=8)
+    fig.suptitle(f"{run.name}: {which}")
+    return fig
+
+
+def _stack(runs: Sequence[Run], key: str, which: str) -> tuple[np.ndarray, np.ndarray]:
+    """Steps common to every run, and the runs' values there (runs, steps)."""
+    series = []
+    for r in runs:
+        records = r.records if which == "search" else r.retrain.get(which, [])
+        series.append(dict(zip(*r.series(key, records), strict=True)))
+    common = sorted(set.intersection(*(set(s) for s in series))) if series else []
+    return np.asarray(common), np.array([[s[t] for t in common] for s in series])
+
+
+def compare_runs(
+    groups: Mapping[str, Sequence[Run]],
+    keys: Sequence[str] = ("val/accuracy", "train/loss"),
+    which: str = "search",
+):
+    """Several groups of runs (e.g. methods, each with several seeds): per key, each group's mean
+    over its runs with a +-1 std band; plus, when the runs were retrained (`dnas run`), each
+    group's test accuracy mean +- std with the single seeds as dots."""
+    with_test = any(r.test_accuracy() is not None for rs in groups.values() for r in rs)
+    panels = len(keys) + int(with_test)
+    fig = _figure(figsize=(4.6 * panels, 3.4))
+    axes = fig.subplots(1, panels, squeeze=False)[0]
+    for ax, key in zip(axes, keys, strict=False):
+        for label, runs in groups.items():
+            steps, values = _stack(runs, key, which)
+            if not len(steps):
+                continue
+            mean, std = values.mean(0), values.std(0)
+            (line,) = ax.plot(steps, mean, label=f"{label} (n={len(runs)})", lw=1.4)
+            ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+        ax.set_title(key)
+        ax.set_xlabel("step")
+        if ax.lines:
+            ax.legend(fontsize=8)
+    if with_test:
+        ax = axes[-1]
+        for i, runs in enumerate(groups.values()):
+            acc = [100 * a for a in (r.test_accuracy() for r in runs) if a is not None]
+            if acc:
+                ax.errorbar(i, np.mean(acc), yerr=np.std(acc), fmt="o", capsize=5, ms=8)
+                ax.scatter([i] * len(acc), acc, s=12, color="0.4", zorder=3)
+        ax.set_xticks(range(len(groups)), list(groups), rotation=30, ha="right")
+        ax.set_title("retrained test accuracy (%)")
+    return fig
+
+
+def summary_table(groups: Mapping[str, Sequence[Run]]) -> list[dict[str, Any]]:
+    """Per group: runs, retrained test accuracy mean and std (%), search wall time mean (s)."""
+    rows = []
+    for label, runs in groups.items():
+        acc = [100 * a for a in (r.test_accuracy() for r in runs) if a is not None]
+        wall = [r.summary["search_wall_s"] for r in runs if r.summary]
+        rows.append({
+            "group": label, "runs": len(runs),
+            "test_acc_mean": float(np.mean(acc)) if acc else None,
+            "test_acc_std": float(np.std(acc)) if acc else None,
+            "search_s_mean": float(np.mean(wall)) if wall else None,
+        })  # fmt: skip
+    return rows
+
+
+def compare_genotypes(
+    genotypes: Mapping[str, Genotype],
+    dataset: str = "cifar10",
+    C: int | None = None,
+    layers: int | None = None,
+    cell: str = "normal",
+):
+    """Cells of several genotypes side by side (e.g. a searched one and DARTS_V2), titled with
+    the parameters and multiply-adds of the network each gives on `dataset` (C and layers: the
+    paper's evaluation network unless given). Returns (figure, rows)."""
+    from dnas import data, evaluate, network
+
+    info = data.get_info(dataset)
+    rows = []
+    fig = _figure(figsize=(4.5 * len(genotypes), 3.4))
+    axes = fig.subplots(1, len(genotypes), squeeze=False)[0]
+    for ax, (name, geno) in zip(axes, genotypes.items(), strict=True):
+        model = network.build(geno, info.num_classes, input_size=info.image_size, C=C,
+                              layers=layers)  # fmt: skip
+        stats = evaluate.model_stats(model, info.input_shape)
+        rows.append({"genotype": name, "params_M": stats["params"] / 1e6,
+                     "mult_adds_M": stats["flops"] / 1e6, "string": geno.to_string()})  # fmt: skip
+        draw_cell(ax, geno, cell, f"{name}\n{stats['params'] / 1e6:.2f}M params, "
+                                  f"{stats['flops'] / 1e6:.0f}M mult-adds")  # fmt: skip
+    fig.suptitle(f"{cell} cells; networks for {dataset}")
+    return fig, rows
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing figures.
+
+
+def save_figure(fig, path: str, dpi: int = 120) -> str:
+    """Saves a matplotlib figure atomically (format from the extension)."""
+    fmt = os.path.splitext(path)[1].lstrip(".").lower()
+    if fmt not in FORMATS:
+        raise ValueError(f"cannot write {path!r}: the format must be one of {', '.join(FORMATS)}")
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format=fmt, dpi=dpi)
+    checkpoint.atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def save_all(run: Run, out_dir: str, fmt: str = "png") -> tuple[list[str], list[str]]:
+    """Every figure of a run into `out_dir`: cell diagrams of its genotype, alpha heatmaps and
+    lines, the genotype strip and the diagnostics per cell type, search and retraining curves.
+    Returns (written paths, notes on what was left out and why)."""
+    written, notes = [], []
+    if run.genotype is not None:
+        if not dot_available():
+            notes.append(f"cell diagrams drawn with matplotlib: {INSTALL_DOT} for graphviz's")
+        written += save_cells(run.genotype, out_dir, fmt)
+    is_search = any("epoch" in r for r in run.records)
+    if is_search:
+        for cell in run.space.cell_types:
+            for name, make in (("alpha_heatmap", alpha_heatmaps), ("alpha_lines", alpha_lines),
+                               ("genotype_strip", genotype_strip)):  # fmt: skip
+                try:
+                    fig = make(run, cell)
+                except ValueError as err:
+                    notes.append(f"{name} {cell}: {err}")
+                    continue
+                written.append(save_figure(fig, os.path.join(out_dir, f"{name}_{cell}.{fmt}")))
+        written.append(save_figure(diagnostics(run), os.path.join(out_dir, f"diagnostics.{fmt}")))
+    if run.records:
+        name = "search_curves" if is_search else "train_curves"
+        written.append(save_figure(training_curves(run), os.path.join(out_dir, f"{name}.{fmt}")))
+    for which in run.retrain:
+        fig = training_curves(run, which)
+        written.append(save_figure(fig, os.path.join(out_dir, f"retrain_{which}_curves.{fmt}")))
+    return written, notes
+
+
+__all__ = [
+    "DotNotFoundError",
+    "Run",
+    "alpha_heatmaps",
+    "alpha_lines",
+    "cell_edges",
+    "cell_figure",
+    "cell_graph",
+    "compare_genotypes",
+    "compare_runs",
+    "diagnostics",
+    "draw_cell",
+    "drawn_edges",
+    "genotype_strip",
+    "graph_edges",
+    "load_run",
+    "save_all",
+    "save_cells",
+    "save_figure",
+    "save_graph",
+    "summary_table",
+    "training_curves",
+]

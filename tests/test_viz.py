@@ -1,0 +1,186 @@
+"""Figures show what the runs logged: cell diagrams against genotypes, alpha heatmaps against the
+logged weights and the final alphas, comparisons against the runs' own series."""
+
+import html
+import json
+import re
+import shutil
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+pytest.importorskip("matplotlib")
+pytest.importorskip("graphviz")
+
+from dnas import cli, configlib, genotype, search, spaces, viz
+
+NB201_ARCH = "|nor_conv_3x3~0|+|none~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_1x1~1|none~2|"
+
+
+def expected_edges(geno, cell):
+    """(source, destination, op) of the genotype's non-`none` edges, named as in the papers'
+    figures, built here from the genotype's fields."""
+    space = geno.search_space
+    first = space.num_inputs
+    if first == 2:
+        name = lambda n: {0: "c_{k-2}", 1: "c_{k-1}"}.get(n, str(n - 2))
+    else:
+        name = lambda n: "in" if n == 0 else str(n)
+    return sorted(
+        (name(src), name(first + j), op)
+        for j, node in enumerate(getattr(geno, cell))
+        for op, src in node
+        if op != "none"
+    )
+
+
+@pytest.mark.parametrize("spec", ["darts_v2", "pcdarts", NB201_ARCH])
+def test_cell_graph_edges_and_labels_equal_the_genotype(spec):
+    geno = genotype.load(spec)
+    for cell in geno.search_space.cell_types:
+        graph = viz.cell_graph(geno, cell)
+        edges = viz.graph_edges(graph)
+        labelled = sorted(e for e in edges if e[2])
+        assert labelled == expected_edges(geno, cell)
+        if geno.search_space.num_inputs == 2:  # the concatenated nodes feed c_{k}
+            into_output = sorted(src for src, dst, label in edges if dst == "c_{k}")
+            assert into_output == sorted(str(n - 2) for n in geno.concat(cell))
+        # The matplotlib drawing shows the same labelled edges.
+        fig = viz.cell_figure(geno, [cell])
+        assert sorted(viz.drawn_edges(fig.axes[0])) == expected_edges(geno, cell)
+
+
+@pytest.mark.skipif(not viz.dot_available(), reason="graphviz's dot is not installed")
+def test_rendered_svg_has_the_genotype_edges(tmp_path):
+    """What `dot` drew, read back from the SVG: every edge's title (src->dst) and label."""
+    geno = genotype.load("darts_v2")
+    path = viz.save_graph(viz.cell_graph(geno, "reduce"), str(tmp_path / "reduce.svg"))
+    svg = Path(path).read_text()
+    drawn = []
+    for block in re.findall(r'<g id="edge\d+" class="edge">(.*?)</g>', svg, re.S):
+        title = re.search(r"<title>(.*?)</title>", block).group(1)
+        src, dst = html.unescape(title).split("->")
+        labels = re.findall(r">([a-z_0-9x]+)</text>", block)
+        if labels:
+            drawn.append((src, dst, labels[0]))
+    assert sorted(drawn) == expected_edges(geno, "reduce")
+    assert not list(tmp_path.glob("*.tmp*"))
+    with pytest.raises(ValueError, match="svg, png, pdf"):
+        viz.save_graph(viz.cell_graph(geno, "normal"), str(tmp_path / "x.jpg"))
+
+
+def test_missing_dot_is_named_with_the_install_command(tmp_path, monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None)
+    geno = genotype.load("darts_v2")
+    with pytest.raises(viz.DotNotFoundError, match="apt-get install graphviz"):
+        viz.save_graph(viz.cell_graph(geno, "normal"), str(tmp_path / "n.svg"))
+    # The cell files are still written, by matplotlib.
+    paths = viz.save_cells(geno, str(tmp_path), "png")
+    assert [Path(p).name for p in paths] == ["cell_normal.png", "cell_reduce.png"]
+    assert all(Path(p).read_bytes()[:4] == b"\x89PNG" for p in paths)
+
+
+@pytest.fixture(scope="module")
+def search_run(tmp_path_factory):
+    """A tiny NAS-Bench-201 search, 3 epochs."""
+    c = configlib.default_config()
+    c.space, c.progress = "nb201", False
+    s = c.search
+    s.C, s.layers, s.epochs, s.batch_size = 2, 1, 3, 128
+    c.checkpoint_every_steps, c.log_every_steps = 100, 2
+    workdir = tmp_path_factory.mktemp("viz") / "search"
+    geno = search.run(c, str(workdir))
+    return workdir, geno
+
+
+def test_alpha_heatmaps_show_the_logged_weights(search_run):
+    workdir, geno = search_run
+    space = spaces.get("nb201")
+    logged = {}  # epoch -> (E, K), parsed here from metrics.jsonl
+    by_step = {}
+    for line in (workdir / "metrics.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        by_step.setdefault(r["step"], {}).update(r)
+    for r in by_step.values():
+        if "epoch" in r:
+            w = np.zeros((space.num_edges, space.num_ops))
+            for e, (src, dst) in enumerate(space.edges):
+                for k, op in enumerate(space.primitives):
+                    w[e, k] = r[f"alpha/normal/{src}_{dst}/{op}"]
+            logged[r["epoch"]] = w
+    assert sorted(logged) == [1, 2, 3]
+    run = viz.load_run(str(workdir))
+    fig = viz.alpha_heatmaps(run, "normal")
+    images = [im for ax in fig.axes for im in ax.images]
+    assert len(images) == space.num_edges
+    for e, im in enumerate(images):
+        want = np.stack([logged[ep][e] for ep in (1, 2, 3)]).T  # ops x epochs
+        np.testing.assert_array_equal(np.asarray(im.get_array()), want)
+    # The last epoch's weights are softmax(alpha) of the alphas the search saved.
+    with np.load(workdir / "alphas.npz") as f:
+        softmax = np.asarray(jax.nn.softmax(f["normal"], axis=-1))
+    np.testing.assert_allclose(logged[3], softmax, rtol=1e-5)
+    # Lines: one per op and edge, the same values.
+    lines = viz.alpha_lines(run, "normal")
+    ax0 = lines.axes[0]
+    for k, line in enumerate(ax0.lines):
+        np.testing.assert_array_equal(line.get_ydata(), [logged[ep][0, k] for ep in (1, 2, 3)])
+    # The genotype strip draws the genotype logged at each epoch.
+    strip = viz.genotype_strip(run, "normal")
+    last = strip.axes[len(run.genotypes()) - 1]
+    assert sorted(viz.drawn_edges(last)) == expected_edges(geno, "normal")
+
+
+def test_search_writes_its_cell_diagrams(search_run):
+    workdir, geno = search_run
+    svg = (workdir / "cell_normal.svg").read_text()
+    for _, _, op in expected_edges(geno, "normal"):
+        assert op in svg
+
+
+def test_dnas_plot_writes_every_figure_and_compares_runs(search_run, tmp_path, capsys):
+    workdir, _ = search_run
+    assert cli.main(["plot", str(workdir), "--out", str(tmp_path / "one")]) == 0
+    names = sorted(p.name for p in (tmp_path / "one").iterdir())
+    assert names == sorted([
+        "cell_normal.png", "alpha_heatmap_normal.png", "alpha_lines_normal.png",
+        "genotype_strip_normal.png", "diagnostics.png", "search_curves.png",
+    ])  # fmt: skip
+    # Two "seeds" of one group: the comparison's mean curve is the mean of their series.
+    for seed in (0, 1):
+        shutil.copytree(workdir, tmp_path / "runs" / f"tiny-seed{seed}")
+    other = tmp_path / "runs" / "tiny-seed1" / "metrics.jsonl"
+    lines = [json.loads(x) for x in other.read_text().splitlines()]
+    for r in lines:
+        if "val/accuracy" in r:
+            r["val/accuracy"] = 1.0
+    other.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    dirs = [str(tmp_path / "runs" / f"tiny-seed{s}") for s in (0, 1)]
+    assert cli.main(["plot", *dirs, "--out", str(tmp_path / "cmp")]) == 0
+    assert (tmp_path / "cmp" / "compare.png").exists()
+    runs = [viz.load_run(d) for d in dirs]
+    fig = viz.compare_runs({"tiny": runs}, keys=("val/accuracy",))
+    steps, values = runs[0].series("val/accuracy")
+    (mean_line,) = fig.axes[0].lines
+    np.testing.assert_allclose(mean_line.get_ydata(), (values + 1.0) / 2)
+    np.testing.assert_array_equal(mean_line.get_xdata(), steps)
+    assert cli.main(["plot", *dirs]) == 2  # several workdirs need --out
+    assert "need --out" in capsys.readouterr().err
+
+
+def test_unreadable_input_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no workdir"):
+        viz.load_run(str(tmp_path / "missing"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="not a dnas workdir"):
+        viz.load_run(str(tmp_path / "empty"))
+    (tmp_path / "torn").mkdir()
+    (tmp_path / "torn" / "metrics.jsonl").write_text('{"step": 1, "lr": 0.1}\n{"step": 2, "l')
+    run = viz.load_run(str(tmp_path / "torn"))
+    assert run.series("lr")[1].tolist() == [0.1]
+    with pytest.raises(ValueError, match="no retraining 'searched'"):
+        viz.training_curves(run, "searched")
+    with pytest.raises(ValueError, match="no logged mixing weights"):
+        viz.alpha_heatmaps(run)
