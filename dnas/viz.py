@@ -17,7 +17,8 @@ with its op (`none` edges are not drawn: they carry nothing). `cell_graph` build
 whenever `dot` is missing.
 
 Figures are `matplotlib.figure.Figure` objects made without pyplot: no global state, nothing to
-close, and Jupyter displays them inline. Files are written atomically (a temporary name, then a
+close; Jupyter displays them inline after `%matplotlib inline` (which registers the figure
+formatter that importing pyplot would). Files are written atomically (a temporary name, then a
 rename), so an interrupted `dnas plot` leaves no half-written figure.
 """
 
@@ -325,12 +326,13 @@ def draw_cell(ax, geno: Genotype, cell: str = "normal", title: str | None = None
             # The midpoint of the arc (quadratic Bezier with control point offset by `bend`).
             mx, my = (x0 + x1) / 2 + bend * (y1 - y0) / 2, (y0 + y1) / 2 - bend * (x1 - x0) / 2
             ax.text(mx, my, label, fontsize=7, ha="center", va="center", gid=f"{src}->{dst}",
+                    zorder=4,  # above the node boxes
                     bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none",
                           "alpha": 0.8})  # fmt: skip
     colours = {"input": "#b4eeb4", "node": "#add8e6", "output": "#eee8aa"}
     for name, (x, y) in pos.items():
         ax.text(x, y, name.replace("_{", "$_{").replace("}", "}$") if "_{" in name else name,
-                ha="center", va="center", fontsize=9, gid=f"node:{name}",
+                ha="center", va="center", fontsize=9, gid=f"node:{name}", zorder=3,
                 bbox={"boxstyle": "square,pad=0.35", "fc": colours[_node_kind(space, name)],
                       "ec": "black"})  # fmt: skip
     xs, ys = zip(*pos.values(), strict=True)
@@ -470,6 +472,7 @@ def diagnostics(run: Run):
             ax.plot(epochs, [r[k] for r in recs if k in r], marker="o", ms=3, label=k)
         ax.set_title(group.replace("_", " "))
         ax.set_xlabel("epoch")
+        ax.ticklabel_format(axis="y", useOffset=False)  # entropy stays near log(ops) early on
         ax.legend(fontsize=8)
     fig.suptitle(f"{run.name}: search diagnostics")
     return fig
@@ -505,7 +508,9 @@ def training_curves(run: Run, which: str = "search"):
         ax.set_xlabel("step")
         if ax.lines:
             ax.legend(fontsize=8)
-    fig.suptitle(f"{run.name}: {which}")
+    is_search = any("epoch" in r for r in run.records)
+    what = ("search" if is_search else "training") if which == "search" else f"retraining {which}"
+    fig.suptitle(f"{run.name}: {what}")
     return fig
 
 
