@@ -9,8 +9,8 @@ after each stage every edge keeps its `keep[i]` ops of largest softmax weight (8
 stage is a fresh supernet (new weights and alphas). The final cell comes from the last stage's
 weights (`none` excluded, DARTS' top-2 rule) with at most `max_skips` skip connections in the
 normal cell: while there are more, the weakest chosen skip connection is zeroed and the cell
-re-derived. Not implemented: the dropout on skip connections of the authors' code (rates
-0.1 / 0.4 / 0.7 per stage) and its schedule.
+re-derived. Dropout on the identity skip connections, rate `dropout_rate[i]` in stage i (the
+authors' CIFAR-10 command: 0.1, 0.4, 0.7), decaying over each stage's epochs (`strategies.pdarts`).
 
 DrNAS' progressive scheme (Chen et al., ICLR 2021, Sec. 3.3; xiangning-chen/DrNAS
 `train_search.py`), `run_drnas`: stages of `stage_epochs` on the same supernet depth with partial
@@ -81,11 +81,16 @@ def cap_skips(space: SearchSpace, weights: dict[str, np.ndarray], max_skips: int
 def stage_config(
     config: ml_collections.ConfigDict, stage: int, mask: dict
 ) -> ml_collections.ConfigDict:
-    """The search config of one P-DARTS stage: its depth, and the op set as
-    `strategy_args.ops_mask`."""
+    """The search config of one P-DARTS stage: its depth, the op set as
+    `strategy_args.ops_mask`, and its skip-connection dropout rate."""
+    a = config.strategy_args
     c = ml_collections.ConfigDict(config.to_dict())
-    c.search.layers = int(config.strategy_args.stage_layers[stage])
+    c.search.layers = int(a.stage_layers[stage])
     c.strategy_args.ops_mask = {cell: m.astype(int).tolist() for cell, m in mask.items()}
+    rates = a.get("dropout_rate", ())
+    if rates:
+        c.strategy_args.skip_dropout = float(rates[stage])
+        c.strategy_args.dropout_warmup_epochs = int(config.search.alpha_warmup_epochs)
     return c
 
 

@@ -139,6 +139,7 @@ def run(config, su: search.SearchSetup, state: search.SearchState, workdir: str,
         weight_mix=None
         if base.weight_mix is None
         else (lambda f, mix, key, step: base.weight_mix(f, mix, key, last)),
+        skip_dropout=None if base.skip_dropout is None else (lambda step: base.skip_dropout(last)),
     )
     strategy = with_projection(held)
     alphas = dict(state.alphas) | {k: jnp.asarray(v) for k, v in projection_init(space).items()}

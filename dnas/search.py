@@ -78,7 +78,13 @@ def make_loss_fn(model, strategy: strategies.Strategy, info: data.DatasetInfo, a
         )  # fmt: skip
         if mix is None:
             mix = strategy.mix_weights(alphas, k_mix, step)
-        logits = model.apply({"params": params}, x, mix, train=True)
+        if strategy.skip_dropout is None:
+            logits = model.apply({"params": params}, x, mix, train=True)
+        else:  # P-DARTS: dropout on the skip connections, its own key
+            logits = model.apply(
+                {"params": params}, x, mix, train=True, skip_dropout=strategy.skip_dropout(step),
+                rngs={"dropout": jax.random.fold_in(key, 2)},
+            )  # fmt: skip
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
         return loss, {"loss": loss, "accuracy": evaluate.accuracy(logits, batch["label"])}
 

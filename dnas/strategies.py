@@ -47,6 +47,8 @@ class Strategy(NamedTuple):
     select: Callable[[SearchSpace, MixWeights], Genotype] = discretise.discretise
     update_alphas: bool = True  # False: alphas stay as initialised (random search)
     one_hot: bool = False  # mix_weights are one-hot in value (GDAS, random search): single_op ok
+    # step -> dropout rate on the supernet's identity skip connections (P-DARTS); None: none.
+    skip_dropout: Callable[[Array], Array] | None = None
 
 
 class Context(NamedTuple):
@@ -517,20 +519,37 @@ def pdarts(
     stage_layers: Any = (5, 11, 17),
     keep: Any = (5, 3, 1),
     max_skips: int = 2,
+    dropout_rate: Any = (0.0, 0.0, 0.0),
+    skip_dropout: float = 0.0,
+    dropout_warmup_epochs: int = 0,
 ) -> Strategy:
     """One stage of P-DARTS (Chen et al., ICCV 2019): DARTS whose softmax runs over each edge's
     remaining ops only (`ops_mask`, cell type -> (E, K) of 0/1; the others get weight 0).
     `dnas.progressive.run_pdarts` drives the stages (`stage_layers` cells each, `keep` ops per
     edge after each, at most `max_skips` skip connections in the final normal cell); a search
-    with `strategy='pdarts'` and no `ops_mask` runs all of them."""
-    del stage_layers, keep, max_skips  # read by dnas.progressive.run_pdarts
+    with `strategy='pdarts'` and no `ops_mask` runs all of them.
+
+    Search-space regularisation: dropout on the identity skip connections at rate
+    `skip_dropout` (this stage's `dropout_rate`, set by the driver), in both steps, decaying per
+    epoch as the authors' code: p (E - e - 1) / E during the `dropout_warmup_epochs`
+    weights-only epochs, then p exp(-0.2 (e - warm-up))."""
+    del stage_layers, keep, max_skips, dropout_rate  # read by dnas.progressive.run_pdarts
     masks = _masks(ctx.space, ops_mask)
 
     def weights(alphas, key=None, step=None):
         del key, step
         return masked_softmax(alphas, masks)
 
-    return darts(ctx)._replace(name="pdarts", mix_weights=weights, final_weights=weights)
+    def dropout(step: Array) -> Array:
+        epoch = jnp.asarray(step) // ctx.steps_per_epoch
+        warm = skip_dropout * (ctx.epochs - epoch - 1) / ctx.epochs
+        later = skip_dropout * jnp.exp(-0.2 * (epoch - dropout_warmup_epochs))
+        return jnp.where(epoch < dropout_warmup_epochs, warm, later).astype(jnp.float32)
+
+    return darts(ctx)._replace(
+        name="pdarts", mix_weights=weights, final_weights=weights,
+        skip_dropout=dropout if skip_dropout > 0 else None,
+    )  # fmt: skip
 
 
 def random_architecture_weights(space: SearchSpace) -> relaxations.Relaxation:

@@ -22,7 +22,9 @@ normalisation), then shuffles the channels in K groups. `single_op=True` (GDAS, 
 computes only the op of largest weight on each edge with `lax.switch`: the full mixture's value
 when the mixing weights are one-hot, at the cost of one op per edge; the ops not run get no
 gradient for their (zero) weights, which is what GDAS' code does. The search refuses it for
-strategies whose weights are not one-hot.
+strategies whose weights are not one-hot. `skip_dropout=rate` (a call argument, so schedules can
+be traced; needs a "dropout" rng) drops entries of the identity skip connections' outputs
+(P-DARTS' search-space regularisation).
 
 Batch normalisation. Every BatchNorm in a supernet normalises with the statistics of the batch it is
 given, in training and in evaluation, and keeps no running averages (NAS-Bench-201's
@@ -113,7 +115,9 @@ class MixedCell(nn.Module):
         return self.param(group, init)
 
     @nn.compact
-    def __call__(self, inputs: Sequence[Array], w_ExK: Array, train: bool) -> Array:
+    def __call__(
+        self, inputs: Sequence[Array], w_ExK: Array, train: bool, skip_dropout: Array | None = None
+    ) -> Array:
         space = self.space
         if w_ExK.shape != (space.num_edges, space.num_ops):
             raise ValueError(
@@ -141,9 +145,13 @@ class MixedCell(nn.Module):
             srcs = jnp.array([space.edges[r][0] for r in rows], jnp.int32)
             dsts = jnp.array([space.edges[r][1] - space.num_inputs for r in rows], jnp.int32)
             w_GxK = w_ExK[jnp.array(rows)].astype(dtype)
+            # P-DARTS: dropout on the identity skip connections (stride 1), a key per edge.
+            drop_skip = skip_dropout is not None and stride == 1 and "skip_connect" in modules
+            keys = jax.random.split(self.make_rng("dropout"), len(rows)) if drop_skip else None
 
-            def edge(nodes, xs, modules=modules, from_inputs=from_inputs, stride=stride):
-                params_e, w_K, src, dst = xs
+            def edge(nodes, xs, modules=modules, from_inputs=from_inputs, stride=stride,
+                     drop_skip=drop_skip):  # fmt: skip
+                params_e, w_K, src, dst, key = xs
                 if from_inputs:
                     x = lax.dynamic_index_in_dim(inputs_I, src, keepdims=False)
                 else:
@@ -155,6 +163,10 @@ class MixedCell(nn.Module):
                     y = modules[op].apply(variables, x_ops, train)
                     if self.bn_after_pool and op.endswith("pool_3x3"):
                         y = _batch_norm(y)
+                    if drop_skip and op == "skip_connect":
+                        rate = jnp.asarray(skip_dropout, y.dtype)
+                        keep = jax.random.bernoulli(key, 1.0 - rate, y.shape)
+                        y = jnp.where(keep, y / (1.0 - rate), 0.0)
                     return w_K[space.op_index(op)] * y
 
                 if self.single_op:  # run only the op of largest weight (one-hot mixing)
@@ -187,7 +199,7 @@ class MixedCell(nn.Module):
                 shape = jax.eval_shape(lambda x, s=stride: ops.max_pool(x, 3, s, 1), inputs[0])
                 nodes = jnp.zeros((space.num_intermediate, *shape.shape), dtype)
             with ops.mac_scale(len(rows)):
-                nodes, _ = lax.scan(edge, nodes, (params, w_GxK, srcs, dsts))
+                nodes, _ = lax.scan(edge, nodes, (params, w_GxK, srcs, dsts, keys))
         return nodes
 
 
@@ -274,7 +286,10 @@ class DartsSearchCell(nn.Module):
     single_op: bool = False
 
     @nn.compact
-    def __call__(self, s0: Array, s1: Array, w_ExK: Array, train: bool = True) -> Array:
+    def __call__(
+        self, s0: Array, s1: Array, w_ExK: Array, train: bool = True,
+        skip_dropout: Array | None = None,
+    ) -> Array:  # fmt: skip
         space = spaces.get("darts_cnn")
         bn = dict(affine=False, track_running_stats=False)
         if self.reduction_prev:
@@ -286,7 +301,7 @@ class DartsSearchCell(nn.Module):
             space, self.C, self.reduction, bn_after_pool=True, sep_impl=self.sep_impl,
             remat=self.remat, partial_channels=self.partial_channels, single_op=self.single_op,
             name="mixed",
-        )([s0, s1], w_ExK, train)  # fmt: skip
+        )([s0, s1], w_ExK, train, skip_dropout)  # fmt: skip
         return jnp.concatenate([nodes[i - space.num_inputs] for i in space.concat], axis=-1)
 
 
@@ -338,7 +353,12 @@ class DartsSupernet(nn.Module):
     space_name = "darts_cnn"
 
     @nn.compact
-    def __call__(self, x: Array, mix_weights: MixWeights, *, train: bool = True) -> Array:
+    def __call__(
+        self, x: Array, mix_weights: MixWeights, *, train: bool = True,
+        skip_dropout: Array | None = None,
+    ) -> Array:  # fmt: skip
+        """`skip_dropout`: the dropout rate on identity skip connections (P-DARTS; needs a
+        "dropout" rng); None: none."""
         space = spaces.get(self.space_name)
         _check_mix_weights(space, mix_weights)
         s0 = s1 = StemConv(self.stem_multiplier * self.C, False, name="stem")(x, train)
@@ -352,7 +372,7 @@ class DartsSupernet(nn.Module):
                 self.partial_channels, self.single_op, name=f"cell_{i}",
             )  # fmt: skip
             w = mix_weights["reduce" if reduction else "normal"]
-            s0, s1 = s1, cell(s0, s1, w, train)
+            s0, s1 = s1, cell(s0, s1, w, train, skip_dropout)
             reduction_prev = reduction
         return Linear(self.num_classes, name="classifier")(jnp.mean(s1, axis=(1, 2)))
 
@@ -411,7 +431,10 @@ class NB201Supernet(nn.Module):
     space_name = "nb201"
 
     @nn.compact
-    def __call__(self, x: Array, mix_weights: MixWeights, *, train: bool = True) -> Array:
+    def __call__(
+        self, x: Array, mix_weights: MixWeights, *, train: bool = True,
+        skip_dropout: Array | None = None,
+    ) -> Array:  # fmt: skip
         space = spaces.get(self.space_name)
         _check_mix_weights(space, mix_weights)
         x = StemConv(self.C, False, name="stem")(x, train)
@@ -423,7 +446,7 @@ class NB201Supernet(nn.Module):
                     space, C_curr, remat=self.remat, partial_channels=self.partial_channels,
                     single_op=self.single_op, name=f"cell_{i}",
                 )  # fmt: skip
-                x = cell([x], mix_weights["normal"], train)[-1]
+                x = cell([x], mix_weights["normal"], train, skip_dropout)[-1]
         x = jax.nn.relu(ops.BatchNorm(track_running_stats=False, name="lastact")(x, train))
         return Linear(self.num_classes, name="classifier")(jnp.mean(x, axis=(1, 2)))
 

@@ -114,6 +114,7 @@ def test_pdarts_stages(tmp_path):
     config.strategy = "pdarts"
     a = config.strategy_args
     a.stage_layers, a.keep, a.max_skips = (1, 1, 1), (3, 2, 1), 1
+    a.dropout_rate = (0.1, 0.2, 0.3)
     workdir = tmp_path / "pdarts"
     geno = search.run(config, str(workdir))
     assert genotype_lib.load_json(workdir / "genotype.json") == geno
@@ -122,13 +123,18 @@ def test_pdarts_stages(tmp_path):
     for stage in range(3):
         stage_config = json.loads((workdir / f"stage_{stage}" / "config.json").read_text())
         masks.append(np.array(stage_config["strategy_args"]["ops_mask"]["normal"]))
+        assert stage_config["strategy_args"]["skip_dropout"] == [0.1, 0.2, 0.3][stage]
     np.testing.assert_array_equal(masks[0], 1)  # stage 0 sees every op
     assert (masks[1].sum(-1) == 3).all() and (masks[2].sum(-1) == 2).all()
     assert (masks[2] <= masks[1]).all()
+    skip = space.op_index("skip_connect")
     for dst, node in zip(space.nodes, geno.normal, strict=True):
-        for op, src in node:  # the final ops come from the last stage's op set, never `none`
-            assert masks[2][space.edge_index(src, dst), space.op_index(op)] == 1
-            assert op != "none"
+        for op, src in node:  # the final ops come from the last stage's op set, never `none`...
+            e = space.edge_index(src, dst)
+            if op == "none":  # ...unless the skip cap removed this edge's skip connection
+                assert masks[2][e, skip] == 1
+            else:
+                assert masks[2][e, space.op_index(op)] == 1
     assert sum(op == "skip_connect" for node in geno.normal for op, _ in node) <= 1
 
 

@@ -164,6 +164,36 @@ def test_pc_darts_reduction_edge_bypass_is_max_pooled():
     np.testing.assert_allclose(nodes[0], want, rtol=1e-4, atol=1e-5)
 
 
+def test_pdarts_skip_dropout_mask_and_schedule():
+    """Dropout on identity skip connections only: with one-hot skip weights, node 1 is the input
+    with a fraction ~rate of entries zeroed and the rest scaled by 1 / (1 - rate); a conv edge
+    and the no-dropout path are untouched. The rate follows the authors' per-epoch schedule."""
+    x = jax.random.normal(jax.random.key(0), (8, 8, 8, 4))
+    skip = jax.nn.one_hot(jnp.full((NB201.num_edges,), NB201.op_index("skip_connect")), 5)
+    conv = jax.nn.one_hot(jnp.full((NB201.num_edges,), NB201.op_index("nor_conv_3x3")), 5)
+    cell = _nb201_cell()
+    params = cell.init(jax.random.key(1), [x], skip, True)
+    rngs = {"dropout": jax.random.key(2)}
+    node1 = np.asarray(cell.apply(params, [x], skip, True, 0.3, rngs=rngs)[0])
+    xs = np.asarray(x)
+    dropped = node1 == 0
+    assert abs(dropped.mean() - 0.3) < 0.03
+    np.testing.assert_allclose(node1[~dropped], xs[~dropped] / 0.7, rtol=1e-6)
+    np.testing.assert_array_equal(cell.apply(params, [x], skip, True)[0], x)
+    np.testing.assert_array_equal(
+        cell.apply(params, [x], conv, True, 0.3, rngs=rngs), cell.apply(params, [x], conv, True)
+    )
+    # Schedule (P-DARTS train_search.py): p (E - e - 1) / E before the alpha warm-up ends, then
+    # p exp(-0.2 (e - warm-up)).
+    s = strategies.build(
+        "pdarts", ctx(NB201, epochs=25), {"skip_dropout": 0.4, "dropout_warmup_epochs": 10}
+    )
+    for epoch in (0, 9, 10, 17, 24):
+        want = 0.4 * (25 - epoch - 1) / 25 if epoch < 10 else 0.4 * np.exp(-0.2 * (epoch - 10))
+        np.testing.assert_allclose(float(s.skip_dropout(10 * epoch + 3)), want, rtol=1e-6)
+    assert strategies.build("pdarts", ctx(NB201)).skip_dropout is None
+
+
 def test_channel_shuffle_matches_pytorch_index_rule():
     x = jnp.arange(12.0).reshape(1, 1, 1, 12)
     got = np.asarray(ops.channel_shuffle(x, 3)).ravel()
