@@ -12,7 +12,8 @@ resumes if interrupted. The random cell of a seed depends only on the seed and t
 `:digits` variant retrains under the same settings), so it is retrained once per seed, in the first
 method's run (`--baseline-method`, default darts); the other runs pass
 `--config.baseline=false`.
-The table goes to stdout as Markdown (for BENCHMARKS.md) and one JSON line per method.
+The table goes to stdout as Markdown (for BENCHMARKS.md) and one JSON line per method;
+`--results FILE` also writes the rows (per-seed accuracies, times, full genotypes) as JSON.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+
+from dnas import checkpoint, genotype
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -79,18 +82,31 @@ def random_row(workdirs: list[str]) -> dict:
     }
 
 
+SHORT = {"sep_conv_3x3": "sep3", "sep_conv_5x5": "sep5", "dil_conv_3x3": "dil3",
+         "dil_conv_5x5": "dil5", "max_pool_3x3": "max", "avg_pool_3x3": "avg",
+         "skip_connect": "skip", "none": "none"}  # fmt: skip
+
+
+def short_cell(text: str, cell: str = "normal") -> str:
+    """A DARTS genotype string's cell as `op:input` per edge, nodes separated by `/`."""
+    geno = genotype.parse(text)
+    return " / ".join(
+        " ".join(f"{SHORT.get(op, op)}:{src}" for op, src in node) for node in geno.cells()[cell]
+    )
+
+
 def markdown(rows: list[dict]) -> str:
     ms = lambda v: f"{np.mean(v):.2f} +- {np.std(v):.2f}" if v else "-"
     lines = [
         "| method | seeds | test acc (%) mean +- std | per seed | search s "
-        "| genotype (first seed) |",
+        "| normal cell (first seed) |",
         "|---|---|---|---|---|---|",
     ]
     for r in rows:
         seeds = " / ".join(f"{a:.2f}" for a in r["searched_acc"])
         lines.append(
             f"| {r['method']} | {r['seeds']} | {ms(r['searched_acc'])} | {seeds} "
-            f"| {np.mean(r['search_s']):.0f} | `{r['genotypes'][0]}` |"
+            f"| {np.mean(r['search_s']):.0f} | `{short_cell(r['genotypes'][0])}` |"
         )
     return "\n".join(lines)
 
@@ -103,6 +119,7 @@ def main() -> None:
     p.add_argument("--baseline-method", default="darts", help="whose runs retrain the random cell")
     p.add_argument("--jobs", type=int, default=1, help="runs at a time")
     p.add_argument("--table-only", action="store_true", help="only read finished workdirs")
+    p.add_argument("--results", help="also write the rows (full genotypes) to this JSON file")
     args = p.parse_args()
     names = args.methods or methods()
     if not args.table_only:
@@ -124,6 +141,8 @@ def main() -> None:
     print(markdown(rows))
     for r in rows:
         print(json.dumps(r))
+    if args.results:
+        checkpoint.atomic_write_text(args.results, json.dumps(rows, indent=1) + "\n")
 
 
 if __name__ == "__main__":
