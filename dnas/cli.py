@@ -156,9 +156,13 @@ def _plot(args: argparse.Namespace) -> int:
     if len(args.workdirs) > 1 and not args.out:
         raise ValueError("several workdirs need --out DIR for their figures and the comparison")
     runs = [viz.load_run(w) for w in args.workdirs]
-    for run in runs:
+    names = [run.name for run in runs]
+    if len(set(names)) < len(names):  # e.g. a/search b/search: name them by parent too
+        names = [os.path.join(*os.path.normpath(r.workdir).split(os.sep)[-2:]).replace(os.sep, "_")
+                 for r in runs]  # fmt: skip
+    for run, name in zip(runs, names, strict=True):
         out = args.out if len(runs) == 1 and args.out else None
-        out = out or (os.path.join(args.out, run.name) if args.out else
+        out = out or (os.path.join(args.out, name) if args.out else
                       os.path.join(run.workdir, "figures"))  # fmt: skip
         written, notes = viz.save_all(run, out, args.format)
         for note in notes:
@@ -166,8 +170,8 @@ def _plot(args: argparse.Namespace) -> int:
         print(f"{run.workdir}: {len(written)} figures in {os.path.abspath(out)}")
     if len(runs) > 1:
         groups: dict[str, list] = {}
-        for run in runs:  # seeds of one experiment share a name up to "-seed<N>"
-            groups.setdefault(run.name.split("-seed")[0], []).append(run)
+        for run, name in zip(runs, names, strict=True):  # seeds share a name up to "-seed<N>"
+            groups.setdefault(name.split("-seed")[0], []).append(run)
         path = os.path.join(args.out, f"compare.{args.format}")
         viz.save_figure(viz.compare_runs(groups), path)
         print(json.dumps(viz.summary_table(groups), indent=2))
@@ -225,7 +229,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     try:
         return args.func(args)
-    except (KeyError, ValueError, FileNotFoundError, FloatingPointError, RuntimeError) as err:
+    except (
+        KeyError, ValueError, FileNotFoundError, FloatingPointError, RuntimeError, ImportError,
+    ) as err:  # fmt: skip
         from dnas.checkpoint import CheckpointError
 
         if isinstance(err, RuntimeError) and not isinstance(err, CheckpointError):

@@ -20,8 +20,11 @@ stage to stage (the next stage starts from the previous one's, in `strategy_args
 so does the learning rate (one cosine over all stages: `search.lr_schedule_epochs`,
 `search.lr_offset_epochs`), and alpha updates wait `search.alpha_warmup_epochs` (10) in every
 stage, as the authors' code. The genotype is the last stage's (masked softmax, DARTS' rule).
-Difference: each stage's supernet weights start afresh; the authors widen the previous stage's
-weights (net2wider), which with partial channels changes which channels bypass the ops anyway.
+`search.epochs` and `search.partial_channels` are set per stage from `stage_epochs` and
+`stage_partial_channels`. Differences: each stage's supernet weights start afresh (the authors
+widen the previous stage's with net2wider, which with partial channels changes which channels
+bypass the ops anyway), and so do the alpha optimiser's Adam moments (the authors' architect keeps
+them across stages).
 """
 
 from __future__ import annotations
@@ -99,10 +102,11 @@ def run_pdarts(config: ml_collections.ConfigDict, workdir: str) -> Genotype:
     workdir = search.prepare_workdir(workdir, config)
     space = spaces.get(config.space)
     a = config.strategy_args
-    if len(a.stage_layers) != len(a.keep):
+    rates = tuple(a.get("dropout_rate", ()))
+    if len(a.stage_layers) != len(a.keep) or (rates and len(rates) != len(a.keep)):
         raise ValueError(
-            f"strategy_args.stage_layers {tuple(a.stage_layers)} and keep {tuple(a.keep)} "
-            "need one entry per stage"
+            f"strategy_args.stage_layers {tuple(a.stage_layers)}, keep {tuple(a.keep)} and "
+            f"dropout_rate {rates} need one entry per stage"
         )
     mask = {c: np.ones((space.num_edges, space.num_ops), np.float32) for c in space.cell_types}
     for stage, keep in enumerate(a.keep):
@@ -154,6 +158,13 @@ def run_drnas(config: ml_collections.ConfigDict, workdir: str) -> Genotype:
             f"strategy_args.stage_epochs {tuple(a.stage_epochs)} needs one "
             f"stage_partial_channels per stage (got {tuple(a.stage_partial_channels)}) and one "
             f"keep per stage but the last (got {tuple(a.keep)})"
+        )
+    bad = [int(k) for k in a.stage_partial_channels if int(k) < 1 or config.search.C % int(k)]
+    if bad:
+        raise ValueError(
+            f"strategy_args.stage_partial_channels {tuple(a.stage_partial_channels)}: {bad} "
+            f"do not divide search.C={config.search.C}; choose divisors of C (the paper: C=36, "
+            "6 then 4)"
         )
     mask = {c: np.ones((space.num_edges, space.num_ops), np.float32) for c in space.cell_types}
     alphas = None

@@ -342,19 +342,56 @@ def create_state(config: ml_collections.ConfigDict, su: SearchSetup) -> SearchSt
     )
 
 
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        out = {}
+        for k, v in tree.items():
+            out |= _flatten(v, f"{prefix}{k}.")
+        return out
+    return {prefix[:-1]: tree}
+
+
+_NEUTRAL = (None, False, 0, 0.0, "", [], {})
+
+
+def config_changes(previous: dict, current: dict) -> list[str]:
+    """The fields (dotted keys) in which `current` differs from a workdir's `previous` config.
+    A field the previous config lacks (added to dnas since) counts as unchanged when its value is
+    the default config's, or neutral (0, False, "", empty) where the default has no such field."""
+    defaults = _flatten(json.loads(json.dumps(configlib.default_config().to_dict())))
+    old, new = _flatten(previous), _flatten(json.loads(json.dumps(current)))
+    changed = []
+    for key in sorted(set(old) | set(new)):
+        if key in old and key in new:
+            if old[key] != new[key]:
+                changed.append(key)
+        elif key in new:
+            if new[key] != defaults.get(key, new[key]) or (
+                key not in defaults and new[key] not in _NEUTRAL
+            ):
+                changed.append(key)
+        else:
+            changed.append(key)
+    return changed
+
+
 def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> str:
-    """Creates `workdir` and writes config.json; refuses to resume under a different config."""
+    """Creates `workdir` and writes config.json; refuses to resume under a different config
+    (fields dnas added since the workdir was written are not a difference at their default)."""
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
     path = os.path.join(workdir, "config.json")
     text = json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n"
-    if os.path.exists(path):
+    if os.path.exists(path) and os.path.isdir(os.path.join(workdir, "checkpoints")):
         with open(path) as f:
-            previous = f.read()
-        if previous != text and os.path.isdir(os.path.join(workdir, "checkpoints")):
+            previous = json.load(f)
+        changed = config_changes(previous, config.to_dict())
+        if changed:
+            shown = ", ".join(changed[:8]) + (" ..." if len(changed) > 8 else "")
             raise configlib.ConfigError(
-                f"{workdir} holds a run with a different config.json; resuming it with this "
-                "config would mix two experiments. Use a new --workdir, or delete the old one."
+                f"{workdir} holds a run whose config.json differs in {shown}; resuming it with "
+                "this config would mix two experiments. Use a new --workdir (or the workdir's "
+                "config.json as --config values to resume it)."
             )
     checkpoint.atomic_write_text(path, text)
     return workdir
@@ -411,8 +448,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Genotype:
     elif s.selection:
         genotype = select_with_supernet(config, su, state, workdir, mesh, writer)
     genotype.save(os.path.join(workdir, "genotype.json"))
-    save_cell_diagrams(genotype, workdir)
     save_alphas(os.path.join(workdir, "alphas.npz"), jax.device_get(state.alphas))
+    save_cell_diagrams(genotype, workdir)
     # At the last step run (an early stop ends before total_steps).
     writer.write_scalars(int(state.step), {"search/wall_s": time.time() - t_start})
     writer.close()
@@ -422,15 +459,16 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Genotype:
 
 def save_cell_diagrams(genotype: Genotype, workdir: str) -> None:
     """The genotype's cells as `cell_<type>.svg` in `workdir` (`viz.save_cells`: graphviz, or
-    matplotlib without `dot`); without the `viz` extra a note says how to get them."""
+    matplotlib without `dot`). A figure is not worth a search: without the `viz` extra, or when
+    drawing fails, a note says so and the search ends normally."""
     if jax.process_index() != 0:
         return
     try:
         from dnas import viz
 
         viz.save_cells(genotype, workdir)
-    except ImportError as err:
-        print(f"dnas: cell diagrams not drawn ({err})", file=sys.stderr)
+    except Exception as err:  # drawing must not fail a finished search
+        print(f"dnas: cell diagrams not drawn ({type(err).__name__}: {err})", file=sys.stderr)
 
 
 EARLY_STOP = ("", "skip", "stable")

@@ -124,6 +124,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[Genotype]:
         "search.selection": s.selection, "search.early_stop": s.early_stop,
         "search.hessian_every_epochs": s.hessian_every_epochs,
         "strategy=pdarts (stages)": config.strategy == "pdarts",
+        "strategy=drnas with progressive (stages)": config.strategy == "drnas"
+        and bool(config.strategy_args.get("progressive")),
     }  # fmt: skip
     for key, value in ignored.items():
         if value:

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from dnas import checkpoint, spaces
+from dnas import checkpoint, metrics, spaces
 from dnas import genotype as genotype_lib
 from dnas.genotype import Genotype
 from dnas.spaces.base import SearchSpace
@@ -72,18 +72,8 @@ def _figure(**kw):
 
 
 def read_jsonl(path: str) -> list[dict]:
-    """The records of a `metrics.jsonl` ([] when there is none); a torn last line (a run killed
-    while writing) is skipped."""
-    if not os.path.exists(path):
-        return []
-    out = []
-    with open(path) as f:
-        for line in f:
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return out
+    """The records of a `metrics.jsonl` ([] when there is none; `metrics.read_metrics`)."""
+    return metrics.read_metrics(path) if os.path.exists(path) else []
 
 
 @dataclasses.dataclass
@@ -107,13 +97,9 @@ class Run:
         return spaces.get(self.config.get("space", "darts_cnn"))
 
     def series(self, key: str, records: Sequence[dict] | None = None) -> tuple[np.ndarray, ...]:
-        """(steps, values) of a logged scalar."""
-        rows = [(r["step"], r[key]) for r in (self.records if records is None else records)
-                if key in r]  # fmt: skip
-        if not rows:
-            return np.zeros(0, int), np.zeros(0)
-        steps, values = zip(*rows, strict=True)
-        return np.asarray(steps), np.asarray(values, np.float64)
+        """(steps, values) of a logged scalar, by step; a step logged twice (a resumed run)
+        keeps its last value (`metrics.series`)."""
+        return metrics.series(self.records if records is None else records, key)
 
     def epoch_records(self) -> list[dict]:
         """The per-epoch records (mixing weights, genotype, diagnostics), one per epoch (the last
@@ -195,8 +181,8 @@ def load_run(workdir: str) -> Run:
 
 
 def node_names(space: SearchSpace) -> dict[int, str]:
-    """Display names of a cell's nodes: DARTS' c_{k-2}, c_{k-1}, 0..3 (NAS-Bench-201: in, 1, 2)
-    and the output c_{k}."""
+    """Display names of a cell's nodes: DARTS' c_{k-2}, c_{k-1}, 0..3 and the output c_{k};
+    NAS-Bench-201's in, 1, 2, 3 (3 is the output)."""
     if space.num_inputs == 2:
         names = {0: "c_{k-2}", 1: "c_{k-1}"}
     else:
@@ -368,7 +354,7 @@ def drawn_edges(ax) -> list[tuple[str, str, str]]:
 
 def save_cells(geno: Genotype, out_dir: str, fmt: str = "svg", prefix: str = "cell") -> list[str]:
     """Writes one diagram per cell type, `<prefix>_<cell>.<fmt>`: graphviz when `dot` is
-    installed, else the matplotlib drawing (the message of the returned note says why)."""
+    installed, else the matplotlib drawing; returns the paths."""
     paths = []
     for cell in geno.search_space.cell_types:
         path = os.path.join(out_dir, f"{prefix}_{cell}.{fmt}")
@@ -647,6 +633,14 @@ def save_all(run: Run, out_dir: str, fmt: str = "png") -> tuple[list[str], list[
     for which in run.retrain:
         fig = training_curves(run, which)
         written.append(save_figure(fig, os.path.join(out_dir, f"retrain_{which}_curves.{fmt}")))
+    # P-DARTS / DrNAS progressive searches: every stage is a search of its own.
+    stages = [e for e in os.listdir(run.workdir) if re.fullmatch(r"stage_\d+", e)]
+    for stage in sorted(stages, key=lambda e: int(e.split("_")[1])):
+        stage_dir = os.path.join(run.workdir, stage)
+        if os.path.exists(os.path.join(stage_dir, "metrics.jsonl")):
+            more, more_notes = save_all(load_run(stage_dir), os.path.join(out_dir, stage), fmt)
+            written += more
+            notes += [f"{stage}: {n}" for n in more_notes]
     return written, notes
 
 

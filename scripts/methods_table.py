@@ -46,8 +46,14 @@ def run(method: str, seed: int, root: str, baseline: bool) -> str:
         cmd = ["dnas", "run", "--config", config, "--workdir", workdir, f"--config.seed={seed}",
                "--config.progress=false", f"--config.baseline={str(baseline).lower()}"]  # fmt: skip
         print("#", " ".join(cmd), file=sys.stderr, flush=True)
-        with open(os.path.join(root, f"{method}-seed{seed}.log"), "w") as log:
-            subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT)
+        log_path = os.path.join(root, f"{method}-seed{seed}.log")
+        with open(log_path, "w") as log:
+            done = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT)
+        if done.returncode:  # report, and let the other runs and the table go on
+            with open(log_path) as log:
+                tail = "".join(log.readlines()[-15:])
+            print(f"# FAILED ({done.returncode}): {method} seed {seed}; {log_path}:\n{tail}",
+                  file=sys.stderr, flush=True)  # fmt: skip
     return workdir
 
 

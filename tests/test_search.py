@@ -107,8 +107,29 @@ def test_resuming_with_another_config_is_refused(tiny, uninterrupted):
     _, _, _, config = tiny
     workdir, _ = uninterrupted
     other = configlib.override(config, ["search.alpha_lr=0.1"])
-    with pytest.raises(configlib.ConfigError, match=r"different config\.json"):
+    with pytest.raises(configlib.ConfigError, match=r"config\.json differs in search\.alpha_lr;"):
         search.run(other, str(workdir))
+
+
+def test_fields_added_since_a_workdir_was_written_are_not_a_difference():
+    """A workdir written before a field existed resumes when the field is at its default (or
+    neutral where the default config lacks it); any other value, or a changed or dropped
+    field, is named."""
+    current = configlib.default_config().to_dict()
+    old = json.loads(json.dumps(current))
+    del old["search"]["lr_offset_epochs"]
+    assert search.config_changes(old, current) == []
+    current["strategy_args"] = {"resource_lambda": 0.0}
+    assert search.config_changes(old, current) == []
+    current["strategy_args"] = {"resource_lambda": 0.01}
+    current["search"]["lr_offset_epochs"] = 5
+    assert search.config_changes(old, current) == [
+        "search.lr_offset_epochs", "strategy_args.resource_lambda",
+    ]  # fmt: skip
+    current = configlib.default_config().to_dict()
+    old["search"]["lr"] = 1.0
+    del current["seed"]
+    assert search.config_changes(old, current) == ["search.lr", "seed"]
 
 
 @pytest.mark.parametrize(
