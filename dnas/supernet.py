@@ -218,13 +218,8 @@ def op_costs(cell: MixedCell, hw: tuple[int, int], stride: int) -> np.ndarray:
     space, C = cell.space, cell.op_channels
     out_hw = tuple(-(-n // stride) for n in hw)
     costs = np.zeros((space.num_ops, len(RESOURCES)))
-    for k, op in enumerate(space.primitives):
-        if op == "none":
-            continue
-        module = ops.make_op(
-            op, C, C, stride, affine=False, track_running_stats=False, impl=cell.sep_impl,
-            parent=None,
-        )  # fmt: skip
+    for op, module in cell._ops(stride).items():  # the modules the cell runs (`none` is not)
+        k = space.op_index(op)
         stats = evaluate.model_stats(module, (*hw, C), train=False)
         access = stats["params_total"] + C * (hw[0] * hw[1] + out_hw[0] * out_hw[1])
         costs[k] = stats["params_total"], stats["flops"], access

@@ -192,6 +192,18 @@ def test_pdarts_skip_dropout_mask_and_schedule():
         want = 0.4 * (25 - epoch - 1) / 25 if epoch < 10 else 0.4 * np.exp(-0.2 * (epoch - 10))
         np.testing.assert_allclose(float(s.skip_dropout(10 * epoch + 3)), want, rtol=1e-6)
     assert strategies.build("pdarts", ctx(NB201)).skip_dropout is None
+    # Through the DARTS supernet: identity skips only (the reduction cells' stride-2 skips are
+    # FactorizedReduce); a different key drops differently, rate None is the plain forward.
+    model = supernet.build("darts_cnn", 10, C=2, layers=2)
+    xs = jax.random.normal(jax.random.key(4), (2, 8, 8, 1))
+    mix = {c: jax.nn.one_hot(jnp.full((14,), DARTS.op_index("skip_connect")), 8) for c in
+           ("normal", "reduce")}  # fmt: skip
+    v = model.init(jax.random.key(5), xs, mix)
+    plain = model.apply(v, xs, mix)
+    a, b = (model.apply(v, xs, mix, skip_dropout=0.5, rngs={"dropout": jax.random.key(k)})
+            for k in (6, 7))  # fmt: skip
+    assert not np.allclose(a, plain) and not np.allclose(a, b)
+    np.testing.assert_array_equal(model.apply(v, xs, mix, skip_dropout=None), plain)
 
 
 def test_channel_shuffle_matches_pytorch_index_rule():
