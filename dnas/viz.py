@@ -141,9 +141,15 @@ class Run:
         ]
 
     def test_accuracy(self, name: str = "searched") -> float | None:
-        """The retrained `name` cell's test accuracy (summary.json of `dnas run`)."""
+        """The retrained `name` cell's test accuracy (summary.json of `dnas run`); for a
+        `dnas train` workdir, its own (results.json)."""
         r = (self.summary or {}).get("retrain", {}).get(name)
-        return None if r is None else r["test_accuracy"]
+        if r is None and name == "searched":
+            path = os.path.join(self.workdir, "results.json")
+            if os.path.exists(path):
+                with open(path) as f:
+                    r = json.load(f)
+        return None if r is None else r.get("test_accuracy")
 
 
 def load_run(workdir: str) -> Run:
