@@ -2,8 +2,9 @@
 
 A config file is a Python file with `get_config(arg=None) -> ml_collections.ConfigDict` (big_vision,
 flax examples); `path.py:arg` passes `arg`. It usually starts from `default_config()` and overrides
-what differs. Overrides `--config.a.b=value` are parsed with the type of the existing field; an
-unknown key or a value of the wrong type is a one-line `ConfigError`.
+what differs. Overrides `--config.a.b=value` are parsed with the type of the existing field (a
+field that is None takes true, false, none or a Python literal); an unknown key or a value of the
+wrong type is a one-line `ConfigError`.
 
 The ConfigDict stops at the `run()` functions: library code takes typed arguments.
 """
@@ -82,7 +83,7 @@ def default_config() -> ml_collections.ConfigDict:
     s.pt_interval = 5  # DARTS-PT: fine-tuning epochs between decisions
     s.pt_eval_batches = 10  # validation batches per DARTS-PT evaluation
     s.crop_padding = -1  # -1: the dataset's default
-    s.flip = True
+    s.flip = None  # None: the dataset's default (no flip for digits and SVHN); true/false force it
     s.cutout_length = 0
 
     c.train = ml_collections.ConfigDict()
@@ -101,7 +102,7 @@ def default_config() -> ml_collections.ConfigDict:
     t.auxiliary_weight = 0.4
     t.drop_path_prob = 0.1  # ramped linearly from 0 over the epochs, as the reference does
     t.crop_padding = -1
-    t.flip = True
+    t.flip = None  # None: the dataset's default
     t.cutout_length = -1  # -1: the dataset's default (16 on CIFAR, the DARTS protocol)
     t.sep_impl = "fused"
 
@@ -292,6 +293,8 @@ def _keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
 
 
 def _parse(text: str, current, key: str):
+    if current is None and text.strip().lower() in ("true", "false", "none", "null"):
+        return {"true": True, "false": False}.get(text.strip().lower())
     if isinstance(current, bool):
         lowered = text.strip().lower()
         if lowered in ("true", "1", "yes"):

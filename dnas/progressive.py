@@ -34,16 +34,15 @@ import os
 import ml_collections
 import numpy as np
 
-from dnas import discretise, search, spaces
+from dnas import discretise, search, spaces, strategies
 from dnas.genotype import Genotype
 from dnas.spaces.base import SearchSpace
 
 
-def masked_softmax(alpha: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Softmax over the ops with mask 1 of each edge; 0 elsewhere."""
-    a = np.where(mask > 0, np.asarray(alpha, np.float64), -np.inf)
-    e = np.exp(a - a.max(-1, keepdims=True))
-    return e / e.sum(-1, keepdims=True)
+def _weights(alphas, mask: dict) -> dict[str, np.ndarray]:
+    """Each cell type's mixing weights over the ops left by `mask` (numpy, for pruning)."""
+    w = strategies.masked_softmax({c: alphas[c] for c in mask}, mask)
+    return {c: np.asarray(v) for c, v in w.items()}
 
 
 def prune(
@@ -113,7 +112,7 @@ def run_pdarts(config: ml_collections.ConfigDict, workdir: str) -> Genotype:
         stage_dir = os.path.join(workdir, f"stage_{stage}")
         search.run(stage_config(config, stage, mask), stage_dir)
         with np.load(os.path.join(stage_dir, "alphas.npz")) as f:
-            weights = {c: masked_softmax(f[c], mask[c]) for c in space.cell_types}
+            weights = _weights(f, mask)
         last = stage == len(a.keep) - 1
         if last:
             # The last stage's weights without `none` decide the cell (the next mask would
@@ -174,11 +173,11 @@ def run_drnas(config: ml_collections.ConfigDict, workdir: str) -> Genotype:
         with np.load(os.path.join(stage_dir, "alphas.npz")) as f:
             alphas = {name: f[name] for name in f.files}
         if stage < stages - 1:
-            weights = {c: masked_softmax(alphas[c], mask[c]) for c in space.cell_types}
+            weights = _weights(alphas, mask)
             mask = {c: prune(space, weights[c], mask[c], int(a.keep[stage]), False) for c in mask}
     genotype.save(os.path.join(workdir, "genotype.json"))
     search.save_cell_diagrams(genotype, workdir)
     return genotype
 
 
-__all__ = ["cap_skips", "masked_softmax", "prune", "run_drnas", "run_pdarts"]
+__all__ = ["cap_skips", "prune", "run_drnas", "run_pdarts"]

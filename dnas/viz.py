@@ -376,13 +376,15 @@ def save_cells(geno: Genotype, out_dir: str, fmt: str = "svg", prefix: str = "ce
 # Alpha evolution.
 
 
-def _edge_grid(space: SearchSpace, fig, sharey: bool = True):
+def _edge_grid(space: SearchSpace):
+    """A figure with one panel per edge, five to a row; (figure, the edges' axes)."""
     cols = min(space.num_edges, 5)
     rows = -(-space.num_edges // cols)
-    axes = fig.subplots(rows, cols, squeeze=False, sharex=True, sharey=sharey)
+    fig = _figure(figsize=(15, 2.3 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False, sharex=True, sharey=True)
     for ax in axes.ravel()[space.num_edges :]:
         ax.set_visible(False)
-    return axes.ravel()[: space.num_edges]
+    return fig, axes.ravel()[: space.num_edges]
 
 
 def _edge_title(space: SearchSpace, e: int) -> str:
@@ -396,11 +398,11 @@ def alpha_heatmaps(run: Run, cell: str = "normal"):
     weight. `ax.images[0].get_array()` of edge e is `alpha_history(cell)[1][:, e].T`."""
     epochs, w = run.alpha_history(cell)
     space = run.space
-    fig = _figure(figsize=(15, 2.3 * (-(-space.num_edges // 5))))
+    fig, axes = _edge_grid(space)
     # One colour scale for every edge, spanning the logged range (weights of a short search stay
     # close to uniform, and a 0-1 scale would show nothing).
     vmin, vmax = float(np.nanmin(w)), float(np.nanmax(w))
-    for e, ax in enumerate(_edge_grid(space, fig)):
+    for e, ax in enumerate(axes):
         extent = (epochs[0] - 0.5, epochs[-1] + 0.5, space.num_ops - 0.5, -0.5)
         im = ax.imshow(w[:, e].T, aspect="auto", cmap="viridis", vmin=vmin, vmax=vmax,
                        interpolation="nearest", gid=f"edge:{e}", extent=extent)  # fmt: skip
@@ -416,8 +418,8 @@ def alpha_lines(run: Run, cell: str = "normal"):
     """One panel per edge, one line per op: the logged mixing weight over epochs."""
     epochs, w = run.alpha_history(cell)
     space = run.space
-    fig = _figure(figsize=(15, 2.3 * (-(-space.num_edges // 5))))
-    for e, ax in enumerate(_edge_grid(space, fig)):
+    fig, axes = _edge_grid(space)
+    for e, ax in enumerate(axes):
         for k, op in enumerate(space.primitives):
             ax.plot(epochs, w[:, e, k], label=op, lw=1.2)
         ax.set_title(_edge_title(space, e), fontsize=9)

@@ -322,6 +322,23 @@ def test_preprocess_order_crop_before_normalise_cutout_after():
     )
 
 
+def test_default_config_flips_cifar_but_never_digits():
+    """The default config leaves flipping to the dataset: a mirrored digit is another symbol."""
+    from dnas import configlib, search
+
+    for part in ("search", "train"):
+        aug = search.Augmentation.from_config(configlib.default_config()[part])
+        for name, flips in (("digits", False), ("svhn", False), ("cifar10", True)):
+            info = data.get_info(name)
+            channels = len(info.mean)
+            info = dataclasses.replace(info, mean=(0.0,) * channels, std=(1.0,) * channels)
+            images = _random_images((64, 8, 8, channels))
+            kwargs = dict(crop_padding=0, flip=aug.flip, cutout_length=0)
+            out = np.asarray(data.preprocess(jax.random.key(1), images, info, train=True, **kwargs))
+            mirrored = [not np.array_equal(o, i) for o, i in zip(out, images, strict=True)]
+            assert any(mirrored) == flips, (part, name)
+
+
 def test_preprocess_eval_is_normalisation_only():
     info = data.get_info("cifar10")
     images = _random_images((3, 32, 32, 3))

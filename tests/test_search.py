@@ -148,6 +148,13 @@ def test_config_override_errors(assignment, message):
         configlib.override(configlib.default_config(), [assignment])
 
 
+def test_config_override_of_a_none_field():
+    config = configlib.default_config()
+    assert config.search.flip is None  # the dataset's default
+    for text, value in (("false", False), ("True", True), ("none", None), ("1", 1)):
+        assert configlib.override(config, [f"search.flip={text}"]).search.flip == value
+
+
 def test_config_file_errors(tmp_path):
     with pytest.raises(configlib.ConfigError, match="does not exist"):
         configlib.load(str(tmp_path / "missing.py"))
