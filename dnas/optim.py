@@ -9,6 +9,7 @@ learning rate is annealed per epoch (`CosineAnnealingLR` stepped once an epoch) 
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import optax
 
@@ -17,6 +18,21 @@ def _active(value) -> bool:
     """False for None and a Python zero; True for other numbers and for traced values (a
     hyper-parameter swept under `vmap` is an array, and a zero there is applied, exactly)."""
     return value is not None and (not isinstance(value, int | float) or value != 0)
+
+
+def clip_by_global_norm(max_norm) -> optax.GradientTransformation:
+    """`optax.clip_by_global_norm(max_norm)`, off where `max_norm` <= 0: a swept (traced) clip of
+    0 means no clipping, as a Python 0 does, not updates scaled to nothing."""
+    clip = optax.clip_by_global_norm(max_norm)
+    if isinstance(max_norm, int | float):
+        return clip
+
+    def update(updates, state, params=None):
+        clipped, state = clip.update(updates, state, params)
+        on = jnp.asarray(max_norm) > 0
+        return jax.tree.map(lambda c, u: jnp.where(on, c, u), clipped, updates), state
+
+    return optax.GradientTransformation(clip.init, update)
 
 
 def cosine_schedule(
@@ -42,7 +58,7 @@ def sgd(
 ) -> optax.GradientTransformation:
     """PyTorch `SGD(momentum, weight_decay)` after `clip_grad_norm_(grad_clip)`."""
     return optax.chain(
-        optax.clip_by_global_norm(grad_clip) if _active(grad_clip) else optax.identity(),
+        clip_by_global_norm(grad_clip) if _active(grad_clip) else optax.identity(),
         optax.add_decayed_weights(weight_decay) if _active(weight_decay) else optax.identity(),
         optax.sgd(learning_rate, momentum=momentum if _active(momentum) else None),
     )

@@ -29,6 +29,7 @@ them across stages).
 
 from __future__ import annotations
 
+import inspect
 import os
 
 import ml_collections
@@ -37,6 +38,20 @@ import numpy as np
 from dnas import discretise, search, spaces, strategies
 from dnas.genotype import Genotype
 from dnas.spaces.base import SearchSpace
+
+
+def with_defaults(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """`config` with the strategy factory's defaults for the `strategy_args` it leaves out
+    (`--config.strategy=pdarts` alone runs the paper's three stages)."""
+    factory = strategies.STRATEGIES[config.strategy]
+    defaults = {
+        name: p.default
+        for name, p in inspect.signature(factory).parameters.items()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is not None
+    }
+    c = ml_collections.ConfigDict(config.to_dict())
+    c.strategy_args = ml_collections.ConfigDict(defaults | config.strategy_args.to_dict())
+    return c
 
 
 def _weights(alphas, mask: dict) -> dict[str, np.ndarray]:
@@ -98,15 +113,16 @@ def stage_config(
 
 def run_pdarts(config: ml_collections.ConfigDict, workdir: str) -> Genotype:
     """All P-DARTS stages, then the final genotype (written to `workdir/genotype.json`)."""
-    workdir = search.prepare_workdir(workdir, config)
+    config = with_defaults(config)
     space = spaces.get(config.space)
     a = config.strategy_args
     rates = tuple(a.get("dropout_rate", ()))
-    if len(a.stage_layers) != len(a.keep) or (rates and len(rates) != len(a.keep)):
+    if not a.keep or len(a.stage_layers) != len(a.keep) or (rates and len(rates) != len(a.keep)):
         raise ValueError(
             f"strategy_args.stage_layers {tuple(a.stage_layers)}, keep {tuple(a.keep)} and "
-            f"dropout_rate {rates} need one entry per stage"
+            f"dropout_rate {rates} need one entry per stage (at least one stage)"
         )
+    workdir = search.prepare_workdir(workdir, config)
     mask = {c: np.ones((space.num_edges, space.num_ops), np.float32) for c in space.cell_types}
     for stage, keep in enumerate(a.keep):
         stage_dir = os.path.join(workdir, f"stage_{stage}")
@@ -148,11 +164,11 @@ def drnas_stage_config(
 def run_drnas(config: ml_collections.ConfigDict, workdir: str) -> Genotype:
     """All stages of DrNAS' progressive search; the last stage's genotype (also written to
     `workdir/genotype.json`)."""
-    workdir = search.prepare_workdir(workdir, config)
+    config = with_defaults(config)
     space = spaces.get(config.space)
     a = config.strategy_args
     stages = len(a.stage_epochs)
-    if len(a.stage_partial_channels) != stages or len(a.keep) != stages - 1:
+    if not stages or len(a.stage_partial_channels) != stages or len(a.keep) != stages - 1:
         raise ValueError(
             f"strategy_args.stage_epochs {tuple(a.stage_epochs)} needs one "
             f"stage_partial_channels per stage (got {tuple(a.stage_partial_channels)}) and one "
@@ -165,6 +181,7 @@ def run_drnas(config: ml_collections.ConfigDict, workdir: str) -> Genotype:
             f"do not divide search.C={config.search.C}; choose divisors of C (the paper: C=36, "
             "6 then 4)"
         )
+    workdir = search.prepare_workdir(workdir, config)
     mask = {c: np.ones((space.num_edges, space.num_ops), np.float32) for c in space.cell_types}
     alphas = None
     for stage in range(stages):
@@ -180,4 +197,4 @@ def run_drnas(config: ml_collections.ConfigDict, workdir: str) -> Genotype:
     return genotype
 
 
-__all__ = ["cap_skips", "prune", "run_drnas", "run_pdarts"]
+__all__ = ["cap_skips", "prune", "run_drnas", "run_pdarts", "with_defaults"]

@@ -9,9 +9,16 @@ every cell type, a random undecided edge, removes each of its ops in turn (that 
 weight set to 0, the others untouched) and keeps the op whose removal lowers validation accuracy
 most; the edge then mixes with that op alone (one-hot). Topology phase (spaces that keep k inputs
 per node): a random node with more than k inputs repeatedly loses the incoming edge whose removal
-leaves the highest validation accuracy, until k remain. Between decisions the supernet is
+leaves the highest validation accuracy, until k remain; each candidate is evaluated with only
+itself removed (edges dropped earlier in the same node stay on while the node is decided, as
+`project_edge` of the authors' sota/cnn/projection.py). Between decisions the supernet is
 fine-tuned with the search step (weights at lr / 10, cosine; alphas of undecided edges keep
 learning), and the projection is an input of that step, so it compiles once.
+
+Schedule (sota/cnn/projection.py): n decisions at epochs 0, I, ..., (n - 1) I of
+(n - 1) I + 1 fine-tuning epochs, I = `pt_interval`; the last decision is followed by one epoch
+of fine-tuning. (The authors' NAS-Bench-201 script runs one epoch fewer, its last decision
+at epoch (n - 1) I - 1.)
 
 The projection enters the alphas as non-trainable entries (`fixed/...`, left out of the alpha
 optimiser): per cell type, `decided` (E,), `onehot` (E, K), `edge_keep` (E,).
@@ -60,11 +67,24 @@ def project(mix: MixWeights, alphas: Alphas, op_keep: MixWeights | None = None) 
 
 
 def with_projection(strategy: strategies.Strategy) -> strategies.Strategy:
-    """`strategy` whose mixing weights (search and final) go through `project`."""
+    """`strategy` whose mixing weights (search, final and perturbed) go through `project`.
+
+    A perturbation of the weight step (SDARTS) moves only the undecided edges: its loss sees
+    projected weights and its result is projected, so decided edges stay one-hot and removed
+    edges stay off (the authors' `get_projected_weights` overwrites them after the perturbation).
+    """
+    weight_mix = strategy.weight_mix
+    if weight_mix is not None:
+
+        def weight_mix(loss_of_mix, mix, key, step, alphas=None, inner=weight_mix):
+            held = lambda m: loss_of_mix(project(m, alphas))
+            return project(inner(held, mix, key, step, alphas=alphas), alphas)
+
     return strategy._replace(
         name=f"{strategy.name}+pt",
         mix_weights=lambda a, key, step: project(strategy.mix_weights(a, key, step), a),
         final_weights=lambda a: project(strategy.final_weights(a), a),
+        weight_mix=weight_mix,
     )
 
 
@@ -81,15 +101,16 @@ def decide_op(accuracy_without: Callable[[int], float], ops: Sequence[int]) -> i
 
 
 def prune_edges(
-    accuracy_without: Callable[[int, list[int]], float], edges: Sequence[int], keep: int
+    accuracy_without: Callable[[int], float], edges: Sequence[int], keep: int
 ) -> list[int]:
-    """Removes, one at a time, the edge whose removal leaves the highest accuracy, until `keep`
-    remain; returns the kept edges. `accuracy_without(e, removed)` is the accuracy with edge e
-    and the edges already `removed` taken out."""
-    edges, removed = list(edges), []
+    """Removes, one at a time, the edge whose removal leaves the highest accuracy (ties: the
+    first), until `keep` remain; returns the kept edges. `accuracy_without(e)` is the accuracy
+    with edge e alone taken out: edges removed before are not taken out while the others are
+    scored (the authors' `project_edge`)."""
+    edges = list(edges)
     while len(edges) > keep:
-        scores = [accuracy_without(e, removed) for e in edges]
-        removed.append(edges.pop(int(np.argmax(scores))))
+        scores = [accuracy_without(e) for e in edges]
+        edges.pop(int(np.argmax(scores)))
     return edges
 
 
@@ -124,7 +145,7 @@ def run(config, su: search.SearchSetup, state: search.SearchState, workdir: str,
     space, spe = su.space, su.steps_per_epoch
     search_steps = int(state.step)
     interval = s.pt_interval
-    tune_epochs = interval * num_decisions(space) + 1
+    tune_epochs = interval * (num_decisions(space) - 1) + 1  # the last decision at the last epoch
     hp = {k: s[k] for k in search.HPARAMS} | {"lr": s.lr / 10}
     lr, weight_tx, base_alpha_tx = search.make_optimizers(hp, tune_epochs, spe)
     # The search's strategy, hypergradients with the fine-tuning optimiser, and its schedules
@@ -138,7 +159,9 @@ def run(config, su: search.SearchSetup, state: search.SearchState, workdir: str,
         regularizer=lambda a, step: base.regularizer(a, last),
         weight_mix=None
         if base.weight_mix is None
-        else (lambda f, mix, key, step: base.weight_mix(f, mix, key, last)),
+        else (
+            lambda f, mix, key, step, alphas=None: base.weight_mix(f, mix, key, last, alphas=alphas)
+        ),
         skip_dropout=None if base.skip_dropout is None else (lambda step: base.skip_dropout(last)),
     )
     strategy = with_projection(held)
@@ -202,9 +225,9 @@ def run(config, su: search.SearchSetup, state: search.SearchState, workdir: str,
                     edges = [space.edge_index(src, dst) for src in range(dst)]
                     keep_key = f"{FIXED}edge_keep/{cell}"
 
-                    def without_edge(e, removed, keep_key=keep_key):
+                    def without_edge(e, keep_key=keep_key):
                         saved = proj[keep_key].copy()
-                        proj[keep_key][[e, *removed]] = 0.0
+                        proj[keep_key][e] = 0.0
                         try:
                             return accuracy(lambda: current())
                         finally:

@@ -143,7 +143,7 @@ def make_step(
             )[0]
             mix = strategy.weight_mix(
                 loss_of_mix, strategy.mix_weights(alphas, k_mix, state.step), k_perturb,
-                state.step,
+                state.step, alphas=alphas,
             )  # fmt: skip
         extra = () if mix is None else (mix,)
         (_, train_metrics), g_w = grad_fn(

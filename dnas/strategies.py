@@ -32,8 +32,9 @@ from dnas.genotype import Genotype
 from dnas.spaces.base import SearchSpace
 from dnas.types import Alphas, Array, MixWeights, PRNGKey
 
-# (loss of mixing weights, mixing weights, key, step) -> mixing weights for the weight step.
-WeightMix = Callable[[Callable[[MixWeights], Array], MixWeights, PRNGKey, Array], MixWeights]
+# (loss of mixing weights, mixing weights, key, step, alphas=) -> mixing weights for the weight
+# step. `alphas` (keyword) lets a wrapper hold parts of the weights fixed (DARTS-PT's projection).
+WeightMix = Callable[..., MixWeights]
 
 
 class Strategy(NamedTuple):
@@ -227,7 +228,7 @@ def drnas(
     ctx: Context,
     *,
     reg_type: str = "l2",
-    reg_scale: float = 1e-3,
+    reg_scale: float | None = None,
     progressive: bool = False,
     stage_epochs: Any = (25, 25),
     stage_partial_channels: Any = (6, 4),
@@ -238,9 +239,9 @@ def drnas(
     """DrNAS (Chen et al., ICLR 2021): mixing weights are a Dirichlet sample with concentration
     elu(alpha) + 1 at every forward pass (weight and alpha steps), differentiated pathwise
     (implicit reparameterisation). Regulariser: 'l2' is the alpha optimiser's weight decay (the
-    authors' default; set search.alpha_weight_decay = reg_scale, no term here); 'kl' adds
-    reg_scale * KL(Dir(elu(alpha) + 1) || Dir(1)) per edge (their code then sets the alpha weight
-    decay to 0). Discretised from softmax(alpha), as their code.
+    authors' default; its scale is search.alpha_weight_decay, and a `reg_scale` is refused);
+    'kl' adds reg_scale (default 1e-3) * KL(Dir(elu(alpha) + 1) || Dir(1)) per edge (their
+    code then sets the alpha weight decay to 0). Discretised from softmax(alpha), as their code.
 
     `progressive=True`: DrNAS' progressive scheme (`dnas.progressive.run_drnas` runs the stages:
     `stage_epochs` each, partial channels `stage_partial_channels`, `keep` ops per edge after
@@ -249,6 +250,12 @@ def drnas(
     del stage_epochs, stage_partial_channels, keep  # read by dnas.progressive.run_drnas
     if reg_type not in ("kl", "l2"):
         raise ValueError(f"unknown DrNAS reg_type {reg_type!r}; valid: kl, l2")
+    if reg_type == "l2" and reg_scale is not None:
+        raise ValueError(
+            "DrNAS reg_type='l2' is the alpha optimiser's weight decay: set "
+            "--config.search.alpha_weight_decay instead of strategy_args.reg_scale"
+        )
+    reg_scale = 1e-3 if reg_scale is None else reg_scale
     masks = _masks(ctx.space, ops_mask)
 
     def kl(alphas: Alphas, step: Array) -> Array:  # over every op, masked or not (their code)
@@ -391,8 +398,8 @@ def _uniform_like(key: PRNGKey, mix: MixWeights, eps: Array) -> MixWeights:
 def random_smoothing(epsilon: Callable[[Array], Array]) -> WeightMix:
     """SDARTS-RS: the weight step sees clip(mix + U(-eps, eps)), noise per op and edge."""
 
-    def weight_mix(loss_of_mix, mix, key, step):
-        del loss_of_mix
+    def weight_mix(loss_of_mix, mix, key, step, alphas=None):
+        del loss_of_mix, alphas
         noisy = jax.tree.map(jnp.add, mix, _uniform_like(key, mix, epsilon(step)))
         return jax.lax.stop_gradient(clip_rows(noisy))
 
@@ -406,7 +413,8 @@ def adversarial(epsilon: Callable[[Array], Array], steps: int) -> WeightMix:
     after each step; if the attack ends below the starting loss, the unperturbed weights are used
     (as the authors' code)."""
 
-    def weight_mix(loss_of_mix, mix, key, step):
+    def weight_mix(loss_of_mix, mix, key, step, alphas=None):
+        del alphas
         mix = jax.lax.stop_gradient(mix)
         eps = epsilon(step)
         lr = 2.0 * eps / steps

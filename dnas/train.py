@@ -23,6 +23,7 @@ from jax.sharding import Mesh
 
 from dnas import checkpoint, data, evaluate, loop, metrics, network, optim, parallel
 from dnas import genotype as genotype_lib
+from dnas.configlib import ConfigError
 from dnas.genotype import Genotype
 from dnas.search import Augmentation, prepare_workdir
 from dnas.state import TrainState, init_variables
@@ -173,10 +174,25 @@ def resolve_genotype(config: ml_collections.ConfigDict) -> Genotype:
     return genotype_lib.load(config.train.genotype)
 
 
+def _check_same_genotype(workdir: str, genotype: Genotype) -> None:
+    """Refuses to resume a workdir trained on another genotype (two cells with the same ops on
+    other inputs have the same parameter tree, so the checkpoint alone would not notice)."""
+    path = os.path.join(workdir, "genotype.json")
+    if not (os.path.exists(path) and os.path.isdir(os.path.join(workdir, "checkpoints"))):
+        return
+    previous = genotype_lib.load_json(path)
+    if previous != genotype:
+        raise ConfigError(
+            f"{workdir} holds the training of another genotype ({previous.to_string()}); "
+            f"resuming it with {genotype.to_string()} would mix two networks. Use a new --workdir."
+        )
+
+
 def run(config: ml_collections.ConfigDict, workdir: str, genotype: Genotype | None = None) -> dict:
     """Trains `genotype` (default: `config.train.genotype`) from scratch; returns the results
     (also written to `<workdir>/results.json`)."""
     genotype = genotype or resolve_genotype(config)
+    _check_same_genotype(workdir, genotype)
     workdir = prepare_workdir(workdir, config)
     genotype.save(os.path.join(workdir, "genotype.json"))
     loop.enable_compilation_cache(config.compilation_cache_dir)

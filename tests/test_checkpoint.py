@@ -295,3 +295,19 @@ def test_atomic_write_failure_keeps_old_content(tmp_path, monkeypatch):
         checkpoint.atomic_write_text(path, "new")
     assert path.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+
+
+def test_retraining_workdir_of_another_genotype_is_refused(tmp_path):
+    """Same config, other genotype: refused before anything is written (DARTS cells with the
+    same ops on other inputs have the same parameter tree, so restoring would succeed)."""
+    from dnas import configlib, train
+    from dnas import genotype as genotype_lib
+
+    v1, v2 = genotype_lib.load("DARTS_V1"), genotype_lib.load("DARTS_V2")
+    v1.save(tmp_path / "genotype.json")
+    (tmp_path / "checkpoints").mkdir()
+    before = (tmp_path / "genotype.json").read_text()
+    with pytest.raises(configlib.ConfigError, match=r"another genotype.*Use a new --workdir"):
+        train.run(configlib.default_config(), str(tmp_path), genotype=v2)
+    assert (tmp_path / "genotype.json").read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoints", "genotype.json"]

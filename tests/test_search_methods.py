@@ -63,11 +63,50 @@ def test_darts_pt_selection(tmp_path):
     decisions = [json.loads(x) for x in (workdir / "pt_decisions.jsonl").read_text().splitlines()]
     space = spaces.get("nb201")
     assert len(decisions) == space.num_edges  # one op decision per edge, no topology phase
+    assert [d["epoch"] for d in decisions] == list(range(space.num_edges))  # every pt_interval
     assert sorted(tuple(d["edge"]) for d in decisions) == sorted(space.edges)
     chosen = {tuple(d["edge"]): d["op"] for d in decisions}
     for dst, node in zip(space.nodes, geno.cells()["normal"], strict=True):
         for op, src in node:
             assert chosen[(src, dst)] == op
+
+
+@pytest.mark.parametrize("mode", ["rs", "adv"])
+def test_darts_pt_holds_its_projection_in_the_perturbed_weight_step(mode):
+    """SDARTS + DARTS-PT: the perturbation moves only undecided edges; a decided edge stays
+    one-hot, a removed edge stays off, also in the weights the attack's loss sees."""
+    import jax
+    import jax.numpy as jnp
+
+    from dnas import pt
+
+    space = spaces.get("nb201")
+    ctx = strategies.Context(space=space, steps_per_epoch=2, epochs=2)
+    args = {"mode": mode, "epsilon_start": 0.3, "epsilon_end": 0.3}
+    strategy = pt.with_projection(strategies.build("sdarts", ctx, args))
+    alphas = space.init_alphas(jax.random.key(0), 1.0)
+    alphas |= {k: jnp.asarray(v) for k, v in pt.projection_init(space).items()}
+    onehot = np.zeros((space.num_edges, space.num_ops), np.float32)
+    onehot[0, 3] = 1
+    alphas[f"{pt.FIXED}decided/normal"] = jnp.asarray(np.eye(space.num_edges)[0], jnp.float32)
+    alphas[f"{pt.FIXED}onehot/normal"] = jnp.asarray(onehot)
+    alphas[f"{pt.FIXED}edge_keep/normal"] = jnp.ones(space.num_edges).at[1].set(0.0)
+    seen = []
+    target = jax.random.normal(jax.random.key(1), onehot.shape)
+
+    def loss_of_mix(m):  # rewards weight on the removed edge, if the attack could reach it
+        seen.append(m["normal"])
+        return jnp.sum(m["normal"] * target) + 10.0 * jnp.sum(m["normal"][1])
+
+    mix = strategy.mix_weights(alphas, jax.random.key(2), 0)
+    out = strategy.weight_mix(loss_of_mix, mix, jax.random.key(3), 0, alphas=alphas)
+    out = np.asarray(out["normal"])
+    np.testing.assert_array_equal(out[0], onehot[0])
+    np.testing.assert_array_equal(out[1], 0.0)
+    assert np.abs(out[2:] - np.asarray(mix["normal"][2:])).max() > 0.01  # the rest is perturbed
+    np.testing.assert_allclose(out[2:].sum(-1), 1.0, rtol=1e-5)
+    if mode == "adv":  # every weight the attack evaluated was projected
+        assert seen and all(isinstance(m, jax.core.Tracer) or not m[1].any() for m in seen)
 
 
 def _config_variants():
@@ -181,11 +220,14 @@ def test_drnas_progressive_stages(tmp_path):
         ("random_ws", {}, "selection=random"),
         ("darts", {"selection": "evolution", "evolution_sample_size": 30}, "evolution_population"),
         ("darts", {"early_stop": "soon"}, "early_stop must be one of"),
+        ("drnas", {"reg_scale": 1e-2}, "alpha_weight_decay instead of strategy_args.reg_scale"),
     ],
 )
 def test_meaningless_option_combinations_fail_before_the_search(strategy, fields, message):
-    config = tiny_config(**fields)
+    config = tiny_config(**{k: v for k, v in fields.items() if k != "reg_scale"})
     config.strategy = strategy
+    if "reg_scale" in fields:
+        config.strategy_args.reg_scale = fields["reg_scale"]
     with pytest.raises(configlib.ConfigError, match=message):
         search.setup(config)
 
@@ -200,3 +242,25 @@ def test_early_stop_when_the_ranking_is_stable(tmp_path):
     assert stop["epoch"] == 2 and "not changed for 1 epochs" in stop["reason"]
     history = json.loads((workdir / "epoch_rankings.json").read_text())
     assert sorted(history) == ["1", "2"] and history["1"] == history["2"]
+
+
+def test_progressive_searches_take_the_factory_defaults(tmp_path):
+    """`--config.strategy=pdarts` alone means the paper's stages; a stage-less setting is
+    refused before anything is written."""
+    from dnas import progressive
+
+    config = tiny_config()
+    config.strategy = "pdarts"
+    a = progressive.with_defaults(config).strategy_args
+    assert (tuple(a.stage_layers), tuple(a.keep), a.max_skips) == ((5, 11, 17), (5, 3, 1), 2)
+    config.strategy_args.max_skips = 1  # the config's own values win
+    assert progressive.with_defaults(config).strategy_args.max_skips == 1
+    config.strategy_args.keep, config.strategy_args.stage_layers = (), ()
+    with pytest.raises(ValueError, match="at least one stage"):
+        progressive.run_pdarts(config, str(tmp_path / "p"))
+    config = tiny_config()
+    config.strategy = "drnas"
+    config.strategy_args.progressive, config.strategy_args.stage_epochs = True, ()
+    with pytest.raises(ValueError, match="needs one stage_partial_channels"):
+        progressive.run_drnas(config, str(tmp_path / "d"))
+    assert not list(tmp_path.iterdir())

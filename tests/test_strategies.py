@@ -472,6 +472,42 @@ def test_snas_resource_penalty_formula_and_pull_to_cheap_ops():
         expected = np.einsum("ek,nekr->ner", p, costs[c])
         want += np.log(expected).mean(-1).sum(-1).mean()
     np.testing.assert_allclose(float(s.regularizer(alphas, 0)), 0.1 * want, rtol=1e-5)
+    # At a one-hot architecture (alpha 50 on one op of every edge), the penalty is the log costs
+    # of the chosen ops. Every edge sep_conv_3x3, counted by hand: P = 2 (9C + C^2) parameters
+    # (two depthwise 3x3 + pointwise blocks, no affine BN in the supernet), hw_out * P
+    # multiply-adds, P + C (hw_in + hw_out) memory access. Cells (C=4, 5 cells, 8x8 input):
+    # normal C=4 at 8x8, reduce C=8 8x8 -> 4x4, normal C=8 at 4x4, reduce C=16 4x4 -> 2x2, normal
+    # C=16 at 2x2; a reduction cell's 8 edges from its inputs have stride 2, its 6 others not.
+    sep3 = DARTS.op_index("sep_conv_3x3")
+
+    def one_hot(choice):  # cell type -> the op of every edge
+        out = {}
+        for c, k in choice.items():
+            a = np.zeros((DARTS.num_edges, DARTS.num_ops), np.float32)
+            a[np.arange(DARTS.num_edges), k] = 50.0
+            out[c] = jnp.asarray(a)
+        return out
+
+    def log_cost(C, hw_in, hw_out):
+        P = 2 * (9 * C + C * C)
+        return np.mean(np.log([P, hw_out * P, P + C * (hw_in + hw_out)]))
+
+    normal = np.mean([14 * log_cost(4, 64, 64), 14 * log_cost(8, 16, 16), 14 * log_cost(16, 4, 4)])
+    reduce = np.mean([8 * log_cost(8, 64, 16) + 6 * log_cost(8, 16, 16),
+                      8 * log_cost(16, 16, 4) + 6 * log_cost(16, 4, 4)])  # fmt: skip
+    all_sep3 = one_hot({c: [sep3] * DARTS.num_edges for c in ("normal", "reduce")})
+    got = float(s.regularizer(all_sep3, 0))
+    np.testing.assert_allclose(got, 0.1 * (normal + reduce), rtol=1e-5)
+    # Other convolutions, edge by edge: the costs table's entries of the chosen ops.
+    conv_ops = [DARTS.op_index(o) for o in DARTS.primitives if "conv" in o]
+    choice = {c: [conv_ops[(e + i) % len(conv_ops)] for e in range(DARTS.num_edges)]
+              for i, c in enumerate(("normal", "reduce"))}  # fmt: skip
+    chosen = sum(
+        np.mean([sum(np.log(costs[c][n, e, k]).mean() for e, k in enumerate(choice[c]))
+                 for n in range(len(costs[c]))])
+        for c in choice
+    )  # fmt: skip
+    np.testing.assert_allclose(float(s.regularizer(one_hot(choice), 0)), 0.1 * chosen, rtol=1e-5)
     # Gradient descent on the penalty alone moves weight from the convolutions to the free ops.
     a = alphas_of(DARTS, scale=1e-3)
     for _ in range(50):

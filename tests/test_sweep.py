@@ -81,3 +81,24 @@ def test_sweep_equals_separate_searches(swept):
     step0 = np.abs(alphas[0] - alphas[0].mean()).max()
     step1 = np.abs(alphas[1] - alphas[1].mean()).max()
     assert step1 > 5 * step0
+
+
+def test_a_swept_gradient_clip_means_what_it_means_alone():
+    """Under vmap the clip is an array; 0 must still mean no clipping (not a zero update)."""
+    import jax
+    import jax.numpy as jnp
+
+    from dnas import optim
+
+    params, grads = {"w": jnp.array([3.0, 4.0])}, {"w": jnp.array([30.0, 40.0])}  # |g| = 50
+
+    def update(clip):
+        tx = optim.sgd(0.1, momentum=0.9, weight_decay=0.0, grad_clip=clip)
+        return tx.update(grads, tx.init(params), params)[0]["w"]
+
+    swept = np.asarray(jax.vmap(update)(jnp.array([0.0, 1.0, 100.0])))
+    np.testing.assert_allclose(swept[0], [-3.0, -4.0], rtol=1e-6)  # unclipped: -0.1 g
+    np.testing.assert_allclose(swept[1], [-0.06, -0.08], rtol=1e-5)  # norm clipped to 1
+    np.testing.assert_allclose(swept[2], [-3.0, -4.0], rtol=1e-6)  # under the clip
+    for clip, row in zip((0.0, 1.0, 100.0), swept, strict=True):  # as the same value alone
+        np.testing.assert_allclose(update(clip), row, rtol=1e-6)

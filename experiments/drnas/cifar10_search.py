@@ -39,8 +39,7 @@ def progressive(c):
 def get_config(arg: str | None = None):
     c = configlib.darts_cifar10(configlib.default_config())
     c.strategy = "drnas"
-    c.strategy_args.reg_type = "l2"
-    c.strategy_args.reg_scale = 1e-3
+    c.strategy_args.reg_type = "l2"  # its scale: search.alpha_weight_decay
     s = c.search
     s.lr, s.lr_min, s.alpha_lr, s.alpha_weight_decay = 0.1, 0.0, 6e-4, 1e-3
     s.alpha_warmup_epochs = 10
