@@ -78,6 +78,7 @@ def default_config() -> ml_collections.ConfigDict:
     s.selection = ""
     s.selection_archs = 100  # architectures evaluated
     s.selection_batches = 4  # validation batches per architecture
+    s.selection_rerank = 0  # > 0: re-score this many of the best on the whole validation split
     s.evolution_population = 20
     s.evolution_sample_size = 5
     s.pt_interval = 5  # DARTS-PT: fine-tuning epochs between decisions

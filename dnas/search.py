@@ -252,6 +252,11 @@ def _check_method_options(config: ml_collections.ConfigDict, strategy: strategie
             f"strategy {config.strategy!r} learns no alphas, so its genotype must come from the "
             "trained supernet: set --config.search.selection=random (or evolution)"
         )
+    if s.selection_rerank and s.selection not in ("random", "evolution"):
+        raise configlib.ConfigError(
+            "search.selection_rerank re-scores the best architectures of selection=random or "
+            f"evolution; with selection={s.selection!r} set --config.search.selection_rerank=0"
+        )
     if s.selection == "evolution" and not 1 <= s.evolution_sample_size <= s.evolution_population:
         raise configlib.ConfigError(
             f"search.evolution_sample_size ({s.evolution_sample_size}) must be between 1 and "
@@ -570,7 +575,9 @@ def select_with_supernet(config, su: SearchSetup, state: SearchState, workdir: s
     'random' (random search with weight sharing, `selection_archs` samples) or 'evolution'
     (regularised evolution, population `evolution_population`, tournament
     `evolution_sample_size`, `selection_archs` architectures evaluated in all). Every evaluated
-    genotype and its accuracy go to `selection.jsonl`."""
+    genotype and its accuracy go to `selection.jsonl`. `selection_rerank` > 0 re-scores that
+    many of the best on the whole validation split and keeps the best of those
+    (`selection_rerank.jsonl`)."""
     s = config.search
     batches = data.batches(su.alphas_source, s.batch_size, seed=config.seed + 3)
     val = [parallel.shard_batch(next(batches), mesh) for _ in range(s.selection_batches)]
@@ -588,6 +595,17 @@ def select_with_supernet(config, su: SearchSetup, state: SearchState, workdir: s
     checkpoint.atomic_write_text(os.path.join(workdir, "selection.jsonl"), "\n".join(lines) + "\n")
     best_accuracy = max(a for _, a in history)
     writer.write_scalars(int(state.step), {"selection/best_val_accuracy": best_accuracy})
+    if s.selection_rerank > 0:  # the top ones again, on the whole validation split
+        steps = data.steps_per_epoch(su.alphas_source, s.batch_size)
+        whole = data.batches(su.alphas_source, s.batch_size, seed=config.seed + 4)
+        full = [parallel.shard_batch(next(whole), mesh) for _ in range(steps)]
+        score_full = lambda g: selection.score(acc_fn, state.params, su.space, g, full)
+        best, rescored = selection.rerank(score_full, history, s.selection_rerank)
+        lines = [json.dumps({"genotype": g.to_string(), "val_accuracy": a}) for g, a in rescored]
+        path = os.path.join(workdir, "selection_rerank.jsonl")
+        checkpoint.atomic_write_text(path, "\n".join(lines) + "\n")
+        best_full = max(a for _, a in rescored)
+        writer.write_scalars(int(state.step), {"selection/best_rerank_accuracy": best_full})
     return best
 
 

@@ -118,6 +118,25 @@ def random_search(
     return best, history
 
 
+def rerank(
+    score_fn: Callable[[Genotype], float], history: Sequence[tuple[Genotype, float]], top: int
+) -> tuple[Genotype, list[tuple[Genotype, float]]]:
+    """Random search with weight sharing's last step (Li & Talwalkar's code): the `top` best
+    distinct genotypes of `history` (ties: the earlier), re-scored with `score_fn` (the whole
+    validation split); the best of them (ties: the better first score) and every re-score."""
+    if top < 1:
+        raise ValueError(f"rerank needs top >= 1, got {top}")
+    chosen, seen = [], set()
+    for g, _ in sorted(history, key=lambda gs: -gs[1]):  # stable
+        if g.to_string() not in seen:
+            seen.add(g.to_string())
+            chosen.append(g)
+        if len(chosen) == top:
+            break
+    rescored = [(g, score_fn(g)) for g in chosen]
+    return max(rescored, key=lambda gs: gs[1])[0], rescored
+
+
 def evolution(
     score_fn: Callable[[Genotype], float],
     space: SearchSpace,

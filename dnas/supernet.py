@@ -21,7 +21,8 @@ the edge's mixing weights (1 for a softmax; the normalised edge beta under PC-DA
 normalisation), then shuffles the channels in K groups. `single_op=True` (GDAS, random search)
 computes only the op of largest weight on each edge with `lax.switch`: the full mixture's value
 when the mixing weights are one-hot, at the cost of one op per edge; the ops not run get no
-gradient for their (zero) weights, which is what GDAS' code does. The search refuses it for
+gradient for their (zero) weights, which is what GDAS' DARTS-space code does (its
+NAS-Bench-201 cell adds those weights as scalars instead). The search refuses it for
 strategies whose weights are not one-hot. `skip_dropout=rate` (a call argument, so schedules can
 be traced; needs a "dropout" rng) drops entries of the identity skip connections' outputs
 (P-DARTS' search-space regularisation).

@@ -132,9 +132,13 @@ def setup(
     info = info or data.get_info(config.dataset)
     splits = splits or data.load(config.dataset, data_dir=config.data_dir or None)
     steps_per_epoch = data.steps_per_epoch(splits.train, t.batch_size)
+    # NAS-Bench-201 networks have no auxiliary head and no drop-path (the benchmark's protocol):
+    # the DARTS-protocol train.auxiliary / train.drop_path_prob do not apply to them (and the
+    # logged drop_path_rate stays 0).
+    darts = genotype.space == "darts_cnn"
     model = network.build(
         genotype, info.num_classes, input_size=info.image_size, C=t.C, layers=t.layers,
-        auxiliary=t.auxiliary and genotype.space == "darts_cnn", sep_impl=t.sep_impl,
+        auxiliary=t.auxiliary and darts, sep_impl=t.sep_impl,
     )  # fmt: skip
     learning_rate = optim.cosine_schedule(t.lr, t.lr_min, t.epochs, steps_per_epoch)
     tx = optim.sgd(
@@ -143,7 +147,8 @@ def setup(
     aug = Augmentation.from_config(t)
     step_fn = make_train_step(
         model, tx, info, aug, auxiliary_weight=t.auxiliary_weight,
-        drop_path_prob=t.drop_path_prob, epochs=t.epochs, steps_per_epoch=steps_per_epoch,
+        drop_path_prob=t.drop_path_prob if darts else 0.0, epochs=t.epochs,
+        steps_per_epoch=steps_per_epoch,
         learning_rate=learning_rate,
     )  # fmt: skip
     return TrainSetup(

@@ -164,3 +164,44 @@ def test_search_step_updates_alphas_on_validation_then_weights_with_the_new_alph
         assert float(diff) > 1e-8
         assert int(new_state.step) == 1
         np.testing.assert_allclose(metrics["val/loss"], loss_fn(params, alphas, val, None, 0)[0])
+
+
+def test_alpha_warmup_holds_the_alphas_then_releases_them(problem):
+    """alpha_start_step=2 (PC-DARTS / DrNAS warm-up): steps 0 and 1 train only the weights (with
+    the initial alphas, the Adam state untouched); step 2 updates the alphas as usual."""
+    params, alphas, train, val, loss_fn = problem
+    with jax.enable_x64(True):
+        weight_tx = optim.sgd(0.05, momentum=0.9, weight_decay=3e-4, grad_clip=5.0)
+        alpha_tx = optim.adam(0.1, weight_decay=1e-3)
+        strategy = strategies.darts(strategies.Context(SPACE))
+        lr = lambda step: jnp.asarray(0.05)
+        step_fn = jax.jit(
+            search.make_step(loss_fn, strategy, weight_tx, alpha_tx, lr, alpha_start_step=2)
+        )
+        state = search.SearchState(
+            step=jnp.zeros((), jnp.int32), params=params, alphas=alphas,
+            weight_opt_state=weight_tx.init(params), alpha_opt_state=alpha_tx.init(alphas),
+            rng=jax.random.key(0),
+        )  # fmt: skip
+        p, w_opt = params, weight_tx.init(params)
+        for _ in range(2):
+            state, _ = step_fn(state, train, val)
+            g_w = jax.grad(lambda q: loss_fn(q, alphas, train, None, 0)[0])(p)
+            upd, w_opt = weight_tx.update(g_w, w_opt, p)
+            p = optax.apply_updates(p, upd)
+            for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(p), strict=True):
+                np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+            for a, b in zip(jax.tree.leaves(state.alphas), jax.tree.leaves(alphas), strict=True):
+                np.testing.assert_array_equal(a, b)
+        for a, b in zip(
+            jax.tree.leaves(state.alpha_opt_state),
+            jax.tree.leaves(alpha_tx.init(alphas)),
+            strict=True,
+        ):
+            np.testing.assert_array_equal(a, b)
+        state, _ = step_fn(state, train, val)  # step 2: the first alpha update, Adam's first
+        g_alpha = jax.grad(lambda a: loss_fn(p, a, val, None, 2)[0])(alphas)
+        upd, _ = alpha_tx.update(g_alpha, alpha_tx.init(alphas), alphas)
+        want = optax.apply_updates(alphas, upd)
+        for a, b in zip(jax.tree.leaves(state.alphas), jax.tree.leaves(want), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)

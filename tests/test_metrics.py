@@ -201,3 +201,36 @@ def test_progress_in_a_pipe():
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "done"
     assert "100/100" in result.stderr and "loss=0.25" in result.stderr
+
+
+def test_the_loop_stops_at_a_nan_before_checkpointing_that_step(tmp_path):
+    """A NaN loss at step 3 (read late, while step 4 runs) raises before step 4's checkpoint:
+    the newest checkpoint is step 2's, the last good state, as the error says."""
+    import ml_collections
+
+    from dnas import checkpoint, loop
+
+    config = ml_collections.ConfigDict(
+        {"log_every_steps": 1, "checkpoint_every_steps": 2, "progress": False}
+    )
+
+    def step_fn(state, _):
+        x = state["x"] + 1
+        return {"x": x}, {"loss": jnp.where(x == 3, jnp.nan, 1.0)}
+
+    ckpt = checkpoint.Checkpointer(str(tmp_path))
+    writer = metrics.MetricWriter(str(tmp_path))
+    with pytest.raises(FloatingPointError, match=r"step 3: loss=nan.*checkpoint: step 2"):
+        loop.run(
+            config, step_fn=jax.jit(step_fn), state={"x": jnp.zeros((), jnp.int32)},
+            batches=iter([(0,)] * 10), start=0, total_steps=8, steps_per_epoch=100, ckpt=ckpt,
+            writer=writer, desc="t", postfix=lambda m: {}, on_epoch_end=lambda s, t: None,
+        )  # fmt: skip
+    ckpt.wait_until_finished()
+    assert ckpt.latest_step() == 2
+    restored, _ = ckpt.restore({"x": jnp.zeros((), jnp.int32)})
+    assert int(restored["x"]) == 2
+    writer.close()
+    ckpt.close()
+    logged = [r["step"] for r in metrics.read_metrics(tmp_path / "metrics.jsonl")]
+    assert 3 not in logged and max(logged) == 2  # the bad step is not logged as data

@@ -35,7 +35,7 @@ def test_early_stop_hessian_and_evolution(tmp_path):
     config = tiny_config(
         early_stop="skip", early_stop_skips=0, hessian_every_epochs=1, hessian_iters=3,
         selection="evolution", selection_archs=8, selection_batches=1, evolution_population=4,
-        evolution_sample_size=2,
+        evolution_sample_size=2, selection_rerank=2,
     )  # fmt: skip
     workdir = tmp_path / "run"
     geno = search.run(config, str(workdir))
@@ -48,7 +48,17 @@ def test_early_stop_hessian_and_evolution(tmp_path):
     assert "hessian/eigenvalue" in epoch_ends[0] and "skip_connections/normal" in epoch_ends[0]
     lines = [json.loads(x) for x in (workdir / "selection.jsonl").read_text().splitlines()]
     assert len(lines) == 8
-    best = max(lines, key=lambda d: d["val_accuracy"])
+    # The two best distinct genotypes, re-scored on the whole validation split; the best kept.
+    top, seen = [], set()
+    for d in sorted(lines, key=lambda d: -d["val_accuracy"]):
+        if d["genotype"] not in seen and len(top) < 2:
+            seen.add(d["genotype"])
+            top.append(d["genotype"])
+    reranked = [
+        json.loads(x) for x in (workdir / "selection_rerank.jsonl").read_text().splitlines()
+    ]
+    assert [d["genotype"] for d in reranked] == top
+    best = max(reranked, key=lambda d: d["val_accuracy"])
     assert genotype_lib.load(best["genotype"]) == geno
     # Resuming a stopped search does not go on.
     again = search.run(config, str(workdir))
@@ -221,6 +231,7 @@ def test_drnas_progressive_stages(tmp_path):
         ("darts", {"selection": "evolution", "evolution_sample_size": 30}, "evolution_population"),
         ("darts", {"early_stop": "soon"}, "early_stop must be one of"),
         ("drnas", {"reg_scale": 1e-2}, "alpha_weight_decay instead of strategy_args.reg_scale"),
+        ("darts", {"selection_rerank": 3}, "selection_rerank=0"),
     ],
 )
 def test_meaningless_option_combinations_fail_before_the_search(strategy, fields, message):

@@ -166,3 +166,23 @@ def test_pdarts_pruning_and_skip_cap():
     assert normal_ops == ["sep_conv_3x3"] * 6 + ["skip_connect"] * 2
     assert g.reduce == discretise.discretise(DARTS, weights).reduce  # the cap is on normal only
     assert progressive.cap_skips(DARTS, weights, 8) == discretise.discretise(DARTS, weights)
+
+
+def test_rerank_rescores_the_best_distinct_genotypes():
+    space = spaces.get("nb201")
+    rng = np.random.default_rng(0)
+    a, b, c, d = (selection.random_genotype(space, rng) for _ in range(4))
+    history = [(a, 0.5), (b, 0.9), (a, 0.8), (c, 0.7), (d, 0.1)]
+    full = {a.to_string(): 0.6, b.to_string(): 0.4, c.to_string(): 0.65, d.to_string(): 1.0}
+    calls = []
+
+    def score_full(g):
+        calls.append(g)
+        return full[g.to_string()]
+
+    best, rescored = selection.rerank(score_full, history, 3)
+    assert calls == [b, a, c]  # by first score, a once; d (worst at first) never re-scored
+    assert rescored == [(b, 0.4), (a, 0.6), (c, 0.65)]
+    assert best == c
+    with pytest.raises(ValueError, match="top >= 1"):
+        selection.rerank(score_full, history, 0)

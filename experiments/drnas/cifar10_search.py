@@ -16,7 +16,8 @@ Protocol: the paper's CIFAR-10 result uses the progressive search, `:progressive
 each stage, batch 64, alpha lr 6e-4. The default runs the non-progressive search on DARTS'
 8-cell supernet with that learning-rate setting. Differences: each stage's supernet weights
 start afresh (the authors widen the previous stage's with net2wider); the op set keeps `none`
-(the authors' DARTS-space list has 7 ops without it).
+(the authors' DARTS-space list has 7 ops without it). `:nb201` follows their
+201-space/train_search.py (100 epochs, weight decay 3e-4, no warm-up, no partial channels).
 Paper: 2.46 +- 0.03% CIFAR-10 test error, 4.1M parameters, 0.6 GPU-days; NAS-Bench-201 test
 94.36 / 73.51 / 46.34% (CIFAR-10 / CIFAR-100 / ImageNet16-120).
 """
@@ -36,6 +37,12 @@ def progressive(c):
     s.C, s.layers = 36, 20
 
 
+def nb201(c):
+    """The authors' 201-space/train_search.py: 100 epochs, weight decay 3e-4, alphas learn from
+    the first step (no warm-up)."""
+    c.search.epochs, c.search.weight_decay, c.search.alpha_warmup_epochs = 100, 3e-4, 0
+
+
 def get_config(arg: str | None = None):
     c = configlib.darts_cifar10(configlib.default_config())
     c.strategy = "drnas"
@@ -43,7 +50,7 @@ def get_config(arg: str | None = None):
     s = c.search
     s.lr, s.lr_min, s.alpha_lr, s.alpha_weight_decay = 0.1, 0.0, 6e-4, 1e-3
     s.alpha_warmup_epochs = 10
-    c = configlib.method_variant(c, arg, {"kl": kl, "progressive": progressive})
+    c = configlib.method_variant(c, arg, {"kl": kl, "progressive": progressive}, nb201)
     if arg == "progressive_smoke":  # the smoke supernet's 4 channels
         c.strategy_args.stage_epochs, c.strategy_args.stage_partial_channels = (2, 2), (2, 1)
     return c

@@ -10,6 +10,11 @@ Protocol: the authors' code searches the DARTS space with a fixed reduction cell
 6 cells, batch 256, 250 epochs, SGD 0.025 (Nesterov) cosine to 0.001, wd 5e-4; on NAS-Bench-201
 240 epochs, batch 64. dnas searches both cell types (no fixed reduction cell), with plain momentum
 SGD; the rest follows the code. Alphas: Adam 3e-4 (0.5, 0.999), wd 1e-3, first order.
+Other differences from the authors' code: their step updates the weights first and the alphas
+second (dnas: alphas first, as DARTS); their DARTS-space genotype keeps the two best
+(op, input) pairs of a node, which may share an input (dnas: DARTS' rule, two distinct inputs);
+their NAS-Bench-201 cell adds the unsampled ops' (zero) weights as scalars, so those get the
+gradient sum(dL/dout) (dnas: no gradient for unsampled ops, as their DARTS-space code).
 Paper: 2.82% CIFAR-10 test error (GDAS-FRC, 2.5M parameters), 4 GPU-hours; NAS-Bench-201
 CIFAR-10 93.61 +- 0.09% (benchmark paper's run).
 """
