@@ -139,13 +139,13 @@ def darts_cifar10(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     s.C, s.layers, s.epochs, s.batch_size = 16, 8, 50, 64
     s.lr, s.lr_min, s.momentum, s.weight_decay, s.grad_clip = 0.025, 0.001, 0.9, 3e-4, 5.0
     s.alpha_lr, s.alpha_b1, s.alpha_b2, s.alpha_weight_decay = 3e-4, 0.5, 0.999, 1e-3
-    s.crop_padding, s.flip, s.cutout_length = 4, True, 0
+    s.crop_padding, s.cutout_length = 4, 0  # flip: CIFAR's default, on
     s.remat = True  # per-edge jax.checkpoint: batch 64 needs it for second order (BENCHMARKS.md)
     s.sep_impl = "shifted"  # fastest search step on CPUs, slower to compile (BENCHMARKS.md)
     t = c.train
     t.C, t.layers, t.epochs, t.batch_size = 36, 20, 600, 96
     t.lr, t.lr_min = 0.025, 0.0
-    t.crop_padding, t.flip = 4, True
+    t.crop_padding = 4
     t.cutout_length, t.drop_path_prob, t.auxiliary, t.auxiliary_weight = 16, 0.2, True, 0.4
     c.checkpoint_every_steps = 1000
     c.log_every_steps = 50
@@ -171,7 +171,7 @@ def nb201(c: ml_collections.ConfigDict, dataset: str = "cifar10") -> ml_collecti
     s.C, s.layers, s.epochs, s.batch_size = 16, 5, 50, 64
     s.lr, s.lr_min, s.momentum, s.weight_decay, s.grad_clip = 0.025, 0.001, 0.9, 5e-4, 5.0
     s.alpha_lr, s.alpha_b1, s.alpha_b2, s.alpha_weight_decay = 3e-4, 0.5, 0.999, 1e-3
-    s.crop_padding, s.flip, s.cutout_length = -1, True, 0
+    s.crop_padding, s.cutout_length = -1, 0  # flip: the dataset's default, on
     t = c.train
     t.C, t.layers, t.epochs, t.batch_size = 16, 5, 200, 256
     t.lr, t.lr_min, t.weight_decay, t.auxiliary, t.drop_path_prob = 0.1, 0.0, 5e-4, False, 0.0
@@ -192,14 +192,14 @@ def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     else:
         s.C, s.layers = 4, 3
     s.epochs, s.batch_size, s.train_portion = 2, 64, 0.5
-    s.crop_padding, s.cutout_length, s.remat = -1, 0, False
+    s.crop_padding, s.cutout_length, s.remat, s.flip = -1, 0, False, None
     s.sep_impl = "fused"
     s.alpha_warmup_epochs = min(s.alpha_warmup_epochs, 1)
     if s.partial_channels > 1:
         s.C = 4 * s.partial_channels
     t = c.train
     t.C, t.layers, t.epochs, t.batch_size = 4, 3, 1, 32
-    t.crop_padding, t.cutout_length = -1, 0
+    t.crop_padding, t.cutout_length, t.flip = -1, 0, None
     c.baseline = False
     c.checkpoint_every_steps = 200
     c.log_every_steps = 20
@@ -213,7 +213,8 @@ def digits(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     d = default_config()
     c.dataset, c.space = d.dataset, "darts_cnn" if c.space == "darts_cnn" else c.space
     for key in ("C", "layers", "epochs", "batch_size", "train_portion", "lr", "lr_min",
-                "weight_decay", "crop_padding", "cutout_length", "remat", "sep_impl"):  # fmt: skip
+                "weight_decay", "crop_padding", "flip", "cutout_length", "remat",
+                "sep_impl"):  # fmt: skip
         c.search[key] = d.search[key]
     if c.search.partial_channels > 1:
         c.search.C = 4 * c.search.partial_channels
@@ -221,6 +222,7 @@ def digits(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     # Selection budgets sized to the few hundred validation digits.
     c.search.selection_archs = min(c.search.selection_archs, 100)
     c.search.pt_eval_batches = min(c.search.pt_eval_batches, 4)
+    c.search.selection_batches = min(c.search.selection_batches, 4)
     c.train = d.train
     c.checkpoint_every_steps, c.log_every_steps = d.checkpoint_every_steps, d.log_every_steps
     return c
@@ -294,8 +296,9 @@ def _keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
 
 
 def _parse(text: str, current, key: str):
-    if current is None and text.strip().lower() in ("true", "false", "none", "null"):
-        return {"true": True, "false": False}.get(text.strip().lower())
+    words = {"true": True, "yes": True, "false": False, "no": False, "none": None, "null": None}
+    if current is None and text.strip().lower() in words:
+        return words[text.strip().lower()]
     if isinstance(current, bool):
         lowered = text.strip().lower()
         if lowered in ("true", "1", "yes"):

@@ -23,9 +23,9 @@ def _active(value) -> bool:
 def clip_by_global_norm(max_norm) -> optax.GradientTransformation:
     """`optax.clip_by_global_norm(max_norm)`, off where `max_norm` <= 0: a swept (traced) clip of
     0 means no clipping, as a Python 0 does, not updates scaled to nothing."""
-    clip = optax.clip_by_global_norm(max_norm)
     if isinstance(max_norm, int | float):
-        return clip
+        return optax.clip_by_global_norm(max_norm) if max_norm > 0 else optax.identity()
+    clip = optax.clip_by_global_norm(max_norm)
 
     def update(updates, state, params=None):
         clipped, state = clip.update(updates, state, params)
@@ -58,7 +58,7 @@ def sgd(
 ) -> optax.GradientTransformation:
     """PyTorch `SGD(momentum, weight_decay)` after `clip_grad_norm_(grad_clip)`."""
     return optax.chain(
-        clip_by_global_norm(grad_clip) if _active(grad_clip) else optax.identity(),
+        clip_by_global_norm(grad_clip) if grad_clip is not None else optax.identity(),
         optax.add_decayed_weights(weight_decay) if _active(weight_decay) else optax.identity(),
         optax.sgd(learning_rate, momentum=momentum if _active(momentum) else None),
     )

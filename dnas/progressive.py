@@ -39,16 +39,18 @@ from dnas import discretise, search, spaces, strategies
 from dnas.genotype import Genotype
 from dnas.spaces.base import SearchSpace
 
+# The stage settings each driver reads; the rest of strategy_args goes to the factory as given.
+STAGE_ARGS = {
+    "pdarts": ("stage_layers", "keep", "max_skips"),
+    "drnas": ("stage_epochs", "stage_partial_channels", "keep"),
+}
+
 
 def with_defaults(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """`config` with the strategy factory's defaults for the `strategy_args` it leaves out
-    (`--config.strategy=pdarts` alone runs the paper's three stages)."""
-    factory = strategies.STRATEGIES[config.strategy]
-    defaults = {
-        name: p.default
-        for name, p in inspect.signature(factory).parameters.items()
-        if p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is not None
-    }
+    """`config` with the strategy factory's defaults for the stage settings (`STAGE_ARGS`) its
+    `strategy_args` leave out (`--config.strategy=pdarts` alone runs the paper's three stages)."""
+    params = inspect.signature(strategies.STRATEGIES[config.strategy]).parameters
+    defaults = {name: params[name].default for name in STAGE_ARGS[config.strategy]}
     c = ml_collections.ConfigDict(config.to_dict())
     c.strategy_args = ml_collections.ConfigDict(defaults | config.strategy_args.to_dict())
     return c

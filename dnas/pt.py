@@ -106,11 +106,12 @@ def prune_edges(
     """Removes, one at a time, the edge whose removal leaves the highest accuracy (ties: the
     first), until `keep` remain; returns the kept edges. `accuracy_without(e)` is the accuracy
     with edge e alone taken out: edges removed before are not taken out while the others are
-    scored (the authors' `project_edge`)."""
+    scored (the authors' `project_edge`). Nothing changes between their rounds, so each edge is
+    evaluated once and the rounds reuse the scores."""
     edges = list(edges)
+    scores = {e: accuracy_without(e) for e in edges}
     while len(edges) > keep:
-        scores = [accuracy_without(e) for e in edges]
-        edges.pop(int(np.argmax(scores)))
+        edges.pop(int(np.argmax([scores[e] for e in edges])))
     return edges
 
 

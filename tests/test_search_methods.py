@@ -84,7 +84,7 @@ def test_darts_pt_selection(tmp_path):
 @pytest.mark.parametrize("mode", ["rs", "adv"])
 def test_darts_pt_holds_its_projection_in_the_perturbed_weight_step(mode):
     """SDARTS + DARTS-PT: the perturbation moves only undecided edges; a decided edge stays
-    one-hot, a removed edge stays off, also in the weights the attack's loss sees."""
+    one-hot, a removed edge stays off (the attack's end-of-attack losses see projected weights)."""
     import jax
     import jax.numpy as jnp
 
@@ -115,7 +115,7 @@ def test_darts_pt_holds_its_projection_in_the_perturbed_weight_step(mode):
     np.testing.assert_array_equal(out[1], 0.0)
     assert np.abs(out[2:] - np.asarray(mix["normal"][2:])).max() > 0.01  # the rest is perturbed
     np.testing.assert_allclose(out[2:].sum(-1), 1.0, rtol=1e-5)
-    if mode == "adv":  # every weight the attack evaluated was projected
+    if mode == "adv":  # the weights the attack's final comparison saw were projected
         assert seen and all(isinstance(m, jax.core.Tracer) or not m[1].any() for m in seen)
 
 
@@ -275,3 +275,13 @@ def test_progressive_searches_take_the_factory_defaults(tmp_path):
     with pytest.raises(ValueError, match="needs one stage_partial_channels"):
         progressive.run_drnas(config, str(tmp_path / "d"))
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("path", sorted(ROOT.glob("experiments/*/cifar10_search.py")), ids=_id)
+def test_digit_variants_leave_flipping_to_the_dataset(path):
+    """A mirrored digit is another symbol: the digits and smoke variants of every method (and
+    so the methods table) never force a flip; the CIFAR configs leave it to CIFAR's default."""
+    for arg in ("digits", "smoke", ""):
+        c = configlib.load(f"{path}:{arg}" if arg else str(path))
+        assert c.search.flip is None and c.train.flip is None, arg
+        assert c.dataset == "digits" if arg else "cifar" in c.dataset

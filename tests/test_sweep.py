@@ -96,9 +96,11 @@ def test_a_swept_gradient_clip_means_what_it_means_alone():
         tx = optim.sgd(0.1, momentum=0.9, weight_decay=0.0, grad_clip=clip)
         return tx.update(grads, tx.init(params), params)[0]["w"]
 
-    swept = np.asarray(jax.vmap(update)(jnp.array([0.0, 1.0, 100.0])))
+    clips = (0.0, 1.0, 100.0, -1.0)
+    swept = np.asarray(jax.vmap(update)(jnp.array(clips)))
     np.testing.assert_allclose(swept[0], [-3.0, -4.0], rtol=1e-6)  # unclipped: -0.1 g
     np.testing.assert_allclose(swept[1], [-0.06, -0.08], rtol=1e-5)  # norm clipped to 1
     np.testing.assert_allclose(swept[2], [-3.0, -4.0], rtol=1e-6)  # under the clip
-    for clip, row in zip((0.0, 1.0, 100.0), swept, strict=True):  # as the same value alone
+    np.testing.assert_allclose(swept[3], [-3.0, -4.0], rtol=1e-6)  # <= 0: off
+    for clip, row in zip(clips, swept, strict=True):  # as the same value alone
         np.testing.assert_allclose(update(clip), row, rtol=1e-6)
