@@ -295,16 +295,21 @@ def _keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
     return out
 
 
+# Words an override may use for a bool field (and, without the digits, for a None field).
+_BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+_NONE_FIELD_WORDS = {w: v for w, v in _BOOLS.items() if not w.isdigit()} | {
+    "none": None,
+    "null": None,
+}
+
+
 def _parse(text: str, current, key: str):
-    words = {"true": True, "yes": True, "false": False, "no": False, "none": None, "null": None}
-    if current is None and text.strip().lower() in words:
-        return words[text.strip().lower()]
+    lowered = text.strip().lower()
+    if current is None and lowered in _NONE_FIELD_WORDS:
+        return _NONE_FIELD_WORDS[lowered]
     if isinstance(current, bool):
-        lowered = text.strip().lower()
-        if lowered in ("true", "1", "yes"):
-            return True
-        if lowered in ("false", "0", "no"):
-            return False
+        if lowered in _BOOLS:
+            return _BOOLS[lowered]
         raise ConfigError(f"--config.{key} expects true or false, got {text!r}")
     if isinstance(current, str):
         return text

@@ -579,10 +579,21 @@ def select_with_supernet(config, su: SearchSetup, state: SearchState, workdir: s
     many of the best on the whole validation split and keeps the best of those
     (`selection_rerank.jsonl`)."""
     s = config.search
-    batches = data.batches(su.alphas_source, s.batch_size, seed=config.seed + 3)
-    val = [parallel.shard_batch(next(batches), mesh) for _ in range(s.selection_batches)]
     acc_fn = selection.make_accuracy_fn(su.model, su.info)
-    score = lambda g: selection.score(acc_fn, state.params, su.space, g, val)
+
+    def scorer(seed_offset: int, num_batches: int):
+        """Mean accuracy of a genotype on `num_batches` validation batches of that seed."""
+        it = data.batches(su.alphas_source, s.batch_size, seed=config.seed + seed_offset)
+        val = [parallel.shard_batch(next(it), mesh) for _ in range(num_batches)]
+        return lambda g: selection.score(acc_fn, state.params, su.space, g, val)
+
+    def write(name: str, scored) -> float:
+        """(genotype, accuracy) pairs to `workdir/name` as JSON lines; the best accuracy."""
+        lines = [json.dumps({"genotype": g.to_string(), "val_accuracy": a}) for g, a in scored]
+        checkpoint.atomic_write_text(os.path.join(workdir, name), "\n".join(lines) + "\n")
+        return max(a for _, a in scored)
+
+    score = scorer(3, s.selection_batches)
     if s.selection == "random":
         best, history = selection.random_search(score, su.space, s.selection_archs, config.seed)
     else:
@@ -591,20 +602,12 @@ def select_with_supernet(config, su: SearchSetup, state: SearchState, workdir: s
             score, su.space, population=population, sample_size=s.evolution_sample_size,
             cycles=max(s.selection_archs - population, 0), seed=config.seed,
         )  # fmt: skip
-    lines = [json.dumps({"genotype": g.to_string(), "val_accuracy": a}) for g, a in history]
-    checkpoint.atomic_write_text(os.path.join(workdir, "selection.jsonl"), "\n".join(lines) + "\n")
-    best_accuracy = max(a for _, a in history)
+    best_accuracy = write("selection.jsonl", history)
     writer.write_scalars(int(state.step), {"selection/best_val_accuracy": best_accuracy})
     if s.selection_rerank > 0:  # the top ones again, on the whole validation split
-        steps = data.steps_per_epoch(su.alphas_source, s.batch_size)
-        whole = data.batches(su.alphas_source, s.batch_size, seed=config.seed + 4)
-        full = [parallel.shard_batch(next(whole), mesh) for _ in range(steps)]
-        score_full = lambda g: selection.score(acc_fn, state.params, su.space, g, full)
-        best, rescored = selection.rerank(score_full, history, s.selection_rerank)
-        lines = [json.dumps({"genotype": g.to_string(), "val_accuracy": a}) for g, a in rescored]
-        path = os.path.join(workdir, "selection_rerank.jsonl")
-        checkpoint.atomic_write_text(path, "\n".join(lines) + "\n")
-        best_full = max(a for _, a in rescored)
+        whole = scorer(4, data.steps_per_epoch(su.alphas_source, s.batch_size))
+        best, rescored = selection.rerank(whole, history, s.selection_rerank)
+        best_full = write("selection_rerank.jsonl", rescored)
         writer.write_scalars(int(state.step), {"selection/best_rerank_accuracy": best_full})
     return best
 

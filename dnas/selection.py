@@ -126,10 +126,9 @@ def rerank(
     validation split); the best of them (ties: the better first score) and every re-score."""
     if top < 1:
         raise ValueError(f"rerank needs top >= 1, got {top}")
-    chosen, seen = [], set()
+    chosen = []
     for g, _ in sorted(history, key=lambda gs: -gs[1]):  # stable
-        if g.to_string() not in seen:
-            seen.add(g.to_string())
+        if g not in chosen:
             chosen.append(g)
         if len(chosen) == top:
             break

@@ -131,19 +131,26 @@ def test_paper_finite_difference_approximates_the_exact_hypergradient(problem):
         assert float(error) < 1e-3 * float(second_term), (float(error), float(second_term))
 
 
+def _darts_search(params, alphas, loss_fn, **step_kw):
+    """A DARTS search step (SGD weights, Adam alphas with a large lr, so its effects show) and
+    its initial state; (step_fn, state, weight_tx, alpha_tx)."""
+    weight_tx = optim.sgd(0.05, momentum=0.9, weight_decay=3e-4, grad_clip=5.0)
+    alpha_tx = optim.adam(0.1, weight_decay=1e-3)
+    strategy = strategies.darts(strategies.Context(SPACE))
+    lr = lambda step: jnp.asarray(0.05)
+    step_fn = jax.jit(search.make_step(loss_fn, strategy, weight_tx, alpha_tx, lr, **step_kw))
+    state = search.SearchState(
+        step=jnp.zeros((), jnp.int32), params=params, alphas=alphas,
+        weight_opt_state=weight_tx.init(params), alpha_opt_state=alpha_tx.init(alphas),
+        rng=jax.random.key(0),
+    )  # fmt: skip
+    return step_fn, state, weight_tx, alpha_tx
+
+
 def test_search_step_updates_alphas_on_validation_then_weights_with_the_new_alphas(problem):
     params, alphas, train, val, loss_fn = problem
     with jax.enable_x64(True):
-        weight_tx = optim.sgd(0.05, momentum=0.9, weight_decay=3e-4, grad_clip=5.0)
-        alpha_tx = optim.adam(0.1, weight_decay=1e-3)  # large, so the order shows
-        strategy = strategies.darts(strategies.Context(SPACE))
-        lr = lambda step: jnp.asarray(0.05)
-        step_fn = jax.jit(search.make_step(loss_fn, strategy, weight_tx, alpha_tx, lr))
-        state = search.SearchState(
-            step=jnp.zeros((), jnp.int32), params=params, alphas=alphas,
-            weight_opt_state=weight_tx.init(params), alpha_opt_state=alpha_tx.init(alphas),
-            rng=jax.random.key(0),
-        )  # fmt: skip
+        step_fn, state, weight_tx, alpha_tx = _darts_search(params, alphas, loss_fn)
         new_state, metrics = step_fn(state, train, val)
 
         # Independently: Adam on grad_alpha L_val, then SGD on grad_w L_train at the new alphas.
@@ -171,18 +178,9 @@ def test_alpha_warmup_holds_the_alphas_then_releases_them(problem):
     the initial alphas, the Adam state untouched); step 2 updates the alphas as usual."""
     params, alphas, train, val, loss_fn = problem
     with jax.enable_x64(True):
-        weight_tx = optim.sgd(0.05, momentum=0.9, weight_decay=3e-4, grad_clip=5.0)
-        alpha_tx = optim.adam(0.1, weight_decay=1e-3)
-        strategy = strategies.darts(strategies.Context(SPACE))
-        lr = lambda step: jnp.asarray(0.05)
-        step_fn = jax.jit(
-            search.make_step(loss_fn, strategy, weight_tx, alpha_tx, lr, alpha_start_step=2)
+        step_fn, state, weight_tx, alpha_tx = _darts_search(
+            params, alphas, loss_fn, alpha_start_step=2
         )
-        state = search.SearchState(
-            step=jnp.zeros((), jnp.int32), params=params, alphas=alphas,
-            weight_opt_state=weight_tx.init(params), alpha_opt_state=alpha_tx.init(alphas),
-            rng=jax.random.key(0),
-        )  # fmt: skip
         p, w_opt = params, weight_tx.init(params)
         for _ in range(2):
             state, _ = step_fn(state, train, val)

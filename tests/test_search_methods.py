@@ -224,21 +224,21 @@ def test_drnas_progressive_stages(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "strategy,fields,message",
+    "strategy,fields,args,message",
     [
-        ("darts", {"single_op": True}, "single_op=false"),
-        ("random_ws", {}, "selection=random"),
-        ("darts", {"selection": "evolution", "evolution_sample_size": 30}, "evolution_population"),
-        ("darts", {"early_stop": "soon"}, "early_stop must be one of"),
-        ("drnas", {"reg_scale": 1e-2}, "alpha_weight_decay instead of strategy_args.reg_scale"),
-        ("darts", {"selection_rerank": 3}, "selection_rerank=0"),
+        ("darts", {"single_op": True}, {}, "single_op=false"),
+        ("random_ws", {}, {}, "selection=random"),
+        ("darts", {"selection": "evolution", "evolution_sample_size": 30}, {},
+         "evolution_population"),
+        ("darts", {"early_stop": "soon"}, {}, "early_stop must be one of"),
+        ("drnas", {}, {"reg_scale": 1e-2}, "alpha_weight_decay instead of strategy_args.reg_scale"),
+        ("darts", {"selection_rerank": 3}, {}, "selection_rerank=0"),
     ],
-)
-def test_meaningless_option_combinations_fail_before_the_search(strategy, fields, message):
-    config = tiny_config(**{k: v for k, v in fields.items() if k != "reg_scale"})
+)  # fmt: skip
+def test_meaningless_option_combinations_fail_before_the_search(strategy, fields, args, message):
+    config = tiny_config(**fields)
     config.strategy = strategy
-    if "reg_scale" in fields:
-        config.strategy_args.reg_scale = fields["reg_scale"]
+    config.strategy_args.update(args)
     with pytest.raises(configlib.ConfigError, match=message):
         search.setup(config)
 
