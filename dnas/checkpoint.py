@@ -1,4 +1,4 @@
-"""Checkpoints of a run's state (orbax) and atomic writes of small files beside them.
+"""Checkpoints of a run's state (orbax); the small files beside them are `workdir.py`'s.
 
 This is the only module in dnas that imports orbax. One `Checkpointer` owns one workdir's
 `<workdir>/checkpoints/` through one `orbax.checkpoint.CheckpointManager` (STYLE rule 10). Each
@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import secrets
 import shutil
 import time
 from collections.abc import Mapping
@@ -54,54 +53,6 @@ _MAX_LISTED = 5  # differences named in an incompatibility message
 
 class CheckpointError(RuntimeError):
     """A checkpoint exists but cannot be restored (incompatible with the target, or unreadable)."""
-
-
-# --------------------------------------------------------------------------------------------------
-# Atomic writes of small files.
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Writes `data` to `path` so that readers see either the old file or the whole new one.
-
-    The bytes go to a temporary file in the same directory (so the rename stays on one file
-    system), are fsynced, and replace `path` with `os.replace`, which is atomic on POSIX and
-    Windows. The directory is fsynced too where the OS allows it, so the rename survives a power
-    cut. Parent directories are created.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    # os.open with mode 0o666 lets the umask decide the permissions, as `open(path, 'w')` would;
-    # tempfile would create the file 0o600.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str, *, encoding: str = "utf-8") -> None:
-    """`atomic_write_bytes` for text (no newline translation: what you pass is what is stored)."""
-    atomic_write_bytes(path, text.encode(encoding))
-
-
-def _fsync_directory(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # Windows cannot open a directory; its rename is durable enough.
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -452,4 +403,4 @@ def _to_json(metadata: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(metadata, default=default, allow_nan=False))
 
 
-__all__ = ["CheckpointError", "Checkpointer", "atomic_write_bytes", "atomic_write_text"]
+__all__ = ["CheckpointError", "Checkpointer"]

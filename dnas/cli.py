@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 
 def _info(args: argparse.Namespace) -> int:
     import jax
 
-    from dnas import data, evaluate, genotype, network, spaces, supernet
+    from dnas import data, evaluate, spaces
 
     info = data.get_info(args.dataset)
     out: dict = {"dataset": info.name, "input_shape": list(info.input_shape)}
@@ -20,17 +22,17 @@ def _info(args: argparse.Namespace) -> int:
         space = spaces.get(args.supernet)
         kw = {"C": args.init_channels or 16}
         if args.layers:
-            kw["N" if space.name == "nb201" else "layers"] = args.layers
-        model = supernet.build(space.name, info.num_classes, **kw)
+            kw["layers"] = args.layers
+        model = space.supernet(info.num_classes, **kw)
         mix = {k: jax.ShapeDtypeStruct(s, "float32") for k, s in space.alpha_shapes.items()}
         stats = evaluate.model_stats(model, info.input_shape, mix)
         out |= {"supernet": space.name, "network": type(model).__name__}
     else:
-        geno = genotype.load(args.genotype)
-        model = network.build(
+        geno = spaces.load(args.genotype)
+        model = geno.search_space.network(
             geno,
             info.num_classes,
-            input_size=info.image_size,
+            input_shape=info.input_shape,
             C=args.init_channels,
             layers=args.layers,
             auxiliary=args.auxiliary,
@@ -44,24 +46,34 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+INFO_HELP = (
+    "parameters and multiply-adds of a network or a supernet, as JSON",
+    "Counts parameters (`params` without the auxiliary head, as in the papers; `params_total` "
+    "with it) and multiply-adds per image (`macs`, what NAS papers call FLOPs or mult-adds; "
+    "`flops` is the same number under its old name) without materialising any weight.",
+)
+PLOT_HELP = (
+    "write every figure of one or more runs (cells, alphas, curves, comparison)",
+    "Cell diagrams of the genotype (graphviz's dot, else matplotlib), alpha heatmaps and lines "
+    "per edge, the genotype over epochs, entropy and skip-connection diagnostics, search and "
+    "retraining curves. Several workdirs: each run's figures in OUT/<run>/ and "
+    "OUT/compare.<format> with mean +- std per group (runs named <group>-seed<N> form one group).",
+)
+
+
 def _info_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "info",
-        help="parameters and multiply-adds of a network or a supernet, as JSON",
-        description="Counts parameters (`params` without the auxiliary head, as in the papers; "
-        "`params_total` with it) and multiply-adds per image (`flops`, the papers' mult-adds) "
-        "without materialising any weight.",
-    )
+    p = sub.add_parser("info", help=INFO_HELP[0], description=INFO_HELP[1])
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument(
         "--genotype",
-        help="a published genotype name (e.g. darts_v2), a DARTS or NAS-Bench-201 genotype "
-        "string, or a genotype JSON file",
+        help="a published genotype name (e.g. darts_v2), a genotype string of any space (e.g. "
+        "the DARTS or NAS-Bench-201 format), or a genotype JSON file",
     )
-    what.add_argument("--supernet", help="a search space name: darts_cnn or nb201")
+    what.add_argument("--supernet", help="a search space name (dnas.spaces.SPACES)")
     p.add_argument("--dataset", default="cifar10", help="sets classes and input shape")
     p.add_argument("--init-channels", type=int, help="C (default: the paper's setting)")
-    p.add_argument("--layers", type=int, help="cells (NAS-Bench-201: cells per stage)")
+    p.add_argument("--layers", type=int, help="depth, as the space counts it (e.g. cells, or "
+                   "cells per stage)")  # fmt: skip
     p.add_argument("--auxiliary", action="store_true", help="include the auxiliary head")
     p.set_defaults(func=_info)
 
@@ -80,48 +92,38 @@ def _load_config(args: argparse.Namespace):
     return configlib.override(config, args.overrides)
 
 
-def _search(args: argparse.Namespace) -> int:
-    from dnas import search
+def _stage(command: str, module: str, function: str, report: Callable[[Any, str], str]):
+    """A stage command: loads the config, calls `dnas.<module>.<function>(config, workdir)`
+    (imported only then: `--help` stays fast) and prints `report(result, workdir)`."""
 
-    config = _load_config(args)
-    workdir = args.workdir or _default_workdir("search")
-    genotype = search.run(config, workdir)
-    print(f"genotype: {genotype.to_string()}")
-    print(f"workdir:  {os.path.abspath(workdir)}")
-    return 0
+    def func(args: argparse.Namespace) -> int:
+        config = _load_config(args)
+        workdir = args.workdir or _default_workdir(command)
+        result = getattr(importlib.import_module(f"dnas.{module}"), function)(config, workdir)
+        print(report(result, os.path.abspath(workdir)))
+        return 0
 
-
-def _train(args: argparse.Namespace) -> int:
-    from dnas import train
-
-    config = _load_config(args)
-    workdir = args.workdir or _default_workdir("train")
-    results = train.run(config, workdir)
-    print(json.dumps(results, indent=2))
-    return 0
+    return func
 
 
-def _sweep(args: argparse.Namespace) -> int:
-    from dnas import sweep
-
-    config = _load_config(args)
-    workdir = args.workdir or _default_workdir("sweep")
-    genotypes = sweep.run(config, workdir)
-    for i, genotype in enumerate(genotypes):
-        print(f"m{i}: {genotype.to_string()}")
-    print(f"workdir: {os.path.abspath(workdir)}")
-    return 0
-
-
-def _run(args: argparse.Namespace) -> int:
+def _summary_table(summary: dict, workdir: str) -> str:
     from dnas import pipeline
 
-    config = _load_config(args)
-    workdir = args.workdir or _default_workdir("run")
-    summary = pipeline.run(config, workdir)
-    print(pipeline.format_summary(summary))
-    print(f"workdir: {os.path.abspath(workdir)}")
-    return 0
+    return f"{pipeline.format_summary(summary)}\nworkdir: {workdir}"
+
+
+_search = _stage(
+    "search", "pipeline", "search_genotype",
+    lambda g, workdir: f"genotype: {g.to_string()}\nworkdir:  {workdir}",
+)  # fmt: skip
+_train = _stage("train", "train", "run", lambda results, _: json.dumps(results, indent=2))
+_sweep = _stage(
+    "sweep", "sweep", "run",
+    lambda genotypes, workdir: "\n".join(
+        [*(f"m{i}: {g.to_string()}" for i, g in enumerate(genotypes)), f"workdir: {workdir}"]
+    ),
+)  # fmt: skip
+_run = _stage("run", "pipeline", "run", _summary_table)
 
 
 def _stage_parser(name: str, func, help_text: str):
@@ -180,15 +182,7 @@ def _plot(args: argparse.Namespace) -> int:
 
 
 def _plot_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "plot",
-        help="write every figure of one or more runs (cells, alphas, curves, comparison)",
-        description="Cell diagrams of the genotype (graphviz's dot, else matplotlib), alpha "
-        "heatmaps and lines per edge, the genotype over epochs, entropy and skip-connection "
-        "diagnostics, search and retraining curves. Several workdirs: each run's figures in "
-        "OUT/<run>/ and OUT/compare.<format> with mean +- std per group (runs named "
-        "<group>-seed<N> form one group).",
-    )
+    p = sub.add_parser("plot", help=PLOT_HELP[0], description=PLOT_HELP[1])
     p.add_argument("workdirs", nargs="+", help="workdirs of dnas search / train / run")
     p.add_argument("--out", help="output folder (default: <workdir>/figures)")
     p.add_argument("--format", default="png", choices=("png", "svg", "pdf"))

@@ -19,9 +19,10 @@ from collections.abc import Sequence
 
 import ml_collections
 
+from dnas import errors, spaces
+from dnas import workdir as workdir_lib
 
-class ConfigError(ValueError):
-    """A config file, key or value that cannot be used; the message says what to change."""
+ConfigError = errors.ConfigError
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -34,7 +35,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.seed = 0
     c.dataset = "digits"
     c.data_dir = ""  # tensorflow-datasets data_dir; "" uses TFDS_DATA_DIR or ~/tensorflow_datasets
-    c.space = "darts_cnn"
+    c.space = spaces.DEFAULT  # the DARTS cell space
     c.strategy = "darts"
     c.order = "first"  # first | second | finite_difference
     # The strategy's own keyword arguments (strategies.py; e.g. gdas: tau_max, tau_min).
@@ -62,6 +63,9 @@ def default_config() -> ml_collections.ConfigDict:
     s.alpha_weight_decay = 1e-3
     s.alpha_init_scale = 1e-3
     s.alpha_warmup_epochs = 0  # weights-only epochs before the first alpha step (PC-DARTS: 15)
+    # order=finite_difference: clip the virtual step's gradient at grad_clip too (the DARTS
+    # reference does not; order=second differentiates through the real, clipped weight step).
+    s.fd_clip = False
     s.sep_impl = "fused"  # fused | depthwise | shifted (ops.py)
     s.remat = False  # jax.checkpoint per edge; the CIFAR configs turn it on (BENCHMARKS.md)
     s.partial_channels = 1  # PC-DARTS' K: 1/K of the channels go through the mixed ops
@@ -126,59 +130,25 @@ def default_config() -> ml_collections.ConfigDict:
 
 
 # ---------------------------------------------------------------------------------------------
-# Protocols shared by the configs in experiments/ (each config file says which it follows).
+# Protocols shared by the configs in experiments/ (each config file says which it follows). The
+# protocols themselves are the spaces' (`space.protocols`, e.g. `darts_cnn.cifar10_protocol`).
 
 
-def darts_cifar10(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """DARTS' CIFAR-10 protocol (Liu et al. 2019, A.1-A.2): search 8 cells, C=16, 50 epochs,
-    batch 64 on half of the training set (the other half trains the alphas); SGD 0.025 cosine to
-    0.001, momentum 0.9, wd 3e-4, clip 5; alphas Adam 3e-4 (0.5, 0.999), wd 1e-3; crop + flip.
-    Retraining: 20 cells, C=36, 600 epochs, batch 96, cutout 16, drop-path 0.2, auxiliary 0.4."""
-    c.dataset, c.space = "cifar10", "darts_cnn"
-    s = c.search
-    s.C, s.layers, s.epochs, s.batch_size = 16, 8, 50, 64
-    s.lr, s.lr_min, s.momentum, s.weight_decay, s.grad_clip = 0.025, 0.001, 0.9, 3e-4, 5.0
-    s.alpha_lr, s.alpha_b1, s.alpha_b2, s.alpha_weight_decay = 3e-4, 0.5, 0.999, 1e-3
-    s.crop_padding, s.cutout_length = 4, 0  # flip: CIFAR's default, on
-    s.remat = True  # per-edge jax.checkpoint: batch 64 needs it for second order (BENCHMARKS.md)
-    s.sep_impl = "shifted"  # fastest search step on CPUs, slower to compile (BENCHMARKS.md)
-    t = c.train
-    t.C, t.layers, t.epochs, t.batch_size = 36, 20, 600, 96
-    t.lr, t.lr_min = 0.025, 0.0
-    t.crop_padding = 4
-    t.cutout_length, t.drop_path_prob, t.auxiliary, t.auxiliary_weight = 16, 0.2, True, 0.4
-    c.checkpoint_every_steps = 1000
-    c.log_every_steps = 50
-    return c
-
-
-NB201_DATASETS = {"cifar10": "cifar10", "cifar100": "cifar100", "imagenet16": "imagenet16-120"}
-
-
-def nb201(c: ml_collections.ConfigDict, dataset: str = "cifar10") -> ml_collections.ConfigDict:
-    """NAS-Bench-201's search protocol for weight-sharing methods (Dong & Yang 2020, Sec. 5;
-    AutoDL-Projects configs/nas-benchmark/algos): C=16, N=5 cells per stage, 50 epochs, batch 64,
-    SGD 0.025 cosine to 0.001, wd 5e-4 (the benchmark uses Nesterov momentum; dnas' SGD is plain
-    momentum), alphas Adam 3e-4 (0.5, 0.999), wd 1e-3. Retraining follows the benchmark's
-    200-epoch schedule (lr 0.1 cosine, batch 256, wd 5e-4). `dataset`: cifar10, cifar100,
-    imagenet16."""
-    if dataset not in NB201_DATASETS:
-        raise ValueError(
-            f"unknown NAS-Bench-201 dataset {dataset!r}; valid: {list(NB201_DATASETS)}"
+def protocol(
+    c: ml_collections.ConfigDict, space: str, dataset: str | None = None
+) -> ml_collections.ConfigDict:
+    """`c` edited to the published protocol of `space` on `dataset` (default: the space's first
+    protocol, e.g. DARTS on CIFAR-10, NAS-Bench-201 on CIFAR-10)."""
+    protocols = spaces.get(space).protocols
+    if not protocols:
+        raise ConfigError(f"search space {space!r} has no published protocol")
+    dataset = dataset or next(iter(protocols))
+    if dataset not in protocols:
+        raise ConfigError(
+            f"search space {space!r} has no protocol for dataset {dataset!r}; "
+            f"valid: {', '.join(protocols)}"
         )
-    c.dataset, c.space = NB201_DATASETS[dataset], "nb201"
-    s = c.search
-    s.C, s.layers, s.epochs, s.batch_size = 16, 5, 50, 64
-    s.lr, s.lr_min, s.momentum, s.weight_decay, s.grad_clip = 0.025, 0.001, 0.9, 5e-4, 5.0
-    s.alpha_lr, s.alpha_b1, s.alpha_b2, s.alpha_weight_decay = 3e-4, 0.5, 0.999, 1e-3
-    s.crop_padding, s.cutout_length = -1, 0  # flip: the dataset's default, on
-    t = c.train
-    t.C, t.layers, t.epochs, t.batch_size = 16, 5, 200, 256
-    t.lr, t.lr_min, t.weight_decay, t.auxiliary, t.drop_path_prob = 0.1, 0.0, 5e-4, False, 0.0
-    t.cutout_length = 0
-    c.checkpoint_every_steps = 1000
-    c.log_every_steps = 50
-    return c
+    return protocols[dataset](c)
 
 
 def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -187,10 +157,7 @@ def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     updates shrink to 1 epoch."""
     c.dataset = "digits"
     s = c.search
-    if c.space == "nb201":
-        s.C, s.layers = 4, 1
-    else:
-        s.C, s.layers = 4, 3
+    s.C, s.layers = 4, spaces.get(c.space).tiny_layers
     s.epochs, s.batch_size, s.train_portion = 2, 64, 0.5
     s.crop_padding, s.cutout_length, s.remat, s.flip = -1, 0, False, None
     s.sep_impl = "fused"
@@ -211,7 +178,7 @@ def digits(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     (what `dnas run` runs by default), keeping the method's own fields (strategy, its arguments,
     partial channels, single op, selection). Warm-ups are capped at a third of the epochs."""
     d = default_config()
-    c.dataset, c.space = d.dataset, "darts_cnn" if c.space == "darts_cnn" else c.space
+    c.dataset = d.dataset
     for key in ("C", "layers", "epochs", "batch_size", "train_portion", "lr", "lr_min",
                 "weight_decay", "crop_padding", "flip", "cutout_length", "remat",
                 "sep_impl"):  # fmt: skip
@@ -232,27 +199,36 @@ def method_variant(
     c: ml_collections.ConfigDict,
     arg: str | None,
     variants: dict | None = None,
-    nb201_changes=None,
+    space_changes: dict | None = None,
 ) -> ml_collections.ConfigDict:
-    """The `:arg` of a method config: '' (CIFAR-10, DARTS space), 'nb201' / 'nb201_cifar100' /
-    'nb201_imagenet16' (NAS-Bench-201 protocol, then `nb201_changes(c)`: the method's own
-    NB201 settings), 'digits' (the method at `dnas run`'s default sizes on the embedded digits,
+    """The `:arg` of a method config: '' (the config as written), '<space>' or
+    '<space>_<dataset>' for another space than the config's, e.g. 'nb201', 'nb201_cifar100' (that
+    space's published protocol on that dataset, then `space_changes[space](c)`: the method's own
+    settings for it), 'digits' (the method at `dnas run`'s default sizes on the embedded digits,
     for the methods table), a method-specific variant from `variants` (name -> function editing the
     config), each optionally followed by '_smoke' ('smoke' alone: the default variant)."""
     variants = variants or {}
+    space_changes = space_changes or {}
     arg = arg or ""
     smoke_run = arg == "smoke" or arg.endswith("_smoke")
     name = arg.removesuffix("smoke").removesuffix("_") if smoke_run else arg
-    valid = ["", *variants, "nb201", "nb201_cifar100", "nb201_imagenet16", "digits"]
+    protocols = {
+        f"{sp}_{dataset}" if i else sp: (sp, dataset)
+        for sp, space in spaces.SPACES.items()
+        if sp != c.space
+        for i, dataset in enumerate(space.protocols)
+    }
+    valid = ["", *variants, *protocols, "digits"]
     if name not in valid:
         shown = ", ".join(repr(v) for v in valid[1:])
         raise ValueError(f"unknown argument {arg!r}; valid: {shown}, and smoke or <that>_smoke")
     if name == "digits":
         digits(c)
-    elif name.startswith("nb201"):
-        nb201(c, name.partition("_")[2] or "cifar10")
-        if nb201_changes is not None:
-            nb201_changes(c)
+    elif name in protocols:
+        space, dataset = protocols[name]
+        protocol(c, space, dataset)
+        if space in space_changes:
+            space_changes[space](c)
     elif name:
         variants[name](c)
     return smoke(c) if smoke_run else c
@@ -351,3 +327,10 @@ def override(config: ml_collections.ConfigDict, assignments: Sequence[str]):
             raise ConfigError(f"config key {key!r} is a group; set one of its fields")
         node[leaf] = _parse(text, current, key)
     return config
+
+
+def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> str:
+    """Creates `workdir` and writes its `config.json`; refuses to resume a run of another config
+    (`workdir.prepare`; fields dnas added since the workdir was written are not a difference at
+    their default). Returns the absolute path."""
+    return workdir_lib.prepare(workdir, config.to_dict(), default_config().to_dict())

@@ -82,80 +82,39 @@ class DatasetInfo:
 # Computed once by `digits_statistics()` over the training split (tests/test_data.py checks them).
 _DIGITS_MEAN, _DIGITS_STD = (0.30539,), (0.37608,)
 
+# One entry a few lines: a table to read across.
+# fmt: off
 DATASETS: dict[str, DatasetInfo] = {
     info.name: info
     for info in (
         # Flipping a digit changes its meaning, and at 8x8 a 4-pixel shift would crop half of it.
         DatasetInfo("digits", None, 8, 1, 10, mean=_DIGITS_MEAN, std=_DIGITS_STD, crop_padding=1),
         # quark0/darts utils.py: CIFAR_MEAN, CIFAR_STD and RandomCrop(32, padding=4) + flip.
-        DatasetInfo(
-            "cifar10",
-            "cifar10",
-            32,
-            3,
-            10,
-            mean=(0.4914, 0.4822, 0.4465),
-            std=(0.2470, 0.2435, 0.2616),
-            crop_padding=4,
-            flip=True,
-            manual_files=("cifar-10-binary.tar.gz",),
-        ),
-        DatasetInfo(
-            "cifar100",
-            "cifar100",
-            32,
-            3,
-            100,
-            mean=(0.5071, 0.4865, 0.4409),
-            std=(0.2673, 0.2564, 0.2762),
-            crop_padding=4,
-            flip=True,
-            manual_files=("cifar-100-binary.tar.gz",),
-        ),
+        DatasetInfo("cifar10", "cifar10", 32, 3, 10, mean=(0.4914, 0.4822, 0.4465),
+                    std=(0.2470, 0.2435, 0.2616), crop_padding=4, flip=True,
+                    manual_files=("cifar-10-binary.tar.gz",)),
+        DatasetInfo("cifar100", "cifar100", 32, 3, 100, mean=(0.5071, 0.4865, 0.4409),
+                    std=(0.2673, 0.2564, 0.2762), crop_padding=4, flip=True,
+                    manual_files=("cifar-100-binary.tar.gz",)),
         # Statistics of the SVHN training split as commonly quoted (not re-measured here);
         # house numbers are not mirror-symmetric, so no flip.
-        DatasetInfo(
-            "svhn",
-            "svhn_cropped",
-            32,
-            3,
-            10,
-            mean=(0.4377, 0.4438, 0.4728),
-            std=(0.1980, 0.2010, 0.1970),
-            crop_padding=4,
-            manual_files=("train_32x32.mat", "test_32x32.mat", "extra_32x32.mat"),
-        ),
+        DatasetInfo("svhn", "svhn_cropped", 32, 3, 10, mean=(0.4377, 0.4438, 0.4728),
+                    std=(0.1980, 0.2010, 0.1970), crop_padding=4,
+                    manual_files=("train_32x32.mat", "test_32x32.mat", "extra_32x32.mat")),
         # NAS-Bench-201's ImageNet16-120: 16x16 ImageNet, the first 120 classes. Statistics and
         # RandomCrop(16, padding=2) + flip from D-X-Y/AutoDL-Projects get_dataset_with_transform.py.
-        DatasetInfo(
-            "imagenet16-120",
-            "imagenet_resized/16x16",
-            16,
-            3,
-            120,
-            mean=(122.68 / 255, 116.66 / 255, 104.01 / 255),
-            std=(63.22 / 255, 61.26 / 255, 65.09 / 255),
-            crop_padding=2,
-            flip=True,
-            test_split="validation",
-            filter_labels=True,
-            manual_files=("Imagenet16_train_npz.zip", "Imagenet16_val_npz.zip"),
-        ),
-        DatasetInfo(
-            "imagenet",
-            "imagenet2012",
-            224,
-            3,
-            1000,
-            mean=(0.485, 0.456, 0.406),
-            std=(0.229, 0.224, 0.225),
-            flip=True,
-            test_split="validation",
-            in_memory=False,
-            manual_files=("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar"),
-        ),
+        DatasetInfo("imagenet16-120", "imagenet_resized/16x16", 16, 3, 120,
+                    mean=(122.68 / 255, 116.66 / 255, 104.01 / 255),
+                    std=(63.22 / 255, 61.26 / 255, 65.09 / 255), crop_padding=2, flip=True,
+                    test_split="validation", filter_labels=True,
+                    manual_files=("Imagenet16_train_npz.zip", "Imagenet16_val_npz.zip")),
+        DatasetInfo("imagenet", "imagenet2012", 224, 3, 1000, mean=(0.485, 0.456, 0.406),
+                    std=(0.229, 0.224, 0.225), flip=True, test_split="validation",
+                    in_memory=False,
+                    manual_files=("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")),
     )
 }
+# fmt: on
 
 
 def get_info(name: str) -> DatasetInfo:

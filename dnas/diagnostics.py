@@ -3,8 +3,9 @@
 - `hessian_eigenvalue`: the dominant eigenvalue of the Hessian of the validation loss with
   respect to the alphas (Zela et al., "Understanding and Robustifying DARTS", ICLR 2020), by
   power iteration on exact Hessian-vector products (reverse-over-reverse autodiff).
-- `count_op`: how many times an op (skip_connect) appears in a derived cell; DARTS+ (Liang et al.
-  2019) stops the search when the normal cell has two or more skip connections.
+- `count_op`: how many times an op (skip_connect) appears in a derived genotype's alpha group;
+  DARTS+ (Liang et al. 2019) stops the search when the normal cell has two or more skip
+  connections.
 """
 
 from __future__ import annotations
@@ -49,4 +50,5 @@ def hessian_eigenvalue(
 
 
 def count_op(genotype: Genotype, op: str = "skip_connect", cell: str = "normal") -> int:
-    return sum(o == op for node in genotype.cells()[cell] for o, _ in node)
+    """How many chosen edges (blocks) of alpha group `cell` use `op`."""
+    return genotype.search_space.ops_used(genotype)[cell].count(op)

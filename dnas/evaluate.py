@@ -35,8 +35,10 @@ def model_stats(
     **kwargs: Any,
 ) -> dict[str, int]:
     """`params` (without the `exclude` subtrees: the auxiliary head, the papers' convention),
-    `params_total`, and `flops`: multiply-adds per image of the convolutions and dense layers in
-    inference, the papers' "mult-adds" (separable convolutions counted as depthwise + pointwise).
+    `params_total`, and `macs`: multiply-adds per image of the convolutions and dense layers in
+    inference, what NAS papers call "FLOPs" or "mult-adds" (separable convolutions counted as
+    depthwise + pointwise). `flops` is the same number under its old name (an alias kept for
+    scripts that read it).
 
     `args` and `kwargs` follow the input in `model.apply` (e.g. the supernet's mixing weights).
     """
@@ -53,6 +55,7 @@ def model_stats(
     return {
         "params": count_params(params, exclude),
         "params_total": count_params(params),
+        "macs": macs[0],
         "flops": macs[0],
     }
 

@@ -94,6 +94,7 @@ def run(
     desc: str,
     postfix: Callable[[dict], dict],
     on_epoch_end: Callable[[Any, int], bool | None],
+    update_state: Callable[[Any, int], Any] | None = None,
 ) -> Any:
     """Runs `state, metrics = step_fn(state, *batch)` for steps start + 1 .. total_steps.
 
@@ -102,6 +103,8 @@ def run(
     writer; at every epoch end `on_epoch_end(state, step)` runs and, then and every
     `config.checkpoint_every_steps` steps, the state is checkpointed (asynchronously). When
     `on_epoch_end` returns True the loop stops after that checkpoint (early stopping).
+    `update_state(state, step)`, at every epoch end after `on_epoch_end`, returns the state the
+    next epoch starts from (DARTS-PT's decisions), which is what that checkpoint holds.
     """
     fetcher = metrics.LateFetcher()
     progress = metrics.Progress(total_steps, initial=start, desc=desc, disable=not config.progress)
@@ -124,6 +127,8 @@ def run(
             if fetched is not None:
                 report(*fetched)
             stop = bool(on_epoch_end(state, step)) if epoch_end else False
+            if epoch_end and update_state is not None:
+                state = update_state(state, step)
             ckpt.save(step, state, metadata={"epoch": step // steps_per_epoch}, wait=False)
             last_saved[0] = step
             if stop:

@@ -436,9 +436,8 @@ class Pool(nn.Module):
         return self.pool(x)
 
 
-class ReLUConvBN(nn.Module):
-    """ReLU -> Conv(k, stride, padding, dilation, no bias) -> BN (DARTS `ReLUConvBN`,
-    NAS-Bench-201 `nor_conv_kxk`)."""
+class _Conv(nn.Module):
+    """The fields of the convolution ops."""
 
     C_in: int
     C_out: int
@@ -448,6 +447,11 @@ class ReLUConvBN(nn.Module):
     dilation: int = 1
     affine: bool = True
     track_running_stats: bool = True
+
+
+class ReLUConvBN(_Conv):
+    """ReLU -> Conv(k, stride, padding, dilation, no bias) -> BN (DARTS `ReLUConvBN`,
+    NAS-Bench-201 `nor_conv_kxk`)."""
 
     def setup(self):
         k = self.kernel_size
@@ -461,18 +465,15 @@ class ReLUConvBN(nn.Module):
         return self.bn(y, train)
 
 
-class SepConv(nn.Module):
+class _Separable(_Conv):
+    """The fields of the separable convolution ops (`impl`: see `separable_conv`)."""
+
+    impl: str = "fused"
+
+
+class SepConv(_Separable):
     """Two stacked ReLU -> depthwise k x k -> pointwise 1 x 1 -> BN blocks (DARTS `SepConv`);
     the first block carries the stride."""
-
-    C_in: int
-    C_out: int
-    kernel_size: int
-    stride: int
-    padding: int
-    affine: bool = True
-    track_running_stats: bool = True
-    impl: str = "fused"
 
     def setup(self):
         k, c = self.kernel_size, self.C_in
@@ -484,25 +485,15 @@ class SepConv(nn.Module):
         self.bn2 = BatchNorm(self.affine, self.track_running_stats)
 
     def __call__(self, x: Array, train: bool = True) -> Array:
-        p, s, impl = self.padding, self.stride, self.impl
-        y = separable_conv(jax.nn.relu(x), self.dw1, self.pw1, s, p, 1, impl)
+        p, s, d, impl = self.padding, self.stride, self.dilation, self.impl
+        y = separable_conv(jax.nn.relu(x), self.dw1, self.pw1, s, p, d, impl)
         y = self.bn1(y, train)
-        y = separable_conv(jax.nn.relu(y), self.dw2, self.pw2, 1, p, 1, impl)
+        y = separable_conv(jax.nn.relu(y), self.dw2, self.pw2, 1, p, d, impl)
         return self.bn2(y, train)
 
 
-class DilConv(nn.Module):
+class DilConv(_Separable):
     """ReLU -> dilated depthwise k x k -> pointwise 1 x 1 -> BN (DARTS `DilConv`)."""
-
-    C_in: int
-    C_out: int
-    kernel_size: int
-    stride: int
-    padding: int
-    dilation: int
-    affine: bool = True
-    track_running_stats: bool = True
-    impl: str = "fused"
 
     def setup(self):
         k = self.kernel_size
@@ -560,7 +551,7 @@ def _skip(C_in, C_out, stride, affine=True, track_running_stats=True, impl=None,
 def _sep(k):
     def make(C_in, C_out, stride, affine=True, track_running_stats=True, impl="fused", **kw):
         pad = (k - 1) // 2
-        return SepConv(C_in, C_out, k, stride, pad, affine, track_running_stats, impl, **kw)
+        return SepConv(C_in, C_out, k, stride, pad, 1, affine, track_running_stats, impl, **kw)
 
     return make
 
@@ -607,6 +598,10 @@ OPS: dict[str, OpFactory] = {
     "nor_conv_3x3": _nor(3),
 }
 
+# Candidate ops without parameters (`none` aside): DARTS' collapse goes to these (Zela et al.,
+# "Understanding and Robustifying DARTS", 2020).
+PARAMETER_FREE = ("skip_connect", "max_pool_3x3", "avg_pool_3x3")
+
 
 def make_op(
     op: str,
@@ -633,3 +628,37 @@ def make_op(
         C_in, C_out, stride, affine=affine, track_running_stats=track_running_stats, impl=impl,
         **module_kwargs,
     )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# Layers of the networks around the cells.
+
+
+class Linear(nn.Module):
+    """nn.Dense with PyTorch's default initialisation and multiply-add counting."""
+
+    features: int
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        fan_in = x.shape[-1]
+        init = uniform_fan_in(fan_in)
+        record_macs(fan_in * self.features)
+        return nn.Dense(self.features, kernel_init=init, bias_init=init, name="dense")(x)
+
+
+class StemConv(nn.Module):
+    """3x3 convolution without bias, then BatchNorm: the stems of the DARTS and NAS-Bench-201
+    networks."""
+
+    C_out: int
+    track_running_stats: bool = True
+    stride: int = 1
+
+    @nn.compact
+    def __call__(self, x: Array, train: bool) -> Array:
+        kernel = self.param(
+            "kernel", uniform_fan_in(9 * x.shape[-1]), (3, 3, x.shape[-1], self.C_out)
+        )
+        y = conv2d(x, kernel, self.stride, 1)
+        return BatchNorm(track_running_stats=self.track_running_stats, name="bn")(y, train)

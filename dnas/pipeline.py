@@ -1,5 +1,11 @@
-"""`dnas run`: search, retrain the found cell and a random cell of the same space under the same
-budget, and summarise (`<workdir>/summary.json`)."""
+"""The pipeline: how a method's phases compose, and `dnas run`.
+
+`search(config, workdir)` (`dnas search`) runs a method's search: a staged method's stages
+(P-DARTS, progressive DrNAS: `progressive.DRIVERS`), or one search loop (`search.run`) followed by
+the selection phase named by `search.selection` (`SELECTIONS`: DARTS-PT, random search or
+regularised evolution with the trained supernet). `run(config, workdir)` (`dnas run`) then
+retrains the found cell and a random cell of the same space under the same budget, and
+summarises (`<workdir>/summary.json`)."""
 
 from __future__ import annotations
 
@@ -10,19 +16,47 @@ import time
 import ml_collections
 import numpy as np
 
-from dnas import checkpoint, search, spaces, train
-from dnas.genotype import Genotype, random_genotype
+from dnas import configlib, progressive, pt, search, selection, spaces, train
+from dnas import workdir as workdir_lib
+from dnas.genotype import Genotype
+
+# search.selection -> the phase that picks the genotype with the trained supernet after the search
+# loop; "" keeps the strategy's own selection from the alphas.
+SELECTIONS: dict[str, search.Select | None] = {
+    "": None,
+    "random": selection.select_with_supernet,
+    "evolution": selection.select_with_supernet,
+    "pt": pt.run,
+}
+
+
+def search_genotype(config: ml_collections.ConfigDict, workdir: str) -> Genotype:
+    """The method's search in `config`, written to `workdir` (resumed where it stopped)."""
+    name = config.search.selection
+    if name not in SELECTIONS:
+        raise configlib.ConfigError(
+            f"search.selection must be one of {tuple(SELECTIONS)}, got {name!r}"
+        )
+    staged = progressive.driver(config)
+    if staged is not None:
+        if name:
+            raise configlib.ConfigError(
+                f"strategy {config.strategy!r} runs in stages; a selection phase after them is "
+                "not supported: set --config.search.selection=''"
+            )
+        return staged(config, workdir)
+    return search.run(config, workdir, SELECTIONS[name])
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     workdir = os.path.abspath(workdir)
     t0 = time.time()
-    found = search.run(config, workdir)
+    found = search_genotype(config, workdir)
     search_s = time.time() - t0
     runs: dict[str, Genotype] = {"searched": found}
     if config.baseline:
         rng = np.random.default_rng(config.seed)
-        runs["random"] = random_genotype(spaces.get(config.space), rng)
+        runs["random"] = spaces.get(config.space).random_genotype(rng)
     results = {}
     for name, geno in runs.items():
         t1 = time.time()
@@ -39,20 +73,21 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         "retrain": results,
     }
     text = json.dumps(summary, indent=2) + "\n"
-    checkpoint.atomic_write_text(os.path.join(workdir, "summary.json"), text)
+    workdir_lib.atomic_write_text(os.path.join(workdir, "summary.json"), text)
     return summary
 
 
 def format_summary(summary: dict) -> str:
-    """A small table for the terminal."""
+    """A small table for the terminal (M MACs: millions of multiply-adds per image, what NAS
+    papers call FLOPs)."""
     lines = [
         f"dataset {summary['dataset']}  space {summary['space']}  strategy "
         f"{summary['strategy']} ({summary['order']} order)  search {summary['search_wall_s']} s",
-        f"{'cell':10} {'test acc':>9} {'params':>9} {'MFLOPs':>8} {'train s':>8}  genotype",
+        f"{'cell':10} {'test acc':>9} {'params':>9} {'M MACs':>8} {'train s':>8}  genotype",
     ]
     for name, r in summary["retrain"].items():
         lines.append(
             f"{name:10} {100 * r['test_accuracy']:8.2f}% {r['params']:>9,} "
-            f"{r['flops'] / 1e6:>8.2f} {r['train_wall_s']:>8}  {r['genotype']}"
+            f"{r.get('macs', r['flops']) / 1e6:>8.2f} {r['train_wall_s']:>8}  {r['genotype']}"
         )
     return "\n".join(lines)

@@ -31,13 +31,15 @@ from __future__ import annotations
 
 import inspect
 import os
+from collections.abc import Callable
 
 import ml_collections
 import numpy as np
 
-from dnas import discretise, search, spaces, strategies
+from dnas import configlib, search, spaces, strategies
+from dnas import workdir as workdir_lib
 from dnas.genotype import Genotype
-from dnas.spaces.base import SearchSpace
+from dnas.spaces.base import Space
 
 # The stage settings each driver reads; the rest of strategy_args goes to the factory as given.
 STAGE_ARGS = {
@@ -62,14 +64,12 @@ def _weights(alphas, mask: dict) -> dict[str, np.ndarray]:
     return {c: np.asarray(v) for c, v in w.items()}
 
 
-def prune(
-    space: SearchSpace, weights: np.ndarray, mask: np.ndarray, keep: int, last: bool
-) -> np.ndarray:
+def prune(space: Space, weights: np.ndarray, mask: np.ndarray, keep: int, last: bool) -> np.ndarray:
     """The op mask of the next stage: each edge keeps its `keep` remaining ops of largest
     weight; in the last stage `none` goes first if it is still there (the authors' code)."""
     new = np.zeros_like(mask)
-    none = space.op_index("none") if "none" in space.primitives else None
-    for e in range(space.num_edges):
+    none = space.op_index("none") if "none" in space.ops else None
+    for e in range(mask.shape[0]):
         candidates = [k for k in range(space.num_ops) if mask[e, k] > 0]
         if last and none in candidates and len(candidates) > keep:
             candidates.remove(none)
@@ -78,23 +78,19 @@ def prune(
     return new
 
 
-def cap_skips(space: SearchSpace, weights: dict[str, np.ndarray], max_skips: int) -> Genotype:
-    """The genotype of `weights` (DARTS' rule) with at most `max_skips` skip connections in the
-    normal cell: the weakest chosen skip connection is zeroed and the cell re-derived until it
+def cap_skips(space: Space, weights: dict[str, np.ndarray], max_skips: int) -> Genotype:
+    """The genotype of `weights` (the space's rule) with at most `max_skips` skip connections in
+    the normal cell: the weakest chosen skip connection is zeroed and the cell re-derived until it
     has no more than that."""
     weights = {c: np.array(w, np.float64) for c, w in weights.items()}
     skip = space.op_index("skip_connect")
     while True:
-        genotype = discretise.discretise(space, weights)
-        chosen = [
-            (weights["normal"][space.edge_index(src, dst), skip], space.edge_index(src, dst))
-            for dst, node in zip(space.nodes, genotype.normal, strict=True)
-            for op, src in node
-            if op == "skip_connect"
-        ]
-        if len(chosen) <= max_skips:
+        genotype = space.discretise(weights)
+        rows = np.flatnonzero(space.genotype_mix(genotype)["normal"][:, skip])
+        if len(rows) <= max_skips:
             return genotype
-        weights["normal"][min(chosen)[1], skip] = 0.0
+        weakest = rows[np.argmin(weights["normal"][rows, skip])]
+        weights["normal"][weakest, skip] = 0.0
 
 
 def stage_config(
@@ -124,13 +120,13 @@ def run_pdarts(config: ml_collections.ConfigDict, workdir: str) -> Genotype:
             f"strategy_args.stage_layers {tuple(a.stage_layers)}, keep {tuple(a.keep)} and "
             f"dropout_rate {rates} need one entry per stage (at least one stage)"
         )
-    workdir = search.prepare_workdir(workdir, config)
-    mask = {c: np.ones((space.num_edges, space.num_ops), np.float32) for c in space.cell_types}
+    workdir = configlib.prepare_workdir(workdir, config)
+    mask = {c: np.ones(shape, np.float32) for c, shape in space.alpha_shapes.items()}
     for stage, keep in enumerate(a.keep):
         stage_dir = os.path.join(workdir, f"stage_{stage}")
         search.run(stage_config(config, stage, mask), stage_dir)
-        with np.load(os.path.join(stage_dir, "alphas.npz")) as f:
-            weights = _weights(f, mask)
+        alphas = workdir_lib.load_arrays(os.path.join(stage_dir, workdir_lib.ALPHAS))
+        weights = _weights(alphas, mask)
         last = stage == len(a.keep) - 1
         if last:
             # The last stage's weights without `none` decide the cell (the next mask would
@@ -183,14 +179,13 @@ def run_drnas(config: ml_collections.ConfigDict, workdir: str) -> Genotype:
             f"do not divide search.C={config.search.C}; choose divisors of C (the paper: C=36, "
             "6 then 4)"
         )
-    workdir = search.prepare_workdir(workdir, config)
-    mask = {c: np.ones((space.num_edges, space.num_ops), np.float32) for c in space.cell_types}
+    workdir = configlib.prepare_workdir(workdir, config)
+    mask = {c: np.ones(shape, np.float32) for c, shape in space.alpha_shapes.items()}
     alphas = None
     for stage in range(stages):
         stage_dir = os.path.join(workdir, f"stage_{stage}")
         genotype = search.run(drnas_stage_config(config, stage, mask, alphas), stage_dir)
-        with np.load(os.path.join(stage_dir, "alphas.npz")) as f:
-            alphas = {name: f[name] for name in f.files}
+        alphas = workdir_lib.load_arrays(os.path.join(stage_dir, workdir_lib.ALPHAS))
         if stage < stages - 1:
             weights = _weights(alphas, mask)
             mask = {c: prune(space, weights[c], mask[c], int(a.keep[stage]), False) for c in mask}
@@ -199,4 +194,24 @@ def run_drnas(config: ml_collections.ConfigDict, workdir: str) -> Genotype:
     return genotype
 
 
-__all__ = ["cap_skips", "prune", "run_drnas", "run_pdarts", "with_defaults"]
+# A staged method: (predicate on the config: is this the whole staged search?, driver). Keyed by
+# the strategy whose stages the driver runs; a stage is an ordinary search (its `ops_mask` set).
+Driver = Callable[[ml_collections.ConfigDict, str], Genotype]
+DRIVERS: dict[str, tuple[Callable[[ml_collections.ConfigDict], bool], Driver]] = {
+    "pdarts": (lambda c: not c.strategy_args.get("ops_mask"), run_pdarts),
+    "drnas": (
+        lambda c: bool(c.strategy_args.get("progressive")) and not c.strategy_args.get("ops_mask"),
+        run_drnas,
+    ),
+}
+
+
+def driver(config: ml_collections.ConfigDict) -> Driver | None:
+    """The staged driver that runs `config`'s search, or None for a single search."""
+    staged = DRIVERS.get(config.strategy)
+    if staged is None or not staged[0](config):
+        return None
+    return staged[1]
+
+
+__all__ = ["DRIVERS", "cap_skips", "driver", "prune", "run_drnas", "run_pdarts", "with_defaults"]

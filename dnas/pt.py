@@ -22,6 +22,13 @@ at epoch (n - 1) I - 1.)
 
 The projection enters the alphas as non-trainable entries (`fixed/...`, left out of the alpha
 optimiser): per cell type, `decided` (E,), `onehot` (E, K), `edge_keep` (E,).
+
+The fine-tuning runs through the shared loop (`loop.run`) in `<workdir>/pt/`, like any search:
+the state (projection included) is checkpointed and donated, metrics go to `pt/metrics.jsonl`, a
+non-finite loss stops it naming the step and the last good checkpoint, and a killed run resumes
+where it stopped. A round's decisions are made at the end of the epoch before it (the
+checkpoint of that epoch holds them), and its random choices come from (seed, round), so a
+resumed run makes the same decisions as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -36,20 +43,22 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from dnas import checkpoint, data, parallel, search, selection, strategies, supernet
+from dnas import checkpoint, data, loop, metrics, parallel, search_step, selection, strategies
+from dnas import workdir as workdir_lib
 from dnas.genotype import Genotype
-from dnas.spaces.base import SearchSpace
+from dnas.spaces.base import Space
+from dnas.state import SearchState
 from dnas.types import Alphas, MixWeights
 
 FIXED = "fixed/"
 
 
-def projection_init(space: SearchSpace) -> dict[str, np.ndarray]:
+def projection_init(space: Space) -> dict[str, np.ndarray]:
     out = {}
-    for cell in space.cell_types:
-        out[f"{FIXED}decided/{cell}"] = np.zeros(space.num_edges, np.float32)
-        out[f"{FIXED}onehot/{cell}"] = np.zeros((space.num_edges, space.num_ops), np.float32)
-        out[f"{FIXED}edge_keep/{cell}"] = np.ones(space.num_edges, np.float32)
+    for cell, (rows, num_ops) in space.alpha_shapes.items():
+        out[f"{FIXED}decided/{cell}"] = np.zeros(rows, np.float32)
+        out[f"{FIXED}onehot/{cell}"] = np.zeros((rows, num_ops), np.float32)
+        out[f"{FIXED}edge_keep/{cell}"] = np.ones(rows, np.float32)
     return out
 
 
@@ -115,31 +124,23 @@ def prune_edges(
     return edges
 
 
-def genotype_of(space: SearchSpace, proj: dict[str, np.ndarray]) -> Genotype:
-    cells = {}
-    for cell in space.cell_types:
-        onehot = proj[f"{FIXED}onehot/{cell}"]
-        keep = proj[f"{FIXED}edge_keep/{cell}"]
-        nodes = []
-        for dst in space.nodes:
-            edges = [space.edge_index(src, dst) for src in range(dst)]
-            nodes.append(tuple(
-                (space.primitives[int(np.argmax(onehot[e]))], space.edges[e][0])
-                for e in edges if keep[e] > 0
-            ))  # fmt: skip
-        cells[cell] = tuple(nodes)
-    return Genotype.from_cells(space, cells)
+def genotype_of(space: Space, proj: dict[str, np.ndarray]) -> Genotype:
+    """The genotype of a finished projection: every row decided (one-hot), removed edges off."""
+    weights = {
+        cell: proj[f"{FIXED}onehot/{cell}"] * proj[f"{FIXED}edge_keep/{cell}"][:, None]
+        for cell in space.groups
+    }
+    return space.discretise(weights)
 
 
-def num_decisions(space: SearchSpace) -> int:
-    """Operation decisions (one edge per cell type each) + topology decisions (one node each)."""
-    topology = 0
-    if space.edges_per_node is not None:
-        topology = sum(1 for dst in space.nodes if dst > space.edges_per_node)
-    return space.num_edges + topology
+def num_decisions(space: Space) -> int:
+    """Operation decisions (one row per alpha group each) + topology decisions (one node each)."""
+    k = space.keep_per_node
+    topology = 0 if k is None else sum(1 for rows in space.node_rows if len(rows) > k)
+    return max(rows for rows, _ in space.alpha_shapes.values()) + topology
 
 
-def run(config, su: search.SearchSetup, state: search.SearchState, workdir: str, mesh,
+def run(config, su: search_step.SearchSetup, state: SearchState, workdir: str, mesh,
         writer) -> Genotype:  # fmt: skip
     """DARTS-PT from the searched `state`; writes every decision to `pt_decisions.jsonl`."""
     s = config.search
@@ -147,12 +148,13 @@ def run(config, su: search.SearchSetup, state: search.SearchState, workdir: str,
     search_steps = int(state.step)
     interval = s.pt_interval
     tune_epochs = interval * (num_decisions(space) - 1) + 1  # the last decision at the last epoch
-    hp = {k: s[k] for k in search.HPARAMS} | {"lr": s.lr / 10}
-    lr, weight_tx, base_alpha_tx = search.make_optimizers(hp, tune_epochs, spe)
+    hp = {k: s[k] for k in search_step.HPARAMS} | {"lr": s.lr / 10}
+    lr, weight_tx, base_alpha_tx = search_step.make_optimizers(hp, tune_epochs, spe)
     # The search's strategy, hypergradients with the fine-tuning optimiser, and its schedules
     # (temperatures, regulariser weights, perturbation sizes) held at the search's last step.
-    costs = functools.partial(supernet.edge_costs, su.model, su.info.input_shape)
-    ctx = strategies.Context(space, config.order, weight_tx, lr, spe, s.epochs, costs)
+    costs = functools.partial(space.op_costs, su.model, su.info.input_shape)
+    virtual = weight_tx if s.fd_clip else search_step.virtual_step_optimizer(hp, lr)
+    ctx = strategies.Context(space, config.order, weight_tx, lr, spe, s.epochs, costs, virtual)
     base = strategies.build(config.strategy, ctx, config.strategy_args.to_dict())
     last = max(search_steps - 1, 0)
     held = base._replace(
@@ -168,8 +170,11 @@ def run(config, su: search.SearchSetup, state: search.SearchState, workdir: str,
     strategy = with_projection(held)
     alphas = dict(state.alphas) | {k: jnp.asarray(v) for k, v in projection_init(space).items()}
     alpha_tx = alpha_optimizer(base_alpha_tx, alphas)
-    loss_fn = search.make_loss_fn(su.model, strategy, su.info, search.Augmentation.from_config(s))
-    step_fn = jax.jit(search.make_step(loss_fn, strategy, weight_tx, alpha_tx, lr))
+    aug = search_step.Augmentation.from_config(s)
+    loss_fn = search_step.make_loss_fn(su.model, strategy, su.info, aug)
+    step_fn = search_step.make_step(loss_fn, strategy, weight_tx, alpha_tx, lr)
+    # The fine-tuning donates its state: start from copies, so the searched state stays valid.
+    state, alphas = jax.tree.map(lambda x: x.copy(), (state, alphas))
     state = parallel.replicate(
         state.replace(
             step=jnp.zeros((), jnp.int32), alphas=alphas,
@@ -177,77 +182,151 @@ def run(config, su: search.SearchSetup, state: search.SearchState, workdir: str,
         ),
         mesh,
     )  # fmt: skip
-    train_iter = data.batches(su.weights_source, s.batch_size, seed=config.seed + 10)
-    val_iter = data.batches(su.alphas_source, s.batch_size, seed=config.seed + 11)
-    batches = parallel.shard_batches(zip(train_iter, val_iter, strict=False), mesh)
     eval_batches = [
         parallel.shard_batch(b, mesh)
         for b, _ in zip(data.batches(su.alphas_source, s.batch_size, seed=config.seed + 12),
                         range(s.pt_eval_batches), strict=False)
     ]  # fmt: skip
     acc_fn = selection.make_accuracy_fn(su.model, su.info)
-    rng = np.random.default_rng(config.seed)
-    proj = projection_init(space)
-    undecided = {c: list(range(space.num_edges)) for c in space.cell_types}
-    k = space.edges_per_node
-    open_nodes = {c: [d for d in space.nodes if k is not None and d > k] for c in space.cell_types}
-    log = []
+    pt_dir = os.path.join(workdir, "pt")
+    log_path = os.path.join(pt_dir, "pt_decisions.jsonl")
+    ckpt = checkpoint.Checkpointer(pt_dir)
+    fresh = ckpt.latest_step() is None
+    state = loop.resume(ckpt, state)
+    log = _read_log(log_path)[: _decisions_made(space, _projection(state.alphas))]
 
-    def accuracy(mix_fn) -> float:
-        return float(np.mean([float(acc_fn(state.params, mix_fn(), b)) for b in eval_batches]))
+    def decide(state: SearchState, step: int) -> SearchState:
+        """Before fine-tuning epoch e = step / spe: round e / I of decisions, if one is due."""
+        epoch = step // spe
+        if epoch % interval or epoch >= tune_epochs:
+            return state
+        proj = decision_round(
+            space, _projection(state.alphas), epoch // interval,
+            lambda mix_fn: _accuracy(acc_fn, state.params, eval_batches, mix_fn),
+            lambda proj, op_keep=None: project(
+                su.strategy.final_weights(state.alphas | _device(proj)),
+                state.alphas | _device(proj), op_keep,
+            ),
+            seed=config.seed, epoch=epoch, log=log,
+        )  # fmt: skip
+        workdir_lib.atomic_write_text(log_path, "".join(json.dumps(d) + "\n" for d in log))
+        return parallel.replicate(state.replace(alphas=state.alphas | _device(proj)), mesh)
 
-    def current(op_keep=None):
-        a = state.alphas | {key: jnp.asarray(v) for key, v in proj.items()}
-        return project(su.strategy.final_weights(a), a, op_keep)
-
-    for epoch in range(tune_epochs):
-        if epoch % interval == 0:
-            for cell in space.cell_types:
-                if undecided[cell]:  # operation phase
-                    e = undecided[cell].pop(int(rng.integers(len(undecided[cell]))))
-                    ops = [
-                        i for i, op in enumerate(space.primitives)
-                        if op != "none" or space.edges_per_node is None
-                    ]  # fmt: skip
-
-                    def without_op(op_i, cell=cell, e=e):
-                        keep = {c: np.ones((space.num_edges, space.num_ops), np.float32)
-                                for c in space.cell_types}  # fmt: skip
-                        keep[cell][e, op_i] = 0.0
-                        return accuracy(lambda: current(keep))
-
-                    best = decide_op(without_op, ops)
-                    proj[f"{FIXED}decided/{cell}"][e] = 1.0
-                    proj[f"{FIXED}onehot/{cell}"][e] = np.eye(space.num_ops)[best]
-                    log.append({"epoch": epoch, "cell": cell, "edge": list(space.edges[e]),
-                                "op": space.primitives[best]})  # fmt: skip
-                elif open_nodes[cell]:  # topology phase
-                    dst = open_nodes[cell].pop(int(rng.integers(len(open_nodes[cell]))))
-                    edges = [space.edge_index(src, dst) for src in range(dst)]
-                    keep_key = f"{FIXED}edge_keep/{cell}"
-
-                    def without_edge(e, keep_key=keep_key):
-                        saved = proj[keep_key].copy()
-                        proj[keep_key][e] = 0.0
-                        try:
-                            return accuracy(lambda: current())
-                        finally:
-                            proj[keep_key] = saved
-
-                    kept = prune_edges(without_edge, edges, k)
-                    for e in edges:
-                        proj[keep_key][e] = 1.0 if e in kept else 0.0
-                    log.append({"epoch": epoch, "cell": cell, "node": dst,
-                                "inputs": [space.edges[e][0] for e in kept]})  # fmt: skip
-            new_alphas = state.alphas | {key: jnp.asarray(v) for key, v in proj.items()}
-            state = parallel.replicate(state.replace(alphas=new_alphas), mesh)
-        for _ in range(spe):
-            state, _ = step_fn(state, *next(batches))
-    genotype = genotype_of(space, proj)
-    text = "".join(json.dumps(d) + "\n" for d in log)
-    checkpoint.atomic_write_text(os.path.join(workdir, "pt_decisions.jsonl"), text)
+    if fresh:
+        state = decide(state, 0)
+    start = int(state.step)
+    train_iter = data.batches(su.weights_source, s.batch_size, seed=config.seed + 10,
+                              start_step=start)  # fmt: skip
+    val_iter = data.batches(su.alphas_source, s.batch_size, seed=config.seed + 11,
+                            start_step=start)  # fmt: skip
+    batches = parallel.shard_batches(zip(train_iter, val_iter, strict=False), mesh)
+    compiled, compile_s, batches = loop.compile_on_first(
+        step_fn, "DARTS-PT fine-tuning step", config.progress, state, batches, mesh
+    )
+    pt_writer = metrics.MetricWriter(pt_dir)
+    pt_writer.write_scalars(start, {"pt/compile_s": compile_s})
+    state = loop.run(
+        config, step_fn=compiled, state=state, batches=batches, start=start,
+        total_steps=tune_epochs * spe, steps_per_epoch=spe, ckpt=ckpt, writer=pt_writer,
+        desc="DARTS-PT", postfix=lambda m: {"loss": f"{m['train/loss']:.3f}"},
+        on_epoch_end=lambda state, step: None, update_state=decide,
+    )  # fmt: skip
+    pt_writer.close()
+    ckpt.close()
+    genotype = genotype_of(space, _projection(state.alphas))
+    # The fine-tuned alphas, projection included (the search's own are `<workdir>/alphas.npz`).
+    workdir_lib.save_arrays(os.path.join(pt_dir, workdir_lib.ALPHAS), jax.device_get(state.alphas))
+    workdir_lib.atomic_write_text(
+        os.path.join(workdir, "pt_decisions.jsonl"), "".join(json.dumps(d) + "\n" for d in log)
+    )
     writer.write_text(search_steps, "pt_genotype", genotype.to_string())
     return genotype
 
 
-__all__ = ["decide_op", "genotype_of", "project", "prune_edges", "run", "with_projection"]
+def _projection(alphas: Alphas) -> dict[str, np.ndarray]:
+    """The projection entries of `alphas`, as writable host arrays."""
+    return {k: np.array(v) for k, v in jax.device_get(alphas).items() if k.startswith(FIXED)}
+
+
+def _device(proj: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+    return {k: jnp.asarray(v) for k, v in proj.items()}
+
+
+def _accuracy(acc_fn, params, batches, mix_fn) -> float:
+    mix = mix_fn()
+    return float(np.mean([float(acc_fn(params, mix, b)) for b in batches]))
+
+
+def _read_log(path: str) -> list[dict]:
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _decisions_made(space: Space, proj: dict[str, np.ndarray]) -> int:
+    """Decisions held in a projection: decided rows, and nodes whose edges were pruned."""
+    count = 0
+    for cell in space.groups:
+        count += int(proj[f"{FIXED}decided/{cell}"].sum())
+        keep = proj[f"{FIXED}edge_keep/{cell}"]
+        count += sum(1 for rows in space.node_rows if min(keep[list(rows)]) == 0)
+    return count
+
+
+def decision_round(
+    space: Space, proj: dict[str, np.ndarray], round_index: int, accuracy, weights, *, seed: int,
+    epoch: int, log: list[dict],
+) -> dict[str, np.ndarray]:  # fmt: skip
+    """One round of decisions (`proj` updated in place and returned; records appended to `log`):
+    in every alpha group, a random undecided row gets its op (operation phase) or, once all are
+    decided, a random node with more than `keep_per_node` inputs loses the extra ones (topology
+    phase). The random choices are drawn from (seed, round), so a resumed fine-tuning makes the
+    same decisions. `accuracy(mix_fn)`: validation accuracy with mixing weights `mix_fn()`;
+    `weights(proj, op_keep)`: the supernet's mixing weights under a projection."""
+    rng = np.random.default_rng([seed, round_index])
+    k = space.keep_per_node
+    choices = [i for i, op in enumerate(space.ops) if op in (space.discrete_ops or space.ops)]
+    for cell in space.groups:
+        undecided = [int(e) for e in np.flatnonzero(proj[f"{FIXED}decided/{cell}"] == 0)]
+        keep_key = f"{FIXED}edge_keep/{cell}"
+        open_nodes = [
+            i for i, rows in enumerate(space.node_rows)
+            if k is not None and len(rows) > k and min(proj[keep_key][list(rows)]) > 0
+        ]  # fmt: skip
+        if undecided:  # operation phase
+            e = undecided[int(rng.integers(len(undecided)))]
+
+            def without_op(op_i, cell=cell, e=e):
+                keep = {c: np.ones(shape, np.float32) for c, shape in space.alpha_shapes.items()}
+                keep[cell][e, op_i] = 0.0
+                return accuracy(lambda: weights(proj, keep))
+
+            best = decide_op(without_op, choices)
+            proj[f"{FIXED}decided/{cell}"][e] = 1.0
+            proj[f"{FIXED}onehot/{cell}"][e] = np.eye(space.num_ops)[best]
+            log.append({"epoch": epoch, "cell": cell, "edge": space.row_labels[cell][e],
+                        "op": space.ops[best]})  # fmt: skip
+        elif open_nodes:  # topology phase
+            edges = list(space.node_rows[open_nodes[int(rng.integers(len(open_nodes)))]])
+
+            def without_edge(e, keep_key=keep_key):
+                saved = proj[keep_key].copy()
+                proj[keep_key][e] = 0.0
+                try:
+                    return accuracy(lambda: weights(proj))
+                finally:
+                    proj[keep_key] = saved
+
+            kept = prune_edges(without_edge, edges, k)
+            for e in edges:
+                proj[keep_key][e] = 1.0 if e in kept else 0.0
+            log.append({"epoch": epoch, "cell": cell,
+                        "kept": [space.row_labels[cell][e] for e in kept]})  # fmt: skip
+    return proj
+
+
+__all__ = [
+    "decide_op", "decision_round", "genotype_of", "project", "prune_edges", "run",
+    "with_projection",
+]  # fmt: skip

@@ -1,8 +1,8 @@
 """Architecture selection with a trained supernet (after the search loop).
 
-A discrete architecture is given to the supernet as one-hot mixing weights (`genotype_mix`): the
-rows of its edges are one-hot at their op, every other edge is zero, so the supernet computes
-exactly that cell with the shared weights. One jitted evaluation function of the mixing weights
+A discrete architecture is given to the supernet as one-hot mixing weights (`space.genotype_mix`):
+the rows of its edges are one-hot at their op, every other edge is zero, so the supernet computes
+exactly that network with the shared weights. One jitted evaluation function of the mixing weights
 serves every candidate (no recompilation per architecture).
 
 - `random_search`: random search with weight sharing (Li & Talwalkar, UAI 2019), ranking phase:
@@ -14,7 +14,8 @@ serves every candidate (no recompilation per architecture).
 from __future__ import annotations
 
 import collections
-import dataclasses
+import json
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -22,62 +23,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dnas import data, evaluate
+from dnas import data, evaluate, parallel
+from dnas import workdir as workdir_lib
 from dnas.genotype import Genotype
-from dnas.spaces.base import SearchSpace
+from dnas.spaces.base import Space
 from dnas.types import Batch, MixWeights
-
-
-def genotype_mix(space: SearchSpace, genotype: Genotype) -> dict[str, np.ndarray]:
-    """One-hot mixing weights of a genotype: edge (src, node) gets 1 at its op."""
-    out = {}
-    for cell in space.cell_types:
-        w = np.zeros((space.num_edges, space.num_ops), np.float32)
-        for node, edges in zip(space.nodes, genotype.cells()[cell], strict=True):
-            for op, src in edges:
-                w[space.edge_index(src, node), space.op_index(op)] += 1.0
-        out[cell] = w
-    return out
-
-
-def _random_cell(space: SearchSpace, rng: np.random.Generator) -> tuple:
-    ops = [op for op in space.primitives if op != "none" or space.edges_per_node is None]
-    nodes = []
-    for dst in space.nodes:
-        k = space.edges_per_node or dst
-        srcs = (
-            sorted(rng.choice(dst, size=k, replace=False)) if space.edges_per_node else range(dst)
-        )
-        nodes.append(tuple((str(rng.choice(ops)), int(src)) for src in srcs))
-    return tuple(nodes)
-
-
-def random_genotype(space: SearchSpace, rng: np.random.Generator) -> Genotype:
-    """A uniformly random architecture of the space (`edges_per_node` distinct inputs per node,
-    each with a random op other than `none`; NAS-Bench-201: a random op, `none` included, per
-    edge)."""
-    cells = {cell: _random_cell(space, rng) for cell in space.cell_types}
-    return Genotype.from_cells(space, cells)
-
-
-def mutate(space: SearchSpace, genotype: Genotype, rng: np.random.Generator) -> Genotype:
-    """Regularised evolution's mutation: in one random cell, either one edge's op or (DARTS) one
-    edge's input changes to a different random choice."""
-    cells = {c: [list(node) for node in genotype.cells()[c]] for c in space.cell_types}
-    cell = space.cell_types[rng.integers(len(space.cell_types))]
-    node_i = int(rng.integers(space.num_intermediate))
-    node = cells[cell][node_i]
-    slot = int(rng.integers(len(node)))
-    op, src = node[slot]
-    dst = space.nodes[node_i]
-    ops = [o for o in space.primitives if o != op and (o != "none" or space.edges_per_node is None)]
-    free_srcs = [s for s in range(dst) if s not in {e[1] for e in node}]
-    if space.edges_per_node and free_srcs and rng.random() < 0.5:
-        node[slot] = (op, int(rng.choice(free_srcs)))
-    else:
-        node[slot] = (str(rng.choice(ops)), src)
-    cells[cell][node_i] = sorted(node, key=lambda e: e[1]) if space.edges_per_node else node
-    return dataclasses.replace(genotype, **cells)
 
 
 def make_accuracy_fn(
@@ -97,22 +47,20 @@ def make_accuracy_fn(
     return jax.jit(accuracy)
 
 
-def score(
-    accuracy_fn, params, space: SearchSpace, genotype: Genotype, batches: Sequence[Batch]
-) -> float:
+def score(accuracy_fn, params, space: Space, genotype: Genotype, batches: Sequence[Batch]) -> float:
     """Mean validation accuracy of `genotype` with the shared weights over `batches`."""
-    mix = {c: jnp.asarray(w) for c, w in genotype_mix(space, genotype).items()}
+    mix = {c: jnp.asarray(w) for c, w in space.genotype_mix(genotype).items()}
     return float(np.mean([float(accuracy_fn(params, mix, b)) for b in batches]))
 
 
 def random_search(
-    score_fn: Callable[[Genotype], float], space: SearchSpace, num_archs: int, seed: int
+    score_fn: Callable[[Genotype], float], space: Space, num_archs: int, seed: int
 ) -> tuple[Genotype, list[tuple[Genotype, float]]]:
     """The best of `num_archs` uniformly sampled architectures, and every (genotype, score)."""
     rng = np.random.default_rng(seed)
     history = []
     for _ in range(num_archs):
-        g = random_genotype(space, rng)
+        g = space.random_genotype(rng)
         history.append((g, score_fn(g)))
     best = max(history, key=lambda gs: gs[1])[0]
     return best, history
@@ -138,7 +86,7 @@ def rerank(
 
 def evolution(
     score_fn: Callable[[Genotype], float],
-    space: SearchSpace,
+    space: Space,
     *,
     population: int,
     sample_size: int,
@@ -150,19 +98,64 @@ def evolution(
     ever evaluated, and every (genotype, score) in evaluation order."""
     if not 1 <= sample_size <= population:
         raise ValueError(f"need 1 <= sample_size ({sample_size}) <= population ({population})")
+    if space.mutate is None:
+        raise ValueError(f"evolution mutates genotypes; space {space.name!r} has no mutate")
     rng = np.random.default_rng(seed)
     alive: collections.deque = collections.deque()
     history = []
     for _ in range(population):
-        g = random_genotype(space, rng)
+        g = space.random_genotype(rng)
         alive.append((g, score_fn(g)))
         history.append(alive[-1])
     for _ in range(cycles):
         picks = rng.choice(len(alive), size=sample_size, replace=False)
         parent = max((alive[i] for i in picks), key=lambda gs: gs[1])[0]
-        child = mutate(space, parent, rng)
+        child = space.mutate(parent, rng)
         alive.append((child, score_fn(child)))
         history.append(alive[-1])
         alive.popleft()
     best = max(history, key=lambda gs: gs[1])[0]
     return best, history
+
+
+def select_with_supernet(config, su, state, workdir: str, mesh,
+                         writer) -> Genotype:  # fmt: skip
+    """`search.selection`: the genotype chosen by the trained supernet's validation accuracy,
+    'random' (random search with weight sharing, `selection_archs` samples) or 'evolution'
+    (regularised evolution, population `evolution_population`, tournament
+    `evolution_sample_size`, `selection_archs` architectures evaluated in all). Every evaluated
+    genotype and its accuracy go to `selection.jsonl`. `selection_rerank` > 0 re-scores that
+    many of the best on the whole validation split and keeps the best of those
+    (`selection_rerank.jsonl`)."""
+    s = config.search
+    acc_fn = make_accuracy_fn(su.model, su.info)
+
+    def scorer(seed_offset: int, num_batches: int):
+        """Mean accuracy of a genotype on `num_batches` validation batches of that seed."""
+        it = data.batches(su.alphas_source, s.batch_size, seed=config.seed + seed_offset)
+        val = [parallel.shard_batch(next(it), mesh) for _ in range(num_batches)]
+        return lambda g: score(acc_fn, state.params, su.space, g, val)
+
+    def write(name: str, scored) -> float:
+        """(genotype, accuracy) pairs to `workdir/name` as JSON lines; the best accuracy."""
+        lines = [json.dumps({"genotype": g.to_string(), "val_accuracy": a}) for g, a in scored]
+        workdir_lib.atomic_write_text(os.path.join(workdir, name), "\n".join(lines) + "\n")
+        return max(a for _, a in scored)
+
+    score = scorer(3, s.selection_batches)
+    if s.selection == "random":
+        best, history = random_search(score, su.space, s.selection_archs, config.seed)
+    else:
+        population = s.evolution_population
+        best, history = evolution(
+            score, su.space, population=population, sample_size=s.evolution_sample_size,
+            cycles=max(s.selection_archs - population, 0), seed=config.seed,
+        )  # fmt: skip
+    best_accuracy = write("selection.jsonl", history)
+    writer.write_scalars(int(state.step), {"selection/best_val_accuracy": best_accuracy})
+    if s.selection_rerank > 0:  # the top ones again, on the whole validation split
+        whole = scorer(4, data.steps_per_epoch(su.alphas_source, s.batch_size))
+        best, rescored = rerank(whole, history, s.selection_rerank)
+        best_full = write("selection_rerank.jsonl", rescored)
+        writer.write_scalars(int(state.step), {"selection/best_rerank_accuracy": best_full})
+    return best

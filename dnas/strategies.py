@@ -4,7 +4,7 @@ A `Strategy` says how alphas become mixing weights (during search and for discre
 their gradient is computed, what regulariser joins the upper-level objective, and optionally how
 the weight step perturbs the mixing weights (SDARTS), how alphas are initialised (PC-DARTS' edge
 betas) and how a genotype is selected from the final weights (every strategy here keeps the
-space's rule, `discretise.discretise`). A factory takes a `Context` (what
+space's rule, `space.discretise`). A factory takes a `Context` (what
 every strategy may need: the space, the hypergradient order and weight optimiser, the schedule
 length) and the method's own keyword arguments, which come from `config.strategy_args`;
 `STRATEGIES` maps config names to factories, `build` checks the arguments against the factory's
@@ -27,9 +27,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from dnas import bilevel, discretise, relaxations
+from dnas import bilevel, relaxations
 from dnas.genotype import Genotype
-from dnas.spaces.base import SearchSpace
+from dnas.spaces.base import Space
 from dnas.types import Alphas, Array, MixWeights, PRNGKey
 
 # (loss of mixing weights, mixing weights, key, step, alphas=) -> mixing weights for the weight
@@ -44,8 +44,10 @@ class Strategy(NamedTuple):
     alpha_grad: bilevel.AlphaGrad
     regularizer: Callable[[Alphas, Array], Array]  # added to the upper-level (alpha) objective
     weight_mix: WeightMix | None = None  # None: the weight step uses mix_weights as they are
-    init_alphas: Callable[[SearchSpace, PRNGKey, float], Alphas] | None = None  # None: the space's
-    select: Callable[[SearchSpace, MixWeights], Genotype] = discretise.discretise
+    init_alphas: Callable[[Space, PRNGKey, float], Alphas] | None = None  # None: the space's
+    select: Callable[[Space, MixWeights], Genotype] = lambda space, weights: space.discretise(
+        weights
+    )
     update_alphas: bool = True  # False: alphas stay as initialised (random search)
     one_hot: bool = False  # mix_weights are one-hot in value (GDAS, random search): single_op ok
     # step -> dropout rate on the supernet's identity skip connections (P-DARTS); None: none.
@@ -55,7 +57,7 @@ class Strategy(NamedTuple):
 class Context(NamedTuple):
     """What the search gives every strategy factory."""
 
-    space: SearchSpace
+    space: Space
     order: str = "first"  # hypergradient: first | second | finite_difference
     weight_tx: optax.GradientTransformation | None = None
     learning_rate: optax.ScalarOrSchedule | None = None
@@ -64,6 +66,11 @@ class Context(NamedTuple):
     # Cell type -> (cells, edges, ops, resources) op costs of the supernet
     # (`supernet.edge_costs`), computed when a strategy asks (SNAS' resource constraint).
     edge_costs: Callable[[], Mapping[str, np.ndarray]] | None = None
+    # The weight optimiser of finite_difference's virtual step w' = w - xi grad (DARTS Eq. 7): the
+    # reference (`architect._compute_unrolled_model`) applies momentum and weight decay but no
+    # gradient clipping, so the search passes `weight_tx` without its clip unless
+    # `search.fd_clip`; None: `weight_tx`.
+    virtual_weight_tx: optax.GradientTransformation | None = None
 
     def progress(self, step: Array) -> Array:
         """epoch / (epochs - 1) in [0, 1]: 0 during the first epoch, 1 during the last."""
@@ -99,7 +106,8 @@ def _alpha_grad(ctx: Context, fd_eps: float = 0.01) -> bilevel.AlphaGrad:
             return bilevel.unrolled(ctx.weight_tx)
         if ctx.learning_rate is None:
             raise ValueError("order='finite_difference' needs the weight learning rate")
-        return bilevel.finite_difference(ctx.weight_tx, ctx.learning_rate, fd_eps)
+        virtual = ctx.virtual_weight_tx or ctx.weight_tx
+        return bilevel.finite_difference(virtual, ctx.learning_rate, fd_eps)
     raise ValueError(f"unknown DARTS order {ctx.order!r}; valid: {', '.join(bilevel.ORDERS)}")
 
 
@@ -208,7 +216,7 @@ def masked_dirichlet(alphas: Alphas, key: PRNGKey, masks: Mapping[str, Array]) -
     return out
 
 
-def _masks(space: SearchSpace, ops_mask: Mapping[str, Any] | None) -> dict[str, Array]:
+def _masks(space: Space, ops_mask: Mapping[str, Any] | None) -> dict[str, Array]:
     """Cell type -> (E, K) 0/1 float mask (all ones without `ops_mask`)."""
     return {
         c: jnp.asarray(np.asarray(ops_mask[c], np.float32) if ops_mask else np.ones(shape))
@@ -263,9 +271,9 @@ def drnas(
         f = lambda a: dirichlet_kl(relaxations.concentration(a), jnp.ones_like(a))
         return reg_scale * _sum_over_cells(alphas, f)
 
-    def init_alphas(space: SearchSpace, key: PRNGKey, scale: float) -> Alphas:
+    def init_alphas(space: Space, key: PRNGKey, scale: float) -> Alphas:
         del key, scale
-        return {c: jnp.asarray(np.asarray(alphas_init[c], np.float32)) for c in space.cell_types}
+        return {c: jnp.asarray(np.asarray(alphas_init[c], np.float32)) for c in space.groups}
 
     return Strategy(
         name="drnas",
@@ -277,10 +285,10 @@ def drnas(
     )
 
 
-def _without_none(space: SearchSpace) -> np.ndarray:
+def _without_none(space: Space) -> np.ndarray:
     """1 for every op but `none` (FairDARTS' code has no `none` op)."""
     keep = np.ones(space.num_ops, np.float32)
-    if "none" in space.primitives:
+    if "none" in space.ops:
         keep[space.op_index("none")] = 0.0
     return keep
 
@@ -309,7 +317,7 @@ def fair_darts(ctx: Context, *, zero_one_weight: float = 10.0) -> Strategy:
         del key, step
         return {c: w * keep.astype(w.dtype) for c, w in relaxations.sigmoid(alphas).items()}
 
-    def init_alphas(space: SearchSpace, key: PRNGKey, scale: float) -> Alphas:
+    def init_alphas(space: Space, key: PRNGKey, scale: float) -> Alphas:
         del key, scale
         return {c: jnp.zeros(shape, jnp.float32) for c, shape in space.alpha_shapes.items()}
 
@@ -461,14 +469,14 @@ def sdarts(
 # PC-DARTS edge normalisation.
 
 
-def edge_normalisation(space: SearchSpace, beta_E: Array) -> Array:
+def edge_normalisation(space: Space, beta_E: Array) -> Array:
     """PC-DARTS (Xu et al., ICLR 2020) edge weights: a softmax of the edge betas over the incoming
-    edges of each intermediate node, in alpha row order."""
-    parts = []
-    for dst in space.nodes:
-        rows = np.array([space.edge_index(src, dst) for src in range(dst)])
-        parts.append(jax.nn.softmax(beta_E[rows]))
-    return jnp.concatenate(parts)
+    edges of each intermediate node (`space.node_rows`), in alpha row order."""
+    out = jnp.ones_like(beta_E)
+    for rows in space.node_rows:
+        rows = np.array(rows)
+        out = out.at[rows].set(jax.nn.softmax(beta_E[rows]))
+    return out
 
 
 def pc_darts(ctx: Context) -> Strategy:
@@ -478,13 +486,17 @@ def pc_darts(ctx: Context) -> Strategy:
     channels that bypass the ops) and its strength at discretisation. Partial channel connections
     are the supernet's (`search.partial_channels`, 4 in the PC-DARTS configs)."""
     space = ctx.space
+    if not space.node_rows:
+        raise ValueError(f"pc_darts normalises the edges into each node; space {space.name!r} "
+                         "has no nodes")  # fmt: skip
 
-    def init_alphas(space: SearchSpace, key: PRNGKey, scale: float) -> Alphas:
+    def init_alphas(space: Space, key: PRNGKey, scale: float) -> Alphas:
         k_alpha, k_beta = jax.random.split(key)
         alphas = space.init_alphas(k_alpha, scale)
-        keys = jax.random.split(k_beta, len(space.cell_types))
-        for cell, k in zip(space.cell_types, keys, strict=True):
-            alphas[f"beta/{cell}"] = scale * jax.random.normal(k, (space.num_edges,), jnp.float32)
+        keys = jax.random.split(k_beta, len(space.groups))
+        for cell, k in zip(space.groups, keys, strict=True):
+            rows = space.alpha_shapes[cell][0]
+            alphas[f"beta/{cell}"] = scale * jax.random.normal(k, (rows,), jnp.float32)
         return alphas
 
     def weights(alphas, key=None, step=None):
@@ -560,45 +572,20 @@ def pdarts(
     )  # fmt: skip
 
 
-def random_architecture_weights(space: SearchSpace) -> relaxations.Relaxation:
-    """One-hot mixing weights of a uniformly random architecture per call, as
-    `selection.random_genotype` samples them: `edges_per_node` distinct inputs per node, each with
-    an op other than `none` (NAS-Bench-201: a random op, `none` included, on every edge); the
-    other edges get weight 0."""
-    k = space.edges_per_node
-    ops = np.array([i for i, op in enumerate(space.primitives) if op != "none" or k is None])
-
-    def sample(alphas, key, step=None):
-        del step
-        out = {}
-        for cell, key_c in zip(space.cell_types, jax.random.split(key, len(space.cell_types)),
-                               strict=True):  # fmt: skip
-            k_op, k_src = jax.random.split(key_c)
-            choice = jnp.asarray(ops)[jax.random.randint(k_op, (space.num_edges,), 0, len(ops))]
-            w = jax.nn.one_hot(choice, space.num_ops, dtype=alphas[cell].dtype)
-            if k is not None:
-                keep = []
-                for node_key, dst in zip(jax.random.split(k_src, space.num_intermediate),
-                                         space.nodes, strict=True):  # fmt: skip
-                    order = jax.random.permutation(node_key, dst)
-                    keep.append(jnp.zeros(dst).at[order[:k]].set(1.0))
-                w = w * jnp.concatenate(keep)[:, None].astype(w.dtype)
-            out[cell] = w
-        return out
-
-    return sample
-
-
 def random_ws(ctx: Context) -> Strategy:
     """Random search with weight sharing (Li & Talwalkar, UAI 2019), training phase: every step
-    trains the shared weights of one uniformly random architecture
-    (`random_architecture_weights`); alphas are not learned. The architectures are then ranked by
+    trains the shared weights of one uniformly random architecture (`space.sample_mix`); alphas
+    are not learned. The architectures are then ranked by
     validation accuracy with the shared weights: `search.selection` must be `random` or
     `evolution`."""
+    if ctx.space.sample_mix is None:
+        raise ValueError(f"random_ws samples architectures inside jit; space {ctx.space.name!r} "
+                         "has no sample_mix")  # fmt: skip
     zero_grad = lambda loss_fn, params, alphas, *a: (jax.tree.map(jnp.zeros_like, alphas), {})
+    sample = ctx.space.sample_mix
     return Strategy(
         name="random_ws",
-        mix_weights=random_architecture_weights(ctx.space),
+        mix_weights=lambda alphas, key, step: sample(key, alphas),
         final_weights=relaxations.softmax,
         alpha_grad=zero_grad,
         regularizer=_no_regularizer,

@@ -1,8 +1,10 @@
-"""Search networks (supernets): cells whose edges mix every candidate operation.
+"""The mixed-edge machinery that cell supernets share: `MixedCell`, whose edges mix every
+candidate operation, and the cost tables of its ops. Each space builds its supernet around it
+(`dnas/spaces/`).
 
-The mixing weights are an explicit input, `model.apply(variables, x, mix_weights, train=...)`, a
-dict cell type -> (num_edges, num_ops) array in the space's edge and primitive order; the alphas and
-the relaxation that turns them into mixing weights live outside (`relaxations.py`).
+A supernet takes the mixing weights as an explicit input, `model.apply(variables, x, mix_weights,
+train=...)`, a dict alpha group -> (num_edges, num_ops) array in the space's edge and op order; the
+alphas and the relaxation that turns them into mixing weights live outside (`relaxations.py`).
 
 Structure, for XLA. Every edge of a cell applies the same candidate modules (`ops.py`) to its source
 node, so a cell is a `lax.scan` over its edges: XLA compiles one edge and runs it 14 times, instead
@@ -47,15 +49,18 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from dnas import evaluate, ops, spaces
-from dnas.spaces.base import SearchSpace
-from dnas.types import Array, MixWeights
+from dnas import evaluate, ops
+from dnas.spaces.base import CellTopology
+from dnas.types import Array
 
 
-def edge_group(space: SearchSpace, from_inputs: bool) -> list[int]:
+def edge_group(topology: CellTopology, from_inputs: bool) -> list[int]:
     """Alpha rows of the edges leaving the input nodes (or the intermediate nodes): one scan each,
     their parameters stacked in this order."""
-    return [i for i, (src, _) in enumerate(space.edges) if (src < space.num_inputs) == from_inputs]
+    return [
+        i for i, (src, _) in enumerate(topology.edges)
+        if (src < topology.num_inputs) == from_inputs
+    ]  # fmt: skip
 
 
 def _batch_norm(x: Array) -> Array:
@@ -70,9 +75,10 @@ class MixedCell(nn.Module):
     the intermediate nodes' states stacked, (num_intermediate, N, H, W, C).
     """
 
-    space: SearchSpace
+    topology: CellTopology
     C: int
     reduction: bool = False
+    group: str = "normal"  # the alpha group whose mixing weights this cell takes (cost tables)
     bn_after_pool: bool = False  # DARTS MixedOp appends BatchNorm(affine=False) to pooling ops
     sep_impl: str = "fused"
     remat: bool = False
@@ -96,7 +102,7 @@ class MixedCell(nn.Module):
                 impl=self.sep_impl,
                 parent=None,
             )
-            for op in self.space.primitives
+            for op in self.topology.primitives
             if op != "none"
         }
 
@@ -119,7 +125,7 @@ class MixedCell(nn.Module):
     def __call__(
         self, inputs: Sequence[Array], w_ExK: Array, train: bool, skip_dropout: Array | None = None
     ) -> Array:
-        space = self.space
+        space = self.topology
         if w_ExK.shape != (space.num_edges, space.num_ops):
             raise ValueError(
                 f"mixing weights of a {space.name} cell must have shape "
@@ -209,30 +215,32 @@ class MixedCell(nn.Module):
 
 _CELLS: contextvars.ContextVar[list | None] = contextvars.ContextVar("dnas_cells", default=None)
 
-RESOURCES = ("params", "flops", "memory_access")
+RESOURCES = ("params", "macs", "memory_access")
 
 
 def op_costs(cell: MixedCell, hw: tuple[int, int], stride: int) -> np.ndarray:
     """(num_ops, 3) costs per image of each candidate op of `cell` on an (H, W) input with
     `stride`: parameters, multiply-adds (`evaluate.model_stats`) and memory access (parameters
     plus input and output activations, ShuffleNet V2's MAC); zeros for `none`."""
-    space, C = cell.space, cell.op_channels
+    topology, C = cell.topology, cell.op_channels
     out_hw = tuple(-(-n // stride) for n in hw)
-    costs = np.zeros((space.num_ops, len(RESOURCES)))
+    costs = np.zeros((topology.num_ops, len(RESOURCES)))
     for op, module in cell._ops(stride).items():  # the modules the cell runs (`none` is not)
-        k = space.op_index(op)
+        k = topology.op_index(op)
         stats = evaluate.model_stats(module, (*hw, C), train=False)
         access = stats["params_total"] + C * (hw[0] * hw[1] + out_hw[0] * out_hw[1])
-        costs[k] = stats["params_total"], stats["flops"], access
+        costs[k] = stats["params_total"], stats["macs"], access
     return costs
 
 
-def edge_costs(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, np.ndarray]:
-    """Cell type -> (cells of that type, num_edges, num_ops, 3) `op_costs` of every mixed edge of
-    `model` (a supernet) on inputs of `input_shape` (H, W, C), in `RESOURCES` order; with partial
-    channels, the costs of the ops on their 1/K of the channels. Traced abstractly (no FLOPs)."""
-    space = spaces.get(model.space_name)
-    mix = {c: jnp.zeros(shape) for c, shape in space.alpha_shapes.items()}
+def edge_costs(
+    model: nn.Module, alpha_shapes: dict[str, tuple[int, int]], input_shape: tuple[int, ...]
+) -> dict[str, np.ndarray]:
+    """Alpha group -> (cells of that group, num_edges, num_ops, 3) `op_costs` of every mixed edge
+    of `model` (a supernet built of `MixedCell`s) on inputs of `input_shape` (H, W, C), in
+    `RESOURCES` order; with partial channels, the costs of the ops on their 1/K of the channels.
+    Traced abstractly (no FLOPs)."""
+    mix = {c: jnp.zeros(shape) for c, shape in alpha_shapes.items()}
     box: list = []
     token = _CELLS.set(box)
     try:
@@ -240,12 +248,12 @@ def edge_costs(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, np.n
         jax.eval_shape(lambda k, x: model.init(k, x, mix, train=True), jax.random.key(0), x)
     finally:
         _CELLS.reset(token)
-    out: dict[str, list] = {c: [] for c in space.cell_types}
+    out: dict[str, list] = {c: [] for c in alpha_shapes}
     tables: dict = {}
     for cell, hw in box:
-        rows = []
-        for src, _ in space.edges:
-            from_inputs = src < space.num_inputs
+        topology, rows = cell.topology, []
+        for src, _ in topology.edges:
+            from_inputs = src < topology.num_inputs
             stride = 2 if cell.reduction and from_inputs else 1
             # The intermediate nodes of a reduction cell are at the reduced resolution.
             src_hw = hw if from_inputs or not cell.reduction else tuple(-(-n // 2) for n in hw)
@@ -253,222 +261,17 @@ def edge_costs(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, np.n
             if key not in tables:
                 tables[key] = op_costs(cell, src_hw, stride)
             rows.append(tables[key])
-        out["reduce" if cell.reduction else "normal"].append(np.stack(rows))
+        out[cell.group].append(np.stack(rows))
     return {c: np.stack(v) for c, v in out.items() if v}
 
 
-def edge_params(cell_params: dict, space: SearchSpace, src: int, dst: int, op: str) -> dict:
+def edge_params(cell_params: dict, topology: CellTopology, src: int, dst: int, op: str) -> dict:
     """The parameters of op `op` on edge src -> dst, from a `MixedCell`'s parameters; they are the
     parameters of the standalone module `ops.make_op(op, ...)`."""
-    space.check_op(op)
-    from_inputs = src < space.num_inputs
-    position = edge_group(space, from_inputs).index(space.edge_index(src, dst))
+    topology.op_index(op)
+    from_inputs = src < topology.num_inputs
+    position = edge_group(topology, from_inputs).index(topology.edge_index(src, dst))
     group = cell_params["input_edges" if from_inputs else "node_edges"]
     if op not in group:
         return {}
     return jax.tree.map(lambda p: p[position], group[op])
-
-
-class DartsSearchCell(nn.Module):
-    """A DARTS search cell: preprocessing of c_{k-2} and c_{k-1}, mixed edges, concatenated
-    intermediate nodes."""
-
-    C: int
-    reduction: bool
-    reduction_prev: bool
-    sep_impl: str = "fused"
-    remat: bool = False
-    partial_channels: int = 1
-    single_op: bool = False
-
-    @nn.compact
-    def __call__(
-        self, s0: Array, s1: Array, w_ExK: Array, train: bool = True,
-        skip_dropout: Array | None = None,
-    ) -> Array:  # fmt: skip
-        space = spaces.get("darts_cnn")
-        bn = dict(affine=False, track_running_stats=False)
-        if self.reduction_prev:
-            s0 = ops.FactorizedReduce(s0.shape[-1], self.C, **bn, name="preprocess0")(s0, train)
-        else:
-            s0 = ops.ReLUConvBN(s0.shape[-1], self.C, 1, 1, 0, **bn, name="preprocess0")(s0, train)
-        s1 = ops.ReLUConvBN(s1.shape[-1], self.C, 1, 1, 0, **bn, name="preprocess1")(s1, train)
-        nodes = MixedCell(
-            space, self.C, self.reduction, bn_after_pool=True, sep_impl=self.sep_impl,
-            remat=self.remat, partial_channels=self.partial_channels, single_op=self.single_op,
-            name="mixed",
-        )([s0, s1], w_ExK, train, skip_dropout)  # fmt: skip
-        return jnp.concatenate([nodes[i - space.num_inputs] for i in space.concat], axis=-1)
-
-
-class Linear(nn.Module):
-    """nn.Dense with PyTorch's default initialisation and multiply-add counting."""
-
-    features: int
-
-    @nn.compact
-    def __call__(self, x: Array) -> Array:
-        fan_in = x.shape[-1]
-        init = ops.uniform_fan_in(fan_in)
-        ops.record_macs(fan_in * self.features)
-        return nn.Dense(self.features, kernel_init=init, bias_init=init, name="dense")(x)
-
-
-class StemConv(nn.Module):
-    C_out: int
-    track_running_stats: bool = True
-    stride: int = 1
-
-    @nn.compact
-    def __call__(self, x: Array, train: bool) -> Array:
-        kernel = self.param(
-            "kernel", ops.uniform_fan_in(9 * x.shape[-1]), (3, 3, x.shape[-1], self.C_out)
-        )
-        y = ops.conv2d(x, kernel, self.stride, 1)
-        return ops.BatchNorm(track_running_stats=self.track_running_stats, name="bn")(y, train)
-
-
-def reduction_layers(layers: int) -> tuple[int, int]:
-    """DARTS: reduction cells at 1/3 and 2/3 of the depth."""
-    return layers // 3, 2 * layers // 3
-
-
-class DartsSupernet(nn.Module):
-    """The DARTS search network (`model_search.Network`): stem of 3C channels, `layers` cells with
-    reductions at 1/3 and 2/3 doubling the channels, global average pooling, linear classifier."""
-
-    num_classes: int
-    C: int = 16
-    layers: int = 8
-    stem_multiplier: int = 3
-    sep_impl: str = "fused"
-    remat: bool = False
-    partial_channels: int = 1  # PC-DARTS' K
-    single_op: bool = False  # run only each edge's largest-weight op (one-hot mixing: GDAS)
-
-    space_name = "darts_cnn"
-
-    @nn.compact
-    def __call__(
-        self, x: Array, mix_weights: MixWeights, *, train: bool = True,
-        skip_dropout: Array | None = None,
-    ) -> Array:  # fmt: skip
-        """`skip_dropout`: the dropout rate on identity skip connections (P-DARTS; needs a
-        "dropout" rng); None: none."""
-        space = spaces.get(self.space_name)
-        _check_mix_weights(space, mix_weights)
-        s0 = s1 = StemConv(self.stem_multiplier * self.C, False, name="stem")(x, train)
-        C_curr, reduction_prev = self.C, False
-        for i in range(self.layers):
-            reduction = i in reduction_layers(self.layers)
-            if reduction:
-                C_curr *= 2
-            cell = DartsSearchCell(
-                C_curr, reduction, reduction_prev, self.sep_impl, self.remat,
-                self.partial_channels, self.single_op, name=f"cell_{i}",
-            )  # fmt: skip
-            w = mix_weights["reduce" if reduction else "normal"]
-            s0, s1 = s1, cell(s0, s1, w, train, skip_dropout)
-            reduction_prev = reduction
-        return Linear(self.num_classes, name="classifier")(jnp.mean(s1, axis=(1, 2)))
-
-
-class ResNetBasicBlock(nn.Module):
-    """NAS-Bench-201's reduction block: two 3x3 ReLUConvBNs (the first with stride 2) plus a
-    shortcut of 2x2 average pooling and a 1x1 convolution."""
-
-    C_out: int
-    stride: int = 2
-    track_running_stats: bool = True
-
-    @nn.compact
-    def __call__(self, x: Array, train: bool) -> Array:
-        C_in, trs = x.shape[-1], self.track_running_stats
-        y = ops.ReLUConvBN(C_in, self.C_out, 3, self.stride, 1, 1, True, trs, name="conv_a")(
-            x, train
-        )
-        y = ops.ReLUConvBN(self.C_out, self.C_out, 3, 1, 1, 1, True, trs, name="conv_b")(y, train)
-        if self.stride == 2:
-            kernel = self.param(
-                "shortcut_kernel", ops.uniform_fan_in(C_in), (1, 1, C_in, self.C_out)
-            )
-            shortcut = ops.conv2d(ops.avg_pool(x, 2, 2, 0), kernel)
-        elif C_in != self.C_out:
-            shortcut = ops.ReLUConvBN(C_in, self.C_out, 1, 1, 0, 1, True, trs, name="shortcut")(
-                x, train
-            )
-        else:
-            shortcut = x
-        return shortcut + y
-
-
-def nb201_layout(C: int, N: int) -> list[tuple[int, bool]]:
-    """(channels, is_reduction_block) of the NAS-Bench-201 macro skeleton: 3 stages of N cells."""
-    return (
-        [(C, False)] * N
-        + [(2 * C, True)]
-        + [(2 * C, False)] * N
-        + [(4 * C, True)]
-        + [(4 * C, False)] * N
-    )
-
-
-class NB201Supernet(nn.Module):
-    """The NAS-Bench-201 search network (AutoDL-Projects `TinyNetworkDarts`): 3x3 stem, three
-    stages of N search cells separated by ResNet reduction blocks, BN-ReLU, pooling, classifier."""
-
-    num_classes: int
-    C: int = 16
-    N: int = 5
-    remat: bool = False
-    partial_channels: int = 1
-    single_op: bool = False
-
-    space_name = "nb201"
-
-    @nn.compact
-    def __call__(
-        self, x: Array, mix_weights: MixWeights, *, train: bool = True,
-        skip_dropout: Array | None = None,
-    ) -> Array:  # fmt: skip
-        space = spaces.get(self.space_name)
-        _check_mix_weights(space, mix_weights)
-        x = StemConv(self.C, False, name="stem")(x, train)
-        for i, (C_curr, reduction) in enumerate(nb201_layout(self.C, self.N)):
-            if reduction:
-                x = ResNetBasicBlock(C_curr, 2, False, name=f"cell_{i}")(x, train)
-            else:
-                cell = MixedCell(
-                    space, C_curr, remat=self.remat, partial_channels=self.partial_channels,
-                    single_op=self.single_op, name=f"cell_{i}",
-                )  # fmt: skip
-                x = cell([x], mix_weights["normal"], train, skip_dropout)[-1]
-        x = jax.nn.relu(ops.BatchNorm(track_running_stats=False, name="lastact")(x, train))
-        return Linear(self.num_classes, name="classifier")(jnp.mean(x, axis=(1, 2)))
-
-
-def _check_mix_weights(space: SearchSpace, mix_weights: MixWeights) -> None:
-    expected = space.alpha_shapes
-    got = {k: tuple(getattr(v, "shape", ())) for k, v in mix_weights.items()}
-    if got != expected:
-        raise ValueError(
-            f"mixing weights for the {space.name} space must be {expected} "
-            f"(cell type -> (edges, ops)), got {got}"
-        )
-
-
-SUPERNETS: dict[str, type[nn.Module]] = {
-    "darts_cnn": DartsSupernet,
-    "nb201": NB201Supernet,
-}
-
-
-def build(space: str, num_classes: int, **kwargs) -> nn.Module:
-    """The supernet of search space `space`; kwargs are the network's fields (C, layers, N, ...)."""
-    try:
-        cls = SUPERNETS[space]
-    except KeyError:
-        raise KeyError(
-            f"no supernet for search space {space!r}; valid: {', '.join(SUPERNETS)}"
-        ) from None
-    return cls(num_classes=num_classes, **kwargs)

@@ -1,7 +1,7 @@
 """Many searches as one program: the search step `vmap`ped over members.
 
 A sweep's members are the product of seeds and the values of one step hyper-parameter
-(`search.HPARAMS`, e.g. `search.alpha_lr`), given in the config so that `config.json` records
+(`search_step.HPARAMS`, e.g. `search.alpha_lr`), given in the config so that `config.json` records
 them and a resumed sweep is the same sweep:
 
     dnas sweep --config.space=nb201 --config.sweep.seeds=0-7
@@ -29,7 +29,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from dnas import checkpoint, configlib, data, loop, metrics, search
+from dnas import checkpoint, configlib, data, loop, metrics, search_step
+from dnas import workdir as workdir_lib
 from dnas.genotype import Genotype
 
 
@@ -55,7 +56,7 @@ def _parse_seeds(text: str) -> list[int]:
 
 
 def members(config: ml_collections.ConfigDict) -> tuple[str, list[Member]]:
-    """(swept hyper-parameter name in `search.HPARAMS` or "", members) of `config.sweep`."""
+    """(swept hyper-parameter name in `search_step.HPARAMS` or "", members) of `config.sweep`."""
     sw = config.sweep
     seeds = _parse_seeds(sw.seeds) or [config.seed]
     if not sw.param:
@@ -63,10 +64,10 @@ def members(config: ml_collections.ConfigDict) -> tuple[str, list[Member]]:
             raise configlib.ConfigError("sweep.param_values is set but sweep.param is not")
         return "", [Member(s) for s in seeds]
     name = sw.param.removeprefix("search.")
-    if name not in search.HPARAMS:
+    if name not in search_step.HPARAMS:
         raise configlib.ConfigError(
             f"sweep.param={sw.param!r} cannot be swept inside one program; valid: "
-            + ", ".join(f"search.{k}" for k in search.HPARAMS)
+            + ", ".join(f"search.{k}" for k in search_step.HPARAMS)
         )
     try:
         values = [float(v) for v in sw.param_values.split(",") if v.strip()]
@@ -85,14 +86,15 @@ def member_config(config: ml_collections.ConfigDict, name: str, m: Member):
     return configlib.override(config, assignments)
 
 
-def make_sweep_step(config, su: search.SearchSetup, name: str, values):
+def make_sweep_step(config, su: search_step.SearchSetup, name: str, values):
     """step(states, train_batches, val_batches) -> (states, metrics): the search step of every
     member, vmapped; metrics are per member (`m<i>/...`) and their mean (`mean/...`)."""
     values = jnp.asarray(values, jnp.float32)
 
     def member_step(state, train_batch, val_batch, value):
         hparams = {name: value} if name else {}
-        parts = search.make_step_parts(config, su.model, su.info, su.steps_per_epoch, **hparams)
+        spe = su.steps_per_epoch
+        parts = search_step.make_step_parts(config, su.model, su.info, spe, **hparams)
         return parts[-1](state, train_batch, val_batch)
 
     def step(states, train_batches, val_batches):
@@ -134,9 +136,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[Genotype]:
                 "there: run those members with dnas search"
             )
     loop.enable_compilation_cache(config.compilation_cache_dir)
-    workdir = search.prepare_workdir(workdir, config)
-    su = search.setup(config)
-    states = _stack([search.create_state(member_config(config, name, m), su) for m in ms])
+    workdir = configlib.prepare_workdir(workdir, config)
+    su = search_step.setup(config)
+    states = _stack([search_step.create_state(member_config(config, name, m), su) for m in ms])
     ckpt = checkpoint.Checkpointer(workdir)
     states = loop.resume(ckpt, states)
     start = int(states.step[0])
@@ -174,12 +176,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[Genotype]:
     for i, (m, geno) in enumerate(zip(ms, genotypes, strict=True)):
         out = os.path.join(workdir, f"m{i}")
         os.makedirs(out, exist_ok=True)
-        geno.save(os.path.join(out, "genotype.json"))
-        search.save_alphas(os.path.join(out, "alphas.npz"), {k: v[i] for k, v in alphas.items()})
+        geno.save(os.path.join(out, workdir_lib.GENOTYPE))
+        member_alphas = {k: v[i] for k, v in alphas.items()}
+        workdir_lib.save_arrays(os.path.join(out, workdir_lib.ALPHAS), member_alphas)
         row = {"member": i, "seed": m.seed, "genotype": geno.to_string()}
         summary.append(row | ({f"search.{name}": m.value} if name else {}))
     text = json.dumps({"members": summary}, indent=2) + "\n"
-    checkpoint.atomic_write_text(os.path.join(workdir, "sweep.json"), text)
+    workdir_lib.atomic_write_text(os.path.join(workdir, "sweep.json"), text)
     writer.close()
     ckpt.close()
     return genotypes

@@ -21,11 +21,11 @@ import ml_collections
 import optax
 from jax.sharding import Mesh
 
-from dnas import checkpoint, data, evaluate, loop, metrics, network, optim, parallel
-from dnas import genotype as genotype_lib
+from dnas import checkpoint, configlib, data, evaluate, loop, metrics, optim, parallel, spaces
+from dnas import workdir as workdir_lib
 from dnas.configlib import ConfigError
 from dnas.genotype import Genotype
-from dnas.search import Augmentation, prepare_workdir
+from dnas.search_step import Augmentation
 from dnas.state import TrainState, init_variables
 from dnas.types import Batch
 
@@ -132,13 +132,13 @@ def setup(
     info = info or data.get_info(config.dataset)
     splits = splits or data.load(config.dataset, data_dir=config.data_dir or None)
     steps_per_epoch = data.steps_per_epoch(splits.train, t.batch_size)
-    # NAS-Bench-201 networks have no auxiliary head and no drop-path (the benchmark's protocol):
-    # the DARTS-protocol train.auxiliary / train.drop_path_prob do not apply to them (and the
-    # logged drop_path_rate stays 0).
-    darts = genotype.space == "darts_cnn"
-    model = network.build(
-        genotype, info.num_classes, input_size=info.image_size, C=t.C, layers=t.layers,
-        auxiliary=t.auxiliary and darts, sep_impl=t.sep_impl,
+    # Spaces whose networks have no auxiliary head or no drop-path (NAS-Bench-201, by the
+    # benchmark's protocol) ignore train.auxiliary / train.drop_path_prob (and the logged
+    # drop_path_rate stays 0).
+    space = genotype.search_space
+    model = space.network(
+        genotype, info.num_classes, input_shape=info.input_shape, C=t.C, layers=t.layers,
+        auxiliary=t.auxiliary and space.auxiliary_head, sep_impl=t.sep_impl,
     )  # fmt: skip
     learning_rate = optim.cosine_schedule(t.lr, t.lr_min, t.epochs, steps_per_epoch)
     tx = optim.sgd(
@@ -147,7 +147,7 @@ def setup(
     aug = Augmentation.from_config(t)
     step_fn = make_train_step(
         model, tx, info, aug, auxiliary_weight=t.auxiliary_weight,
-        drop_path_prob=t.drop_path_prob if darts else 0.0, epochs=t.epochs,
+        drop_path_prob=t.drop_path_prob if space.drop_path else 0.0, epochs=t.epochs,
         steps_per_epoch=steps_per_epoch,
         learning_rate=learning_rate,
     )  # fmt: skip
@@ -176,16 +176,16 @@ def resolve_genotype(config: ml_collections.ConfigDict) -> Genotype:
         raise ValueError(
             "dnas train needs a genotype: --config.train.genotype=NAME|STRING|path/genotype.json"
         )
-    return genotype_lib.load(config.train.genotype)
+    return spaces.load(config.train.genotype)
 
 
 def _check_same_genotype(workdir: str, genotype: Genotype) -> None:
     """Refuses to resume a workdir trained on another genotype (two cells with the same ops on
     other inputs have the same parameter tree, so the checkpoint alone would not notice)."""
-    path = os.path.join(workdir, "genotype.json")
-    if not (os.path.exists(path) and os.path.isdir(os.path.join(workdir, "checkpoints"))):
+    path = os.path.join(workdir, workdir_lib.GENOTYPE)
+    if not (os.path.exists(path) and workdir_lib.has_checkpoints(workdir)):
         return
-    previous = genotype_lib.load_json(path)
+    previous = spaces.load_json(path)
     if previous != genotype:
         raise ConfigError(
             f"{workdir} holds the training of another genotype ({previous.to_string()}); "
@@ -198,8 +198,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, genotype: Genotype | No
     (also written to `<workdir>/results.json`)."""
     genotype = genotype or resolve_genotype(config)
     _check_same_genotype(workdir, genotype)
-    workdir = prepare_workdir(workdir, config)
-    genotype.save(os.path.join(workdir, "genotype.json"))
+    workdir = configlib.prepare_workdir(workdir, config)
+    genotype.save(os.path.join(workdir, workdir_lib.GENOTYPE))
     loop.enable_compilation_cache(config.compilation_cache_dir)
     mesh = parallel.make_mesh(config.num_devices)
     parallel.check_batch_size(config.train.batch_size, mesh, "train.batch_size")
@@ -240,7 +240,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, genotype: Genotype | No
         "test_loss": test["loss"],
         "params": stats["params"],
         "params_total": stats["params_total"],
-        "flops": stats["flops"],
+        "macs": stats["macs"],
+        "flops": stats["macs"],  # the old name of `macs`, kept for scripts that read it
         "train_wall_s": round(train_s, 1),
         "steps": su.total_steps,
     }
@@ -248,5 +249,5 @@ def run(config: ml_collections.ConfigDict, workdir: str, genotype: Genotype | No
     writer.close()
     ckpt.close()
     text = json.dumps(results, indent=2) + "\n"
-    checkpoint.atomic_write_text(os.path.join(workdir, "results.json"), text)
+    workdir_lib.atomic_write_text(os.path.join(workdir, "results.json"), text)
     return results

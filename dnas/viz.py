@@ -34,17 +34,18 @@ from typing import Any
 
 import numpy as np
 
-from dnas import checkpoint, metrics, spaces
-from dnas import genotype as genotype_lib
+from dnas import metrics, spaces
+from dnas import workdir as workdir_lib
 from dnas.genotype import Genotype
-from dnas.spaces.base import SearchSpace
+from dnas.spaces import cells as cells_lib
+from dnas.spaces.base import CellTopology, Space
 
 INSTALL_DOT = (
     "install graphviz's `dot` program: `apt-get install graphviz` (Debian/Ubuntu), "
     "`brew install graphviz` (macOS), `conda install -c conda-forge graphviz`"
 )
 FORMATS = ("svg", "png", "pdf")
-_ALPHA_KEY = re.compile(r"^alpha/(?P<cell>[^/]+)/(?P<src>\d+)_(?P<dst>\d+)/(?P<op>.+)$")
+_ALPHA_KEY = re.compile(r"^alpha/(?P<cell>[^/]+)/(?P<row>[^/]+)/(?P<op>.+)$")
 
 
 class DotNotFoundError(RuntimeError):
@@ -93,8 +94,8 @@ class Run:
         return os.path.basename(os.path.normpath(self.workdir))
 
     @property
-    def space(self) -> SearchSpace:
-        return spaces.get(self.config.get("space", "darts_cnn"))
+    def space(self) -> Space:
+        return spaces.get(self.config.get("space", spaces.DEFAULT))
 
     def series(self, key: str, records: Sequence[dict] | None = None) -> tuple[np.ndarray, ...]:
         """(steps, values) of a logged scalar, by step; a step logged twice (a resumed run)
@@ -117,13 +118,13 @@ class Run:
         space = self.space
         epochs, weights = [], []
         for r in self.epoch_records():
-            w = np.full((space.num_edges, space.num_ops), np.nan)
+            labels = space.row_labels[cell]
+            w = np.full((len(labels), space.num_ops), np.nan)
             found = False
             for key, value in r.items():
                 m = _ALPHA_KEY.match(key)
-                if m and m["cell"] == cell:
-                    e = space.edge_index(int(m["src"]), int(m["dst"]))
-                    w[e, space.op_index(m["op"])] = value
+                if m and m["cell"] == cell and m["row"] in labels:
+                    w[labels.index(m["row"]), space.op_index(m["op"])] = value
                     found = True
             if found:
                 epochs.append(r["epoch"])
@@ -135,7 +136,7 @@ class Run:
     def genotypes(self) -> list[tuple[int, Genotype]]:
         """(epoch, genotype derived at the end of that epoch)."""
         return [
-            (r["epoch"], genotype_lib.parse(r["genotype"], self.space.name))
+            (r["epoch"], spaces.parse(r["genotype"], self.space.name))
             for r in self.epoch_records()
             if "genotype" in r
         ]
@@ -168,7 +169,7 @@ def load_run(workdir: str) -> Run:
         )
     geno = None
     if os.path.exists(os.path.join(workdir, "genotype.json")):
-        geno = genotype_lib.load_json(os.path.join(workdir, "genotype.json"))
+        geno = spaces.load_json(os.path.join(workdir, workdir_lib.GENOTYPE))
     summary = None
     if os.path.exists(os.path.join(workdir, "summary.json")):
         with open(os.path.join(workdir, "summary.json")) as f:
@@ -186,7 +187,14 @@ def load_run(workdir: str) -> Run:
 # Cell diagrams.
 
 
-def node_names(space: SearchSpace) -> dict[int, str]:
+def topology_of(space: Space) -> CellTopology:
+    """The cell topology that a cell diagram draws; a ValueError for spaces without cells."""
+    if space.topology is None:
+        raise ValueError(f"space {space.name!r} has no cells to draw")
+    return space.topology
+
+
+def node_names(space: CellTopology) -> dict[int, str]:
     """Display names of a cell's nodes: DARTS' c_{k-2}, c_{k-1}, 0..3 and the output c_{k};
     NAS-Bench-201's in, 1, 2, 3 (3 is the output)."""
     if space.num_inputs == 2:
@@ -202,22 +210,22 @@ def cell_edges(geno: Genotype, cell: str = "normal") -> list[tuple[str, str, str
     """The edges a cell diagram draws, (source, destination, label) with `node_names`: every
     (op, input) of the genotype except `none`, then the unlabelled edges from the concatenated
     nodes to the output c_{k} (NAS-Bench-201: the last node is the output; no extra edges)."""
-    space = geno.search_space
+    space = topology_of(geno.search_space)
     names = node_names(space)
     out = []
-    for dst, node in zip(space.nodes, geno.cells()[cell], strict=True):
+    for dst, node in zip(space.nodes, geno[cell], strict=True):
         for op, src in node:
             if op != "none":
                 out.append((names[src], names[dst], op))
     if space.num_inputs == 2:
-        out += [(names[n], "c_{k}", "") for n in geno.concat(cell)]
+        out += [(names[n], "c_{k}", "") for n in cells_lib.concat(geno, space, cell)]
     return out
 
 
 _COLOURS = {"input": "darkseagreen2", "node": "lightblue", "output": "palegoldenrod"}
 
 
-def _node_kind(space: SearchSpace, name: str) -> str:
+def _node_kind(space: CellTopology, name: str) -> str:
     names = node_names(space)
     inputs = {names[i] for i in range(space.num_inputs)}
     if name in inputs:
@@ -233,7 +241,7 @@ def cell_graph(geno: Genotype, cell: str = "normal", *, title: str | None = None
     inline; `save_graph` writes it. Building it needs only the graphviz Python package;
     rendering needs `dot`."""
     graphviz = _require("graphviz")
-    space = geno.search_space
+    space = topology_of(geno.search_space)
     g = graphviz.Digraph(
         name=f"{cell}_cell",
         format="svg",
@@ -283,11 +291,11 @@ def save_graph(graph, path: str) -> str:
     if not dot_available():
         raise DotNotFoundError(f"rendering a cell diagram needs graphviz's `dot`: {INSTALL_DOT}")
     data = graph.pipe(format=fmt)
-    checkpoint.atomic_write_bytes(path, data)
+    workdir_lib.atomic_write_bytes(path, data)
     return path
 
 
-def _layout(space: SearchSpace) -> dict[str, tuple[float, float]]:
+def _layout(space: CellTopology) -> dict[str, tuple[float, float]]:
     """Node positions of the matplotlib drawing: inputs on the left, intermediate nodes in a
     zigzag left to right, the output on the right."""
     names = node_names(space)
@@ -305,7 +313,7 @@ def draw_cell(ax, geno: Genotype, cell: str = "normal", title: str | None = None
     """Draws the cell on a matplotlib Axes: the same nodes and labelled edges as `cell_graph`."""
     from matplotlib.patches import FancyArrowPatch
 
-    space = geno.search_space
+    space = topology_of(geno.search_space)
     pos = _layout(space)
     for k, (src, dst, label) in enumerate(cell_edges(geno, cell)):
         (x0, y0), (x1, y1) = pos[src], pos[dst]
@@ -337,7 +345,7 @@ def draw_cell(ax, geno: Genotype, cell: str = "normal", title: str | None = None
 
 def cell_figure(geno: Genotype, cells: Sequence[str] | None = None, title: str | None = None):
     """The genotype's cells (default: all) side by side, drawn with matplotlib alone."""
-    cells = list(cells or geno.search_space.cell_types)
+    cells = list(cells or geno.search_space.groups)
     fig = _figure(figsize=(6.0 * len(cells), 3.6))
     axes = fig.subplots(1, len(cells), squeeze=False)[0]
     for ax, cell in zip(axes, cells, strict=True):
@@ -362,7 +370,9 @@ def save_cells(geno: Genotype, out_dir: str, fmt: str = "svg", prefix: str = "ce
     """Writes one diagram per cell type, `<prefix>_<cell>.<fmt>`: graphviz when `dot` is
     installed, else the matplotlib drawing; returns the paths."""
     paths = []
-    for cell in geno.search_space.cell_types:
+    if geno.search_space.topology is None:  # no cells: nothing to draw
+        return paths
+    for cell in geno.search_space.groups:
         path = os.path.join(out_dir, f"{prefix}_{cell}.{fmt}")
         if dot_available():
             save_graph(cell_graph(geno, cell, title=f"{cell} cell"), path)
@@ -376,20 +386,23 @@ def save_cells(geno: Genotype, out_dir: str, fmt: str = "svg", prefix: str = "ce
 # Alpha evolution.
 
 
-def _edge_grid(space: SearchSpace):
-    """A figure with one panel per edge, five to a row; (figure, the edges' axes)."""
-    cols = min(space.num_edges, 5)
-    rows = -(-space.num_edges // cols)
+def _edge_grid(space: Space, cell: str):
+    """A figure with one panel per edge (block), five to a row; (figure, the edges' axes)."""
+    num = space.alpha_shapes[cell][0]
+    cols = min(num, 5)
+    rows = -(-num // cols)
     fig = _figure(figsize=(15, 2.3 * rows))
     axes = fig.subplots(rows, cols, squeeze=False, sharex=True, sharey=True)
-    for ax in axes.ravel()[space.num_edges :]:
+    for ax in axes.ravel()[num:]:
         ax.set_visible(False)
-    return fig, axes.ravel()[: space.num_edges]
+    return fig, axes.ravel()[:num]
 
 
-def _edge_title(space: SearchSpace, e: int) -> str:
-    names = node_names(space)
-    src, dst = space.edges[e]
+def _edge_title(space: Space, cell: str, e: int) -> str:
+    if space.topology is None:
+        return space.row_labels[cell][e]
+    names = node_names(space.topology)
+    src, dst = space.topology.edges[e]
     return f"{names[src]} -> {names[dst]}"
 
 
@@ -398,7 +411,7 @@ def alpha_heatmaps(run: Run, cell: str = "normal"):
     weight. `ax.images[0].get_array()` of edge e is `alpha_history(cell)[1][:, e].T`."""
     epochs, w = run.alpha_history(cell)
     space = run.space
-    fig, axes = _edge_grid(space)
+    fig, axes = _edge_grid(space, cell)
     # One colour scale for every edge, spanning the logged range (weights of a short search stay
     # close to uniform, and a 0-1 scale would show nothing).
     vmin, vmax = float(np.nanmin(w)), float(np.nanmax(w))
@@ -406,8 +419,8 @@ def alpha_heatmaps(run: Run, cell: str = "normal"):
         extent = (epochs[0] - 0.5, epochs[-1] + 0.5, space.num_ops - 0.5, -0.5)
         im = ax.imshow(w[:, e].T, aspect="auto", cmap="viridis", vmin=vmin, vmax=vmax,
                        interpolation="nearest", gid=f"edge:{e}", extent=extent)  # fmt: skip
-        ax.set_title(_edge_title(space, e), fontsize=9)
-        ax.set_yticks(range(space.num_ops), space.primitives, fontsize=7)
+        ax.set_title(_edge_title(space, cell, e), fontsize=9)
+        ax.set_yticks(range(space.num_ops), space.ops, fontsize=7)
         ax.set_xlabel("epoch", fontsize=8)
     fig.colorbar(im, ax=fig.axes, shrink=0.6, label="mixing weight")
     fig.suptitle(f"{run.name}: {cell} cell mixing weights per edge")
@@ -418,11 +431,11 @@ def alpha_lines(run: Run, cell: str = "normal"):
     """One panel per edge, one line per op: the logged mixing weight over epochs."""
     epochs, w = run.alpha_history(cell)
     space = run.space
-    fig, axes = _edge_grid(space)
+    fig, axes = _edge_grid(space, cell)
     for e, ax in enumerate(axes):
-        for k, op in enumerate(space.primitives):
+        for k, op in enumerate(space.ops):
             ax.plot(epochs, w[:, e, k], label=op, lw=1.2)
-        ax.set_title(_edge_title(space, e), fontsize=9)
+        ax.set_title(_edge_title(space, cell, e), fontsize=9)
         ax.set_xlabel("epoch", fontsize=8)
     handles, labels = fig.axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside right center", fontsize=8)
@@ -579,20 +592,20 @@ def compare_genotypes(
     """Cells of several genotypes side by side (e.g. a searched one and DARTS_V2), titled with
     the parameters and multiply-adds of the network each gives on `dataset` (C and layers: the
     paper's evaluation network unless given). Returns (figure, rows)."""
-    from dnas import data, evaluate, network
+    from dnas import data, evaluate
 
     info = data.get_info(dataset)
     rows = []
     fig = _figure(figsize=(4.5 * len(genotypes), 3.4))
     axes = fig.subplots(1, len(genotypes), squeeze=False)[0]
     for ax, (name, geno) in zip(axes, genotypes.items(), strict=True):
-        model = network.build(geno, info.num_classes, input_size=info.image_size, C=C,
-                              layers=layers)  # fmt: skip
+        model = geno.search_space.network(geno, info.num_classes, input_shape=info.input_shape,
+                                          C=C, layers=layers)  # fmt: skip
         stats = evaluate.model_stats(model, info.input_shape)
         rows.append({"genotype": name, "params_M": stats["params"] / 1e6,
-                     "mult_adds_M": stats["flops"] / 1e6, "string": geno.to_string()})  # fmt: skip
+                     "macs_M": stats["macs"] / 1e6, "string": geno.to_string()})  # fmt: skip
         draw_cell(ax, geno, cell, f"{name}\n{stats['params'] / 1e6:.2f}M params, "
-                                  f"{stats['flops'] / 1e6:.0f}M mult-adds")  # fmt: skip
+                                  f"{stats['macs'] / 1e6:.0f}M MACs")  # fmt: skip
     fig.suptitle(f"{cell} cells; networks for {dataset}")
     return fig, rows
 
@@ -610,7 +623,7 @@ def save_figure(fig, path: str, dpi: int = 120) -> str:
 
     buf = io.BytesIO()
     fig.savefig(buf, format=fmt, dpi=dpi)
-    checkpoint.atomic_write_bytes(path, buf.getvalue())
+    workdir_lib.atomic_write_bytes(path, buf.getvalue())
     return path
 
 
@@ -625,7 +638,7 @@ def save_all(run: Run, out_dir: str, fmt: str = "png") -> tuple[list[str], list[
         written += save_cells(run.genotype, out_dir, fmt)
     is_search = any("epoch" in r for r in run.records)
     if is_search:
-        for cell in run.space.cell_types:
+        for cell in run.space.groups:
             for name, make in (("alpha_heatmap", alpha_heatmaps), ("alpha_lines", alpha_lines),
                                ("genotype_strip", genotype_strip)):  # fmt: skip
                 try:

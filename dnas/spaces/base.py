@@ -1,17 +1,178 @@
-"""The `SearchSpace` description shared by every space."""
+"""What every search space provides: the `Space` interface, and the cell topology that the cell
+spaces share.
+
+A `Space` is a NamedTuple of values and pure functions, as a `Strategy` is (`strategies.py`): one
+module under `dnas/spaces/` builds it and holds everything that is that space's own (candidate
+ops, supernet and discrete network, genotype schema and text formats, published genotypes,
+discretisation, sampling, cost model). The shared machinery (search, strategies, selection,
+retraining, figures) reaches a space only through these fields and knows no space by name.
+
+Alphas and mixing weights are dicts: alpha group (a cell type such as `normal`, or `blocks` for a
+chain) -> (rows, ops) array; row r of a group is one mixed edge or block, column k weights
+`ops[k]`. Entries whose key contains a `/` (e.g. PC-DARTS' `beta/normal`) belong to a strategy,
+not to the space.
+"""
+
+from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from dnas.types import Alphas, PRNGKey
+from dnas.types import Alphas, MixWeights, PRNGKey
+
+if TYPE_CHECKING:  # the annotations only: genotype.py depends on nothing of a space
+    import flax.linen as nn
+
+    from dnas.genotype import Genotype
+
+
+class TextFormat(NamedTuple):
+    """A text form of a space's genotypes (e.g. the DARTS genotype string). `parse` raises a
+    one-line ValueError naming the position of what is wrong; `detect` says whether a text looks
+    like this format (`spaces.parse` picks the format with it)."""
+
+    name: str
+    parse: Callable[[str], Genotype]
+    write: Callable[[Genotype], str]
+    detect: Callable[[str], bool]
+    description: str = ""
+
+
+class Space(NamedTuple):
+    """A search space. Build one with the space module's own functions (see `dnas/spaces/`);
+    `spaces.register` makes it known to configs and the command line.
+
+    Topology and alphas:
+      name: registry key (`config.space`, a genotype's `space`).
+      ops: candidate operation names, the column order of every alpha row.
+      alpha_shapes: alpha group -> (rows, len(ops)).
+      row_labels: alpha group -> a label per row (an edge `src_dst`, a block `b3`), used in
+        logged metric names and figures.
+      node_rows: per node of a cell, the rows of its incoming edges (PC-DARTS normalises the
+        edges of a node against each other); () where rows are not edges into nodes (a chain).
+      keep_per_node: inputs a node keeps in a discrete genotype (DARTS: 2; DARTS-PT prunes the
+        others); None: all (NAS-Bench-201).
+      discrete_ops: the ops a discrete genotype may choose (DARTS leaves out `none`).
+    Models:
+      supernet: (num_classes, *, C, layers, sep_impl, remat, partial_channels, single_op) ->
+        a Linen module applied as `apply(variables, x, mix_weights, train=, skip_dropout=)`.
+      network: (genotype, num_classes, *, input_shape, C, layers, auxiliary, sep_impl) -> the
+        discrete network, applied as `apply(variables, x, train=, drop_path_rate=)` ->
+        (logits, auxiliary logits or None). None for C or layers: the space's paper setting.
+      op_costs: (supernet, input_shape) -> alpha group -> (units, rows, ops, 3) cost per image of
+        every candidate op of every mixed edge: parameters, multiply-adds, memory access.
+    Genotypes:
+      genotype: (**fields) -> a validated `Genotype` (one-line ValueError otherwise).
+      discretise: mixing weights -> genotype (the space's rule).
+      random_genotype: numpy Generator -> a uniformly random genotype (the random baseline).
+      genotype_mix: genotype -> one-hot mixing weights (numpy) under which the supernet computes
+        exactly that network.
+      formats: text formats, the first the space's native one (`Genotype.to_string`).
+      known: published genotypes by name.
+      upgrade: (fields, schema_version) -> fields of the current schema (older genotype.json).
+      mutate: (genotype, Generator) -> a neighbouring genotype (regularised evolution); None if
+        the space has no mutation.
+      sample_mix: (key, alphas) -> one-hot mixing weights of a uniformly random genotype, inside
+        jit (random search with weight sharing); None if the space cannot sample in jit.
+    Retraining and configs:
+      auxiliary_head, drop_path: whether the discrete network has them (the DARTS protocol).
+      tiny_layers: the smallest useful depth, for smoke and test configs.
+      protocols: dataset -> function editing a config to the space's published protocol.
+      topology: the `CellTopology` of a cell space (figures draw its cells), else None.
+    """
+
+    name: str
+    ops: tuple[str, ...]
+    alpha_shapes: Mapping[str, tuple[int, int]]
+    row_labels: Mapping[str, tuple[str, ...]]
+    supernet: Callable[..., nn.Module]
+    network: Callable[..., nn.Module]
+    op_costs: Callable[[nn.Module, tuple[int, ...]], Mapping[str, np.ndarray]]
+    genotype: Callable[..., Genotype]
+    discretise: Callable[[MixWeights], Genotype]
+    random_genotype: Callable[[np.random.Generator], Genotype]
+    genotype_mix: Callable[[Genotype], dict[str, np.ndarray]]
+    formats: tuple[TextFormat, ...] = ()
+    known: Mapping[str, Genotype] = {}
+    upgrade: Callable[[dict, int], dict] | None = None
+    mutate: Callable[[Genotype, np.random.Generator], Genotype] | None = None
+    sample_mix: Callable[[PRNGKey, Alphas], MixWeights] | None = None
+    node_rows: tuple[tuple[int, ...], ...] = ()
+    keep_per_node: int | None = None
+    discrete_ops: tuple[str, ...] | None = None
+    auxiliary_head: bool = False
+    drop_path: bool = False
+    tiny_layers: int = 1
+    protocols: Mapping[str, Callable[[Any], Any]] = {}
+    topology: CellTopology | None = None
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        """The alpha groups, in order (e.g. ('normal', 'reduce'))."""
+        return tuple(self.alpha_shapes)
+
+    @property
+    def num_ops(self) -> int:
+        return len(self.ops)
+
+    def op_index(self, op: str) -> int:
+        """Column of `op` in an alpha row; a KeyError listing the valid ops otherwise."""
+        self.check_op(op)
+        return self.ops.index(op)
+
+    def check_op(self, op: str) -> None:
+        if op not in self.ops:
+            raise KeyError(
+                f"unknown operation {op!r} for search space {self.name!r}; "
+                f"valid operations: {', '.join(self.ops)}"
+            )
+
+    def init_alphas(self, key: PRNGKey, scale: float = 1e-3) -> Alphas:
+        """DARTS initialisation: `scale * N(0, 1)` for every alpha (Liu et al. 2019, Sec. 3)."""
+        return init_alphas(self, key, scale)
+
+    def check_mix(self, mix_weights: MixWeights) -> None:
+        """A one-line ValueError unless `mix_weights` has exactly the space's alpha shapes."""
+        expected = {k: tuple(v) for k, v in self.alpha_shapes.items()}
+        got = {k: tuple(getattr(v, "shape", ())) for k, v in mix_weights.items()}
+        if got != expected:
+            raise ValueError(
+                f"mixing weights for the {self.name} space must be {expected} "
+                f"(alpha group -> (rows, ops)), got {got}"
+            )
+
+    def ops_used(self, genotype: Genotype) -> dict[str, list[str]]:
+        """Alpha group -> the ops the genotype chose, one per chosen edge or block."""
+        return {
+            group: [self.ops[k] for _, k in np.argwhere(w > 0)]
+            for group, w in self.genotype_mix(genotype).items()
+        }
+
+    def to_string(self, genotype: Genotype) -> str:
+        """The genotype in the space's native text format (compact JSON where it has none)."""
+        if self.formats:
+            return self.formats[0].write(genotype)
+        return genotype.to_compact_json()
+
+
+def init_alphas(space: Space, key: PRNGKey, scale: float = 1e-3) -> Alphas:
+    """`scale * N(0, 1)` for every alpha of `space`, one key per group."""
+    keys = jax.random.split(key, len(space.alpha_shapes))
+    return {
+        group: scale * jax.random.normal(k, shape, jnp.float32)
+        for (group, shape), k in zip(space.alpha_shapes.items(), keys, strict=True)
+    }
 
 
 @dataclasses.dataclass(frozen=True)
-class SearchSpace:
-    """A cell-based search space.
+class CellTopology:
+    """The graph of a cell (DARTS, NAS-Bench-201), shared by the cell spaces.
 
     Nodes are numbered as in the papers: `num_inputs` input nodes first (DARTS: c_{k-2}, c_{k-1}),
     then the intermediate nodes. Every intermediate node has an edge from every earlier node; edges
@@ -19,7 +180,7 @@ class SearchSpace:
     implementations (DARTS `_arch_parameters`, NAS-Bench-201 `edge2index`).
 
     Attributes:
-      name: registry key.
+      name: the space's name (for messages).
       primitives: candidate operation names; row `k` of an alpha matrix weights `primitives[k]`.
       num_inputs: input nodes of a cell.
       num_intermediate: intermediate nodes of a cell.
@@ -68,24 +229,17 @@ class SearchSpace:
 
     def op_index(self, op: str) -> int:
         """Column of primitive `op` in an alpha matrix."""
-        self.check_op(op)
-        return self.primitives.index(op)
-
-    def check_op(self, op: str) -> None:
         if op not in self.primitives:
             raise KeyError(
                 f"unknown operation {op!r} for search space {self.name!r}; "
                 f"valid operations: {', '.join(self.primitives)}"
             )
+        return self.primitives.index(op)
+
+    def node_rows(self) -> tuple[tuple[int, ...], ...]:
+        """Per intermediate node, the rows of its incoming edges."""
+        return tuple(tuple(self.edge_index(src, dst) for src in range(dst)) for dst in self.nodes)
 
     @property
     def alpha_shapes(self) -> dict[str, tuple[int, int]]:
         return {cell: (self.num_edges, self.num_ops) for cell in self.cell_types}
-
-    def init_alphas(self, key: PRNGKey, scale: float = 1e-3) -> Alphas:
-        """DARTS initialisation: `scale * N(0, 1)` for every alpha (Liu et al. 2019, Sec. 3)."""
-        keys = jax.random.split(key, len(self.cell_types))
-        return {
-            cell: scale * jax.random.normal(k, self.alpha_shapes[cell], jnp.float32)
-            for cell, k in zip(self.cell_types, keys, strict=True)
-        }

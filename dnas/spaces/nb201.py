@@ -1,12 +1,36 @@
-"""The NAS-Bench-201 cell space (Dong & Yang, "NAS-Bench-201", ICLR 2020, Sec. 2.1): 4 nodes,
-6 edges, 5 primitives, one cell type; every edge keeps its best op and the cell output is the last
-node."""
+"""The NAS-Bench-201 cell space (Dong & Yang, "NAS-Bench-201: Extending the Scope of
+Reproducible Neural Architecture Search", ICLR 2020, Sec. 2.1; D-X-Y/AutoDL-Projects).
 
-from dnas.spaces.base import SearchSpace
+Everything that is this space's own:
+- topology: 4 nodes (input 0, nodes 1..3, node 3 the output), 6 edges, 5 primitives, one cell type;
+  every edge keeps its best op (`none` included): 5^6 = 15,625 cells;
+- `NB201Supernet` (AutoDL-Projects `TinyNetworkDarts`) built on `supernet.MixedCell`, and
+  `NB201Network` (`TinyNetwork`) built from a genotype: 3x3 stem, three stages of N cells
+  separated by ResNet reduction blocks, BN-ReLU, pooling, classifier;
+- the genotype field `normal` and the benchmark's arch string (`to_string` / `from_string`), e.g.
+  `|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|`:
+  `op~input` per edge, `+` between nodes, the key of the benchmark's `query_index_by_arch`;
+- published cells (`KNOWN`), the benchmark's search protocol (`protocol`) and `SPACE`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from dnas import literals, ops, supernet
+from dnas.genotype import Genotype
+from dnas.spaces import cells
+from dnas.spaces.base import CellTopology, TextFormat
+from dnas.types import Array, MixWeights
 
 PRIMITIVES = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 
-NB201 = SearchSpace(
+TOPOLOGY = CellTopology(
     name="nb201",
     primitives=PRIMITIVES,
     num_inputs=1,
@@ -15,3 +39,290 @@ NB201 = SearchSpace(
     edges_per_node=None,
     concat=(3,),
 )
+
+
+# --------------------------------------------------------------------------------------------------
+# The networks.
+
+
+def nb201_layout(C: int, N: int) -> list[tuple[int, bool]]:
+    """(channels, is_reduction_block) of the NAS-Bench-201 macro skeleton: 3 stages of N cells."""
+    return (
+        [(C, False)] * N
+        + [(2 * C, True)]
+        + [(2 * C, False)] * N
+        + [(4 * C, True)]
+        + [(4 * C, False)] * N
+    )
+
+
+class ResNetBasicBlock(nn.Module):
+    """NAS-Bench-201's reduction block: two 3x3 ReLUConvBNs (the first with stride 2) plus a
+    shortcut of 2x2 average pooling and a 1x1 convolution."""
+
+    C_out: int
+    stride: int = 2
+    track_running_stats: bool = True
+
+    @nn.compact
+    def __call__(self, x: Array, train: bool) -> Array:
+        C_in, trs = x.shape[-1], self.track_running_stats
+        y = ops.ReLUConvBN(C_in, self.C_out, 3, self.stride, 1, 1, True, trs, name="conv_a")(
+            x, train
+        )
+        y = ops.ReLUConvBN(self.C_out, self.C_out, 3, 1, 1, 1, True, trs, name="conv_b")(y, train)
+        if self.stride == 2:
+            kernel = self.param(
+                "shortcut_kernel", ops.uniform_fan_in(C_in), (1, 1, C_in, self.C_out)
+            )
+            shortcut = ops.conv2d(ops.avg_pool(x, 2, 2, 0), kernel)
+        elif C_in != self.C_out:
+            shortcut = ops.ReLUConvBN(C_in, self.C_out, 1, 1, 0, 1, True, trs, name="shortcut")(
+                x, train
+            )
+        else:
+            shortcut = x
+        return shortcut + y
+
+
+class NB201Supernet(nn.Module):
+    """The NAS-Bench-201 search network (AutoDL-Projects `TinyNetworkDarts`): 3x3 stem, three
+    stages of N search cells separated by ResNet reduction blocks, BN-ReLU, pooling, classifier."""
+
+    num_classes: int
+    C: int = 16
+    N: int = 5
+    remat: bool = False
+    partial_channels: int = 1
+    single_op: bool = False
+
+    @nn.compact
+    def __call__(
+        self, x: Array, mix_weights: MixWeights, *, train: bool = True,
+        skip_dropout: Array | None = None,
+    ) -> Array:  # fmt: skip
+        SPACE.check_mix(mix_weights)
+        x = ops.StemConv(self.C, False, name="stem")(x, train)
+        for i, (C_curr, reduction) in enumerate(nb201_layout(self.C, self.N)):
+            if reduction:
+                x = ResNetBasicBlock(C_curr, 2, False, name=f"cell_{i}")(x, train)
+            else:
+                cell = supernet.MixedCell(
+                    TOPOLOGY, C_curr, remat=self.remat, partial_channels=self.partial_channels,
+                    single_op=self.single_op, name=f"cell_{i}",
+                )  # fmt: skip
+                x = cell([x], mix_weights["normal"], train, skip_dropout)[-1]
+        x = jax.nn.relu(ops.BatchNorm(track_running_stats=False, name="lastact")(x, train))
+        return ops.Linear(self.num_classes, name="classifier")(jnp.mean(x, axis=(1, 2)))
+
+
+class NB201Cell(nn.Module):
+    """A discrete NAS-Bench-201 cell (AutoDL-Projects `InferCell`): node j sums op(node i) over
+    its incoming edges; `none` edges contribute nothing."""
+
+    genotype: Genotype
+    C: int
+
+    @nn.compact
+    def __call__(self, x: Array, train: bool) -> Array:
+        states = [x]
+        for node, edges in enumerate(self.genotype.normal, start=1):
+            total = jnp.zeros_like(x)
+            for op, src in edges:
+                if op == "none":
+                    continue
+                module = ops.make_op(op, self.C, self.C, 1, name=f"edge_{src}_{node}_{op}")
+                total = total + module(states[src], train)
+            states.append(total)
+        return states[-1]
+
+
+class NB201Network(nn.Module):
+    """The NAS-Bench-201 network (AutoDL-Projects `TinyNetwork`): 3x3 stem of C channels, three
+    stages of N cells separated by ResNet reduction blocks, BN-ReLU, pooling, classifier."""
+
+    genotype: Genotype
+    num_classes: int
+    C: int = 16
+    N: int = 5
+
+    @nn.compact
+    def __call__(
+        self, x: Array, *, train: bool = False, drop_path_rate: Array | float = 0.0
+    ) -> tuple[Array, None]:
+        del drop_path_rate  # NAS-Bench-201 trains without drop-path
+        cells.check_space(TOPOLOGY, self.genotype)
+        x = ops.StemConv(self.C, name="stem")(x, train)
+        for i, (C_curr, reduction) in enumerate(nb201_layout(self.C, self.N)):
+            if reduction:
+                x = ResNetBasicBlock(C_curr, 2, name=f"cell_{i}")(x, train)
+            else:
+                x = NB201Cell(self.genotype, C_curr, name=f"cell_{i}")(x, train)
+        x = jax.nn.relu(ops.BatchNorm(name="lastact")(x, train))
+        return ops.Linear(self.num_classes, name="classifier")(jnp.mean(x, axis=(1, 2))), None
+
+
+def build_supernet(
+    num_classes: int, *, C: int = 16, layers: int = 5, sep_impl: str = "fused",
+    remat: bool = False, partial_channels: int = 1, single_op: bool = False,
+) -> NB201Supernet:  # fmt: skip
+    """The search network: `layers` (N) cells per stage (the benchmark: 5) of C (16) channels;
+    `sep_impl` is unused (no separable convolutions here)."""
+    del sep_impl
+    return NB201Supernet(
+        num_classes, C, layers, remat=remat, partial_channels=partial_channels,
+        single_op=single_op,
+    )  # fmt: skip
+
+
+def build_network(
+    genotype: Genotype, num_classes: int, *, input_shape: Sequence[int] = (32, 32, 3),
+    C: int | None = None, layers: int | None = None, auxiliary: bool = False,
+    sep_impl: str = "fused",
+) -> NB201Network:  # fmt: skip
+    """The network of `genotype`: N = `layers` cells per stage (default 5) of C (16) channels.
+    It has no auxiliary head; `input_shape` and `sep_impl` do not change it."""
+    del input_shape, sep_impl
+    if auxiliary:
+        raise ValueError("the NAS-Bench-201 network has no auxiliary head")
+    kw = {k: v for k, v in (("C", C), ("N", layers)) if v is not None}
+    return NB201Network(genotype, num_classes, **kw)
+
+
+# --------------------------------------------------------------------------------------------------
+# The arch string.
+
+
+def to_string(genotype: Genotype) -> str:
+    """The NAS-Bench-201 arch string, e.g. `|nor_conv_3x3~0|+|none~0|skip_connect~1|+...`, the
+    key of the benchmark's `query_index_by_arch`."""
+    cells.check_space(TOPOLOGY, genotype)
+    return "+".join("|" + "".join(f"{op}~{src}|" for op, src in node) for node in genotype.normal)
+
+
+_NB201 = "NAS-Bench-201 arch string"
+_NB201_EDGE_RE = re.compile(r"([A-Za-z0-9_]+)~([0-9]{1,4})\|")
+
+
+def from_string(text: str) -> Genotype:
+    """Parses a NAS-Bench-201 arch string (Dong & Yang 2020; `CellStructure.str2structure` format):
+    nodes separated by `+`, each `|op~input|op~input|`, node j listing one edge from each of
+    0..j-1. Surrounding whitespace is ignored; anything else malformed raises a one-line
+    `ValueError` with the character position."""
+    if not isinstance(text, str):
+        raise ValueError(f"a NAS-Bench-201 arch string must be a str, got {type(text).__name__}")
+    search_space = TOPOLOGY
+
+    def fail(pos: int, message: str) -> ValueError:
+        return literals.position_error(text, pos, message, _NB201)
+
+    pos = len(text) - len(text.lstrip())
+    end = len(text.rstrip())
+    nodes: list[tuple[int, list[tuple[str, int, int, int]]]] = []  # (start, [(op, src, pos, pos)])
+    while True:
+        if pos >= end or text[pos] != "|":
+            raise fail(pos, "expected '|' opening a node")
+        nodes.append((pos, []))
+        pos += 1
+        while True:
+            match = _NB201_EDGE_RE.match(text, pos, end)
+            if match is None:
+                raise fail(pos, "expected an edge 'op_name~input|'")
+            nodes[-1][1].append((match[1], int(match[2]), match.start(1), match.start(2)))
+            pos = match.end()
+            if pos == end or text[pos] == "+":
+                break
+        if pos == end:
+            break
+        pos += 1  # the '+'
+    if len(nodes) != search_space.num_intermediate:
+        # Point at the first extra node, or at the end when nodes are missing.
+        extra = len(nodes) > search_space.num_intermediate
+        raise fail(
+            nodes[search_space.num_intermediate][0] if extra else end,
+            f"found {len(nodes)} nodes; expected {search_space.num_intermediate} separated by '+'",
+        )
+    cell = []
+    for node, (start, edges) in zip(search_space.nodes, nodes, strict=True):
+        seen: set[int] = set()
+        for op, src, op_pos, src_pos in edges:
+            error = cells.op_error(search_space, op)
+            if error:
+                raise fail(op_pos, f"node {node}: {error}")
+            error = cells.input_error(node, src)
+            if error:
+                raise fail(src_pos, f"node {node}: {error}")
+            if src in seen:
+                raise fail(src_pos, f"node {node}: input {src} repeated; expected each input once")
+            seen.add(src)
+        if len(edges) != node:
+            raise fail(
+                start,
+                f"node {node} has {len(edges)} edges; expected {node}, one from each of "
+                f"0..{node - 1}",
+            )
+        cell.append(tuple((op, src) for op, src, _, _ in edges))
+    return SPACE.genotype(normal=tuple(cell))
+
+
+# --------------------------------------------------------------------------------------------------
+# The benchmark's protocol.
+
+DATASETS = {"cifar10": "cifar10", "cifar100": "cifar100", "imagenet16": "imagenet16-120"}
+
+
+def protocol(c, dataset: str = "cifar10"):
+    """NAS-Bench-201's search protocol for weight-sharing methods (Dong & Yang 2020, Sec. 5;
+    AutoDL-Projects configs/nas-benchmark/algos): C=16, N=5 cells per stage, 50 epochs, batch 64,
+    SGD 0.025 cosine to 0.001, wd 5e-4 (the benchmark uses Nesterov momentum; dnas' SGD is plain
+    momentum), alphas Adam 3e-4 (0.5, 0.999), wd 1e-3. Retraining follows the benchmark's
+    200-epoch schedule (lr 0.1 cosine, batch 256, wd 5e-4). `dataset`: cifar10, cifar100,
+    imagenet16. `c`: a config, edited and returned."""
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown NAS-Bench-201 dataset {dataset!r}; valid: {list(DATASETS)}")
+    c.dataset, c.space = DATASETS[dataset], TOPOLOGY.name
+    s = c.search
+    s.C, s.layers, s.epochs, s.batch_size = 16, 5, 50, 64
+    s.lr, s.lr_min, s.momentum, s.weight_decay, s.grad_clip = 0.025, 0.001, 0.9, 5e-4, 5.0
+    s.alpha_lr, s.alpha_b1, s.alpha_b2, s.alpha_weight_decay = 3e-4, 0.5, 0.999, 1e-3
+    s.crop_padding, s.cutout_length = -1, 0  # flip: the dataset's default, on
+    t = c.train
+    t.C, t.layers, t.epochs, t.batch_size = 16, 5, 200, 256
+    t.lr, t.lr_min, t.weight_decay, t.auxiliary, t.drop_path_prob = 0.1, 0.0, 5e-4, False, 0.0
+    t.cutout_length = 0
+    c.checkpoint_every_steps = 1000
+    c.log_every_steps = 50
+    return c
+
+
+# --------------------------------------------------------------------------------------------------
+# The space.
+
+KNOWN: dict[str, Genotype] = {}  # filled below, once the space exists
+ARCH_STRING = TextFormat(
+    "nb201", lambda text: from_string(text), to_string,
+    detect=lambda text: text.lstrip().startswith("|"),
+    description="NAS-Bench-201 arch string, |op~0|+|op~0|op~1|+...",
+)  # fmt: skip
+SPACE = cells.cell_space(
+    TOPOLOGY, supernet=build_supernet, network=build_network, concat_field=False,
+    formats=(ARCH_STRING,), known=KNOWN, tiny_layers=1,
+    protocols={d: (lambda c, d=d: protocol(c, d)) for d in DATASETS},
+)  # fmt: skip
+
+# fmt: off
+KNOWN |= {
+    # NAS-Bench-201's ResNet cell (Dong & Yang 2020, the hand-designed reference in the space):
+    # D-X-Y/AutoDL-Projects exps/experimental/visualize-nas-bench-x.py, `resnet`.
+    "nb201_resnet": from_string(
+        "|nor_conv_3x3~0|+|none~0|nor_conv_3x3~1|+|skip_connect~0|none~1|skip_connect~2|"
+    ),
+    # Arch index 9930: D-X-Y/AutoDL-Projects exps/NATS-Bench/main-sss.py says "this genotype is the
+    # architecture with the highest accuracy on CIFAR-100 validation set"; NATS-Bench fixes its
+    # size-search-space topology to it.
+    "nb201_best_cifar100_valid": from_string(
+        "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|"
+        "+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+    ),
+}
+# fmt: on

@@ -6,7 +6,7 @@
     dnas search --config experiments/darts/cifar10_search.py:nb201      # NAS-Bench-201 CIFAR-10
     dnas search --config experiments/darts/cifar10_search.py:smoke      # seconds, on digits
 
-Protocol (`configlib.darts_cifar10`): 8 cells, C=16, 50 epochs, batch 64, the 50k training
+Protocol (`darts_cnn.cifar10_protocol`): 8 cells, C=16, 50 epochs, batch 64, the 50k training
 images split into 25k for the weights and 25k for the alphas; weights SGD 0.025 cosine to 0.001,
 momentum 0.9, wd 3e-4, clip 5; alphas Adam 3e-4, betas (0.5, 0.999), wd 1e-3; crop + flip, no
 cutout. Paper (Table 1): first order 1.5 GPU-days (1080Ti) -> 3.00 +- 0.14% test error after
@@ -18,6 +18,7 @@ Needs CIFAR-10 prepared for tensorflow-datasets (`dnas` says how if it is not).
 """
 
 from dnas import configlib
+from dnas.spaces import darts_cnn
 
 
 def second(c):
@@ -29,7 +30,7 @@ def finite_difference(c):
 
 
 def get_config(arg: str | None = None):
-    c = configlib.darts_cifar10(configlib.default_config())
+    c = darts_cnn.cifar10_protocol(configlib.default_config())
     c.strategy, c.order = "darts", "first"
     variants = {"second": second, "finite_difference": finite_difference}
     return configlib.method_variant(c, arg, variants)

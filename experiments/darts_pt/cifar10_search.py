@@ -12,10 +12,11 @@ edge of each cell type; the op whose removal drops validation accuracy most), th
 decisions; accuracy on the whole 25k-image validation split (the authors' valid_queue; here 391
 batches of 64 drawn from the shuffled split, about one pass).
 Paper: DARTS+PT 2.61 +- 0.08%, SDARTS-RS+PT 2.54 +- 0.10% CIFAR-10 test error (as reported;
-not re-checked). The fine-tuning phase is not checkpointed: an interrupted run redoes it.
+not re-checked). The fine-tuning is checkpointed in <workdir>/pt/ and resumes after an interruption.
 """
 
 from dnas import configlib
+from dnas.spaces import darts_cnn
 
 
 def sdarts_rs(c):
@@ -25,7 +26,7 @@ def sdarts_rs(c):
 
 
 def get_config(arg: str | None = None):
-    c = configlib.darts_cifar10(configlib.default_config())
+    c = darts_cnn.cifar10_protocol(configlib.default_config())
     c.strategy = "darts"
     s = c.search
     s.selection, s.pt_interval, s.pt_eval_batches = "pt", 5, 391

@@ -23,6 +23,7 @@ Paper: 2.46 +- 0.03% CIFAR-10 test error, 4.1M parameters, 0.6 GPU-days; NAS-Ben
 """
 
 from dnas import configlib
+from dnas.spaces import darts_cnn
 
 
 def kl(c):
@@ -44,13 +45,13 @@ def nb201(c):
 
 
 def get_config(arg: str | None = None):
-    c = configlib.darts_cifar10(configlib.default_config())
+    c = darts_cnn.cifar10_protocol(configlib.default_config())
     c.strategy = "drnas"
     c.strategy_args.reg_type = "l2"  # its scale: search.alpha_weight_decay
     s = c.search
     s.lr, s.lr_min, s.alpha_lr, s.alpha_weight_decay = 0.1, 0.0, 6e-4, 1e-3
     s.alpha_warmup_epochs = 10
-    c = configlib.method_variant(c, arg, {"kl": kl, "progressive": progressive}, nb201)
+    c = configlib.method_variant(c, arg, {"kl": kl, "progressive": progressive}, {"nb201": nb201})
     if arg == "progressive_smoke":  # the smoke supernet's 4 channels
         c.strategy_args.stage_epochs, c.strategy_args.stage_partial_channels = (2, 2), (2, 1)
     return c

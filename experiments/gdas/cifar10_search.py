@@ -20,6 +20,7 @@ CIFAR-10 93.61 +- 0.09% (benchmark paper's run).
 """
 
 from dnas import configlib
+from dnas.spaces import darts_cnn
 
 
 def nb201(c):
@@ -27,11 +28,11 @@ def nb201(c):
 
 
 def get_config(arg: str | None = None):
-    c = configlib.darts_cifar10(configlib.default_config())
+    c = darts_cnn.cifar10_protocol(configlib.default_config())
     c.strategy = "gdas"
     c.strategy_args.tau_max = 10.0
     c.strategy_args.tau_min = 0.1
     s = c.search
     s.single_op = True
     s.layers, s.batch_size, s.epochs, s.weight_decay = 6, 256, 250, 5e-4
-    return configlib.method_variant(c, arg, nb201_changes=nb201)
+    return configlib.method_variant(c, arg, space_changes={"nb201": nb201})

@@ -13,10 +13,11 @@ Paper: NAS-Bench-201 test 93.58 / 70.83 / 40.89% (CIFAR-10 / CIFAR-100 / ImageNe
 """
 
 from dnas import configlib
+from dnas.spaces import darts_cnn
 
 
 def get_config(arg: str | None = None):
-    c = configlib.darts_cifar10(configlib.default_config())
+    c = darts_cnn.cifar10_protocol(configlib.default_config())
     c.strategy = "idarts"
     c.strategy_args.neumann_steps = 2
     return configlib.method_variant(c, arg)

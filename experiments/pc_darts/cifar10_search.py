@@ -13,10 +13,11 @@ Paper: 2.57 +- 0.07% CIFAR-10 test error, 3.6M parameters, 0.1 GPU-days (1080Ti)
 """
 
 from dnas import configlib
+from dnas.spaces import darts_cnn
 
 
 def get_config(arg: str | None = None):
-    c = configlib.darts_cifar10(configlib.default_config())
+    c = darts_cnn.cifar10_protocol(configlib.default_config())
     c.strategy = "pc_darts"
     s = c.search
     s.partial_channels = 4

@@ -15,10 +15,11 @@ Paper: 2.50% CIFAR-10 test error, 3.4M parameters, 0.3 GPU-days (as reported; no
 """
 
 from dnas import configlib
+from dnas.spaces import darts_cnn
 
 
 def get_config(arg: str | None = None):
-    c = configlib.darts_cifar10(configlib.default_config())
+    c = darts_cnn.cifar10_protocol(configlib.default_config())
     c.strategy = "pdarts"
     a = c.strategy_args
     a.stage_layers, a.keep, a.max_skips = (5, 11, 17), (5, 3, 1), 2

@@ -13,6 +13,7 @@ not re-checked).
 """
 
 from dnas import configlib
+from dnas.spaces import darts_cnn
 
 
 def adv(c):
@@ -20,7 +21,7 @@ def adv(c):
 
 
 def get_config(arg: str | None = None):
-    c = configlib.darts_cifar10(configlib.default_config())
+    c = darts_cnn.cifar10_protocol(configlib.default_config())
     c.strategy = "sdarts"
     a = c.strategy_args
     a.mode, a.epsilon_start, a.epsilon_end, a.pgd_steps = "rs", 0.03, 0.3, 7

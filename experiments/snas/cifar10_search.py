@@ -18,6 +18,7 @@ Paper: 2.85 +- 0.02% CIFAR-10 test error (mild constraint), 2.8M parameters, 1.5
 """
 
 from dnas import configlib
+from dnas.spaces import darts_cnn
 
 
 def resource(c):
@@ -25,7 +26,7 @@ def resource(c):
 
 
 def get_config(arg: str | None = None):
-    c = configlib.darts_cifar10(configlib.default_config())
+    c = darts_cnn.cifar10_protocol(configlib.default_config())
     c.strategy = "snas"
     c.strategy_args.tau_start = 1.0
     c.strategy_args.tau_end = 0.03

@@ -1,0 +1,320 @@
+"""The search step and its typed set-up: where a config becomes the pure functions of a search.
+
+One jitted step (`make_step`) updates the alphas on a validation batch, then the weights on a
+training batch with the new alphas (DARTS Algorithm 1); `setup(config)` builds the space's supernet,
+the strategy, the optimisers, the loss and the step from a config (the ConfigDict stops here:
+everything it returns takes typed arguments), and `create_state` the initial `SearchState`. The
+loop that runs the step is `search.py`'s; DARTS-PT's fine-tuning (`pt.py`) and `dnas sweep`
+(`sweep.py`) run the same step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from dnas import configlib, data, evaluate, optim, spaces, strategies
+from dnas.spaces.base import init_alphas
+from dnas.state import SearchState, init_variables
+from dnas.types import Batch, Metrics
+
+
+@dataclasses.dataclass(frozen=True)
+class Augmentation:
+    crop_padding: int | None = None  # None: the dataset's default
+    flip: bool | None = None
+    cutout_length: int | None = None
+
+    @classmethod
+    def from_config(cls, s: ml_collections.ConfigDict) -> Augmentation:
+        """From `config.search` or `config.train` (-1: the dataset's default)."""
+        return cls(
+            crop_padding=None if s.crop_padding < 0 else s.crop_padding,
+            flip=s.flip,
+            cutout_length=None if s.cutout_length < 0 else s.cutout_length,
+        )
+
+
+def loss_keys(key):
+    """(augmentation key, relaxation key) of a loss evaluation with `key`."""
+    return jax.random.split(key)
+
+
+def make_loss_fn(model, strategy: strategies.Strategy, info: data.DatasetInfo, aug: Augmentation):
+    """loss_fn(params, alphas, batch, key, step, mix=None) -> (loss, metrics) of the supernet;
+    `mix` replaces the strategy's mixing weights of `alphas` (SDARTS' perturbed weight step)."""
+
+    def loss_fn(params, alphas, batch: Batch, key, step, mix=None):
+        k_aug, k_mix = loss_keys(key)
+        x = data.preprocess(
+            k_aug, batch["image"], info, train=True, crop_padding=aug.crop_padding,
+            flip=aug.flip, cutout_length=aug.cutout_length,
+        )  # fmt: skip
+        if mix is None:
+            mix = strategy.mix_weights(alphas, k_mix, step)
+        if strategy.skip_dropout is None:
+            logits = model.apply({"params": params}, x, mix, train=True)
+        else:  # P-DARTS: dropout on the skip connections, its own key
+            logits = model.apply(
+                {"params": params}, x, mix, train=True, skip_dropout=strategy.skip_dropout(step),
+                rngs={"dropout": jax.random.fold_in(key, 2)},
+            )  # fmt: skip
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
+        return loss, {"loss": loss, "accuracy": evaluate.accuracy(logits, batch["label"])}
+
+    return loss_fn
+
+
+def make_step(
+    loss_fn: Callable,
+    strategy: strategies.Strategy,
+    weight_tx: optax.GradientTransformation,
+    alpha_tx: optax.GradientTransformation,
+    learning_rate: optax.Schedule,
+    alpha_start_step: int = 0,
+) -> Callable[[SearchState, Batch, Batch], tuple[SearchState, Metrics]]:
+    """The pure search step: alpha update on `val_batch`, then weight update on `train_batch`.
+    Before `alpha_start_step` (a weights-only warm-up, PC-DARTS / P-DARTS) and for strategies
+    that do not learn alphas, the alphas stay and the validation loss is only evaluated."""
+
+    def alpha_half(state: SearchState, train_batch: Batch, val_batch: Batch, key):
+        g_alpha, val_metrics = strategy.alpha_grad(
+            loss_fn, state.params, state.alphas, state.weight_opt_state, train_batch, val_batch,
+            key, state.step,
+        )  # fmt: skip
+        reg, g_reg = jax.value_and_grad(strategy.regularizer)(state.alphas, state.step)
+        g_alpha = jax.tree.map(jnp.add, g_alpha, g_reg)
+        updates, alpha_opt_state = alpha_tx.update(g_alpha, state.alpha_opt_state, state.alphas)
+        alphas = optax.apply_updates(state.alphas, updates)
+        return alphas, alpha_opt_state, g_alpha, val_metrics, reg
+
+    def frozen_half(state: SearchState, train_batch: Batch, val_batch: Batch, key):
+        del train_batch
+        _, val_metrics = loss_fn(state.params, state.alphas, val_batch, key, state.step)
+        reg = strategy.regularizer(state.alphas, state.step)
+        g_alpha = jax.tree.map(jnp.zeros_like, state.alphas)
+        return state.alphas, state.alpha_opt_state, g_alpha, val_metrics, reg
+
+    def step_fn(state: SearchState, train_batch: Batch, val_batch: Batch):
+        key = jax.random.fold_in(state.rng, state.step)
+        k_alpha, k_weight = jax.random.split(key)
+        args = (state, train_batch, val_batch, k_alpha)
+        if not strategy.update_alphas:
+            half = frozen_half(*args)
+        elif alpha_start_step > 0:
+            half = jax.lax.cond(state.step >= alpha_start_step, alpha_half, frozen_half, *args)
+        else:
+            half = alpha_half(*args)
+        alphas, alpha_opt_state, g_alpha, val_metrics, reg = half
+
+        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+        mix = None
+        if strategy.weight_mix is not None:
+            k_weight, k_perturb = jax.random.split(k_weight)
+            _, k_mix = loss_keys(k_weight)  # the relaxation's key in loss_fn(..., k_weight)
+            loss_of_mix = lambda m: loss_fn(
+                state.params, alphas, train_batch, k_weight, state.step, mix=m
+            )[0]
+            mix = strategy.weight_mix(
+                loss_of_mix, strategy.mix_weights(alphas, k_mix, state.step), k_perturb,
+                state.step, alphas=alphas,
+            )  # fmt: skip
+        extra = () if mix is None else (mix,)
+        (_, train_metrics), g_w = grad_fn(
+            state.params, alphas, train_batch, k_weight, state.step, *extra
+        )
+        updates, weight_opt_state = weight_tx.update(g_w, state.weight_opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+
+        new_state = state.replace(
+            step=state.step + 1,
+            params=params,
+            alphas=alphas,
+            weight_opt_state=weight_opt_state,
+            alpha_opt_state=alpha_opt_state,
+        )
+        out = {f"train/{k}": v for k, v in train_metrics.items()}
+        out |= {f"val/{k}": v for k, v in val_metrics.items()}
+        out |= {
+            "lr": learning_rate(state.step),
+            "alpha_reg": reg,
+            "grad_norm/weights": optax.tree.norm(g_w),
+            "grad_norm/alphas": optax.tree.norm(g_alpha),
+        }
+        return new_state, out
+
+    return step_fn
+
+
+@dataclasses.dataclass
+class SearchSetup:
+    """Everything the loop needs, built from a config; also what notebooks and tests use."""
+
+    space: spaces.Space
+    info: data.DatasetInfo
+    model: Any
+    strategy: strategies.Strategy
+    weight_tx: optax.GradientTransformation
+    alpha_tx: optax.GradientTransformation
+    learning_rate: optax.Schedule
+    loss_fn: Callable
+    step_fn: Callable
+    weights_source: Any
+    alphas_source: Any
+    steps_per_epoch: int
+    total_steps: int
+
+
+def setup(
+    config: ml_collections.ConfigDict,
+    *,
+    info: data.DatasetInfo | None = None,
+    splits: data.Splits | None = None,
+) -> SearchSetup:
+    """Builds the search from `config`; `info` and `splits` replace the config's dataset (e.g. an
+    in-memory dataset of your own)."""
+    s = config.search
+    space = spaces.get(config.space)
+    info = info or data.get_info(config.dataset)
+    splits = splits or data.load(config.dataset, data_dir=config.data_dir or None)
+    weights_source, alphas_source = data.search_split(splits.train, s.train_portion)
+    steps_per_epoch = data.steps_per_epoch(weights_source, s.batch_size)
+    data.steps_per_epoch(alphas_source, s.batch_size)  # fail early: too few validation examples
+    model = space.supernet(
+        info.num_classes, C=s.C, layers=s.layers, sep_impl=s.sep_impl, remat=s.remat,
+        partial_channels=s.partial_channels, single_op=s.single_op,
+    )  # fmt: skip
+    parts = make_step_parts(config, model, info, steps_per_epoch)
+    _check_method_options(config, parts[0])
+    return SearchSetup(
+        space, info, model, *parts, weights_source, alphas_source, steps_per_epoch,
+        s.epochs * steps_per_epoch,
+    )  # fmt: skip
+
+
+def _check_method_options(config: ml_collections.ConfigDict, strategy: strategies.Strategy) -> None:
+    """Option combinations that would run but mean nothing fail before the search starts."""
+    s = config.search
+    if s.single_op and not strategy.one_hot:
+        raise configlib.ConfigError(
+            f"search.single_op computes only each edge's largest-weight op, which equals the "
+            f"mixture only for one-hot weights (gdas, random_ws); strategy {config.strategy!r} "
+            "mixes softly: set --config.search.single_op=false"
+        )
+    if not strategy.update_alphas and s.selection not in ("random", "evolution"):
+        raise configlib.ConfigError(
+            f"strategy {config.strategy!r} learns no alphas, so its genotype must come from the "
+            "trained supernet: set --config.search.selection=random (or evolution)"
+        )
+    if s.selection_rerank and s.selection not in ("random", "evolution"):
+        raise configlib.ConfigError(
+            "search.selection_rerank re-scores the best architectures of selection=random or "
+            f"evolution; with selection={s.selection!r} set --config.search.selection_rerank=0"
+        )
+    if s.selection == "evolution" and not 1 <= s.evolution_sample_size <= s.evolution_population:
+        raise configlib.ConfigError(
+            f"search.evolution_sample_size ({s.evolution_sample_size}) must be between 1 and "
+            f"search.evolution_population ({s.evolution_population})"
+        )
+
+
+# The search.* scalars used only inside the step: `make_step_parts` takes them as arguments, so
+# they may be traced arrays (`sweep` vmaps the search over one of them).
+HPARAMS = (
+    "lr", "lr_min", "momentum", "weight_decay", "grad_clip", "alpha_lr", "alpha_b1", "alpha_b2",
+    "alpha_weight_decay",
+)  # fmt: skip
+
+
+def make_optimizers(
+    hp: dict, epochs: int, steps_per_epoch: int, *, schedule_epochs: int = 0, offset_epochs: int = 0
+) -> tuple:
+    """(learning_rate, weight_tx, alpha_tx) from the `HPARAMS` values in `hp`: SGD on the
+    weights with a cosine learning rate over `epochs`, Adam on the alphas. A search that goes on
+    from earlier stages (DrNAS' progressive scheme) follows one cosine of `schedule_epochs`
+    from epoch `offset_epochs`."""
+    cosine = optim.cosine_schedule(
+        hp["lr"], hp["lr_min"], schedule_epochs or epochs, steps_per_epoch
+    )
+    offset = offset_epochs * steps_per_epoch
+    learning_rate = (lambda step: cosine(step + offset)) if offset else cosine
+    weight_tx = optim.sgd(
+        learning_rate, momentum=hp["momentum"], weight_decay=hp["weight_decay"],
+        grad_clip=hp["grad_clip"],
+    )  # fmt: skip
+    alpha_tx = optim.adam(
+        hp["alpha_lr"], b1=hp["alpha_b1"], b2=hp["alpha_b2"],
+        weight_decay=hp["alpha_weight_decay"],
+    )  # fmt: skip
+    return learning_rate, weight_tx, alpha_tx
+
+
+def virtual_step_optimizer(hp: dict, learning_rate: optax.Schedule):
+    """The weight optimiser of DARTS' finite-difference virtual step: SGD with the search's
+    momentum and weight decay and no gradient clipping, as the reference's
+    `architect._compute_unrolled_model` (w - xi (momentum buffer + grad + wd w))."""
+    return optim.sgd(
+        learning_rate, momentum=hp["momentum"], weight_decay=hp["weight_decay"], grad_clip=None
+    )
+
+
+def make_step_parts(
+    config: ml_collections.ConfigDict,
+    model,
+    info: data.DatasetInfo,
+    steps_per_epoch: int,
+    **hparams,
+) -> tuple:
+    """(strategy, weight_tx, alpha_tx, learning_rate, loss_fn, step_fn) of the search in
+    `config`; `hparams` (names in `HPARAMS`) replace the config's values and may be traced."""
+    s = config.search
+    unknown = set(hparams) - set(HPARAMS)
+    if unknown:
+        raise KeyError(f"not a step hyper-parameter: {sorted(unknown)}; valid: {HPARAMS}")
+    hp = {k: hparams.get(k, s[k]) for k in HPARAMS}
+    learning_rate, weight_tx, alpha_tx = make_optimizers(
+        hp, s.epochs, steps_per_epoch, schedule_epochs=s.lr_schedule_epochs,
+        offset_epochs=s.lr_offset_epochs,
+    )  # fmt: skip
+    virtual_tx = weight_tx if s.fd_clip else virtual_step_optimizer(hp, learning_rate)
+    ctx_space = spaces.get(config.space)
+    ctx = strategies.Context(
+        space=ctx_space, order=config.order, weight_tx=weight_tx,
+        learning_rate=learning_rate, steps_per_epoch=steps_per_epoch, epochs=s.epochs,
+        edge_costs=functools.partial(ctx_space.op_costs, model, info.input_shape),
+        virtual_weight_tx=virtual_tx,
+    )  # fmt: skip
+    try:
+        strategy = strategies.build(config.strategy, ctx, config.strategy_args.to_dict())
+    except (KeyError, ValueError) as err:
+        raise configlib.ConfigError(str(err.args[0])) from None
+    loss_fn = make_loss_fn(model, strategy, info, Augmentation.from_config(s))
+    step_fn = make_step(
+        loss_fn, strategy, weight_tx, alpha_tx, learning_rate,
+        alpha_start_step=s.alpha_warmup_epochs * steps_per_epoch,
+    )  # fmt: skip
+    return strategy, weight_tx, alpha_tx, learning_rate, loss_fn, step_fn
+
+
+def create_state(config: ml_collections.ConfigDict, su: SearchSetup) -> SearchState:
+    root = jax.random.key(config.seed)
+    k_params, k_alphas, k_steps = (jax.random.fold_in(root, i) for i in range(3))
+    init = su.strategy.init_alphas or init_alphas
+    alphas = init(su.space, k_alphas, config.search.alpha_init_scale)
+    x = jnp.zeros((1, *su.info.input_shape), jnp.float32)
+    params = init_variables(su.model, k_params, x, su.strategy.final_weights(alphas))["params"]
+    return SearchState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        alphas=alphas,
+        weight_opt_state=su.weight_tx.init(params),
+        alpha_opt_state=su.alpha_tx.init(alphas),
+        rng=k_steps,
+    )

@@ -1,0 +1,140 @@
+"""The shape of the code base: no import cycle inside dnas (imports inside functions included),
+and no code outside dnas/spaces/ that names a search space (the spaces are plugins: the shared
+machinery reaches them only through the registry)."""
+
+import ast
+import re
+from pathlib import Path
+
+from dnas import spaces
+
+PACKAGE = Path(__file__).resolve().parents[1] / "dnas"
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _is_module(name: str) -> bool:
+    path = PACKAGE.parent.joinpath(*name.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
+def _type_checking_blocks(tree: ast.AST) -> set[int]:
+    """ids of the import nodes under `if TYPE_CHECKING:` (they never run)."""
+    skipped = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
+            skipped |= {id(n) for n in ast.walk(node)}
+    return skipped
+
+
+def import_graph() -> dict[str, set[str]]:
+    """dnas module -> the dnas modules it imports anywhere in its code (module level or inside
+    functions), except under `if TYPE_CHECKING:`."""
+    graph = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        skipped = _type_checking_blocks(tree)
+        edges = set()
+        for node in ast.walk(tree):
+            if id(node) in skipped:
+                continue
+            if isinstance(node, ast.Import):
+                edges |= {a.name for a in node.names if a.name.startswith("dnas")}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("dnas"):
+                for alias in node.names:  # `from dnas import x`: the submodule x if it is one
+                    sub = f"{node.module}.{alias.name}"
+                    edges.add(sub if _is_module(sub) else node.module)
+        graph[_module_name(path)] = {e for e in edges if e != _module_name(path)}
+    return graph
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}  # 1: on the stack, 2: done
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return [*stack[stack.index(nxt) :], nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def test_the_import_graph_has_no_cycle():
+    graph = import_graph()
+    assert "dnas.search" in graph and "dnas.spaces.darts_cnn" in graph["dnas.spaces"]
+    cycle = _cycle(graph)
+    assert cycle is None, " -> ".join(cycle)
+
+
+def test_the_cycle_finder_finds_cycles():
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    out = set()
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        first = body[0] if isinstance(body, list) and body else None
+        value = first.value if isinstance(first, ast.Expr) else None
+        if isinstance(value, ast.Constant) and isinstance(value.value, str):
+            out.add(id(value))
+    return out
+
+
+def space_mentions(source: str, names: set[str]) -> list[str]:
+    """Where code (not docstrings or comments) names a space: identifiers and attributes
+    (`darts_cnn.SPACE`, `import nb201`) and string constants holding the name as a word."""
+    tree = ast.parse(source)
+    docs = _docstrings(tree)
+    word = re.compile(r"\b(" + "|".join(map(re.escape, sorted(names))) + r")\b")
+    found = []
+    for node in ast.walk(tree):
+        text = None
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs:
+            text = node.value
+        elif isinstance(node, ast.Name):
+            text = node.id
+        elif isinstance(node, ast.Attribute):
+            text = node.attr
+        elif isinstance(node, ast.alias):
+            text = node.name
+        elif isinstance(node, ast.ImportFrom):
+            text = node.module
+        if text and word.search(text):
+            found.append(f"line {node.lineno}: {text[:60]!r}")
+    return found
+
+
+def test_no_code_outside_the_spaces_names_a_space():
+    names = set(spaces.SPACES)
+    assert {"darts_cnn", "nb201"} <= names
+    offenders = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.parent.name == "spaces":
+            continue
+        found = space_mentions(path.read_text(), names)
+        if found:
+            offenders[str(path.relative_to(PACKAGE.parent))] = found
+    assert not offenders, offenders
+
+
+def test_the_name_finder_finds_names():
+    names = {"darts_cnn", "nb201"}
+    code = '"""nb201 in a docstring."""\nfrom dnas.spaces import darts_cnn\nx = "nb201"  # nb201\n'
+    assert [m.split(":")[0] for m in space_mentions(code, names)] == ["line 2", "line 3"]
+    assert space_mentions('y = "nb2010"\nz = "darts"\n', names) == []
