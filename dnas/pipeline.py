@@ -1,6 +1,6 @@
 """The pipeline: how a method's phases compose, and `dnas run`.
 
-`search(config, workdir)` (`dnas search`) runs a method's search: a staged method's stages
+`search_genotype(config, workdir)` (`dnas search`) runs a method's search: a staged method's stages
 (P-DARTS, progressive DrNAS: `progressive.DRIVERS`), or one search loop (`search.run`) followed by
 the selection phase named by `search.selection` (`SELECTIONS`: DARTS-PT, random search or
 regularised evolution with the trained supernet). `run(config, workdir)` (`dnas run`) then

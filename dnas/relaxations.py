@@ -86,15 +86,3 @@ def dirichlet(alphas: Alphas, key: PRNGKey, step: Array | None = None) -> MixWei
         cell: jax.random.dirichlet(k, concentration(alphas[cell]), dtype=alphas[cell].dtype)
         for cell, k in zip(cells, keys, strict=True)
     }
-
-
-def dirichlet_mean(
-    alphas: Alphas, key: PRNGKey | None = None, step: Array | None = None
-) -> MixWeights:
-    """DrNAS's deterministic weights (discretisation): the Dirichlet mean conc / sum(conc)."""
-    del key, step
-    out = {}
-    for cell in cell_types(alphas):
-        conc = concentration(alphas[cell])
-        out[cell] = conc / jnp.sum(conc, -1, keepdims=True)
-    return out

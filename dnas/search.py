@@ -32,7 +32,6 @@ from dnas import (
     ops,
     parallel,
     search_step,
-    spaces,
 )
 from dnas import workdir as workdir_lib
 from dnas.genotype import Genotype
@@ -43,14 +42,12 @@ from dnas.state import SearchState
 Select = Callable[..., Genotype]
 
 
-def alpha_report(space: spaces.Space, weights: dict[str, Any]) -> dict[str, float]:
-    """Per-row (edge, block) mixing weights and their mean entropy, for logging."""
+def alpha_entropy(weights: dict[str, Any]) -> dict[str, float]:
+    """The mean entropy of each group's rows of mixing weights, for logging (the weights
+    themselves go to `workdir.alpha_history_path` as arrays)."""
     out = {}
     for cell, w in weights.items():
         w = np.asarray(w, np.float64)
-        for e, label in enumerate(space.row_labels[cell]):
-            for k, op in enumerate(space.ops):
-                out[f"alpha/{cell}/{label}/{op}"] = float(w[e, k])
         p = w / w.sum(-1, keepdims=True)
         entropy = -(p * np.log(np.clip(p, 1e-12, None))).sum(-1)
         out[f"alpha_entropy/{cell}"] = float(entropy.mean())
@@ -145,7 +142,7 @@ class EpochMonitor:
 
     def __init__(self, config, su: search_step.SearchSetup, writer, workdir: str, mesh):
         s = config.search
-        self.su, self.s, self.writer = su, s, writer
+        self.su, self.s, self.writer, self.workdir = su, s, writer, workdir
         self.history_path = os.path.join(workdir, "epoch_rankings.json")
         self.stop_path = os.path.join(workdir, "early_stop.json")
         self.history: dict[str, list] = {}  # epoch -> op ranking
@@ -177,7 +174,11 @@ class EpochMonitor:
         weights = jax.device_get(su.strategy.final_weights(state.alphas))
         genotype = su.strategy.select(su.space, weights)
         epoch = step // su.steps_per_epoch
-        scalars = alpha_report(su.space, weights)
+        # A redone epoch (after a resume) overwrites its file.
+        history = {g: weights[g] for g in su.space.groups}
+        history |= {f"alphas/{k}": v for k, v in jax.device_get(state.alphas).items()}
+        workdir_lib.save_arrays(workdir_lib.alpha_history_path(self.workdir, epoch), history)
+        scalars = alpha_entropy(weights)
         scalars["epoch"] = epoch
         for cell, chosen in su.space.ops_used(genotype).items():
             scalars[f"parameter_free_ops/{cell}"] = sum(op in ops.PARAMETER_FREE for op in chosen)
@@ -219,4 +220,4 @@ class EpochMonitor:
             workdir_lib.atomic_write_text(self.stop_path, text)
 
 
-__all__ = ["EARLY_STOP", "EpochMonitor", "alpha_report", "run", "save_cell_diagrams"]
+__all__ = ["EARLY_STOP", "EpochMonitor", "alpha_entropy", "run", "save_cell_diagrams"]

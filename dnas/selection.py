@@ -142,13 +142,13 @@ def select_with_supernet(config, su, state, workdir: str, mesh,
         workdir_lib.atomic_write_text(os.path.join(workdir, name), "\n".join(lines) + "\n")
         return max(a for _, a in scored)
 
-    score = scorer(3, s.selection_batches)
+    score_fn = scorer(3, s.selection_batches)
     if s.selection == "random":
-        best, history = random_search(score, su.space, s.selection_archs, config.seed)
+        best, history = random_search(score_fn, su.space, s.selection_archs, config.seed)
     else:
         population = s.evolution_population
         best, history = evolution(
-            score, su.space, population=population, sample_size=s.evolution_sample_size,
+            score_fn, su.space, population=population, sample_size=s.evolution_sample_size,
             cycles=max(s.selection_archs - population, 0), seed=config.seed,
         )  # fmt: skip
     best_accuracy = write("selection.jsonl", history)

@@ -45,7 +45,6 @@ INSTALL_DOT = (
     "`brew install graphviz` (macOS), `conda install -c conda-forge graphviz`"
 )
 FORMATS = ("svg", "png", "pdf")
-_ALPHA_KEY = re.compile(r"^alpha/(?P<cell>[^/]+)/(?P<row>[^/]+)/(?P<op>.+)$")
 
 
 class DotNotFoundError(RuntimeError):
@@ -112,23 +111,12 @@ class Run:
         return [by_epoch[e] for e in sorted(by_epoch)]
 
     def alpha_history(self, cell: str = "normal") -> tuple[np.ndarray, np.ndarray]:
-        """(epochs, weights (epochs, num_edges, num_ops)): the mixing weights the search logged
-        at the end of every epoch (the strategy's deterministic weights: softmax(alpha) for
-        DARTS), in the space's edge and op order."""
-        space = self.space
-        epochs, weights = [], []
-        for r in self.epoch_records():
-            labels = space.row_labels[cell]
-            w = np.full((len(labels), space.num_ops), np.nan)
-            found = False
-            for key, value in r.items():
-                m = _ALPHA_KEY.match(key)
-                if m and m["cell"] == cell and m["row"] in labels:
-                    w[labels.index(m["row"]), space.op_index(m["op"])] = value
-                    found = True
-            if found:
-                epochs.append(r["epoch"])
-                weights.append(w)
+        """(epochs, weights (epochs, num_edges, num_ops)): the mixing weights the search recorded
+        at the end of every epoch (`alpha_history/epoch_<N>.npz`; the strategy's deterministic
+        weights: softmax(alpha) for DARTS), in the space's edge and op order."""
+        history = workdir_lib.read_alpha_history(self.workdir)
+        epochs = [epoch for epoch, arrays in history if cell in arrays]
+        weights = [arrays[cell] for _, arrays in history if cell in arrays]
         if not weights:
             raise ValueError(f"{self.workdir}: no logged mixing weights of the {cell!r} cell")
         return np.asarray(epochs), np.stack(weights)
@@ -353,17 +341,6 @@ def cell_figure(geno: Genotype, cells: Sequence[str] | None = None, title: str |
     if title:
         fig.suptitle(title)
     return fig
-
-
-def drawn_edges(ax) -> list[tuple[str, str, str]]:
-    """(source, destination, label) of the labelled edges drawn on an Axes by `draw_cell`."""
-    out = []
-    for t in ax.texts:
-        gid = t.get_gid() or ""
-        if "->" in gid:
-            src, dst = gid.split("->")
-            out.append((src, dst, t.get_text()))
-    return out
 
 
 def save_cells(geno: Genotype, out_dir: str, fmt: str = "svg", prefix: str = "cell") -> list[str]:
@@ -677,7 +654,6 @@ __all__ = [
     "compare_runs",
     "diagnostics",
     "draw_cell",
-    "drawn_edges",
     "genotype_strip",
     "graph_edges",
     "load_run",

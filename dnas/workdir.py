@@ -26,6 +26,25 @@ CONFIG = "config.json"
 GENOTYPE = "genotype.json"
 ALPHAS = "alphas.npz"
 CHECKPOINTS = "checkpoints"
+ALPHA_HISTORY = "alpha_history"  # epoch_<N>.npz: the search's mixing weights and alphas
+
+
+def alpha_history_path(workdir: str, epoch: int) -> str:
+    """Where the search writes the mixing weights and alphas of the end of `epoch`."""
+    return os.path.join(workdir, ALPHA_HISTORY, f"epoch_{epoch:04d}.npz")
+
+
+def read_alpha_history(workdir: str) -> list[tuple[int, dict[str, np.ndarray]]]:
+    """(epoch, arrays) of every epoch the search recorded, in epoch order ([] when none)."""
+    directory = os.path.join(workdir, ALPHA_HISTORY)
+    if not os.path.isdir(directory):
+        return []
+    out = []
+    for name in sorted(os.listdir(directory)):
+        if name.startswith("epoch_") and name.endswith(".npz"):
+            epoch = int(name[len("epoch_") : -len(".npz")])
+            out.append((epoch, load_arrays(os.path.join(directory, name))))
+    return out
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

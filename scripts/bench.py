@@ -85,8 +85,7 @@ def worker(args: argparse.Namespace) -> dict:
     import jax
     import numpy as np
 
-    from dnas import configlib, data, loop, parallel, search, train
-    from dnas import genotype as genotype_lib
+    from dnas import configlib, data, loop, parallel, search_step, spaces, train
 
     what, batch, layers, devices = args.measure[0], args.batch[0], args.layers[0], args.devices[0]
     sep_impl = _sep_impl(args, what)
@@ -100,7 +99,7 @@ def worker(args: argparse.Namespace) -> dict:
         t.C, t.layers, t.batch_size, t.drop_path_prob, t.epochs = 36, 20, batch, 0.2, 600
         t.sep_impl = sep_impl
         config.train.cutout_length = 16
-        su = train.setup(config, genotype_lib.load("DARTS_V2"), info=info, splits=splits)
+        su = train.setup(config, spaces.load("DARTS_V2"), info=info, splits=splits)
         state = train.create_state(config, su)
         # Mid-training: drop-path on (its rate ramps from 0 over the epochs).
         state = parallel.replicate(state.replace(step=state.step + 100 * su.steps_per_epoch), mesh)
@@ -111,8 +110,8 @@ def worker(args: argparse.Namespace) -> dict:
         s.C, s.layers, s.batch_size, s.remat = args.C, layers, batch, args.remat
         s.sep_impl = sep_impl
         info, splits = _random_source(batch, args.size)
-        su = search.setup(config, info=info, splits=splits)
-        state = parallel.replicate(search.create_state(config, su), mesh)
+        su = search_step.setup(config, info=info, splits=splits)
+        state = parallel.replicate(search_step.create_state(config, su), mesh)
         batches = tuple(
             parallel.shard_batch(data.batch_at(splits.train, batch, i, seed=0), mesh)
             for i in range(2)

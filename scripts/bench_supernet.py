@@ -12,6 +12,7 @@ a table and one JSON object per measurement.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import resource
 import subprocess
@@ -24,13 +25,14 @@ def worker(args: argparse.Namespace) -> dict:
     import numpy as np
     import optax
 
-    from dnas import spaces, supernet
+    from dnas import spaces
     from dnas.state import init_variables
 
     batch = args.batch[0]
     space = spaces.get(args.space)
-    kw = {"C": args.C, ("N" if args.space == "nb201" else "layers"): args.layers}
-    model = supernet.build(args.space, 10, sep_impl=args.sep_impl, remat=args.remat, **kw)
+    model = space.supernet(
+        10, C=args.C, layers=args.layers, sep_impl=args.sep_impl, remat=args.remat
+    )
     x = jax.random.normal(jax.random.key(0), (batch, args.size, args.size, 3))
     y = jax.random.randint(jax.random.key(1), (batch,), 0, 10)
     alphas = space.init_alphas(jax.random.key(2))
@@ -82,7 +84,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--space", default="darts_cnn")
     p.add_argument("--C", type=int, default=16)
-    p.add_argument("--layers", type=int, default=None, help="cells (NB201: cells per stage)")
+    p.add_argument(
+        "--layers", type=int, default=None,
+        help="depth as the space counts it (NB201: cells per stage); default: the space's search "
+        "setting (DARTS 8, NB201 5)",
+    )  # fmt: skip
     p.add_argument("--size", type=int, default=32)
     p.add_argument("--batch", type=int, nargs="+", default=[16, 64])
     p.add_argument("--steps", type=int, default=5, help="timed steps after one warm-up step")
@@ -90,8 +96,11 @@ def main() -> None:
     p.add_argument("--remat", action="store_true", help="jax.checkpoint every edge")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
-    if args.layers is None:
-        args.layers = 5 if args.space == "nb201" else 8
+    if args.layers is None:  # the space's own default depth of its search network
+        from dnas import spaces
+
+        build = spaces.get(args.space).supernet
+        args.layers = inspect.signature(build).parameters["layers"].default
     if args.worker:
         print(json.dumps(worker(args)), flush=True)
         return

@@ -27,7 +27,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from dnas import checkpoint, genotype
+from dnas import spaces
+from dnas import workdir as workdir_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -94,10 +95,11 @@ SHORT = {"sep_conv_3x3": "sep3", "sep_conv_5x5": "sep5", "dil_conv_3x3": "dil3",
 
 
 def short_cell(text: str, cell: str = "normal") -> str:
-    """A DARTS genotype string's cell as `op:input` per edge, nodes separated by `/`."""
-    geno = genotype.parse(text)
+    """A genotype string's cell (DARTS or NAS-Bench-201) as `op:input` per edge, nodes separated
+    by `/`."""
+    geno = spaces.parse(text)
     return " / ".join(
-        " ".join(f"{SHORT.get(op, op)}:{src}" for op, src in node) for node in geno.cells()[cell]
+        " ".join(f"{SHORT.get(op, op)}:{src}" for op, src in node) for node in geno[cell]
     )
 
 
@@ -148,7 +150,7 @@ def main() -> None:
     for r in rows:
         print(json.dumps(r))
     if args.results:
-        checkpoint.atomic_write_text(args.results, json.dumps(rows, indent=1) + "\n")
+        workdir_lib.atomic_write_text(args.results, json.dumps(rows, indent=1) + "\n")
 
 
 if __name__ == "__main__":

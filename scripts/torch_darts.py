@@ -14,9 +14,9 @@ and zero-argument step functions on fixed random data that do what one dnas step
 
 PyTorch, CPU, float32, NCHW. The module sets no thread count; the caller does
 (`torch.set_num_threads`). Differences from dnas (which are irrelevant to timing): BatchNorms keep
-running statistics as in the reference (dnas' supernet keeps none), the `none` op is computed and
-multiplied by its weight (dnas skips it), and the finite-difference virtual step does not clip the
-gradient (the reference's `_compute_unrolled_model`; dnas applies its full weight optimiser).
+running statistics as in the reference (dnas' supernet keeps none) and the `none` op is computed
+and multiplied by its weight (dnas skips it). The finite-difference virtual step does not clip the
+gradient (the reference's `_compute_unrolled_model`), as dnas' does unless `search.fd_clip`.
 """
 
 from __future__ import annotations

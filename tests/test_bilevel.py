@@ -9,7 +9,8 @@ import numpy as np
 import optax
 import pytest
 
-from dnas import bilevel, optim, search, spaces, strategies, supernet
+from dnas import bilevel, optim, search_step, spaces, strategies, supernet
+from dnas.state import SearchState
 
 SPACE = spaces.get("nb201")
 
@@ -21,7 +22,7 @@ class TinySupernet(nn.Module):
     @nn.compact
     def __call__(self, x, mix):
         x = nn.Conv(3, (1, 1), use_bias=False, param_dtype=x.dtype)(x)
-        x = supernet.MixedCell(SPACE, 3)([x], mix["normal"], True)[-1]
+        x = supernet.MixedCell(SPACE.topology, 3)([x], mix["normal"], True)[-1]
         return nn.Dense(3, param_dtype=x.dtype)(jnp.mean(x, axis=(1, 2)))
 
 
@@ -138,8 +139,8 @@ def _darts_search(params, alphas, loss_fn, **step_kw):
     alpha_tx = optim.adam(0.1, weight_decay=1e-3)
     strategy = strategies.darts(strategies.Context(SPACE))
     lr = lambda step: jnp.asarray(0.05)
-    step_fn = jax.jit(search.make_step(loss_fn, strategy, weight_tx, alpha_tx, lr, **step_kw))
-    state = search.SearchState(
+    step_fn = jax.jit(search_step.make_step(loss_fn, strategy, weight_tx, alpha_tx, lr, **step_kw))
+    state = SearchState(
         step=jnp.zeros((), jnp.int32), params=params, alphas=alphas,
         weight_opt_state=weight_tx.init(params), alpha_opt_state=alpha_tx.init(alphas),
         rng=jax.random.key(0),

@@ -14,7 +14,7 @@ import optax
 import pytest
 from flax import struct
 
-from dnas import checkpoint
+from dnas import workdir as workdir_lib
 from dnas.checkpoint import Checkpointer, CheckpointError
 
 
@@ -270,11 +270,11 @@ def test_killed_save_leaves_nothing_latest_step_picks_up(tmp_path):
 
 def test_atomic_write(tmp_path):
     path = tmp_path / "sub" / "genotype.json"
-    checkpoint.atomic_write_text(path, "first\n")
+    workdir_lib.atomic_write_text(path, "first\n")
     assert path.read_text() == "first\n"
-    checkpoint.atomic_write_text(path, "second")
+    workdir_lib.atomic_write_text(path, "second")
     assert path.read_text() == "second"
-    checkpoint.atomic_write_bytes(os.fspath(path), b"\x00\x01")
+    workdir_lib.atomic_write_bytes(os.fspath(path), b"\x00\x01")
     assert path.read_bytes() == b"\x00\x01"
     assert [p.name for p in path.parent.iterdir()] == ["genotype.json"]
     # Permissions follow the umask, as for a plain open(); not tempfile's 0o600.
@@ -285,14 +285,14 @@ def test_atomic_write(tmp_path):
 
 def test_atomic_write_failure_keeps_old_content(tmp_path, monkeypatch):
     path = tmp_path / "summary.json"
-    checkpoint.atomic_write_text(path, "old")
+    workdir_lib.atomic_write_text(path, "old")
 
     def fail(*args):
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", fail)
     with pytest.raises(OSError, match="disk full"):
-        checkpoint.atomic_write_text(path, "new")
+        workdir_lib.atomic_write_text(path, "new")
     assert path.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
 
@@ -300,10 +300,9 @@ def test_atomic_write_failure_keeps_old_content(tmp_path, monkeypatch):
 def test_retraining_workdir_of_another_genotype_is_refused(tmp_path):
     """Same config, other genotype: refused before anything is written (DARTS cells with the
     same ops on other inputs have the same parameter tree, so restoring would succeed)."""
-    from dnas import configlib, train
-    from dnas import genotype as genotype_lib
+    from dnas import configlib, spaces, train
 
-    v1, v2 = genotype_lib.load("DARTS_V1"), genotype_lib.load("DARTS_V2")
+    v1, v2 = spaces.load("DARTS_V1"), spaces.load("DARTS_V2")
     v1.save(tmp_path / "genotype.json")
     (tmp_path / "checkpoints").mkdir()
     before = (tmp_path / "genotype.json").read_text()

@@ -324,10 +324,10 @@ def test_preprocess_order_crop_before_normalise_cutout_after():
 
 def test_default_config_flips_cifar_but_never_digits():
     """The default config leaves flipping to the dataset: a mirrored digit is another symbol."""
-    from dnas import configlib, search
+    from dnas import configlib, search_step
 
     for part in ("search", "train"):
-        aug = search.Augmentation.from_config(configlib.default_config()[part])
+        aug = search_step.Augmentation.from_config(configlib.default_config()[part])
         for name, flips in (("digits", False), ("svhn", False), ("cifar10", True)):
             info = data.get_info(name)
             channels = len(info.mean)

@@ -9,7 +9,7 @@ from jax import lax
 
 from dnas import ops, spaces
 
-ALL_OPS = sorted(set(spaces.get("darts_cnn").primitives) | set(spaces.get("nb201").primitives))
+ALL_OPS = sorted(set(spaces.get("darts_cnn").ops) | set(spaces.get("nb201").ops))
 
 
 def _apply(module, x, train=True):

@@ -16,8 +16,7 @@ import jax
 import numpy as np
 import pytest
 
-from dnas import configlib, data, loop, parallel, search, train
-from dnas import genotype as genotype_lib
+from dnas import configlib, data, loop, parallel, search, search_step, spaces, train
 
 N = 8
 multidevice = pytest.mark.skipif(
@@ -49,8 +48,8 @@ def _tiny(space: str, order: str = "first") -> configlib.ml_collections.ConfigDi
 
 
 def _search_steps(config, mesh, steps: int = 2):
-    su = search.setup(config)
-    state = parallel.replicate(search.create_state(config, su), mesh)
+    su = search_step.setup(config)
+    state = parallel.replicate(search_step.create_state(config, su), mesh)
     b = config.search.batch_size
     batches = [
         (
@@ -94,7 +93,7 @@ def test_sharded_search_step_equals_one_device():
         np.testing.assert_allclose(got, [float(m[k]) for m in m_one], rtol=1e-4)
     # The steps did move the alphas (the comparison above is not between two initial states):
     # Adam moves each alpha by about alpha_lr a step, far beyond the comparison's tolerance.
-    initial = jax.device_get(search.create_state(config, search.setup(config)).alphas)
+    initial = jax.device_get(search_step.create_state(config, search_step.setup(config)).alphas)
     alpha_lr = config.search.alpha_lr
     for cell in ("normal", "reduce"):
         moved = np.abs(np.asarray(eight.alphas[cell]) - initial[cell])
@@ -104,7 +103,7 @@ def test_sharded_search_step_equals_one_device():
 @multidevice
 def test_sharded_train_step_equals_one_device():
     config = _tiny("darts_cnn")
-    geno = genotype_lib.load("DARTS_V2")
+    geno = spaces.load("DARTS_V2")
     results = []
     for n in (1, N):
         mesh = parallel.make_mesh(n)
@@ -136,7 +135,7 @@ def test_search_run_on_8_devices_ends_where_1_device_ends(tmp_path):
         config.search.batch_size, config.search.epochs = 64, 2  # 18 steps, a checkpoint
         geno = search.run(config, str(tmp_path / f"dev{n}"))
         alphas[n] = np.load(tmp_path / f"dev{n}" / "alphas.npz")
-        assert genotype_lib.load_json(tmp_path / f"dev{n}" / "genotype.json") == geno
+        assert spaces.load_json(tmp_path / f"dev{n}" / "genotype.json") == geno
     # Adam divides by the gradient's running RMS, so where a gradient is at float-noise level
     # the update's sign is noise: compare to a fraction of one step (alpha_lr = 3e-4).
     np.testing.assert_allclose(alphas[N]["normal"], alphas[1]["normal"], rtol=0, atol=3e-5)

@@ -12,8 +12,8 @@ import time
 import numpy as np
 import pytest
 
-from dnas import configlib, data, search, train
-from dnas import genotype as genotype_lib
+from dnas import configlib, data, search, search_step, spaces, train
+from dnas import workdir as workdir_lib
 
 TINY = textwrap.dedent(
     """
@@ -53,13 +53,27 @@ def uninterrupted(tiny):
 
 def test_search_writes_its_outputs(uninterrupted):
     workdir, geno = uninterrupted
-    for name in ("config.json", "metrics.jsonl", "genotype.json", "alphas.npz", "checkpoints"):
+    outputs = ("config.json", "metrics.jsonl", "genotype.json", "alphas.npz", "checkpoints",
+               "alpha_history")  # fmt: skip
+    for name in outputs:
         assert (workdir / name).exists(), name
-    assert genotype_lib.load_json(workdir / "genotype.json") == geno
+    assert spaces.load_json(workdir / "genotype.json") == geno
     records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     epochs = [r for r in records if "epoch" in r]
     assert [r["epoch"] for r in epochs] == [1, 2]
-    assert all("alpha/normal/0_1/nor_conv_3x3" in r for r in epochs)
+    assert all(0 < r["alpha_entropy/normal"] <= np.log(5) + 1e-9 for r in epochs)
+    # Every epoch's mixing weights (DARTS: softmax of the alphas) and raw alphas, as arrays; the
+    # last epoch's alphas are the final ones.
+    files = sorted(p.name for p in (workdir / "alpha_history").iterdir())
+    assert files == ["epoch_0001.npz", "epoch_0002.npz"]
+    for name in files:
+        with np.load(workdir / "alpha_history" / name) as f:
+            alphas, weights = f["alphas/normal"], f["normal"]
+        assert weights.shape == alphas.shape == (6, 5)
+        softmax = np.exp(alphas - alphas.max(-1, keepdims=True))
+        np.testing.assert_allclose(weights, softmax / softmax.sum(-1, keepdims=True), rtol=1e-5)
+    with np.load(workdir / "alphas.npz") as f:
+        np.testing.assert_array_equal(alphas, f["normal"])
     assert any("genotype" in r for r in records)
     assert all(np.isfinite(r["train/loss"]) for r in records if "train/loss" in r)
 
@@ -94,6 +108,17 @@ def test_resume_after_kill_gives_identical_alphas(tiny, uninterrupted):
     want = np.load(expected_dir / "alphas.npz")
     for cell in want.files:
         np.testing.assert_array_equal(got[cell], want[cell])
+    # So are the per-epoch records of the mixing weights and alphas.
+    history = sorted(p.name for p in (expected_dir / "alpha_history").iterdir())
+    assert sorted(p.name for p in (workdir / "alpha_history").iterdir()) == history
+    for name in history:
+        with (
+            np.load(workdir / "alpha_history" / name) as g,
+            np.load(expected_dir / "alpha_history" / name) as w,
+        ):
+            assert sorted(g.files) == sorted(w.files)
+            for key in w.files:
+                np.testing.assert_array_equal(g[key], w[key])
     # The search being deterministic, a resume that started over from step 0 would end with the
     # same alphas. Each process logs its compile time at the step it starts from: the killed one
     # at 0, the resumed one at the checkpoint's step.
@@ -145,21 +170,23 @@ def test_fields_added_since_a_workdir_was_written_are_not_a_difference():
     """A workdir written before a field existed resumes when the field is at its default (or
     neutral where the default config lacks it); any other value, or a changed or dropped
     field, is named."""
+    defaults = configlib.default_config().to_dict()
+    changes = lambda old, current: workdir_lib.config_changes(old, current, defaults)
     current = configlib.default_config().to_dict()
     old = json.loads(json.dumps(current))
     del old["search"]["lr_offset_epochs"]
-    assert search.config_changes(old, current) == []
+    assert changes(old, current) == []
     current["strategy_args"] = {"resource_lambda": 0.0}
-    assert search.config_changes(old, current) == []
+    assert changes(old, current) == []
     current["strategy_args"] = {"resource_lambda": 0.01}
     current["search"]["lr_offset_epochs"] = 5
-    assert search.config_changes(old, current) == [
+    assert changes(old, current) == [
         "search.lr_offset_epochs", "strategy_args.resource_lambda",
     ]  # fmt: skip
     current = configlib.default_config().to_dict()
     old["search"]["lr"] = 1.0
     del current["seed"]
-    assert search.config_changes(old, current) == ["search.lr", "seed"]
+    assert changes(old, current) == ["search.lr", "seed"]
 
 
 @pytest.mark.parametrize(
@@ -200,7 +227,7 @@ def test_missing_dataset_fails_fast_with_instructions(tmp_path):
     )
     start = time.time()
     with pytest.raises(data.DatasetNotPreparedError, match="tfds build cifar10"):
-        search.setup(config)
+        search_step.setup(config)
     assert time.time() - start < 5
 
 

@@ -10,8 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dnas import configlib, optim, search, spaces, strategies
-from dnas import genotype as genotype_lib
+from dnas import configlib, optim, pipeline, search, spaces, strategies
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,7 +37,7 @@ def test_early_stop_hessian_and_evolution(tmp_path):
         evolution_sample_size=2, selection_rerank=2,
     )  # fmt: skip
     workdir = tmp_path / "run"
-    geno = search.run(config, str(workdir))
+    geno = pipeline.search_genotype(config, str(workdir))
     stop = json.loads((workdir / "early_stop.json").read_text())
     assert stop["epoch"] == 1 and "skip connections" in stop["reason"]
     records = _records(workdir)
@@ -59,9 +58,9 @@ def test_early_stop_hessian_and_evolution(tmp_path):
     ]
     assert [d["genotype"] for d in reranked] == top
     best = max(reranked, key=lambda d: d["val_accuracy"])
-    assert genotype_lib.load(best["genotype"]) == geno
+    assert spaces.load(best["genotype"]) == geno
     # Resuming a stopped search does not go on.
-    again = search.run(config, str(workdir))
+    again = pipeline.search_genotype(config, str(workdir))
     assert again == geno
     assert len([r for r in _records(workdir) if "epoch" in r]) == 1
 
@@ -69,16 +68,18 @@ def test_early_stop_hessian_and_evolution(tmp_path):
 def test_darts_pt_selection(tmp_path):
     config = tiny_config(epochs=1, selection="pt", pt_interval=1, pt_eval_batches=1)
     workdir = tmp_path / "pt"
-    geno = search.run(config, str(workdir))
+    geno = pipeline.search_genotype(config, str(workdir))
     decisions = [json.loads(x) for x in (workdir / "pt_decisions.jsonl").read_text().splitlines()]
-    space = spaces.get("nb201")
-    assert len(decisions) == space.num_edges  # one op decision per edge, no topology phase
-    assert [d["epoch"] for d in decisions] == list(range(space.num_edges))  # every pt_interval
-    assert sorted(tuple(d["edge"]) for d in decisions) == sorted(space.edges)
-    chosen = {tuple(d["edge"]): d["op"] for d in decisions}
-    for dst, node in zip(space.nodes, geno.cells()["normal"], strict=True):
+    topology = spaces.get("nb201").topology
+    labels = [f"{src}_{dst}" for src, dst in topology.edges]  # decisions name rows "src_dst"
+    assert len(decisions) == topology.num_edges  # one op decision per edge, no topology phase
+    assert [d["epoch"] for d in decisions] == list(range(topology.num_edges))  # every pt_interval
+    assert all(d["cell"] == "normal" for d in decisions)
+    assert sorted(d["edge"] for d in decisions) == sorted(labels)
+    chosen = {d["edge"]: d["op"] for d in decisions}
+    for dst, node in zip(topology.nodes, geno.normal, strict=True):
         for op, src in node:
-            assert chosen[(src, dst)] == op
+            assert chosen[f"{src}_{dst}"] == op
 
 
 @pytest.mark.parametrize("mode", ["rs", "adv"])
@@ -94,13 +95,14 @@ def test_darts_pt_holds_its_projection_in_the_perturbed_weight_step(mode):
     ctx = strategies.Context(space=space, steps_per_epoch=2, epochs=2)
     args = {"mode": mode, "epsilon_start": 0.3, "epsilon_end": 0.3}
     strategy = pt.with_projection(strategies.build("sdarts", ctx, args))
+    num_edges = space.topology.num_edges
     alphas = space.init_alphas(jax.random.key(0), 1.0)
     alphas |= {k: jnp.asarray(v) for k, v in pt.projection_init(space).items()}
-    onehot = np.zeros((space.num_edges, space.num_ops), np.float32)
+    onehot = np.zeros((num_edges, space.num_ops), np.float32)
     onehot[0, 3] = 1
-    alphas[f"{pt.FIXED}decided/normal"] = jnp.asarray(np.eye(space.num_edges)[0], jnp.float32)
+    alphas[f"{pt.FIXED}decided/normal"] = jnp.asarray(np.eye(num_edges)[0], jnp.float32)
     alphas[f"{pt.FIXED}onehot/normal"] = jnp.asarray(onehot)
-    alphas[f"{pt.FIXED}edge_keep/normal"] = jnp.ones(space.num_edges).at[1].set(0.0)
+    alphas[f"{pt.FIXED}edge_keep/normal"] = jnp.ones(num_edges).at[1].set(0.0)
     seen = []
     target = jax.random.normal(jax.random.key(1), onehot.shape)
 
@@ -146,7 +148,7 @@ def test_every_experiment_config_loads_and_builds_its_strategy(path, arg):
     if "search" in path.name:
         strategy = strategies.build(c.strategy, ctx, c.strategy_args.to_dict())
         assert isinstance(strategy, strategies.Strategy)
-    assert c.search.selection in search.SELECTIONS
+    assert c.search.selection in pipeline.SELECTIONS
     if arg and arg.endswith("smoke"):
         assert c.dataset == "digits"
 
@@ -165,9 +167,10 @@ def test_pdarts_stages(tmp_path):
     a.stage_layers, a.keep, a.max_skips = (1, 1, 1), (3, 2, 1), 1
     a.dropout_rate = (0.1, 0.2, 0.3)
     workdir = tmp_path / "pdarts"
-    geno = search.run(config, str(workdir))
-    assert genotype_lib.load_json(workdir / "genotype.json") == geno
+    geno = pipeline.search_genotype(config, str(workdir))
+    assert spaces.load_json(workdir / "genotype.json") == geno
     space = spaces.get("nb201")
+    topology = space.topology
     masks = []
     for stage in range(3):
         stage_config = json.loads((workdir / f"stage_{stage}" / "config.json").read_text())
@@ -177,9 +180,9 @@ def test_pdarts_stages(tmp_path):
     assert (masks[1].sum(-1) == 3).all() and (masks[2].sum(-1) == 2).all()
     assert (masks[2] <= masks[1]).all()
     skip = space.op_index("skip_connect")
-    for dst, node in zip(space.nodes, geno.normal, strict=True):
+    for dst, node in zip(topology.nodes, geno.normal, strict=True):
         for op, src in node:  # the final ops come from the last stage's op set, never `none`...
-            e = space.edge_index(src, dst)
+            e = topology.edge_index(src, dst)
             if op == "none":  # ...unless the skip cap removed this edge's skip connection
                 assert masks[2][e, skip] == 1
             else:
@@ -195,9 +198,10 @@ def test_drnas_progressive_stages(tmp_path):
     a = config.strategy_args
     a.progressive, a.stage_epochs, a.stage_partial_channels, a.keep = True, (2, 2), (2, 1), (3,)
     workdir = tmp_path / "drnas"
-    geno = search.run(config, str(workdir))
-    assert genotype_lib.load_json(workdir / "genotype.json") == geno
+    geno = pipeline.search_genotype(config, str(workdir))
+    assert spaces.load_json(workdir / "genotype.json") == geno
     space = spaces.get("nb201")
+    topology = space.topology
     stages = [json.loads((workdir / f"stage_{i}" / "config.json").read_text()) for i in (0, 1)]
     assert [c["search"]["partial_channels"] for c in stages] == [2, 1]
     assert [c["search"]["lr_offset_epochs"] for c in stages] == [0, 2]
@@ -211,9 +215,9 @@ def test_drnas_progressive_stages(tmp_path):
     np.put_along_axis(want, top3, 1, axis=-1)
     np.testing.assert_array_equal(mask, want)
     np.testing.assert_allclose(stages[1]["strategy_args"]["alphas_init"]["normal"], alpha0)
-    for dst, node in zip(space.nodes, geno.normal, strict=True):
+    for dst, node in zip(topology.nodes, geno.normal, strict=True):
         for op, src in node:  # the genotype's ops are among the last stage's
-            assert mask[space.edge_index(src, dst), space.op_index(op)] == 1
+            assert mask[topology.edge_index(src, dst), space.op_index(op)] == 1
     # One cosine over both stages (4 steps per epoch): record `step` s logs the lr of step s - 1,
     # in epoch 2 + (s - 1) // 4 of the 4.
     logged = [(r["step"], r["lr"]) for r in _records(workdir / "stage_1") if "lr" in r]
@@ -235,12 +239,15 @@ def test_drnas_progressive_stages(tmp_path):
         ("darts", {"selection_rerank": 3}, {}, "selection_rerank=0"),
     ],
 )  # fmt: skip
-def test_meaningless_option_combinations_fail_before_the_search(strategy, fields, args, message):
+def test_meaningless_option_combinations_fail_before_the_search(
+    strategy, fields, args, message, tmp_path
+):
     config = tiny_config(**fields)
     config.strategy = strategy
     config.strategy_args.update(args)
     with pytest.raises(configlib.ConfigError, match=message):
-        search.setup(config)
+        pipeline.search_genotype(config, str(tmp_path / "w"))
+    assert not (tmp_path / "w" / "checkpoints").exists()  # refused before the first step
 
 
 def test_early_stop_when_the_ranking_is_stable(tmp_path):

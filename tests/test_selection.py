@@ -4,35 +4,45 @@ regularised evolution on synthetic fitness functions whose optimum is known."""
 import numpy as np
 import pytest
 
-from dnas import discretise, genotype, selection, spaces
+from dnas import selection, spaces
 
 DARTS = spaces.get("darts_cnn")
 NB201 = spaces.get("nb201")
+DARTS_CELL = DARTS.topology  # node and edge numbering
+
+
+def _revalidated(g):
+    """`g` built again from its fields by its space, which validates them (a ValueError
+    otherwise) and must give back an equal genotype."""
+    again = g.search_space.genotype(**g.fields())
+    assert again == g
+    return again
 
 
 @pytest.mark.parametrize("space", [DARTS, NB201], ids=lambda s: s.name)
 def test_random_genotypes_are_valid_and_their_mix_discretises_back(space):
     rng = np.random.default_rng(0)
     for _ in range(20):
-        g = selection.random_genotype(space, rng)
-        g.validate()
-        mix = selection.genotype_mix(space, g)
-        for cell in space.cell_types:
-            assert mix[cell].sum() == sum(len(node) for node in g.cells()[cell])
-        back = discretise.discretise(space, mix)
-        for cell in space.cell_types:  # same edges and ops (DARTS may list a node's edges
+        g = space.random_genotype(rng)
+        assert g.space == space.name
+        _revalidated(g)
+        mix = space.genotype_mix(g)
+        for cell in space.groups:
+            assert mix[cell].sum() == sum(len(node) for node in g[cell])
+        back = space.discretise(mix)
+        for cell in space.groups:  # same edges and ops (DARTS may list a node's edges
             # in another order)
-            for a, b in zip(back.cells()[cell], g.cells()[cell], strict=True):
+            for a, b in zip(back[cell], g[cell], strict=True):
                 assert sorted(a, key=lambda e: e[1]) == sorted(b, key=lambda e: e[1])
 
 
 def test_published_genotype_mix():
-    g = genotype.load("darts_v2")
-    mix = selection.genotype_mix(DARTS, g)
+    g = spaces.load("darts_v2")
+    mix = DARTS.genotype_mix(g)
     # node 2 of the normal cell: sep_conv_3x3 from 0 and from 1
     sep = DARTS.op_index("sep_conv_3x3")
-    assert mix["normal"][DARTS.edge_index(0, 2), sep] == 1
-    assert mix["normal"][DARTS.edge_index(1, 2), sep] == 1
+    assert mix["normal"][DARTS_CELL.edge_index(0, 2), sep] == 1
+    assert mix["normal"][DARTS_CELL.edge_index(1, 2), sep] == 1
     assert mix["normal"].sum() == 8 and mix["reduce"].sum() == 8
 
 
@@ -40,8 +50,8 @@ def _changes(space, a, b):
     """Edges (op, input) of `a` that `b` does not have, over all nodes and cells."""
     return sum(
         len(set(na) - set(nb))
-        for cell in space.cell_types
-        for na, nb in zip(a.cells()[cell], b.cells()[cell], strict=True)
+        for cell in space.groups
+        for na, nb in zip(a[cell], b[cell], strict=True)
     )
 
 
@@ -49,17 +59,15 @@ def _changes(space, a, b):
 def test_mutation_changes_exactly_one_edge(space):
     rng = np.random.default_rng(1)
     for _ in range(30):
-        parent = selection.random_genotype(space, rng)
-        child = selection.mutate(space, parent, rng)
-        child.validate()
+        parent = space.random_genotype(rng)
+        child = space.mutate(parent, rng)
+        _revalidated(child)
         assert _changes(space, parent, child) == 1
 
 
 def _fitness(space):
     """Number of nor_conv_3x3 (NB201) edges: the optimum has every edge at nor_conv_3x3."""
-    return lambda g: float(
-        sum(op == "nor_conv_3x3" for node in g.cells()["normal"] for op, _ in node)
-    )
+    return lambda g: float(sum(op == "nor_conv_3x3" for node in g["normal"] for op, _ in node))
 
 
 def test_random_search_keeps_the_best_sample():
@@ -104,32 +112,32 @@ def test_pt_projection_and_genotype():
 
     from dnas import pt
 
-    space = DARTS
+    space, cells = DARTS, DARTS_CELL
     proj = pt.projection_init(space)
-    mix = {c: jnp.full((space.num_edges, space.num_ops), 0.125) for c in space.cell_types}
+    mix = {c: jnp.full((cells.num_edges, space.num_ops), 0.125) for c in space.groups}
     same = pt.project(mix, proj)
     np.testing.assert_array_equal(same["normal"], mix["normal"])
-    e = space.edge_index(1, 3)
+    e = cells.edge_index(1, 3)
     proj[f"{pt.FIXED}decided/normal"][e] = 1.0
     proj[f"{pt.FIXED}onehot/normal"][e, space.op_index("sep_conv_5x5")] = 1.0
-    proj[f"{pt.FIXED}edge_keep/normal"][space.edge_index(2, 4)] = 0.0
-    keep = {c: np.ones((space.num_edges, space.num_ops), np.float32) for c in space.cell_types}
+    proj[f"{pt.FIXED}edge_keep/normal"][cells.edge_index(2, 4)] = 0.0
+    keep = {c: np.ones((cells.num_edges, space.num_ops), np.float32) for c in space.groups}
     keep["reduce"][0, 2] = 0.0
     got = pt.project(mix, proj, keep)
     np.testing.assert_array_equal(
         got["normal"][e], np.eye(space.num_ops)[space.op_index("sep_conv_5x5")]
     )
-    np.testing.assert_array_equal(got["normal"][space.edge_index(2, 4)], 0.0)
+    np.testing.assert_array_equal(got["normal"][cells.edge_index(2, 4)], 0.0)
     assert got["reduce"][0, 2] == 0 and got["reduce"][0, 1] == 0.125
     # A full projection is a genotype.
-    g = genotype.load("darts_v2")
+    g = spaces.load("darts_v2")
     proj = pt.projection_init(space)
-    for cell, w in selection.genotype_mix(space, g).items():
+    for cell, w in space.genotype_mix(g).items():
         proj[f"{pt.FIXED}onehot/{cell}"][:] = np.eye(space.num_ops)[w.argmax(-1)]
         proj[f"{pt.FIXED}edge_keep/{cell}"][:] = w.sum(-1)
     back = pt.genotype_of(space, proj)
-    for cell in space.cell_types:
-        for a, b in zip(back.cells()[cell], g.cells()[cell], strict=True):
+    for cell in space.groups:
+        for a, b in zip(back[cell], g[cell], strict=True):
             assert sorted(a, key=lambda e: e[1]) == sorted(b, key=lambda e: e[1])
 
 
@@ -137,7 +145,7 @@ def test_pdarts_pruning_and_skip_cap():
     from dnas import progressive, strategies
 
     rng = np.random.default_rng(0)
-    alpha = rng.normal(size=(DARTS.num_edges, DARTS.num_ops))
+    alpha = rng.normal(size=(DARTS_CELL.num_edges, DARTS.num_ops))
     mask = np.ones_like(alpha)
     mask[:, DARTS.op_index("sep_conv_5x5")] = 0
     w = np.asarray(strategies.masked_softmax({"normal": alpha}, {"normal": mask})["normal"])
@@ -145,7 +153,7 @@ def test_pdarts_pruning_and_skip_cap():
     assert (w[:, DARTS.op_index("sep_conv_5x5")] == 0).all()
     new = progressive.prune(DARTS, w, mask, 3, last=False)
     assert (new.sum(-1) == 3).all() and (new <= mask).all()
-    for e in range(DARTS.num_edges):  # the kept ops are the three largest remaining weights
+    for e in range(DARTS_CELL.num_edges):  # the kept ops are the three largest remaining weights
         assert set(np.flatnonzero(new[e])) == set(np.argsort(-w[e])[:3])
     last = progressive.prune(DARTS, w, mask, 1, last=True)
     assert (last[:, DARTS.op_index("none")] == 0).all()
@@ -154,24 +162,25 @@ def test_pdarts_pruning_and_skip_cap():
     # weakest chosen skip is dropped (its edge falls back to sep_conv_3x3, weaker than any skip)
     # until only those two are left, and dropped skips never come back.
     skip = DARTS.op_index("skip_connect")
-    weights = {c: np.full((DARTS.num_edges, DARTS.num_ops), 0.01) for c in DARTS.cell_types}
-    weights["normal"][:, skip] = np.linspace(0.5, 0.9, DARTS.num_edges)
+    weights = {c: np.full((DARTS_CELL.num_edges, DARTS.num_ops), 0.01) for c in DARTS.groups}
+    weights["normal"][:, skip] = np.linspace(0.5, 0.9, DARTS_CELL.num_edges)
     weights["normal"][:, DARTS.op_index("sep_conv_3x3")] = 0.2
     g = progressive.cap_skips(DARTS, weights, 2)
-    nodes = zip(DARTS.nodes, g.normal, strict=True)
+    nodes = zip(DARTS_CELL.nodes, g.normal, strict=True)
     skips = [(src, dst) for dst, node in nodes for op, src in node if op == "skip_connect"]
-    strongest = sorted(DARTS.edges, key=lambda e: -weights["normal"][DARTS.edge_index(*e), skip])
+    strength = lambda e: weights["normal"][DARTS_CELL.edge_index(*e), skip]
+    strongest = sorted(DARTS_CELL.edges, key=lambda e: -strength(e))
     assert sorted(skips) == sorted(strongest[:2]) == [(3, 5), (4, 5)]
     normal_ops = sorted(op for node in g.normal for op, _ in node)
     assert normal_ops == ["sep_conv_3x3"] * 6 + ["skip_connect"] * 2
-    assert g.reduce == discretise.discretise(DARTS, weights).reduce  # the cap is on normal only
-    assert progressive.cap_skips(DARTS, weights, 8) == discretise.discretise(DARTS, weights)
+    assert g.reduce == DARTS.discretise(weights).reduce  # the cap is on normal only
+    assert progressive.cap_skips(DARTS, weights, 8) == DARTS.discretise(weights)
 
 
 def test_rerank_rescores_the_best_distinct_genotypes():
     space = spaces.get("nb201")
     rng = np.random.default_rng(0)
-    a, b, c, d = (selection.random_genotype(space, rng) for _ in range(4))
+    a, b, c, d = (space.random_genotype(rng) for _ in range(4))
     history = [(a, 0.5), (b, 0.9), (a, 0.8), (c, 0.7), (d, 0.1)]
     full = {a.to_string(): 0.6, b.to_string(): 0.4, c.to_string(): 0.65, d.to_string(): 1.0}
     calls = []

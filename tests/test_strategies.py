@@ -15,14 +15,16 @@ from dnas import (
     ops,
     optim,
     relaxations,
-    search,
+    search_step,
     spaces,
     strategies,
     supernet,
 )
+from dnas.state import SearchState
 
 NB201 = spaces.get("nb201")
 DARTS = spaces.get("darts_cnn")
+NB201_CELL, DARTS_CELL = NB201.topology, DARTS.topology  # cell graphs: nodes, edges
 
 
 def ctx(space=DARTS, **kw):
@@ -68,7 +70,7 @@ def test_gdas_one_op_per_edge_with_straight_through_gradient():
 
 
 def _nb201_cell(**kw):
-    return supernet.MixedCell(NB201, 4, **kw)
+    return supernet.MixedCell(NB201_CELL, 4, **kw)
 
 
 def test_single_op_cell_computes_only_the_selected_op():
@@ -85,9 +87,9 @@ def test_single_op_cell_computes_only_the_selected_op():
 
     poisoned = jax.tree.map(lambda p: p, params)
     for group, from_inputs in (("input_edges", True), ("node_edges", False)):
-        rows = supernet.edge_group(NB201, from_inputs)
+        rows = supernet.edge_group(NB201_CELL, from_inputs)
         for op, tree in params[group].items():
-            keep = np.array([NB201.primitives[int(choice[r])] == op for r in rows])
+            keep = np.array([NB201.ops[int(choice[r])] == op for r in rows])
             poisoned[group][op] = jax.tree.map(
                 lambda p, keep=keep: jnp.where(keep.reshape(-1, *[1] * (p.ndim - 1)), p, jnp.nan),
                 tree,
@@ -100,12 +102,12 @@ def test_single_op_cell_computes_only_the_selected_op():
 def test_pc_darts_edge_normalisation_and_partial_channels():
     s = strategies.build("pc_darts", ctx())
     alphas = s.init_alphas(DARTS, jax.random.key(0), 1.0)
-    assert alphas["beta/normal"].shape == (DARTS.num_edges,)
+    assert alphas["beta/normal"].shape == (DARTS_CELL.num_edges,)
     mix = s.mix_weights(alphas, None, 0)
-    for cell in DARTS.cell_types:
+    for cell in DARTS.groups:
         w = np.asarray(mix[cell])
-        for dst in DARTS.nodes:  # every node's incoming weights sum to one...
-            rows = [DARTS.edge_index(src, dst) for src in range(dst)]
+        for dst in DARTS_CELL.nodes:  # every node's incoming weights sum to one...
+            rows = [DARTS_CELL.edge_index(src, dst) for src in range(dst)]
             np.testing.assert_allclose(w[rows].sum(), 1.0, rtol=1e-6)
             beta = np.asarray(alphas[f"beta/{cell}"])[rows]  # ...split by softmax(beta)
             np.testing.assert_allclose(w[rows].sum(-1), np.exp(beta) / np.exp(beta).sum(), 1e-5)
@@ -113,19 +115,19 @@ def test_pc_darts_edge_normalisation_and_partial_channels():
     # Partial channels: C/K channels through ops of C/K channels, the rest bypass; shuffled.
     K, C = 2, 4
     x = jax.random.normal(jax.random.key(1), (2, 6, 6, C))
-    w = jax.nn.softmax(jax.random.normal(jax.random.key(2), (NB201.num_edges, NB201.num_ops)))
+    w = jax.nn.softmax(jax.random.normal(jax.random.key(2), (NB201_CELL.num_edges, NB201.num_ops)))
     w = w * 0.7  # edge weights that do not sum to one, as under edge normalisation
     cell = _nb201_cell(partial_channels=K)
     params = cell.init(jax.random.key(3), [x], w, True)["params"]
     assert params["input_edges"]["nor_conv_3x3"]["kernel"].shape[-2:] == (C // K, C // K)
     got = cell.apply({"params": params}, [x], w, True)[0]  # node 1 = edge 0 -> 1
-    e = NB201.edge_index(0, 1)
+    e = NB201_CELL.edge_index(0, 1)
     mixed = 0
-    for op in NB201.primitives:
+    for op in NB201.ops:
         if op == "none":
             continue
         module = ops.make_op(op, C // K, C // K, 1, affine=False, track_running_stats=False)
-        p = supernet.edge_params(params, NB201, 0, 1, op)
+        p = supernet.edge_params(params, NB201_CELL, 0, 1, op)
         variables = {"params": p} if p else {}
         mixed = mixed + w[e, NB201.op_index(op)] * module.apply(variables, x[..., : C // K], True)
     joined = np.concatenate([mixed, w[e].sum() * x[..., C // K :]], -1)
@@ -140,19 +142,19 @@ def test_pc_darts_reduction_edge_bypass_is_max_pooled():
     pool (PC-DARTS' `MixedOp`) before the shuffle."""
     K, C = 2, 4
     x = jax.random.normal(jax.random.key(1), (2, 6, 6, C))
-    w = 0.6 * jax.nn.softmax(jax.random.normal(jax.random.key(2), (DARTS.num_edges, 8)))
-    cell = supernet.MixedCell(DARTS, C, reduction=True, bn_after_pool=True, partial_channels=K)
+    w = 0.6 * jax.nn.softmax(jax.random.normal(jax.random.key(2), (DARTS_CELL.num_edges, 8)))
+    cell = supernet.MixedCell(DARTS_CELL, C, reduction=True, bn_after_pool=True, partial_channels=K)
     params = cell.init(jax.random.key(3), [x, x], w, True)["params"]
     nodes = cell.apply({"params": params}, [x, x], w, True)
     # Node 2 = edge (0, 2) + edge (1, 2), both stride 2 from the same input here.
     want = 0
     for src in (0, 1):
-        e, mixed = DARTS.edge_index(src, 2), 0
-        for op in DARTS.primitives:
+        e, mixed = DARTS_CELL.edge_index(src, 2), 0
+        for op in DARTS.ops:
             if op == "none":
                 continue
             module = ops.make_op(op, C // K, C // K, 2, affine=False, track_running_stats=False)
-            p = supernet.edge_params(params, DARTS, src, 2, op)
+            p = supernet.edge_params(params, DARTS_CELL, src, 2, op)
             y = module.apply({"params": p} if p else {}, x[..., : C // K], True)
             if op.endswith("pool_3x3"):  # DARTS' MixedOp: BatchNorm(affine=False) after pools
                 m, v = y.mean((0, 1, 2)), y.var((0, 1, 2))
@@ -169,8 +171,8 @@ def test_pdarts_skip_dropout_mask_and_schedule():
     with a fraction ~rate of entries zeroed and the rest scaled by 1 / (1 - rate); a conv edge
     and the no-dropout path are untouched. The rate follows the authors' per-epoch schedule."""
     x = jax.random.normal(jax.random.key(0), (8, 8, 8, 4))
-    skip = jax.nn.one_hot(jnp.full((NB201.num_edges,), NB201.op_index("skip_connect")), 5)
-    conv = jax.nn.one_hot(jnp.full((NB201.num_edges,), NB201.op_index("nor_conv_3x3")), 5)
+    skip = jax.nn.one_hot(jnp.full((NB201_CELL.num_edges,), NB201.op_index("skip_connect")), 5)
+    conv = jax.nn.one_hot(jnp.full((NB201_CELL.num_edges,), NB201.op_index("nor_conv_3x3")), 5)
     cell = _nb201_cell()
     params = cell.init(jax.random.key(1), [x], skip, True)
     rngs = {"dropout": jax.random.key(2)}
@@ -194,7 +196,7 @@ def test_pdarts_skip_dropout_mask_and_schedule():
     assert strategies.build("pdarts", ctx(NB201)).skip_dropout is None
     # Through the DARTS supernet: identity skips only (the reduction cells' stride-2 skips are
     # FactorizedReduce); a different key drops differently, rate None is the plain forward.
-    model = supernet.build("darts_cnn", 10, C=2, layers=2)
+    model = DARTS.supernet(10, C=2, layers=2)
     xs = jax.random.normal(jax.random.key(4), (2, 8, 8, 1))
     mix = {c: jax.nn.one_hot(jnp.full((14,), DARTS.op_index("skip_connect")), 8) for c in
            ("normal", "reduce")}  # fmt: skip
@@ -239,19 +241,25 @@ def test_fair_darts_weights_are_independent_sigmoids_and_zero_one_loss():
     np.testing.assert_allclose(s.regularizer(alphas, 0), want, rtol=1e-5)
 
 
+def _dirichlet_mean(a):
+    """The mean of Dir(elu(a) + 1): concentration / its sum."""
+    conc = relaxations.concentration(a)
+    return conc / jnp.sum(conc, -1, keepdims=True)
+
+
 def test_drnas_weights_are_random_points_of_the_simplex_with_pathwise_gradients():
     s = strategies.build("drnas", ctx())
     alphas = alphas_of(DARTS, scale=0.5)
     a = s.mix_weights(alphas, jax.random.key(0), 0)
     b = s.mix_weights(alphas, jax.random.key(1), 0)
-    for cell in DARTS.cell_types:
+    for cell in DARTS.groups:
         w = np.asarray(a[cell])
         assert (w >= 0).all()
         np.testing.assert_allclose(w.sum(-1), 1.0, rtol=1e-5)
         assert not np.allclose(w, b[cell])
     conc = np.asarray(jax.nn.elu(alphas["normal"]) + 1)
     np.testing.assert_allclose(
-        relaxations.dirichlet_mean(alphas)["normal"], conc / conc.sum(-1, keepdims=True), 1e-6
+        _dirichlet_mean(alphas["normal"]), conc / conc.sum(-1, keepdims=True), 1e-6
     )
     # Pathwise gradient: d E[w] / d alpha by many samples ~ d mean / d alpha.
     keys = jax.random.split(jax.random.key(5), 4000)
@@ -260,9 +268,7 @@ def test_drnas_weights_are_random_points_of_the_simplex_with_pathwise_gradients(
         jax.vmap(lambda k: first(relaxations.dirichlet({"normal": a}, k)))(keys)
     )
     sampled = jax.grad(sample_mean)(alphas["normal"][:1])
-    exact = jax.grad(lambda a: first(relaxations.dirichlet_mean({"normal": a})))(
-        alphas["normal"][:1]
-    )
+    exact = jax.grad(lambda a: first({"normal": _dirichlet_mean(a)}))(alphas["normal"][:1])
     np.testing.assert_allclose(sampled, exact, atol=0.02)
 
 
@@ -270,7 +276,7 @@ def test_drnas_masked_dirichlet_is_the_dirichlet_of_the_kept_ops():
     """Progressive DrNAS: with an op mask, the weights are Dir(conc of the kept ops) (moments
     against the closed form) and exactly zero elsewhere; the genotype weights are the masked
     softmax; `alphas_init` sets the starting alphas."""
-    mask = np.ones((NB201.num_edges, NB201.num_ops), np.float32)
+    mask = np.ones((NB201_CELL.num_edges, NB201.num_ops), np.float32)
     mask[:, [0, 3]] = 0.0
     alphas = alphas_of(NB201)
     s = strategies.build("drnas", ctx(NB201), {"ops_mask": {"normal": mask.tolist()}})
@@ -330,7 +336,7 @@ def test_beta_darts_regulariser_is_the_formula():
     for step, lam in [(0, 0.0), (20, 20.0), (40, 40.0)]:
         np.testing.assert_allclose(s.regularizer(alphas, step), lam * smoothmax, rtol=1e-5)
     g = jax.grad(lambda a: strategies.beta_decay_loss(a))(alphas)  # = softmax / num_edges
-    np.testing.assert_allclose(g["normal"], jax.nn.softmax(alphas["normal"]) / DARTS.num_edges,
+    np.testing.assert_allclose(g["normal"], jax.nn.softmax(alphas["normal"]) / DARTS_CELL.num_edges,
                                rtol=1e-5)  # fmt: skip
 
 
@@ -395,20 +401,20 @@ def test_random_ws_samples_uniform_architectures_and_leaves_alphas():
     distinct inputs per node, one op other than `none` on each, uniform over ops and inputs."""
     s = strategies.build("random_ws", ctx())
     alphas = alphas_of(DARTS)
-    counts, inputs = np.zeros(DARTS.num_ops), np.zeros(DARTS.num_edges)
+    counts, inputs = np.zeros(DARTS.num_ops), np.zeros(DARTS_CELL.num_edges)
     for i in range(300):
         w = np.asarray(s.mix_weights(alphas, jax.random.key(i), 0)["normal"])
         assert set(np.unique(w)) <= {0.0, 1.0}
-        for dst in DARTS.nodes:
-            rows = [DARTS.edge_index(src, dst) for src in range(dst)]
+        for dst in DARTS_CELL.nodes:
+            rows = [DARTS_CELL.edge_index(src, dst) for src in range(dst)]
             assert w[rows].sum() == 2 and (w[rows].sum(-1) <= 1).all()
         counts += w.sum(0)
         inputs += w.sum(-1)
     assert counts[DARTS.op_index("none")] == 0
     freq = np.delete(counts, DARTS.op_index("none")) / counts.sum()
     np.testing.assert_allclose(freq, 1 / (DARTS.num_ops - 1), atol=0.02)
-    for dst in DARTS.nodes:  # every input of a node equally likely: 2 / dst
-        rows = [DARTS.edge_index(src, dst) for src in range(dst)]
+    for dst in DARTS_CELL.nodes:  # every input of a node equally likely: 2 / dst
+        rows = [DARTS_CELL.edge_index(src, dst) for src in range(dst)]
         np.testing.assert_allclose(inputs[rows] / 300, 2 / dst, atol=0.1)
     assert not s.update_alphas and s.one_hot
 
@@ -428,8 +434,9 @@ def test_edge_costs_count_each_op_by_hand():
     """Costs of a DARTS supernet (C=4, 5 cells, 8x8 inputs) against the op formulas: a 3x3
     separable conv block twice (depthwise 9C + pointwise C^2 each), multiply-adds per output
     pixel, memory access = parameters + input + output activations."""
-    model = supernet.build("darts_cnn", 10, C=4, layers=5)
-    costs = supernet.edge_costs(model, (8, 8, 1))
+    model = DARTS.supernet(10, C=4, layers=5)
+    costs = supernet.edge_costs(model, DARTS.alpha_shapes, (8, 8, 1))
+    np.testing.assert_equal(DARTS.op_costs(model, (8, 8, 1)), costs)  # the space's, the same
     assert costs["normal"].shape == (3, 14, 8, 3) and costs["reduce"].shape == (2, 14, 8, 3)
     sep3, skip, none = (DARTS.op_index(o) for o in ("sep_conv_3x3", "skip_connect", "none"))
     C, hw = 4, 64  # first normal cell: 8x8, C=4
@@ -441,7 +448,7 @@ def test_edge_costs_count_each_op_by_hand():
     np.testing.assert_array_equal(costs["normal"][:, :, none], 0)
     # First reduction cell: C=8, 8x8 -> 4x4 on edges from the inputs, 4x4 on the others;
     # its skip_connect is a FactorizedReduce (two 1x1 convs C -> C/2) on the stride-2 edges.
-    C, e_in, e_node = 8, DARTS.edge_index(0, 2), DARTS.edge_index(2, 3)
+    C, e_in, e_node = 8, DARTS_CELL.edge_index(0, 2), DARTS_CELL.edge_index(2, 3)
     block_s2 = 16 * (9 * C + C * C)  # 4x4 outputs
     np.testing.assert_array_equal(
         costs["reduce"][0, e_in, sep3, :2], [2 * (9 * C + C * C), 2 * block_s2]
@@ -449,18 +456,18 @@ def test_edge_costs_count_each_op_by_hand():
     np.testing.assert_array_equal(costs["reduce"][0, e_in, skip, :2], [C * C, 16 * C * C])
     np.testing.assert_array_equal(costs["reduce"][0, e_node, skip], [0, 0, 2 * 16 * C])
     # Partial channels: the ops see C/K channels.
-    pc = supernet.edge_costs(supernet.build("darts_cnn", 10, C=8, layers=5, partial_channels=2),
-                             (8, 8, 1))  # fmt: skip
+    pc_model = DARTS.supernet(10, C=8, layers=5, partial_channels=2)
+    pc = supernet.edge_costs(pc_model, DARTS.alpha_shapes, (8, 8, 1))
     np.testing.assert_array_equal(pc["normal"], costs["normal"])
 
 
 def test_snas_resource_penalty_formula_and_pull_to_cheap_ops():
-    model = supernet.build("darts_cnn", 10, C=4, layers=5)
+    model = DARTS.supernet(10, C=4, layers=5)
     calls = []
 
     def edge_costs():
         calls.append(1)
-        return supernet.edge_costs(model, (8, 8, 1))
+        return supernet.edge_costs(model, DARTS.alpha_shapes, (8, 8, 1))
 
     s = strategies.build("snas", ctx(edge_costs=edge_costs), {"resource_lambda": 0.1})
     assert len(calls) == 1
@@ -483,8 +490,8 @@ def test_snas_resource_penalty_formula_and_pull_to_cheap_ops():
     def one_hot(choice):  # cell type -> the op of every edge
         out = {}
         for c, k in choice.items():
-            a = np.zeros((DARTS.num_edges, DARTS.num_ops), np.float32)
-            a[np.arange(DARTS.num_edges), k] = 50.0
+            a = np.zeros((DARTS_CELL.num_edges, DARTS.num_ops), np.float32)
+            a[np.arange(DARTS_CELL.num_edges), k] = 50.0
             out[c] = jnp.asarray(a)
         return out
 
@@ -495,12 +502,12 @@ def test_snas_resource_penalty_formula_and_pull_to_cheap_ops():
     normal = np.mean([14 * log_cost(4, 64, 64), 14 * log_cost(8, 16, 16), 14 * log_cost(16, 4, 4)])
     reduce = np.mean([8 * log_cost(8, 64, 16) + 6 * log_cost(8, 16, 16),
                       8 * log_cost(16, 16, 4) + 6 * log_cost(16, 4, 4)])  # fmt: skip
-    all_sep3 = one_hot({c: [sep3] * DARTS.num_edges for c in ("normal", "reduce")})
+    all_sep3 = one_hot({c: [sep3] * DARTS_CELL.num_edges for c in ("normal", "reduce")})
     got = float(s.regularizer(all_sep3, 0))
     np.testing.assert_allclose(got, 0.1 * (normal + reduce), rtol=1e-5)
     # Other convolutions, edge by edge: the costs table's entries of the chosen ops.
-    conv_ops = [DARTS.op_index(o) for o in DARTS.primitives if "conv" in o]
-    choice = {c: [conv_ops[(e + i) % len(conv_ops)] for e in range(DARTS.num_edges)]
+    conv_ops = [DARTS.op_index(o) for o in DARTS.ops if "conv" in o]
+    choice = {c: [conv_ops[(e + i) % len(conv_ops)] for e in range(DARTS_CELL.num_edges)]
               for i, c in enumerate(("normal", "reduce"))}  # fmt: skip
     chosen = sum(
         np.mean([sum(np.log(costs[c][n, e, k]).mean() for e, k in enumerate(choice[c]))
@@ -514,7 +521,7 @@ def test_snas_resource_penalty_formula_and_pull_to_cheap_ops():
         g = jax.grad(s.regularizer)(a, 0)
         a = jax.tree.map(lambda x, g: x - 10.0 * g, a, g)
     w = np.asarray(jax.nn.softmax(a["normal"])).mean(0)
-    convs = [DARTS.op_index(o) for o in DARTS.primitives if "conv" in o]
+    convs = [DARTS.op_index(o) for o in DARTS.ops if "conv" in o]
     assert w[convs].max() < 1 / DARTS.num_ops < w[DARTS.op_index("none")]
     # Off by default, and refused without costs.
     assert float(strategies.build("snas", ctx()).regularizer(alphas, 0)) == 0.0
@@ -528,8 +535,8 @@ def test_hessian_eigenvalue_matches_dense_eigendecomposition():
     with jax.enable_x64(True):
         x = jax.random.normal(jax.random.key(0), (3, 4, 4, 2), jnp.float64)
         labels = jnp.array([0, 1, 2])
-        cell = supernet.MixedCell(NB201, 2)
-        alphas = {"normal": 0.3 * jax.random.normal(jax.random.key(1), (NB201.num_edges, 5))}
+        cell = supernet.MixedCell(NB201_CELL, 2)
+        alphas = {"normal": 0.3 * jax.random.normal(jax.random.key(1), (NB201_CELL.num_edges, 5))}
         w0 = jax.nn.softmax(alphas["normal"])
         params = jax.tree.map(
             lambda p: p.astype(jnp.float64), cell.init(jax.random.key(2), [x], w0, True)["params"]
@@ -554,9 +561,7 @@ def test_hessian_eigenvalue_matches_dense_eigendecomposition():
 
 
 def test_count_op_counts_skip_connections():
-    from dnas import genotype as genotype_lib
-
-    g = genotype_lib.load("darts_v2")  # the DARTS_V2 string in test_genotype.py
+    g = spaces.load("darts_v2")  # the DARTS_V2 string in test_genotype.py
     assert diagnostics.count_op(g, "skip_connect", "normal") == 2
     assert diagnostics.count_op(g, "skip_connect", "reduce") == 3
     assert diagnostics.count_op(g, "max_pool_3x3", "reduce") == 5
@@ -569,7 +574,7 @@ class _TinySearchNet(flax.linen.Module):
     @flax.linen.compact
     def __call__(self, x, mix, *, train=True):
         x = flax.linen.Conv(4, (1, 1), use_bias=False)(x)
-        x = supernet.MixedCell(NB201, 4)([x], mix["normal"], train)[-1]
+        x = supernet.MixedCell(NB201_CELL, 4)([x], mix["normal"], train)[-1]
         return flax.linen.Dense(10)(jnp.mean(x, axis=(1, 2)))
 
 
@@ -589,13 +594,15 @@ def test_every_strategy_runs_search_steps(name, args):
     c = strategies.Context(NB201, "first", weight_tx, lambda s: jnp.asarray(0.05), 2, 2)
     strategy = strategies.build(name, c, args)
     model = _TinySearchNet()
-    loss_fn = search.make_loss_fn(model, strategy, info, search.Augmentation())
-    step_fn = jax.jit(search.make_step(loss_fn, strategy, weight_tx, alpha_tx, c.learning_rate))
+    loss_fn = search_step.make_loss_fn(model, strategy, info, search_step.Augmentation())
+    step_fn = jax.jit(
+        search_step.make_step(loss_fn, strategy, weight_tx, alpha_tx, c.learning_rate)
+    )
     init_alphas = strategy.init_alphas or type(NB201).init_alphas
     alphas = init_alphas(NB201, jax.random.key(0), 1e-3)
     x = jax.random.uniform(jax.random.key(1), (8, 8, 8, 1))
     params = model.init(jax.random.key(2), x, strategy.final_weights(alphas))["params"]
-    state = search.SearchState(
+    state = SearchState(
         step=jnp.zeros((), jnp.int32), params=params, alphas=alphas,
         weight_opt_state=weight_tx.init(params), alpha_opt_state=alpha_tx.init(alphas),
         rng=jax.random.key(3),

@@ -10,7 +10,8 @@ from dnas import evaluate, ops, spaces, supernet
 
 
 def _reference_cell(space, cell_params, inputs, choice, reduction, bn_after_pool):
-    """Node by node, edge by edge, with `ops.make_op` modules: sum of the chosen op per edge."""
+    """Node by node, edge by edge, with `ops.make_op` modules: sum of the chosen op per edge.
+    `space`: the cell topology."""
     states = list(inputs)
     C = inputs[0].shape[-1]
     for dst in space.nodes:
@@ -34,12 +35,12 @@ def _reference_cell(space, cell_params, inputs, choice, reduction, bn_after_pool
     [("darts_cnn", False, True), ("darts_cnn", True, True), ("nb201", False, False)],
 )
 def test_one_hot_mixing_equals_the_chosen_ops(space_name, reduction, bn_after_pool):
-    space = spaces.get(space_name)
+    space = spaces.get(space_name).topology
     C = 4
     with jax.enable_x64(True):
         keys = jax.random.split(jax.random.key(0), space.num_inputs)
         inputs = [jax.random.normal(k, (2, 8, 8, C), jnp.float64) for k in keys]
-        cell = supernet.MixedCell(space, C, reduction, bn_after_pool)
+        cell = supernet.MixedCell(space, C, reduction, bn_after_pool=bn_after_pool)
         w = jnp.full((space.num_edges, space.num_ops), 1 / space.num_ops, jnp.float64)
         params = cell.init(jax.random.key(1), inputs, w, True)["params"]
         params = jax.tree.map(lambda p: p.astype(jnp.float64), params)
@@ -56,7 +57,7 @@ def test_one_hot_mixing_equals_the_chosen_ops(space_name, reduction, bn_after_po
 
 
 def test_mixing_is_linear_in_the_weights():
-    space = spaces.get("nb201")
+    space = spaces.get("nb201").topology
     with jax.enable_x64(True):
         x = jax.random.normal(jax.random.key(0), (2, 8, 8, 4), jnp.float64)
         cell = supernet.MixedCell(space, 4)
@@ -72,7 +73,7 @@ def test_mixing_is_linear_in_the_weights():
 
 
 def test_none_column_does_not_change_the_output():
-    space = spaces.get("nb201")
+    space = spaces.get("nb201").topology
     x = jax.random.normal(jax.random.key(0), (2, 8, 8, 4))
     cell = supernet.MixedCell(space, 4)
     w = jax.random.uniform(jax.random.key(1), (space.num_edges, space.num_ops))
@@ -86,7 +87,7 @@ def test_none_column_does_not_change_the_output():
 def test_darts_supernet_parameter_count_matches_the_reference():
     # quark0/darts train_search.py logs "param size = 1.930618MB" for C=16, 8 cells, CIFAR-10.
     space = spaces.get("darts_cnn")
-    model = supernet.build("darts_cnn", 10, C=16, layers=8)
+    model = space.supernet(10, C=16, layers=8)
     mix = {k: jax.ShapeDtypeStruct(s, jnp.float32) for k, s in space.alpha_shapes.items()}
     assert evaluate.model_stats(model, (32, 32, 3), mix)["params"] == 1_930_618
 
@@ -94,7 +95,7 @@ def test_darts_supernet_parameter_count_matches_the_reference():
 def test_nb201_supernet_parameter_count_by_hand():
     space = spaces.get("nb201")
     C, N = 4, 1
-    model = supernet.build("nb201", 10, C=C, N=N)
+    model = space.supernet(10, C=C, layers=N)  # NB201: `layers` is N, cells per stage
     mix = {k: jax.ShapeDtypeStruct(s, jnp.float32) for k, s in space.alpha_shapes.items()}
     got = evaluate.model_stats(model, (8, 8, 3), mix)["params"]
     cell = lambda c: 6 * (c * c + 9 * c * c)  # nor_conv_1x1 + nor_conv_3x3 on 6 edges
@@ -110,7 +111,7 @@ def test_nb201_supernet_parameter_count_by_hand():
 
 def test_supernet_forward_and_wrong_mixing_weights():
     space = spaces.get("darts_cnn")
-    model = supernet.build("darts_cnn", 10, C=4, layers=3)
+    model = space.supernet(10, C=4, layers=3)
     x = jnp.ones((2, 8, 8, 1))
     mix = {k: jnp.full(s, 1 / s[1]) for k, s in space.alpha_shapes.items()}
     variables = jax.jit(model.init)(jax.random.key(0, impl="unsafe_rbg"), x, mix)
@@ -127,7 +128,7 @@ def test_remat_gives_the_same_loss_and_gradients():
     mix = lambda a: jax.tree.map(lambda v: jax.nn.softmax(v, -1), a)
     results = []
     for remat in (False, True):
-        model = supernet.build("darts_cnn", 10, C=2, layers=2, remat=remat)
+        model = space.supernet(10, C=2, layers=2, remat=remat)
         params = jax.jit(model.init)(jax.random.key(2, impl="unsafe_rbg"), x, mix(alphas))
 
         def loss(params, alphas, model=model):

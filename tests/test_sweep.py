@@ -6,8 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from dnas import configlib, search, sweep
-from dnas import genotype as genotype_lib
+from dnas import configlib, search, spaces, sweep
 
 
 def _tiny():
@@ -74,7 +73,7 @@ def test_sweep_equals_separate_searches(swept):
         for cell in want.files:
             np.testing.assert_allclose(got[cell], want[cell], rtol=1e-4, atol=1e-7)
         alphas[i] = want["normal"]
-        stored = genotype_lib.load_json(root / "sweep" / f"m{i}" / "genotype.json")
+        stored = spaces.load_json(root / "sweep" / f"m{i}" / "genotype.json")
         assert stored == geno
     # The members differ: seeds start apart, and alpha_lr 0.03 moves the alphas 100x further.
     assert not np.allclose(alphas[0], alphas[2])

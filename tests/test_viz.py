@@ -14,16 +14,27 @@ import pytest
 pytest.importorskip("matplotlib")
 pytest.importorskip("graphviz")
 
-from dnas import cli, configlib, genotype, search, spaces, viz
+from dnas import cli, configlib, search, spaces, viz
 
 NB201_ARCH = "|nor_conv_3x3~0|+|none~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_1x1~1|none~2|"
+
+
+def drawn_edges(ax) -> list[tuple[str, str, str]]:
+    """(source, destination, label) of the labelled edges `viz.draw_cell` drew on an Axes (it
+    tags each label with the gid `src->dst`)."""
+    out = []
+    for t in ax.texts:
+        gid = t.get_gid() or ""
+        if "->" in gid:
+            src, dst = gid.split("->")
+            out.append((src, dst, t.get_text()))
+    return out
 
 
 def expected_edges(geno, cell):
     """(source, destination, op) of the genotype's non-`none` edges, named as in the papers'
     figures, built here from the genotype's fields."""
-    space = geno.search_space
-    first = space.num_inputs
+    first = geno.search_space.topology.num_inputs
     if first == 2:
         name = lambda n: {0: "c_{k-2}", 1: "c_{k-1}"}.get(n, str(n - 2))
     else:
@@ -38,24 +49,24 @@ def expected_edges(geno, cell):
 
 @pytest.mark.parametrize("spec", ["darts_v2", "pcdarts", NB201_ARCH])
 def test_cell_graph_edges_and_labels_equal_the_genotype(spec):
-    geno = genotype.load(spec)
-    for cell in geno.search_space.cell_types:
+    geno = spaces.load(spec)
+    for cell in geno.search_space.topology.cell_types:
         graph = viz.cell_graph(geno, cell)
         edges = viz.graph_edges(graph)
         labelled = sorted(e for e in edges if e[2])
         assert labelled == expected_edges(geno, cell)
-        if geno.search_space.num_inputs == 2:  # the concatenated nodes feed c_{k}
+        if geno.search_space.topology.num_inputs == 2:  # the concatenated nodes feed c_{k}
             into_output = sorted(src for src, dst, label in edges if dst == "c_{k}")
-            assert into_output == sorted(str(n - 2) for n in geno.concat(cell))
+            assert into_output == sorted(str(n - 2) for n in geno[f"{cell}_concat"])
         # The matplotlib drawing shows the same labelled edges.
         fig = viz.cell_figure(geno, [cell])
-        assert sorted(viz.drawn_edges(fig.axes[0])) == expected_edges(geno, cell)
+        assert sorted(drawn_edges(fig.axes[0])) == expected_edges(geno, cell)
 
 
 @pytest.mark.skipif(not viz.dot_available(), reason="graphviz's dot is not installed")
 def test_rendered_svg_has_the_genotype_edges(tmp_path):
     """What `dot` drew, read back from the SVG: every edge's title (src->dst) and label."""
-    geno = genotype.load("darts_v2")
+    geno = spaces.load("darts_v2")
     path = viz.save_graph(viz.cell_graph(geno, "reduce"), str(tmp_path / "reduce.svg"))
     assert svg_edges(Path(path).read_text()) == expected_edges(geno, "reduce")
     assert not list(tmp_path.glob("*.tmp*"))
@@ -65,7 +76,7 @@ def test_rendered_svg_has_the_genotype_edges(tmp_path):
 
 def test_missing_dot_is_named_with_the_install_command(tmp_path, monkeypatch):
     monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None)
-    geno = genotype.load("darts_v2")
+    geno = spaces.load("darts_v2")
     with pytest.raises(viz.DotNotFoundError, match="apt-get install graphviz"):
         viz.save_graph(viz.cell_graph(geno, "normal"), str(tmp_path / "n.svg"))
     # The cell files are still written, by matplotlib.
@@ -89,24 +100,21 @@ def search_run(tmp_path_factory):
 
 def test_alpha_heatmaps_show_the_logged_weights(search_run):
     workdir, geno = search_run
-    space = spaces.get("nb201")
-    logged = {}  # epoch -> (E, K), parsed here from metrics.jsonl
-    by_step = {}
-    for line in (workdir / "metrics.jsonl").read_text().splitlines():
-        r = json.loads(line)
-        by_step.setdefault(r["step"], {}).update(r)
-    for r in by_step.values():
-        if "epoch" in r:
-            w = np.zeros((space.num_edges, space.num_ops))
-            for e, (src, dst) in enumerate(space.edges):
-                for k, op in enumerate(space.primitives):
-                    w[e, k] = r[f"alpha/normal/{src}_{dst}/{op}"]
-            logged[r["epoch"]] = w
-    assert sorted(logged) == [1, 2, 3]
+    topology = spaces.get("nb201").topology
+    # The epochs metrics.jsonl logged, and the mixing weights the search recorded at the end of
+    # each, (E, K) in edge and op order, read here straight from alpha_history/epoch_<N>.npz.
+    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    epochs = sorted(r["epoch"] for r in records if "epoch" in r)
+    assert epochs == [1, 2, 3]
+    logged = {}  # epoch -> (E, K)
+    for epoch in epochs:
+        with np.load(workdir / "alpha_history" / f"epoch_{epoch:04d}.npz") as f:
+            logged[epoch] = f["normal"]
+        assert logged[epoch].shape == (topology.num_edges, topology.num_ops)
     run = viz.load_run(str(workdir))
     fig = viz.alpha_heatmaps(run, "normal")
     images = [im for ax in fig.axes for im in ax.images]
-    assert len(images) == space.num_edges
+    assert len(images) == topology.num_edges
     for e, im in enumerate(images):
         want = np.stack([logged[ep][e] for ep in (1, 2, 3)]).T  # ops x epochs
         np.testing.assert_array_equal(np.asarray(im.get_array()), want)
@@ -122,7 +130,7 @@ def test_alpha_heatmaps_show_the_logged_weights(search_run):
     # The genotype strip draws the genotype logged at each epoch.
     strip = viz.genotype_strip(run, "normal")
     last = strip.axes[len(run.genotypes()) - 1]
-    assert sorted(viz.drawn_edges(last)) == expected_edges(geno, "normal")
+    assert sorted(drawn_edges(last)) == expected_edges(geno, "normal")
 
 
 def svg_edges(svg: str) -> list[tuple[str, str, str]]:

@@ -60,11 +60,6 @@ def known() -> dict[str, Genotype]:
 KNOWN = known()  # the built-in spaces' (a registered space's: `known()`)
 
 
-def of(genotype: Genotype) -> Space:
-    """The space of a genotype."""
-    return genotype.search_space
-
-
 # --------------------------------------------------------------------------------------------------
 # Genotypes from JSON, text, names and files.
 
