@@ -333,4 +333,13 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> str:
     """Creates `workdir` and writes its `config.json`; refuses to resume a run of another config
     (`workdir.prepare`; fields dnas added since the workdir was written are not a difference at
     their default). Returns the absolute path."""
-    return workdir_lib.prepare(workdir, config.to_dict(), default_config().to_dict())
+    return workdir_lib.prepare(workdir, config.to_dict(), _defaults_of)
+
+
+def _defaults_of(previous: dict) -> dict:
+    """The values that a config written before a field existed ran with: the default config,
+    except where a field added since changed what the old code did."""
+    d = default_config().to_dict()
+    # search.fd_clip (issue 13): finite_difference used to clip its virtual step.
+    d["search"]["fd_clip"] = previous.get("order") == "finite_difference"
+    return d

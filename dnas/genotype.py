@@ -60,7 +60,7 @@ class Genotype:
     def __init__(self, search_space: Space, fields: Mapping[str, Any]):
         clash = [k for k in fields if k in RESERVED]
         if clash:
-            raise ValueError(f"genotype fields may not be named {clash}")
+            raise ValueError(f"genotype fields may not be named {clash} (reserved); rename them")
         object.__setattr__(self, "_space", search_space)
         object.__setattr__(self, "_fields", tuple((k, _frozen(v)) for k, v in fields.items()))
 

@@ -86,8 +86,9 @@ def format_summary(summary: dict) -> str:
         f"{'cell':10} {'test acc':>9} {'params':>9} {'M MACs':>8} {'train s':>8}  genotype",
     ]
     for name, r in summary["retrain"].items():
+        macs = r["macs"] if "macs" in r else r["flops"]  # results.json before `macs`
         lines.append(
             f"{name:10} {100 * r['test_accuracy']:8.2f}% {r['params']:>9,} "
-            f"{r.get('macs', r['flops']) / 1e6:>8.2f} {r['train_wall_s']:>8}  {r['genotype']}"
+            f"{macs / 1e6:>8.2f} {r['train_wall_s']:>8}  {r['genotype']}"
         )
     return "\n".join(lines)

@@ -80,17 +80,19 @@ def prune(space: Space, weights: np.ndarray, mask: np.ndarray, keep: int, last: 
 
 def cap_skips(space: Space, weights: dict[str, np.ndarray], max_skips: int) -> Genotype:
     """The genotype of `weights` (the space's rule) with at most `max_skips` skip connections in
-    the normal cell: the weakest chosen skip connection is zeroed and the cell re-derived until it
-    has no more than that."""
+    the first alpha group (the normal cell): the weakest chosen skip connection is zeroed and the
+    genotype re-derived until it has no more than that (no cap in a space without skip_connect)."""
     weights = {c: np.array(w, np.float64) for c, w in weights.items()}
-    skip = space.op_index("skip_connect")
+    if "skip_connect" not in space.ops:
+        return space.discretise(weights)
+    skip, group = space.op_index("skip_connect"), space.groups[0]
     while True:
         genotype = space.discretise(weights)
-        rows = np.flatnonzero(space.genotype_mix(genotype)["normal"][:, skip])
+        rows = np.flatnonzero(space.genotype_mix(genotype)[group][:, skip])
         if len(rows) <= max_skips:
             return genotype
-        weakest = rows[np.argmin(weights["normal"][rows, skip])]
-        weights["normal"][weakest, skip] = 0.0
+        weakest = rows[np.argmin(weights[group][rows, skip])]
+        weights[group][weakest, skip] = 0.0
 
 
 def stage_config(
@@ -131,12 +133,12 @@ def run_pdarts(config: ml_collections.ConfigDict, workdir: str) -> Genotype:
         if last:
             # The last stage's weights without `none` decide the cell (the next mask would
             # leave one op per edge, which is what discretisation picks anyway).
-            final = {c: w * (np.arange(space.num_ops) != space.op_index("none")) for c, w in
-                     weights.items()}  # fmt: skip
+            keep_op = np.array([op != "none" for op in space.ops])
+            final = {c: w * keep_op for c, w in weights.items()}
             genotype = cap_skips(space, final, int(a.max_skips))
         else:
             mask = {c: prune(space, weights[c], mask[c], int(keep), False) for c in mask}
-    genotype.save(os.path.join(workdir, "genotype.json"))
+    genotype.save(os.path.join(workdir, workdir_lib.GENOTYPE))
     search.save_cell_diagrams(genotype, workdir)
     return genotype
 
@@ -189,7 +191,7 @@ def run_drnas(config: ml_collections.ConfigDict, workdir: str) -> Genotype:
         if stage < stages - 1:
             weights = _weights(alphas, mask)
             mask = {c: prune(space, weights[c], mask[c], int(a.keep[stage]), False) for c in mask}
-    genotype.save(os.path.join(workdir, "genotype.json"))
+    genotype.save(os.path.join(workdir, workdir_lib.GENOTYPE))
     search.save_cell_diagrams(genotype, workdir)
     return genotype
 

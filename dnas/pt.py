@@ -142,7 +142,9 @@ def num_decisions(space: Space) -> int:
 
 def run(config, su: search_step.SearchSetup, state: SearchState, workdir: str, mesh,
         writer) -> Genotype:  # fmt: skip
-    """DARTS-PT from the searched `state`; writes every decision to `pt_decisions.jsonl`."""
+    """DARTS-PT from the searched `state`; writes every decision to `pt_decisions.jsonl` (the
+    record of the finished run; `pt/pt_decisions.jsonl` is the running one, which may hold a
+    decision that its latest checkpoint does not yet: a resume trims it)."""
     s = config.search
     space, spe = su.space, su.steps_per_epoch
     search_steps = int(state.step)

@@ -72,14 +72,15 @@ def run(config: ml_collections.ConfigDict, workdir: str, select: Select | None =
     train_iter = data.batches(su.weights_source, s.batch_size, seed=config.seed, start_step=start)
     val_iter = data.batches(su.alphas_source, s.batch_size, seed=config.seed + 1, start_step=start)
     batches = parallel.shard_batches(zip(train_iter, val_iter, strict=False), mesh)
-    step_fn, compile_s, batches = loop.compile_on_first(
-        su.step_fn, "search step", config.progress, state, batches, mesh
-    )
     writer = metrics.MetricWriter(workdir)
-    writer.write_scalars(start, {"search/compile_s": compile_s})
     monitor = EpochMonitor(config, su, writer, workdir, mesh)
     t_start = time.time()
-    if monitor.stopped() is None:
+    # A finished search (resumed for its selection phase, or stopped early) compiles nothing.
+    if monitor.stopped() is None and start < su.total_steps:
+        step_fn, compile_s, batches = loop.compile_on_first(
+            su.step_fn, "search step", config.progress, state, batches, mesh
+        )
+        writer.write_scalars(start, {"search/compile_s": compile_s})
         state = loop.run(
             config, step_fn=step_fn, state=state, batches=batches, start=start,
             total_steps=su.total_steps, steps_per_epoch=su.steps_per_epoch, ckpt=ckpt,

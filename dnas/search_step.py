@@ -202,6 +202,12 @@ def setup(
 def _check_method_options(config: ml_collections.ConfigDict, strategy: strategies.Strategy) -> None:
     """Option combinations that would run but mean nothing fail before the search starts."""
     s = config.search
+    space = spaces.get(config.space)
+    if s.selection == "evolution" and space.mutate is None:
+        raise configlib.ConfigError(
+            f"search.selection=evolution mutates genotypes and space {space.name!r} has no "
+            "mutate: set --config.search.selection=random, or give the space a mutate function"
+        )
     if s.single_op and not strategy.one_hot:
         raise configlib.ConfigError(
             f"search.single_op computes only each edge's largest-weight op, which equals the "

@@ -99,7 +99,10 @@ def evolution(
     if not 1 <= sample_size <= population:
         raise ValueError(f"need 1 <= sample_size ({sample_size}) <= population ({population})")
     if space.mutate is None:
-        raise ValueError(f"evolution mutates genotypes; space {space.name!r} has no mutate")
+        raise ValueError(
+            f"evolution mutates genotypes and space {space.name!r} has no mutate: use "
+            "random_search, or give the space a mutate function"
+        )
     rng = np.random.default_rng(seed)
     alive: collections.deque = collections.deque()
     history = []

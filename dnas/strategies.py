@@ -63,8 +63,8 @@ class Context(NamedTuple):
     learning_rate: optax.ScalarOrSchedule | None = None
     steps_per_epoch: int = 1
     epochs: int = 1
-    # Cell type -> (cells, edges, ops, resources) op costs of the supernet
-    # (`supernet.edge_costs`), computed when a strategy asks (SNAS' resource constraint).
+    # Alpha group -> (units, rows, ops, resources) op costs of the supernet (`space.op_costs`),
+    # computed when a strategy asks (SNAS' resource constraint).
     edge_costs: Callable[[], Mapping[str, np.ndarray]] | None = None
     # The weight optimiser of finite_difference's virtual step w' = w - xi grad (DARTS Eq. 7): the
     # reference (`architect._compute_unrolled_model`) applies momentum and weight decay but no
@@ -488,7 +488,8 @@ def pc_darts(ctx: Context) -> Strategy:
     space = ctx.space
     if not space.node_rows:
         raise ValueError(f"pc_darts normalises the edges into each node; space {space.name!r} "
-                         "has no nodes")  # fmt: skip
+                         "has no nodes (Space.node_rows): use another strategy, e.g. darts "
+                         "with --config.search.partial_channels")  # fmt: skip
 
     def init_alphas(space: Space, key: PRNGKey, scale: float) -> Alphas:
         k_alpha, k_beta = jax.random.split(key)
@@ -580,7 +581,8 @@ def random_ws(ctx: Context) -> Strategy:
     `evolution`."""
     if ctx.space.sample_mix is None:
         raise ValueError(f"random_ws samples architectures inside jit; space {ctx.space.name!r} "
-                         "has no sample_mix")  # fmt: skip
+                         "has no sample_mix: give the space one (Space.sample_mix) or use "
+                         "another strategy")  # fmt: skip
     zero_grad = lambda loss_fn, params, alphas, *a: (jax.tree.map(jnp.zeros_like, alphas), {})
     sample = ctx.space.sample_mix
     return Strategy(

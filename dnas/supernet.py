@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import contextvars
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import flax.linen as nn
 import jax
@@ -50,8 +51,10 @@ import numpy as np
 from jax import lax
 
 from dnas import evaluate, ops
-from dnas.spaces.base import CellTopology
 from dnas.types import Array
+
+if TYPE_CHECKING:  # annotations only: the spaces build on this module
+    from dnas.spaces.base import CellTopology
 
 
 def edge_group(topology: CellTopology, from_inputs: bool) -> list[int]:

@@ -117,9 +117,25 @@ class Run:
         history = workdir_lib.read_alpha_history(self.workdir)
         epochs = [epoch for epoch, arrays in history if cell in arrays]
         weights = [arrays[cell] for _, arrays in history if cell in arrays]
+        if not weights:  # a workdir of dnas before alpha_history/: per-op metric names
+            epochs, weights = self._logged_alphas(cell)
         if not weights:
             raise ValueError(f"{self.workdir}: no logged mixing weights of the {cell!r} cell")
         return np.asarray(epochs), np.stack(weights)
+
+    def _logged_alphas(self, cell: str) -> tuple[list[int], list[np.ndarray]]:
+        """The mixing weights older dnas logged as `alpha/<cell>/<edge>/<op>` metrics."""
+        labels, epochs, weights = self.space.row_labels[cell], [], []
+        for r in self.epoch_records():
+            w = np.full((len(labels), self.space.num_ops), np.nan)
+            for key, value in r.items():
+                kind, group, edge, op = ([*key.split("/", 3), "", "", ""])[:4]
+                if (kind, group) == ("alpha", cell) and edge in labels and op in self.space.ops:
+                    w[labels.index(edge), self.space.op_index(op)] = value
+            if not np.isnan(w).all():
+                epochs.append(r["epoch"])
+                weights.append(w)
+        return epochs, weights
 
     def genotypes(self) -> list[tuple[int, Genotype]]:
         """(epoch, genotype derived at the end of that epoch)."""
@@ -156,7 +172,7 @@ def load_run(workdir: str) -> Run:
             f"{workdir!r} has neither metrics.jsonl nor config.json: not a dnas workdir"
         )
     geno = None
-    if os.path.exists(os.path.join(workdir, "genotype.json")):
+    if os.path.exists(os.path.join(workdir, workdir_lib.GENOTYPE)):
         geno = spaces.load_json(os.path.join(workdir, workdir_lib.GENOTYPE))
     summary = None
     if os.path.exists(os.path.join(workdir, "summary.json")):

@@ -2,10 +2,12 @@
 check that guards resuming.
 
 A workdir of `dnas search` holds `config.json`, `checkpoints/` (`checkpoint.py`),
-`metrics.jsonl` (`metrics.py`), `genotype.json`, `alphas.npz` and the cell diagrams; `dnas
-train` adds `results.json`, `dnas run` `summary.json` and one `retrain_<name>/` workdir per
-retraining. Every small file here is written by `atomic_write_bytes`: a reader (or a run killed
-mid-write) sees the old file or the whole new one, never half of it.
+`metrics.jsonl` (`metrics.py`), `alpha_history/epoch_<N>.npz` (each epoch's mixing weights and
+alphas), `genotype.json`, `alphas.npz` and the cell diagrams (DARTS-PT adds `pt/`, its
+fine-tuning's own workdir, and `pt_decisions.jsonl`; staged methods one `stage_<i>/` workdir per
+stage); `dnas train` adds `results.json`, `dnas run` `summary.json` and one `retrain_<name>/`
+workdir per retraining. Every small file here is written by `atomic_write_bytes`: a reader (or
+a run killed mid-write) sees the old file or the whole new one, never half of it.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import io
 import json
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -142,17 +144,19 @@ def config_changes(previous: dict, current: dict, defaults: dict) -> list[str]:
     return changed
 
 
-def prepare(workdir: str, config: dict, defaults: dict) -> str:
+def prepare(workdir: str, config: dict, defaults: dict | Callable[[dict], dict]) -> str:
     """Creates `workdir` and writes `config.json` (a plain dict of the config); refuses to resume
     a run of a different config (fields dnas added since the workdir was written are not a
-    difference at their `defaults` value). Returns the absolute path."""
+    difference at their `defaults` value; `defaults(previous_config)` when it depends on the old
+    config). Returns the absolute path."""
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
     path = os.path.join(workdir, CONFIG)
     if os.path.exists(path) and os.path.isdir(os.path.join(workdir, CHECKPOINTS)):
         with open(path) as f:
             previous = json.load(f)
-        changed = config_changes(previous, config, defaults)
+        implied = defaults(previous) if callable(defaults) else defaults
+        changed = config_changes(previous, config, implied)
         if changed:
             shown = ", ".join(changed[:8]) + (" ..." if len(changed) > 8 else "")
             raise errors.ConfigError(

@@ -100,7 +100,10 @@ def main() -> None:
         from dnas import spaces
 
         build = spaces.get(args.space).supernet
-        args.layers = inspect.signature(build).parameters["layers"].default
+        layers = inspect.signature(build).parameters.get("layers")
+        if layers is None or layers.default is inspect.Parameter.empty:
+            p.error(f"space {args.space!r} has no default depth: pass --layers")
+        args.layers = layers.default
     if args.worker:
         print(json.dumps(worker(args)), flush=True)
         return

@@ -2,6 +2,8 @@
 reference does (`architect._compute_unrolled_model`: momentum and weight decay, no gradient
 clipping) unless `search.fd_clip`, checked against the reference's formulas by hand in float64."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -60,3 +62,27 @@ def test_finite_difference_virtual_step_is_the_references(fd_clip):
     clipped = _reference(w, a, y_train, y_val, buf, clip=s.grad_clip, **kw)
     assert np.linalg.norm(unclipped - clipped) > 0.05 * np.linalg.norm(unclipped)
     np.testing.assert_allclose(got, clipped if fd_clip else unclipped, rtol=1e-7, atol=1e-6)
+
+
+def test_resuming_a_finite_difference_run_of_before_fd_clip_is_refused(tmp_path):
+    """A workdir written before `search.fd_clip` existed ran a clipped finite-difference virtual
+    step: resuming it with the new default (unclipped) would mix two experiments; a first-order
+    run of then resumes as it is, and so does the old behaviour asked for explicitly."""
+    for order, fd_clip, refused in [
+        ("finite_difference", False, True),
+        ("finite_difference", True, False),
+        ("first", False, False),
+    ]:
+        workdir = tmp_path / f"{order}-{fd_clip}"
+        (workdir / "checkpoints").mkdir(parents=True)
+        old = configlib.default_config()
+        old.order = order
+        del old.search["fd_clip"]  # what dnas wrote before the field existed
+        (workdir / "config.json").write_text(json.dumps(old.to_dict()))
+        config = configlib.default_config()
+        config.order, config.search.fd_clip = order, fd_clip
+        if refused:
+            with pytest.raises(configlib.ConfigError, match=r"differs in search\.fd_clip"):
+                configlib.prepare_workdir(str(workdir), config)
+        else:
+            assert configlib.prepare_workdir(str(workdir), config) == str(workdir)

@@ -151,3 +151,24 @@ def test_the_chain_space_costs_and_refusals(registered):
         spaces.parse("chain:skip_connect-nor_conv_1x1")
     with pytest.raises(ValueError, match="not a genotype text"):
         spaces.parse("chain-less text", SPACE.name)
+
+
+def test_what_the_chain_space_lacks_is_refused_before_the_search(registered, tmp_path):
+    """Methods that need what this space does not provide fail before compiling anything, saying
+    what is missing and what to do instead; text with brackets is not taken for DARTS'."""
+    c = configlib.default_config()
+    c.space, c.progress = SPACE.name, False
+    for key, value, needle in [
+        ("strategy", "random_ws", "has no sample_mix"),
+        ("strategy", "pc_darts", "has no nodes"),
+        ("search.selection", "evolution", "set --config.search.selection=random"),
+    ]:
+        config = configlib.override(c, [f"{key}={value}"])
+        if key == "strategy" and value == "random_ws":
+            config = configlib.override(config, ["search.selection=random"])
+        workdir = tmp_path / value
+        with pytest.raises(ValueError, match=needle):
+            pipeline.search_genotype(config, str(workdir))
+        assert not (workdir / "checkpoints").exists()
+    with pytest.raises(ValueError, match="not a genotype text"):
+        spaces.parse("chain(skip_connect)")

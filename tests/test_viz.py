@@ -197,3 +197,22 @@ def test_unreadable_input_is_named(tmp_path):
         viz.training_curves(run, "searched")
     with pytest.raises(ValueError, match="no logged mixing weights"):
         viz.alpha_heatmaps(run)
+
+
+def test_alpha_history_of_a_workdir_from_before_alpha_history(tmp_path):
+    """Workdirs written before `alpha_history/` logged the mixing weights as per-op metric names;
+    their figures still draw from those."""
+    space = spaces.get("nb201")
+    rng = np.random.default_rng(0)
+    weights = rng.dirichlet(np.ones(space.num_ops), size=(2, len(space.row_labels["normal"])))
+    (tmp_path / "config.json").write_text(json.dumps({"space": "nb201"}))
+    with open(tmp_path / "metrics.jsonl", "w") as f:
+        for epoch, w in enumerate(weights, start=1):
+            record = {"step": 10 * epoch, "epoch": epoch}
+            for e, label in enumerate(space.row_labels["normal"]):
+                record |= {f"alpha/normal/{label}/{op}": float(w[e, k])
+                           for k, op in enumerate(space.ops)}  # fmt: skip
+            f.write(json.dumps(record) + "\n")
+    epochs, got = viz.load_run(str(tmp_path)).alpha_history("normal")
+    np.testing.assert_array_equal(epochs, [1, 2])
+    np.testing.assert_allclose(got, weights)

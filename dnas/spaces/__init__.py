@@ -43,11 +43,15 @@ def register(space: Space) -> Space:
     if not isinstance(space, Space):
         raise TypeError(f"register takes a Space, got {type(space).__name__}")
     if SPACES.get(space.name, space) is not space:
-        raise ValueError(f"a search space named {space.name!r} is already registered")
+        raise ValueError(
+            f"a search space named {space.name!r} is already registered; give yours another name"
+        )
     taken = {n for s in SPACES.values() if s.name != space.name for n in s.known}
     clash = sorted(set(space.known) & taken)
     if clash:
-        raise ValueError(f"published genotype names {clash} are already taken by another space")
+        raise ValueError(
+            f"published genotype names {clash} are already taken by another space; rename them"
+        )
     SPACES[space.name] = space
     return space
 
@@ -57,7 +61,7 @@ def known() -> dict[str, Genotype]:
     return {name: g for space in SPACES.values() for name, g in space.known.items()}
 
 
-KNOWN = known()  # the built-in spaces' (a registered space's: `known()`)
+KNOWN = known()  # the built-in spaces' published genotypes; `known()` adds registered spaces'
 
 
 # --------------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import types
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -99,7 +100,7 @@ class Space(NamedTuple):
     random_genotype: Callable[[np.random.Generator], Genotype]
     genotype_mix: Callable[[Genotype], dict[str, np.ndarray]]
     formats: tuple[TextFormat, ...] = ()
-    known: Mapping[str, Genotype] = {}
+    known: Mapping[str, Genotype] = types.MappingProxyType({})
     upgrade: Callable[[dict, int], dict] | None = None
     mutate: Callable[[Genotype, np.random.Generator], Genotype] | None = None
     sample_mix: Callable[[PRNGKey, Alphas], MixWeights] | None = None
@@ -109,7 +110,7 @@ class Space(NamedTuple):
     auxiliary_head: bool = False
     drop_path: bool = False
     tiny_layers: int = 1
-    protocols: Mapping[str, Callable[[Any], Any]] = {}
+    protocols: Mapping[str, Callable[[Any], Any]] = types.MappingProxyType({})
     topology: CellTopology | None = None
 
     @property

@@ -18,6 +18,7 @@ Everything that is this space's own:
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Sequence
 
 import flax.linen as nn
@@ -299,9 +300,18 @@ def build_network(
 # --------------------------------------------------------------------------------------------------
 # The DARTS genotype string. `literals.read_call` parses the small literal language of the
 # namedtuple repr (and of hand-edited genotypes.py files) with `ast`; never eval: the strings are
-# pasted from papers' repositories and logs (see STYLE.md, rule 8).
+# pasted from papers' repositories and logs.
 
 FIELDS = ("normal", "normal_concat", "reduce", "reduce_concat")
+# A call of Genotype(...), maybe after comments and `NAME = `: what `spaces.parse` reads as this
+# format (anything else is another space's, or not a genotype).
+_DARTS_START = re.compile(r"\s*(#[^\n]*\n\s*)*([A-Za-z_]\w*\s*=\s*)?\(?\s*Genotype\s*\(")
+
+
+def _looks_like_darts(text: str) -> bool:
+    return _DARTS_START.match(text) is not None
+
+
 _DARTS = "DARTS genotype string"
 
 
@@ -456,7 +466,7 @@ def cifar10_protocol(c):
 
 KNOWN: dict[str, Genotype] = {}  # filled below, once the space exists
 DARTS_STRING = TextFormat(
-    "darts", lambda text: from_string(text), to_string, detect=lambda text: "(" in text,
+    "darts", lambda text: from_string(text), to_string, detect=lambda text: _looks_like_darts(text),
     description="DARTS genotype string, Genotype(normal=[...], normal_concat=[...], ...)",
 )  # fmt: skip
 SPACE = cells.cell_space(
