@@ -3,12 +3,7 @@ the fine-tuning and resumed ends bit-identical to an uninterrupted one, and it s
 fine-tuning's own checkpoint; the fine-tuning writes metrics and checkpoints in `<workdir>/pt/`."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import textwrap
-import time
 
 import numpy as np
 import pytest
@@ -38,10 +33,9 @@ def tiny_pt(tmp_path_factory):
     root = tmp_path_factory.mktemp("pt")
     path = root / "tiny_pt.py"
     path.write_text(TINY_PT)
-    cache = os.environ.get("JAX_COMPILATION_CACHE_DIR") or str(root / "xla_cache")
     config = configlib.load(str(path))
     expected = root / "uninterrupted"
-    return root, path, cache, config, expected, pipeline.search_genotype(config, str(expected))
+    return root, path, config, expected, pipeline.search_genotype(config, str(expected))
 
 
 def test_pt_fine_tuning_writes_metrics_and_checkpoints(tiny_pt):
@@ -60,26 +54,11 @@ def test_pt_fine_tuning_writes_metrics_and_checkpoints(tiny_pt):
     assert {labels[e]: ops[int(np.argmax(mix[e]))] for e in range(len(labels))} == chosen
 
 
-def test_pt_resumes_bit_identically_after_kill(tiny_pt):
-    root, path, cache, config, expected, expected_geno = tiny_pt
+def test_pt_resumes_bit_identically_after_kill(tiny_pt, search_killed_at_checkpoint):
+    root, path, config, expected, expected_geno = tiny_pt
     workdir = root / "killed"
-    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": cache}
-    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
-    cmd = [sys.executable, "-m", "dnas.cli", "search", "--config", str(path)]
-    proc = subprocess.Popen([*cmd, "--workdir", str(workdir)], env=env)
-    checkpoints = workdir / "pt" / "checkpoints"
-    deadline = time.time() + 600
-    try:  # kill -9 once the fine-tuning's first checkpoint is complete
-        while time.time() < deadline and proc.poll() is None:
-            if checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir()):
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, "the run ended before it could be interrupted"
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait()
+    saved = search_killed_at_checkpoint(path, workdir, workdir / "pt" / "checkpoints")
     assert not (workdir / "genotype.json").exists()
-    saved = [int(p.name) for p in checkpoints.iterdir() if p.name.isdigit()]
     assert saved and max(saved) > 0
 
     geno = pipeline.search_genotype(config, str(workdir))  # resumes

@@ -3,7 +3,6 @@ kill -9, retraining from the genotype JSON a search wrote, config and dataset er
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -78,28 +77,12 @@ def test_search_writes_its_outputs(uninterrupted):
     assert all(np.isfinite(r["train/loss"]) for r in records if "train/loss" in r)
 
 
-def test_resume_after_kill_gives_identical_alphas(tiny, uninterrupted):
-    root, path, cache, config = tiny
+def test_resume_after_kill_gives_identical_alphas(tiny, uninterrupted, search_killed_at_checkpoint):
+    root, path, _, config = tiny
     workdir = root / "killed"
-    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": cache}
-    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
-    cmd = [sys.executable, "-m", "dnas.cli", "search", "--config", str(path)]
-    proc = subprocess.Popen([*cmd, "--workdir", str(workdir)], env=env)
-    checkpoints = workdir / "checkpoints"
-    deadline = time.time() + 300
-    try:  # kill -9 once the first checkpoint is complete, mid-run
-        while time.time() < deadline and proc.poll() is None:
-            if checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir()):
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, "the run ended before it could be interrupted"
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait()
+    # kill -9 once the first checkpoint is complete, mid-run
+    saved = search_killed_at_checkpoint(path, workdir, workdir / "checkpoints", timeout=300)
     assert not (workdir / "genotype.json").exists()
-    # The latest complete checkpoint the killed run left (orbax writes a step under a temporary
-    # name and renames it to the bare step number once complete).
-    saved = [int(p.name) for p in checkpoints.iterdir() if p.name.isdigit()]
     assert saved and max(saved) > 0
     geno = search.run(config, str(workdir))  # resumes
     expected_dir, expected_geno = uninterrupted
