@@ -193,7 +193,6 @@ def run(config, su: search_step.SearchSetup, state: SearchState, workdir: str, m
     pt_dir = os.path.join(workdir, "pt")
     log_path = os.path.join(pt_dir, "pt_decisions.jsonl")
     ckpt = checkpoint.Checkpointer(pt_dir)
-    fresh = ckpt.latest_step() is None
     state = loop.resume(ckpt, state)
     log = _read_log(log_path)[: _decisions_made(space, _projection(state.alphas))]
 
@@ -202,19 +201,20 @@ def run(config, su: search_step.SearchSetup, state: SearchState, workdir: str, m
         epoch = step // spe
         if epoch % interval or epoch >= tune_epochs:
             return state
+
+        def weights(proj, op_keep=None):
+            alphas = state.alphas | _device(proj)
+            return project(su.strategy.final_weights(alphas), alphas, op_keep)
+
         proj = decision_round(
             space, _projection(state.alphas), epoch // interval,
-            lambda mix_fn: _accuracy(acc_fn, state.params, eval_batches, mix_fn),
-            lambda proj, op_keep=None: project(
-                su.strategy.final_weights(state.alphas | _device(proj)),
-                state.alphas | _device(proj), op_keep,
-            ),
+            lambda mix_fn: _accuracy(acc_fn, state.params, eval_batches, mix_fn), weights,
             seed=config.seed, epoch=epoch, log=log,
         )  # fmt: skip
-        workdir_lib.atomic_write_text(log_path, "".join(json.dumps(d) + "\n" for d in log))
+        workdir_lib.write_jsonl(log_path, log)
         return parallel.replicate(state.replace(alphas=state.alphas | _device(proj)), mesh)
 
-    if fresh:
+    if int(state.step) == 0:  # a fresh fine-tuning: round 0 before its first epoch
         state = decide(state, 0)
     start = int(state.step)
     train_iter = data.batches(su.weights_source, s.batch_size, seed=config.seed + 10,
@@ -238,9 +238,7 @@ def run(config, su: search_step.SearchSetup, state: SearchState, workdir: str, m
     genotype = genotype_of(space, _projection(state.alphas))
     # The fine-tuned alphas, projection included (the search's own are `<workdir>/alphas.npz`).
     workdir_lib.save_arrays(os.path.join(pt_dir, workdir_lib.ALPHAS), jax.device_get(state.alphas))
-    workdir_lib.atomic_write_text(
-        os.path.join(workdir, "pt_decisions.jsonl"), "".join(json.dumps(d) + "\n" for d in log)
-    )
+    workdir_lib.write_jsonl(os.path.join(workdir, "pt_decisions.jsonl"), log)
     writer.write_text(search_steps, "pt_genotype", genotype.to_string())
     return genotype
 
@@ -272,8 +270,13 @@ def _decisions_made(space: Space, proj: dict[str, np.ndarray]) -> int:
     for cell in space.groups:
         count += int(proj[f"{FIXED}decided/{cell}"].sum())
         keep = proj[f"{FIXED}edge_keep/{cell}"]
-        count += sum(1 for rows in space.node_rows if min(keep[list(rows)]) == 0)
+        count += sum(1 for rows in space.node_rows if _pruned(keep, rows))
     return count
+
+
+def _pruned(edge_keep: np.ndarray, rows) -> bool:
+    """Whether a node's incoming edges (`rows`) were pruned (a topology decision made)."""
+    return min(edge_keep[list(rows)]) == 0
 
 
 def decision_round(
@@ -294,7 +297,7 @@ def decision_round(
         keep_key = f"{FIXED}edge_keep/{cell}"
         open_nodes = [
             i for i, rows in enumerate(space.node_rows)
-            if k is not None and len(rows) > k and min(proj[keep_key][list(rows)]) > 0
+            if k is not None and len(rows) > k and not _pruned(proj[keep_key], rows)
         ]  # fmt: skip
         if undecided:  # operation phase
             e = undecided[int(rng.integers(len(undecided)))]

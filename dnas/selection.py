@@ -14,7 +14,6 @@ serves every candidate (no recompilation per architecture).
 from __future__ import annotations
 
 import collections
-import json
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -141,8 +140,8 @@ def select_with_supernet(config, su, state, workdir: str, mesh,
 
     def write(name: str, scored) -> float:
         """(genotype, accuracy) pairs to `workdir/name` as JSON lines; the best accuracy."""
-        lines = [json.dumps({"genotype": g.to_string(), "val_accuracy": a}) for g, a in scored]
-        workdir_lib.atomic_write_text(os.path.join(workdir, name), "\n".join(lines) + "\n")
+        records = [{"genotype": g.to_string(), "val_accuracy": a} for g, a in scored]
+        workdir_lib.write_jsonl(os.path.join(workdir, name), records)
         return max(a for _, a in scored)
 
     score_fn = scorer(3, s.selection_batches)

@@ -93,6 +93,11 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+def write_jsonl(path: str | os.PathLike, records: list[dict]) -> None:
+    """Writes `records` as JSON lines, atomically."""
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
+
+
 def save_arrays(path: str | os.PathLike, arrays: Mapping[str, Any]) -> None:
     """Writes named arrays (e.g. the alphas, one per group) to an .npz file, atomically."""
     buffer = io.BytesIO()

@@ -124,15 +124,10 @@ class Space(NamedTuple):
 
     def op_index(self, op: str) -> int:
         """Column of `op` in an alpha row; a KeyError listing the valid ops otherwise."""
-        self.check_op(op)
-        return self.ops.index(op)
+        return op_index(self.name, self.ops, op)
 
     def check_op(self, op: str) -> None:
-        if op not in self.ops:
-            raise KeyError(
-                f"unknown operation {op!r} for search space {self.name!r}; "
-                f"valid operations: {', '.join(self.ops)}"
-            )
+        op_index(self.name, self.ops, op)
 
     def init_alphas(self, key: PRNGKey, scale: float = 1e-3) -> Alphas:
         """DARTS initialisation: `scale * N(0, 1)` for every alpha (Liu et al. 2019, Sec. 3)."""
@@ -160,6 +155,16 @@ class Space(NamedTuple):
         if self.formats:
             return self.formats[0].write(genotype)
         return genotype.to_compact_json()
+
+
+def op_index(space: str, ops: tuple[str, ...], op: str) -> int:
+    """Column of `op` among `ops` of search space `space`; a KeyError listing them otherwise."""
+    if op not in ops:
+        raise KeyError(
+            f"unknown operation {op!r} for search space {space!r}; "
+            f"valid operations: {', '.join(ops)}"
+        )
+    return ops.index(op)
 
 
 def init_alphas(space: Space, key: PRNGKey, scale: float = 1e-3) -> Alphas:
@@ -230,12 +235,7 @@ class CellTopology:
 
     def op_index(self, op: str) -> int:
         """Column of primitive `op` in an alpha matrix."""
-        if op not in self.primitives:
-            raise KeyError(
-                f"unknown operation {op!r} for search space {self.name!r}; "
-                f"valid operations: {', '.join(self.primitives)}"
-            )
-        return self.primitives.index(op)
+        return op_index(self.name, self.primitives, op)
 
     def node_rows(self) -> tuple[tuple[int, ...], ...]:
         """Per intermediate node, the rows of its incoming edges."""

@@ -253,13 +253,12 @@ def discretise_cell(topology: CellTopology, w_ExK: np.ndarray) -> Cell:
         )
     allowed = np.isin(np.array(topology.primitives), discrete_ops(topology))
     masked = np.where(allowed, w_ExK, -np.inf)
+    k = topology.edges_per_node
     nodes = []
-    for dst in topology.nodes:
-        rows = [topology.edge_index(src, dst) for src in range(dst)]
+    for rows in topology.node_rows():  # row i of a node is its edge from node i
         best_ops = [int(np.argmax(masked[r])) for r in rows]
-        strength = [masked[r, k] for r, k in zip(rows, best_ops, strict=True)]
+        strength = [masked[r, op] for r, op in zip(rows, best_ops, strict=True)]
         order = sorted(range(len(rows)), key=lambda i: -strength[i])  # stable: earlier wins ties
-        k = topology.edges_per_node
         keep = order[:k] if k else range(len(rows))
         nodes.append(tuple((topology.primitives[best_ops[i]], i) for i in keep))
     return tuple(nodes)
