@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from published_genotypes import DXY_GDAS_V1, QUARK0_DARTS_V2
 
 from dnas import spaces
 from dnas.genotype import Genotype
@@ -23,9 +24,6 @@ KNOWN = spaces.KNOWN
 DARTS_NAMES = [name for name, g in KNOWN.items() if g.space == "darts_cnn"]
 NB201_NAMES = [name for name, g in KNOWN.items() if g.space == "nb201"]
 
-# quark0/darts cnn/genotypes.py, the DARTS_V2 line (identical in yuhuixu1993/PC-DARTS and
-# chenxin061/pdarts genotypes.py).
-QUARK0_DARTS_V2 = "DARTS_V2 = Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 1), ('skip_connect', 0), ('skip_connect', 0), ('dil_conv_3x3', 2)], normal_concat=[2, 3, 4, 5], reduce=[('max_pool_3x3', 0), ('max_pool_3x3', 1), ('skip_connect', 2), ('max_pool_3x3', 1), ('max_pool_3x3', 0), ('skip_connect', 2), ('skip_connect', 2), ('max_pool_3x3', 1)], reduce_concat=[2, 3, 4, 5])"  # noqa: E501
 V2 = QUARK0_DARTS_V2.removeprefix("DARTS_V2 = ")
 
 # quark0/darts cnn/genotypes.py at commit 8876e79, where the first-order cell is called DARTS.
@@ -42,26 +40,6 @@ SOURCE_STRINGS = {
     "drnas": "DrNAS_cifar10 = Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_5x5', 1), ('sep_conv_3x3', 1), ('sep_conv_3x3', 2), ('skip_connect', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 2), ('dil_conv_5x5', 3)], normal_concat=range(2, 6), reduce=[('max_pool_3x3', 0), ('sep_conv_5x5', 1), ('dil_conv_5x5', 2), ('sep_conv_5x5', 1), ('sep_conv_5x5', 1), ('dil_conv_5x5', 3), ('skip_connect', 4), ('sep_conv_5x5', 1)], reduce_concat=range(2, 6))",  # noqa: E501
     "drnas_imagenet": "DrNAS_imagenet = Genotype(normal=[('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('dil_conv_3x3', 3), ('skip_connect', 0), ('sep_conv_3x3', 1)], normal_concat=range(2, 6), reduce=[('max_pool_3x3', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('skip_connect', 2), ('sep_conv_3x3', 0), ('sep_conv_3x3', 2), ('sep_conv_3x3', 3), ('sep_conv_3x3', 1)], reduce_concat=range(2, 6))",  # noqa: E501
 }
-
-# D-X-Y/AutoDL-Projects lib/nas_infer_model/DXYs/genotypes.py: one tuple of edges per node, and two
-# extra fields that the DARTS format does not have.
-DXY_GDAS_V1 = """
-GDAS_V1 = Genotype(
-  normal=[
-    (('skip_connect', 0), ('skip_connect', 1)),
-    (('skip_connect', 0), ('sep_conv_5x5', 2)),
-    (('sep_conv_3x3', 3), ('skip_connect', 0)),
-    (('sep_conv_5x5', 4), ('sep_conv_3x3', 3))],
-  normal_concat=[2, 3, 4, 5],
-  reduce=[
-    (('sep_conv_5x5', 0), ('sep_conv_3x3', 1)), 
-    (('sep_conv_5x5', 2), ('sep_conv_5x5', 1)),
-    (('dil_conv_5x5', 2), ('sep_conv_3x3', 1)),
-    (('sep_conv_5x5', 0), ('sep_conv_5x5', 1))],
-  reduce_concat=[2, 3, 4, 5],
-  connectN=None, connects=None
-)
-"""  # noqa: W291 (the trailing space is in the source)
 
 # Example arch string from D-X-Y/AutoDL-Projects exps/NATS-Bench/test-nats-api.py.
 NB201_EXAMPLE = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"  # noqa: E501

@@ -11,6 +11,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+from published_genotypes import DXY_GDAS_V1, QUARK0_DARTS_V2
 
 from dnas import literals
 from dnas.literals import Node, position_error, read_call
@@ -18,8 +19,6 @@ from dnas.literals import Node, position_error, read_call
 FIELDS = ("normal", "normal_concat", "reduce", "reduce_concat")
 WHAT = "DARTS genotype string"
 
-# quark0/darts cnn/genotypes.py, the DARTS_V2 line (as in tests/test_genotype.py).
-QUARK0_DARTS_V2 = "DARTS_V2 = Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 1), ('skip_connect', 0), ('skip_connect', 0), ('dil_conv_3x3', 2)], normal_concat=[2, 3, 4, 5], reduce=[('max_pool_3x3', 0), ('max_pool_3x3', 1), ('skip_connect', 2), ('max_pool_3x3', 1), ('max_pool_3x3', 0), ('skip_connect', 2), ('skip_connect', 2), ('max_pool_3x3', 1)], reduce_concat=[2, 3, 4, 5])"  # noqa: E501
 V2 = QUARK0_DARTS_V2.removeprefix("DARTS_V2 = ")
 
 # The same cells, typed out independently of the strings above.
@@ -70,22 +69,7 @@ DARTS_V2 = Genotype(
 
 # D-X-Y/AutoDL-Projects genotypes.py layout: one tuple of edges per node (GDAS_V1, without the two
 # extra fields that the DARTS format does not have).
-PER_NODE = """
-GDAS_V1 = Genotype(
-  normal=[
-    (('skip_connect', 0), ('skip_connect', 1)),
-    (('skip_connect', 0), ('sep_conv_5x5', 2)),
-    (('sep_conv_3x3', 3), ('skip_connect', 0)),
-    (('sep_conv_5x5', 4), ('sep_conv_3x3', 3))],
-  normal_concat=[2, 3, 4, 5],
-  reduce=[
-    (('sep_conv_5x5', 0), ('sep_conv_3x3', 1)),
-    (('sep_conv_5x5', 2), ('sep_conv_5x5', 1)),
-    (('dil_conv_5x5', 2), ('sep_conv_3x3', 1)),
-    (('sep_conv_5x5', 0), ('sep_conv_5x5', 1))],
-  reduce_concat=[2, 3, 4, 5],
-)
-"""
+PER_NODE = DXY_GDAS_V1.replace("  connectN=None, connects=None\n", "")
 
 
 def _read(text: str) -> dict[str, Node]:
