@@ -25,6 +25,8 @@ import warnings
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+from dnas.genotype import show
+
 # Sequences nest at most 4 deep below the call, one level more than a genotype needs:
 # `normal=[` (1) per-node `(` (2) edge `(` (3) `'op', 0)`.
 _MAX_DEPTH = 4
@@ -129,13 +131,6 @@ def read_call(
     return reader.read()
 
 
-def _show(segment: str) -> str:
-    """`repr(segment)` cut to `_SHOW` characters: messages stay one short line (repr escapes
-    newlines)."""
-    shown = repr(segment[:_SHOW])
-    return shown if len(shown) <= _SHOW and len(segment) <= _SHOW else shown[: _SHOW - 3] + "..."
-
-
 class _Reader:
     """Parses `text` once and converts ast's (line, UTF-8 byte column) positions to offsets."""
 
@@ -200,7 +195,7 @@ class _Reader:
             kind = "an unpacked argument" if node.arg is None else "a keyword argument"
         else:
             kind = _KINDS.get(type(node), f"a {type(node).__name__} node")
-        return f"{kind} {_show(self.text[self.pos(node) : self.end(node)])}"
+        return f"{kind} {show(self.text[self.pos(node) : self.end(node)], _SHOW)}"
 
     def unexpected(self, node: ast.AST, expected: str) -> ValueError:
         return self.error(self.pos(node), f"expected {expected}, found {self.describe(node)}")
@@ -317,7 +312,7 @@ class _Reader:
             if bad is not None:
                 raise self.error(
                     pos,
-                    f"string {_show(node.value)} contains the control character {bad!r}; "
+                    f"string {show(node.value, _SHOW)} contains the control character {bad!r}; "
                     "expected an operation name on one line",
                 )
             return Node("str", node.value, pos)
@@ -335,7 +330,7 @@ class _Reader:
         if not (isinstance(node, ast.Constant) and type(node.value) is int):
             raise self.unexpected(node, _INTEGER)  # bools, floats, negatives (UnaryOp), names...
         if node.value >= _INT_LIMIT:
-            shown = _show(self.text[self.pos(node) : self.end(node)])
+            shown = show(self.text[self.pos(node) : self.end(node)], _SHOW)
             raise self.error(
                 self.pos(node), f"integer {shown} is too large; expected a node number"
             )
@@ -351,7 +346,7 @@ class _Reader:
             )
         items = range(*(self.integer(arg) for arg in node.args))
         if len(items) > _MAX_RANGE_ITEMS:
-            shown = _show(self.text[self.pos(node) : self.end(node)])
+            shown = show(self.text[self.pos(node) : self.end(node)], _SHOW)
             raise self.error(
                 self.pos(node),
                 f"{shown} has {len(items)} items: too large; expected at most "
