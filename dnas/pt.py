@@ -33,7 +33,6 @@ resumed run makes the same decisions as an uninterrupted one.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -154,9 +153,7 @@ def run(config, su: search_step.SearchSetup, state: SearchState, workdir: str, m
     lr, weight_tx, base_alpha_tx = search_step.make_optimizers(hp, tune_epochs, spe)
     # The search's strategy, hypergradients with the fine-tuning optimiser, and its schedules
     # (temperatures, regulariser weights, perturbation sizes) held at the search's last step.
-    costs = functools.partial(space.op_costs, su.model, su.info.input_shape)
-    virtual = weight_tx if s.fd_clip else search_step.virtual_step_optimizer(hp, lr)
-    ctx = strategies.Context(space, config.order, weight_tx, lr, spe, s.epochs, costs, virtual)
+    ctx = search_step.make_context(config, hp, weight_tx, lr, spe, su.model, su.info)
     base = strategies.build(config.strategy, ctx, config.strategy_args.to_dict())
     last = max(search_steps - 1, 0)
     held = base._replace(

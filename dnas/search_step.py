@@ -271,6 +271,24 @@ def virtual_step_optimizer(hp: dict, learning_rate: optax.Schedule):
     )
 
 
+def make_context(
+    config: ml_collections.ConfigDict, hp: dict, weight_tx: optax.GradientTransformation,
+    learning_rate: optax.Schedule, steps_per_epoch: int, model, info: data.DatasetInfo,
+) -> strategies.Context:  # fmt: skip
+    """What a strategy factory gets (`strategies.Context`) for a search of `config` with these
+    optimisers: the space, the hypergradient order, the schedule length (`search.epochs`), the
+    supernet's op costs on demand, and finite_difference's virtual-step optimiser (unclipped
+    unless `search.fd_clip`)."""
+    space = spaces.get(config.space)
+    virtual = weight_tx if config.search.fd_clip else virtual_step_optimizer(hp, learning_rate)
+    return strategies.Context(
+        space=space, order=config.order, weight_tx=weight_tx, learning_rate=learning_rate,
+        steps_per_epoch=steps_per_epoch, epochs=config.search.epochs,
+        edge_costs=functools.partial(space.op_costs, model, info.input_shape),
+        virtual_weight_tx=virtual,
+    )  # fmt: skip
+
+
 def make_step_parts(
     config: ml_collections.ConfigDict,
     model,
@@ -289,14 +307,7 @@ def make_step_parts(
         hp, s.epochs, steps_per_epoch, schedule_epochs=s.lr_schedule_epochs,
         offset_epochs=s.lr_offset_epochs,
     )  # fmt: skip
-    virtual_tx = weight_tx if s.fd_clip else virtual_step_optimizer(hp, learning_rate)
-    ctx_space = spaces.get(config.space)
-    ctx = strategies.Context(
-        space=ctx_space, order=config.order, weight_tx=weight_tx,
-        learning_rate=learning_rate, steps_per_epoch=steps_per_epoch, epochs=s.epochs,
-        edge_costs=functools.partial(ctx_space.op_costs, model, info.input_shape),
-        virtual_weight_tx=virtual_tx,
-    )  # fmt: skip
+    ctx = make_context(config, hp, weight_tx, learning_rate, steps_per_epoch, model, info)
     try:
         strategy = strategies.build(config.strategy, ctx, config.strategy_args.to_dict())
     except (KeyError, ValueError) as err:
