@@ -138,19 +138,14 @@ class EpochMonitor:
     connections, 'stable' when the ranking of the learnable ops' weights on every edge has not
     changed for `early_stop_patience` epochs). The diagnostic's validation batch is augmented as
     the search's validation batches are (DARTS draws both halves with the training transform).
-    The ranking history lives in the workdir, so it survives a resume; a stop writes
-    `early_stop.json`, and a resumed stopped search does not go on."""
+    The rankings of earlier epochs come from the workdir's `alpha_history/`, so they survive a
+    resume; a stop writes `early_stop.json`, and a resumed stopped search does not go on."""
 
     def __init__(self, config, su: search_step.SearchSetup, writer, workdir: str, mesh):
         s = config.search
         self.su, self.s, self.writer, self.workdir = su, s, writer, workdir
-        self.history_path = os.path.join(workdir, "epoch_rankings.json")
         self.stop_path = os.path.join(workdir, "early_stop.json")
-        self.history: dict[str, list] = {}  # epoch -> op ranking
         self.stop_record: dict | None = None
-        if s.early_stop == "stable" and os.path.exists(self.history_path):
-            with open(self.history_path) as f:
-                self.history = json.load(f)
         self.hessian = None
         if s.hessian_every_epochs > 0:
             batch = next(data.batches(su.alphas_source, s.batch_size, seed=config.seed + 2))
@@ -193,17 +188,7 @@ class EpochMonitor:
         if s.early_stop == "skip" and skips >= s.early_stop_skips:
             reason = f"the {first} cell has {skips} skip connections (>= {s.early_stop_skips})"
         elif s.early_stop == "stable":
-            # DARTS+: the ranking of the learnable (parametric) ops' weights on every edge.
-            learnable = [
-                k for k, op in enumerate(su.space.ops)
-                if op != "none" and op not in ops.PARAMETER_FREE
-            ]  # fmt: skip
-            stacked = np.stack([weights[c] for c in su.space.groups])[..., learnable]
-            ranking = np.argsort(-stacked, -1)
-            self.history[str(epoch)] = ranking.tolist()  # a redone epoch (resume) overwrites
-            workdir_lib.atomic_write_text(self.history_path, json.dumps(self.history))
-            window = [self.history.get(str(e)) for e in range(epoch - s.early_stop_patience,
-                                                             epoch + 1)]  # fmt: skip
+            window = [self.ranking(e) for e in range(epoch - s.early_stop_patience, epoch + 1)]
             if all(r is not None and r == window[-1] for r in window):
                 reason = f"the op ranking has not changed for {s.early_stop_patience} epochs"
         self.writer.write_scalars(step, scalars)
@@ -214,6 +199,20 @@ class EpochMonitor:
         self.stop_record = {"step": step, "epoch": epoch, "reason": reason}
         self.writer.write_text(step, "early_stop", reason)
         return True
+
+    def ranking(self, epoch: int) -> list | None:
+        """DARTS+: the ranking of the learnable (parametric) ops' weights on every edge at the end
+        of `epoch`, from its `alpha_history/` file (None if it has none)."""
+        path = workdir_lib.alpha_history_path(self.workdir, epoch)
+        if not os.path.exists(path):
+            return None
+        weights = workdir_lib.load_arrays(path)
+        space = self.su.space
+        learnable = [
+            k for k, op in enumerate(space.ops) if op != "none" and op not in ops.PARAMETER_FREE
+        ]
+        stacked = np.stack([weights[c] for c in space.groups])[..., learnable]
+        return np.argsort(-stacked, -1).tolist()
 
     def save_stop(self) -> None:
         if self.stop_record is not None:

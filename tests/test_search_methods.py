@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dnas import configlib, optim, pipeline, search, spaces, strategies
+from dnas import configlib, ops, optim, pipeline, search, spaces, strategies
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -258,8 +258,16 @@ def test_early_stop_when_the_ranking_is_stable(tmp_path):
     search.run(config, str(workdir))
     stop = json.loads((workdir / "early_stop.json").read_text())
     assert stop["epoch"] == 2 and "not changed for 1 epochs" in stop["reason"]
-    history = json.loads((workdir / "epoch_rankings.json").read_text())
-    assert sorted(history) == ["1", "2"] and history["1"] == history["2"]
+    # The rankings it compared, from the recorded weights: epochs 1 and 2 only, and equal.
+    files = sorted(p.name for p in (workdir / "alpha_history").iterdir())
+    assert files == ["epoch_0001.npz", "epoch_0002.npz"]
+    space = spaces.get(config.space)
+    learnable = [k for k, op in enumerate(space.ops) if op not in ("none", *ops.PARAMETER_FREE)]
+    rankings = []
+    for name in files:
+        with np.load(workdir / "alpha_history" / name) as f:
+            rankings.append(np.argsort(-f["normal"][:, learnable], -1))
+    np.testing.assert_array_equal(rankings[0], rankings[1])
 
 
 def test_progressive_searches_take_the_factory_defaults(tmp_path):
