@@ -20,6 +20,18 @@ from dnas import checkpoint, metrics, parallel
 
 log = logging.getLogger(__name__)
 
+# Persistent-cache hits counted process-wide from JAX's monitoring events, so a compilation can
+# report whether its executable came from the cache (a fact, unlike a compile time).
+_CACHE_HITS = [0]
+
+
+def _count_cache_hit(event: str, **_: Any) -> None:
+    if event == "/jax/compilation_cache/cache_hits":
+        _CACHE_HITS[0] += 1
+
+
+jax.monitoring.register_event_listener(_count_cache_hit)
+
 
 def enable_compilation_cache(path: str) -> None:
     """Turns on JAX's persistent compilation cache in `path` (~ expanded), unless a cache
@@ -38,9 +50,10 @@ def enable_compilation_cache(path: str) -> None:
 
 def compile_step(
     fn: Callable, what: str, verbose: bool, state: Any, *batches: Any, mesh: Mesh | None = None
-) -> tuple[Callable, float]:
+) -> tuple[Callable, dict[str, float]]:
     """`jax.jit(fn, donate_argnums=0)` compiled ahead of the loop, so progress and ETA start
-    after it; returns the compiled step and the compile time in seconds.
+    after it; returns the compiled step and `{"compile_s": seconds, "compile_cache_hits": n}`,
+    n the executables loaded from the persistent compilation cache instead of compiled.
 
     With `mesh`, the step is compiled for data parallelism (`parallel`): state and metrics
     replicated, batches split along their leading axis. The compiled step then expects batches
@@ -48,7 +61,7 @@ def compile_step(
     """
     if verbose:
         print(f"compiling the {what} (once per run) ...", file=sys.stderr, flush=True)
-    t0 = time.time()
+    t0, hits = time.time(), _CACHE_HITS[0]
     if mesh is None:
         jitted = jax.jit(fn, donate_argnums=0)
     else:
@@ -56,7 +69,7 @@ def compile_step(
         in_shardings = (rep, *(split for _ in batches))
         jitted = jax.jit(fn, donate_argnums=0, in_shardings=in_shardings, out_shardings=rep)
     compiled = jitted.lower(state, *batches).compile()
-    return compiled, time.time() - t0
+    return compiled, {"compile_s": time.time() - t0, "compile_cache_hits": _CACHE_HITS[0] - hits}
 
 
 def resume(ckpt: checkpoint.Checkpointer, state: Any) -> Any:
@@ -72,12 +85,12 @@ def resume(ckpt: checkpoint.Checkpointer, state: Any) -> Any:
 def compile_on_first(
     fn: Callable, what: str, verbose: bool, state: Any, batches: Iterator[tuple],
     mesh: Mesh | None = None,
-) -> tuple[Callable, float, Iterator[tuple]]:  # fmt: skip
+) -> tuple[Callable, dict[str, float], Iterator[tuple]]:  # fmt: skip
     """`compile_step` for the shapes of the first batch tuple of `batches`; returns the compiled
-    step, the compile time and `batches` with that first tuple put back in front."""
+    step, its compile record and `batches` with that first tuple put back in front."""
     first = next(batches)
-    compiled, compile_s = compile_step(fn, what, verbose, state, *first, mesh=mesh)
-    return compiled, compile_s, itertools.chain([first], batches)
+    compiled, record = compile_step(fn, what, verbose, state, *first, mesh=mesh)
+    return compiled, record, itertools.chain([first], batches)
 
 
 def run(

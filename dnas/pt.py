@@ -219,11 +219,11 @@ def run(config, su: search_step.SearchSetup, state: SearchState, workdir: str, m
     val_iter = data.batches(su.alphas_source, s.batch_size, seed=config.seed + 11,
                             start_step=start)  # fmt: skip
     batches = parallel.shard_batches(zip(train_iter, val_iter, strict=False), mesh)
-    compiled, compile_s, batches = loop.compile_on_first(
+    compiled, compiled_record, batches = loop.compile_on_first(
         step_fn, "DARTS-PT fine-tuning step", config.progress, state, batches, mesh
     )
     pt_writer = metrics.MetricWriter(pt_dir)
-    pt_writer.write_scalars(start, {"pt/compile_s": compile_s})
+    pt_writer.write_scalars(start, {f"pt/{k}": v for k, v in compiled_record.items()})
     state = loop.run(
         config, step_fn=compiled, state=state, batches=batches, start=start,
         total_steps=tune_epochs * spe, steps_per_epoch=spe, ckpt=ckpt, writer=pt_writer,

@@ -77,10 +77,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, select: Select | None =
     t_start = time.time()
     # A finished search (resumed for its selection phase, or stopped early) compiles nothing.
     if monitor.stopped() is None and start < su.total_steps:
-        step_fn, compile_s, batches = loop.compile_on_first(
+        step_fn, compiled_record, batches = loop.compile_on_first(
             su.step_fn, "search step", config.progress, state, batches, mesh
         )
-        writer.write_scalars(start, {"search/compile_s": compile_s})
+        writer.write_scalars(start, {f"search/{k}": v for k, v in compiled_record.items()})
         state = loop.run(
             config, step_fn=step_fn, state=state, batches=batches, start=start,
             total_steps=su.total_steps, steps_per_epoch=su.steps_per_epoch, ckpt=ckpt,

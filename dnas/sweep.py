@@ -145,12 +145,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[Genotype]:
     train = _stacked_batches([(su.weights_source, m.seed) for m in ms], s.batch_size, start)
     val = _stacked_batches([(su.alphas_source, m.seed + 1) for m in ms], s.batch_size, start)
     step = make_sweep_step(config, su, name, [m.value or 0.0 for m in ms])
-    step_fn, compile_s, batches = loop.compile_on_first(
+    step_fn, compiled_record, batches = loop.compile_on_first(
         step, f"sweep step ({len(ms)} members)", config.progress, states,
         zip(train, val, strict=False),
     )  # fmt: skip
     writer = metrics.MetricWriter(workdir)
-    writer.write_scalars(start, {"search/compile_s": compile_s})
+    writer.write_scalars(start, {f"search/{k}": v for k, v in compiled_record.items()})
 
     def final_genotypes(states) -> list[Genotype]:
         weights = jax.device_get(jax.vmap(su.strategy.final_weights)(states.alphas))

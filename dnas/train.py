@@ -213,11 +213,11 @@ def run(config: ml_collections.ConfigDict, workdir: str, genotype: Genotype | No
     eval_step = jax.jit(su.eval_step, in_shardings=(rep, split), out_shardings=rep)
     batches = data.batches(su.splits.train, t.batch_size, seed=config.seed + 2, start_step=start)
     batches = parallel.shard_batches(((b,) for b in batches), mesh)
-    step_fn, compile_s, batches = loop.compile_on_first(
+    step_fn, compiled_record, batches = loop.compile_on_first(
         su.step_fn, "training step", config.progress, state, batches, mesh
     )
     writer = metrics.MetricWriter(workdir)
-    writer.write_scalars(start, {"train/compile_s": compile_s})
+    writer.write_scalars(start, {f"train/{k}": v for k, v in compiled_record.items()})
     t_start = time.time()
 
     def on_epoch_end(state: TrainState, step: int) -> None:
