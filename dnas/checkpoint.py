@@ -24,15 +24,32 @@ What this wrapper adds to orbax 0.12.8 (measured, see shared/FACTS.md):
   the way (to `<workdir>/checkpoints_corrupt/`) so that the next save is not refused by orbax,
   which never writes a step at or below its latest one. If no checkpoint is readable,
   `CheckpointError`: a run never restarts from scratch silently.
+* Every save records the SHA-256 of each array in the step's `metadata` item (same atomic step as
+  the data), and restore recomputes them: changed bytes inside a data file that still parses
+  (orbax's zstd chunks carry no checksum of their own) count as an unreadable checkpoint.
+  Checkpoints written before this existed restore unverified (logged once).
+* A background save that fails (a full disk, a read-only or vanished file system) is raised in
+  the main thread at the next `save`, `wait_until_finished` or `close` as one `OSError` naming
+  the step (or a `CheckpointError` when orbax's error names no OS error); orbax's own reports of
+  it, an ERROR record with a traceback from every thread involved, go to this module's DEBUG log.
+  A failed save leaves only its temporary directory, which `latest_step()` never lists.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import hashlib
 import json
 import logging
 import os
+import re
 import shutil
+import sys
+import threading
 import time
+import traceback
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -49,10 +66,16 @@ _STATE = "state"
 _METADATA = "metadata"
 _TMP_SUFFIX = ocp.path.step.TMP_DIR_SUFFIX  # '.orbax-checkpoint-tmp'
 _MAX_LISTED = 5  # differences named in an incompatibility message
+# The key of the `metadata` item under which `save` records {array path: SHA-256 hex digest}.
+_CHECKSUMS = "_state_sha256"
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint exists but cannot be restored (incompatible with the target, or unreadable)."""
+
+
+class ChecksumMismatch(CheckpointError):
+    """A checkpoint's arrays restored, but differ from the checksums saved with them."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -83,18 +106,31 @@ class Checkpointer:
         self.corrupt_directory = self.workdir / "checkpoints_corrupt"
         self.directory.mkdir(parents=True, exist_ok=True)
         self._remove_tmp_leftovers()
+        _quiet_orbax_errors()
+        self._max_to_keep = max_to_keep
+        self._manager = self._open_manager()
+        self._closed = False
+        self._pending: int | None = None  # the step of a save that may still run in background
+        self._unverified_logged = False
+
+    def _open_manager(self) -> ocp.CheckpointManager:
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep,
+            max_to_keep=self._max_to_keep,
             create=True,
-            # Removed synchronously above; orbax's own clean-up runs in a background thread.
+            # Removed synchronously by `_remove_tmp_leftovers`; orbax's own clean-up runs in a
+            # background thread.
             cleanup_tmp_directories=False,
+            # A step's folders are made before `save` returns (a few ms). Made in the background
+            # (orbax's default), a failure to make them (full disk, read-only file system)
+            # leaves the writer threads waiting for a "created" signal that never comes: the
+            # process then hangs for orbax's 20-minute timeout after its error.
+            async_options=ocp.AsyncOptions(create_directories_asynchronously=False),
         )
         # Handlers given up front, so `item_metadata` can read a step before any restore call.
         handlers = {_STATE: ocp.StandardCheckpointHandler(), _METADATA: ocp.JsonCheckpointHandler()}
-        self._manager = ocp.CheckpointManager(
+        return ocp.CheckpointManager(
             os.fspath(self.directory), options=options, item_handlers=handlers
         )
-        self._closed = False
 
     # ----------------------------------------------------------------------------------------------
     # Queries.
@@ -130,12 +166,21 @@ class Checkpointer:
         numpy/jax scalars and small arrays are converted to Python numbers and lists. With
         `wait=False` the write finishes in the background: call `wait_until_finished()` (or
         `close()`) before reading the files.
+
+        Raises:
+          OSError: this save, or the previous one still running in the background, could not be
+            written (e.g. ENOSPC, EROFS); `filename` is the step's directory. Nothing of the
+            failed step is visible: `latest_step()` is still the previous step.
+          CheckpointError: the background write failed with an error naming no OS error.
         """
         step = int(step)
-        metadata_json = _to_json(dict(metadata or {}))
+        metadata = dict(metadata or {})
+        if _CHECKSUMS in metadata:
+            raise ValueError(f"checkpoint metadata key {_CHECKSUMS!r} is reserved for checksums")
+        metadata_json = _to_json(metadata)
         # A save still in flight is not listed yet: wait first, so that the existence check below
         # sees it (orbax would wait at this point anyway).
-        self._manager.wait_until_finished()
+        self._wait()
         if step in self._manager.all_steps():
             _log.info(
                 "checkpoint step %d already exists in %s; not saved again", step, self.directory
@@ -151,13 +196,20 @@ class Checkpointer:
                 f"{latest}, which a resume would pick instead. To continue from an older step, "
                 f"move the later step directories out of {self.directory}, or use a new --workdir."
             )
+        # In the metadata item, so checksums and data are committed by the same atomic rename.
+        # Computed before `save` returns: the caller may donate the arrays right after.
+        metadata_json[_CHECKSUMS] = _checksums(state)
         args = ocp.args.Composite(
             **{_STATE: ocp.args.StandardSave(state), _METADATA: ocp.args.JsonSave(metadata_json)}
         )
         # force=True: the caller decides when to save; orbax's save-decision policy stays out.
-        self._manager.save(step, args=args, force=True)
+        try:
+            self._manager.save(step, args=args, force=True)
+        except Exception as e:
+            self._raise_save_error(step, e, background=False)
+        self._pending = step
         if wait:
-            self._manager.wait_until_finished()
+            self._wait()
         return True
 
     # ----------------------------------------------------------------------------------------------
@@ -176,8 +228,9 @@ class Checkpointer:
             (structure, shape or dtype); or no candidate checkpoint is readable. With `step=None`
             an unreadable latest checkpoint falls back to the previous one, with a warning, and
             once an older one restores the unreadable ones are moved to `checkpoints_corrupt/`.
+            A step whose arrays differ from the checksums saved with them counts as unreadable.
         """
-        self._manager.wait_until_finished()
+        self._wait()
         if step is not None:
             candidates = [int(step)]
             if candidates[0] not in self._manager.all_steps():
@@ -212,19 +265,45 @@ class Checkpointer:
                         }
                     ),
                 )
+                metadata = dict(restored[_METADATA] or {})
+                self._verify(candidate, restored[_STATE], metadata.pop(_CHECKSUMS, None))
             except Exception as e:
                 failures.append((candidate, e))
                 self._warn_unreadable(candidate, e, more=candidate != candidates[-1])
                 continue
             if failures:
                 self._quarantine([s for s, _ in failures])
-            return restored[_STATE], dict(restored[_METADATA] or {})
+            return restored[_STATE], metadata
         details = "; ".join(f"step {s}: {_one_line(e)}" for s, e in failures)
         raise CheckpointError(
-            f"No readable checkpoint in {self.directory} ({details}). The files are truncated or "
-            f"damaged (a full disk or a crash during a copy?). To restart this run from scratch, "
-            f"delete {self.directory}; to keep it, use a new --workdir."
+            f"No readable checkpoint in {self.directory} ({details}). The files are truncated, "
+            f"damaged or changed since they were saved (a full disk, a crash during a copy?). To "
+            f"restart this run from scratch, delete {self.directory}; to keep it, use a new "
+            f"--workdir."
         )
+
+    def _verify(self, step: int, state: Any, expected: Any) -> None:
+        """Raises `ChecksumMismatch` unless `state`'s arrays have the `expected` checksums."""
+        if expected is None:  # written before checksums were recorded
+            if not self._unverified_logged:
+                self._unverified_logged = True
+                _log.warning(
+                    "checkpoint %s has no checksums (an older dnas wrote it): restored without "
+                    "verification; the checkpoints this run writes carry them",
+                    self.step_path(step),
+                )
+            return
+        if not isinstance(expected, dict):
+            raise ChecksumMismatch(f"its checksum record is not a mapping: {expected!r:.80}")
+        actual = _checksums(state)
+        # A path hashed at save but not now (an array sharded over hosts) is not compared.
+        bad = [p for p, digest in expected.items() if p in actual and actual[p] != digest]
+        if bad:
+            listed = ", ".join(bad[:_MAX_LISTED]) + (" ..." if len(bad) > _MAX_LISTED else "")
+            raise ChecksumMismatch(
+                f"{len(bad)} of its {len(expected)} arrays differ from the SHA-256 checksums "
+                f"saved with them ({listed}): the data files changed after the save"
+            )
 
     def _stored_leaf_specs(self, step: int) -> dict[str, tuple[tuple[int, ...], np.dtype | None]]:
         """Paths, shapes and dtypes of the arrays stored in `step`, from orbax's metadata."""
@@ -289,16 +368,71 @@ class Checkpointer:
                 shutil.rmtree(path, ignore_errors=True)
 
     def wait_until_finished(self) -> None:
-        """Blocks until any background save has been written and renamed into place."""
-        self._manager.wait_until_finished()
+        """Blocks until any background save has been written and renamed into place; raises
+        its failure as `save` does (OSError or CheckpointError)."""
+        self._wait()
 
     def close(self) -> None:
-        """Waits for pending saves and releases orbax's threads; safe to call twice."""
+        """Waits for pending saves and releases orbax's threads; safe to call twice. Raises a
+        failed background save's error as `save` does (orbax's threads are released anyway)."""
         if self._closed:
             return
         self._closed = True
-        self._manager.wait_until_finished()
-        self._manager.close()
+        try:
+            self._wait()
+        finally:
+            self._manager.close()
+
+    def _wait(self) -> None:
+        """Orbax's `wait_until_finished`, with a background save's failure raised as one error.
+
+        Orbax raises a failed background save in the waiting thread (once; it also logs it from
+        every thread involved, which `_quiet_orbax_errors` demotes to DEBUG). Tensorstore reports
+        an OS error as a ValueError carrying `os_error_code`; it becomes the OSError it stands
+        for. A save orbax reports as finished but did not rename into place raises too: orbax
+        logs some finalisation failures instead of raising them.
+        """
+        step, self._pending = self._pending, None
+        try:
+            self._manager.wait_until_finished()
+        except Exception as e:
+            self._reopen()
+            self._raise_save_error(step, e, background=True)
+        if step is not None and not self.step_path(step).is_dir():
+            raise CheckpointError(
+                f"Saving checkpoint {self.step_path(step)} failed: orbax finished without writing "
+                f"it (see the DEBUG log of {__name__}). The previous checkpoint is intact; rerun "
+                f"the same command to resume from it."
+            )
+
+    def _reopen(self) -> None:
+        """A new orbax manager after a failed background save, so that the next save (once the
+        disk has room again) starts clean: orbax keeps the failures of the save's other threads
+        and raises them at the next save. Closing the old manager waits for those threads."""
+        # The failure also left orbax's coroutines for the rest of that save unawaited; Python
+        # warns about each when it collects them (a dozen lines, at exit).
+        warnings.filterwarnings(
+            "ignore", message=r"coroutine '.*' was never awaited", category=RuntimeWarning
+        )
+        with contextlib.suppress(Exception):
+            self._manager.close()
+        self._remove_tmp_leftovers()
+        self._manager = self._open_manager()
+
+    def _raise_save_error(self, step: int | None, error: Exception, *, background: bool) -> None:
+        """Raises `error` of saving `step` as an OSError naming the step's directory when it is
+        (or wraps) an OS error; else as a CheckpointError if it happened in the background, or
+        unchanged (a bug in the caller's state keeps its traceback)."""
+        where = self.directory if step is None else self.step_path(step)
+        code = _os_error_code(error)
+        if code is not None:
+            raise OSError(code, os.strerror(code), os.fspath(where)) from error
+        if not background:
+            raise error
+        raise CheckpointError(
+            f"Saving checkpoint {where} failed in the background ({_one_line(error)}). The "
+            f"previous checkpoint is intact; rerun the same command to resume from it."
+        ) from error
 
     def __enter__(self) -> Checkpointer:
         return self
@@ -385,6 +519,113 @@ def _path_str(path: tuple[Any, ...]) -> str:
     return ".".join(parts)
 
 
+def _checksums(tree: Any) -> dict[str, str]:
+    """SHA-256 of each array leaf (its dtype, shape and bytes), keyed by its path.
+
+    The arrays are read from host memory (`jax.device_get`: on CPU a view, elsewhere the copy
+    orbax makes for writing anyway); Python scalars are not hashed. Multi-host: a replicated
+    array is hashed from this process's replica, so a data-parallel state is verified on any
+    number of hosts; an array sharded over hosts is skipped, since hashing it would need every
+    process to hash its own shards (`addressable_shards`, keyed by shard index) into a record
+    of its own, and the JSON metadata item is written by the primary process only.
+    """
+    out = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        host = _host_array(leaf)
+        if host is not None:
+            digest = hashlib.sha256(f"{host.dtype.name}{list(host.shape)}".encode())
+            digest.update(np.ascontiguousarray(host).reshape(-1).view(np.uint8))
+            out[_path_str(path)] = digest.hexdigest()
+    return out
+
+
+def _host_array(x: Any) -> np.ndarray | None:
+    """`x` as a host numpy array (key arrays as their key data), or None if not hashed."""
+    if isinstance(x, jax.Array):
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            x = jax.random.key_data(x)
+        if x.is_fully_addressable:
+            x = jax.device_get(x)
+        elif x.is_fully_replicated:
+            x = x.addressable_data(0)
+        else:
+            return None
+    if not isinstance(x, np.ndarray | np.generic | jax.Array):
+        return None
+    x = np.asarray(x)
+    return None if x.dtype.hasobject else x
+
+
+_OS_ERROR_CODE = re.compile(r"os_error_code='?(\d+)")
+
+
+def _os_error_code(error: BaseException) -> int | None:
+    """The errno of `error` or of an error it wraps: an OSError's, or the `os_error_code` in a
+    tensorstore error's message (e.g. "... No space left on device [os_error_code='28']")."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno:
+            return error.errno
+        match = _OS_ERROR_CODE.search(str(error))
+        if match and int(match.group(1)) in errno.errorcode:
+            return int(match.group(1))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+# Orbax reports a failed background save with an ERROR record and its traceback from each thread
+# involved (~930 lines for a full disk in a search), through absl's logger (a few modules use the
+# root logger), then raises it in the main thread, where `Checkpointer._wait` makes one error of
+# it. Those records are re-logged at DEBUG level by this module's logger instead. So is the
+# "RuntimeError: Event loop is closed" that tensorstore's completion callbacks print (as an
+# unraisable exception) when the other writes or reads of a failed save or restore finish after
+# orbax has closed its event loop.
+_ORBAX_DIR = os.path.dirname(os.path.dirname(os.path.abspath(ocp.__file__)))  # .../orbax
+_QUIET_LOCK = threading.Lock()
+
+
+class _OrbaxErrorsToDebug(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR or not record.pathname.startswith(_ORBAX_DIR):
+            return True
+        if _log.isEnabledFor(logging.DEBUG):
+            _log.debug("orbax [%s]: %s", record.threadName, record.getMessage(),
+                       exc_info=record.exc_info)  # fmt: skip
+        return False
+
+
+_ORBAX_FILTER = _OrbaxErrorsToDebug()
+
+
+def _quiet_orbax_errors() -> None:
+    """Installs `_OrbaxErrorsToDebug` on absl's and the root logger, and `_closed_loop_hook`
+    before the current `sys.unraisablehook` (once)."""
+    with _QUIET_LOCK:
+        for logger in (logging.getLogger("absl"), logging.getLogger()):
+            if _ORBAX_FILTER not in logger.filters:
+                logger.addFilter(_ORBAX_FILTER)
+        if not getattr(sys.unraisablehook, "_dnas_closed_loop", False):
+            sys.unraisablehook = _closed_loop_hook(sys.unraisablehook)
+
+
+def _closed_loop_hook(previous: Any) -> Any:
+    def hook(unraisable: Any) -> None:
+        error, tb = unraisable.exc_value, unraisable.exc_traceback
+        frames = {frame.f_code.co_name for frame, _ in traceback.walk_tb(tb)}
+        if (
+            isinstance(error, RuntimeError)
+            and str(error) == "Event loop is closed"
+            and "call_soon_threadsafe" in frames
+        ):
+            _log.debug("ignored after a failed save or restore: RuntimeError: %s", error)
+            return
+        previous(unraisable)
+
+    hook._dnas_closed_loop = True
+    return hook
+
+
 def _one_line(error: BaseException) -> str:
     text = " ".join(str(error).split()) or type(error).__name__
     text = f"{type(error).__name__}: {text}"
@@ -403,4 +644,4 @@ def _to_json(metadata: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(metadata, default=default, allow_nan=False))
 
 
-__all__ = ["CheckpointError", "Checkpointer"]
+__all__ = ["CheckpointError", "Checkpointer", "ChecksumMismatch"]

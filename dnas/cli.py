@@ -6,6 +6,7 @@ import argparse
 import importlib
 import json
 import os
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -18,17 +19,23 @@ def _info(args: argparse.Namespace) -> int:
 
     info = data.get_info(args.dataset)
     out: dict = {"dataset": info.name, "input_shape": list(info.input_shape)}
+    space = spaces.get(args.supernet) if args.supernet else None
+    geno = None if space else spaces.load(args.genotype)
+    space = space or geno.search_space
+    if args.layers is not None and args.layers < space.min_layers:
+        raise ValueError(
+            f"--layers {args.layers} is out of range for search space {space.name!r}: an integer "
+            f">= {space.min_layers} (the depth at which every cell type has a cell)"
+        )
     if args.supernet:
-        space = spaces.get(args.supernet)
-        kw = {"C": args.init_channels or 16}
-        if args.layers:
+        kw = {"C": 16 if args.init_channels is None else args.init_channels}
+        if args.layers is not None:
             kw["layers"] = args.layers
         model = space.supernet(info.num_classes, **kw)
         mix = {k: jax.ShapeDtypeStruct(s, "float32") for k, s in space.alpha_shapes.items()}
         stats = evaluate.model_stats(model, info.input_shape, mix)
         out |= {"supernet": space.name, "network": type(model).__name__}
     else:
-        geno = spaces.load(args.genotype)
         model = geno.search_space.network(
             geno,
             info.num_classes,
@@ -61,6 +68,17 @@ PLOT_HELP = (
 )
 
 
+def _positive_int(text: str) -> int:
+    """argparse type of sizes: an integer >= 1 (argparse turns the error into one line)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
 def _info_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help=INFO_HELP[0], description=INFO_HELP[1])
     what = p.add_mutually_exclusive_group(required=True)
@@ -71,9 +89,9 @@ def _info_parser(sub: argparse._SubParsersAction) -> None:
     )
     what.add_argument("--supernet", help="a search space name (dnas.spaces.SPACES)")
     p.add_argument("--dataset", default="cifar10", help="sets classes and input shape")
-    p.add_argument("--init-channels", type=int, help="C (default: the paper's setting)")
-    p.add_argument("--layers", type=int, help="depth, as the space counts it (e.g. cells, or "
-                   "cells per stage)")  # fmt: skip
+    p.add_argument("--init-channels", type=_positive_int, help="C (default: the paper's setting)")
+    p.add_argument("--layers", type=_positive_int, help="depth, as the space counts it (e.g. "
+                   "cells, or cells per stage)")  # fmt: skip
     p.add_argument("--auxiliary", action="store_true", help="include the auxiliary head")
     p.set_defaults(func=_info)
 
@@ -86,20 +104,68 @@ def _default_workdir(command: str) -> str:
 
 
 def _load_config(args: argparse.Namespace):
+    """The config of `--config` with the `--config.KEY=VALUE` overrides, validated (before
+    anything is imported for the stage, compiled or written)."""
     from dnas import configlib
 
     config = configlib.load(args.config)
-    return configlib.override(config, args.overrides)
+    return configlib.validate(configlib.override(config, args.overrides))
+
+
+CONFIG_HELP = "a config file, path/to/config.py[:arg], or a workdir's config.json (or the workdir)"
+SHOW_CONFIG_HELP = (
+    "print the effective config, a field a line with its documentation and valid values",
+    "The config of --config (default: the embedded one) after the --config.KEY=VALUE overrides, "
+    "validated as search, train, run and sweep validate it, one field a line: `key = value  # "
+    "what it means (valid values)`, grouped as the config is. An invalid config is a one-line "
+    "error.",
+)
+
+
+def _show_config(args: argparse.Namespace) -> int:
+    from dnas import configlib
+
+    print(configlib.explain(_load_config(args)))
+    return 0
+
+
+def _config_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("config", help=SHOW_CONFIG_HELP[0], description=SHOW_CONFIG_HELP[1])
+    p.add_argument("--config", help=CONFIG_HELP)
+    p.set_defaults(func=_show_config)
 
 
 def _stage(command: str, module: str, function: str, report: Callable[[Any, str], str]):
     """A stage command: loads the config, calls `dnas.<module>.<function>(config, workdir)`
-    (imported only then: `--help` stays fast) and prints `report(result, workdir)`."""
+    (imported only then: `--help` stays fast) and prints `report(result, workdir)`.
+
+    SIGINT and SIGTERM stop it where its files are consistent (`signals.deferred`, installed
+    before JAX is imported): one line on stderr says where the run stood and how to resume it,
+    and the exit code is 128 + the signal (130, 143); a second signal exits at once."""
 
     def func(args: argparse.Namespace) -> int:
-        config = _load_config(args)
+        from dnas import signals
+
         workdir = args.workdir or _default_workdir(command)
-        result = getattr(importlib.import_module(f"dnas.{module}"), function)(config, workdir)
+
+        def line(stopped: signals.Interrupted) -> str:
+            resume = ["dnas", command, *(["--config", args.config] if args.config else [])]
+            resume += [f"--config.{o}" for o in args.overrides]
+            resume = shlex.join([*resume, "--workdir", os.path.abspath(workdir)])
+            return f"dnas {command}: {stopped.describe(root=workdir)}; resume: {resume}"
+
+        def exit_now(stopped: signals.Interrupted) -> None:
+            print(line(stopped), file=sys.stderr, flush=True)
+            os._exit(stopped.exit_code)  # no waiting for orbax's or TensorBoard's threads
+
+        with signals.deferred(on_second=exit_now):
+            try:
+                config = _load_config(args)
+                stage = getattr(importlib.import_module(f"dnas.{module}"), function)
+                result = stage(config, workdir)
+            except signals.Interrupted as stopped:
+                print(line(stopped), file=sys.stderr, flush=True)
+                return stopped.exit_code
         print(report(result, os.path.abspath(workdir)))
         return 0
 
@@ -136,7 +202,7 @@ def _stage_parser(name: str, func, help_text: str):
             "can be overridden with --config.FIELD=VALUE (e.g. --config.seed=3, "
             "--config.search.epochs=5).",
         )
-        p.add_argument("--config", help="a config file, path/to/config.py[:arg]")
+        p.add_argument("--config", help=CONFIG_HELP)
         p.add_argument("--workdir", help="output folder (default: a new folder under runs/); "
                        "an existing one is resumed")  # fmt: skip
         d = p.add_argument_group(
@@ -153,6 +219,9 @@ def _stage_parser(name: str, func, help_text: str):
 
 
 def _plot(args: argparse.Namespace) -> int:
+    """Exit 0 also when a workdir has nothing to plot yet (config.json only, or a search not past
+    its first log): the workdir is valid and the run young, so a script polling a starting run
+    does not fail; the line says that nothing was written and why, and no folder is made."""
     from dnas import viz
 
     if len(args.workdirs) > 1 and not args.out:
@@ -162,22 +231,40 @@ def _plot(args: argparse.Namespace) -> int:
     if len(set(names)) < len(names):  # e.g. a/search b/search: name them by parent too
         names = [os.path.join(*os.path.normpath(r.workdir).split(os.sep)[-2:]).replace(os.sep, "_")
                  for r in runs]  # fmt: skip
+    plotted, said = [], set()
     for run, name in zip(runs, names, strict=True):
         out = args.out if len(runs) == 1 and args.out else None
         out = out or (os.path.join(args.out, name) if args.out else
                       os.path.join(run.workdir, "figures"))  # fmt: skip
+        why = run.nothing_logged()
+        if why is not None:
+            print(f"{run.workdir}: nothing to plot yet: {why}; no figure written")
+            continue
         written, notes = viz.save_all(run, out, args.format)
         for note in notes:
-            print(f"note: {note}", file=sys.stderr)
-        print(f"{run.workdir}: {len(written)} figures in {os.path.abspath(out)}")
+            if note not in said:  # e.g. the missing `dot`: once, not once per run
+                said.add(note)
+                print(f"note: {note}", file=sys.stderr)
+        if written:
+            print(f"{run.workdir}: {len(written)} figures in {os.path.abspath(out)}")
+            plotted.append((run, name))
+        else:
+            print(f"{run.workdir}: nothing to plot yet: no figure has data (see the notes); "
+                  "no figure written")  # fmt: skip
     if len(runs) > 1:
+        if len(plotted) < len(runs):
+            left = [r.name for r in runs if all(r is not p for p, _ in plotted)]
+            print(f"note: left out of the comparison (nothing to plot yet): {', '.join(left)}",
+                  file=sys.stderr)  # fmt: skip
         groups: dict[str, list] = {}
-        for run, name in zip(runs, names, strict=True):  # seeds share a name up to "-seed<N>"
+        for run, name in plotted:  # seeds share a name up to "-seed<N>"
             groups.setdefault(name.split("-seed")[0], []).append(run)
-        path = os.path.join(args.out, f"compare.{args.format}")
-        viz.save_figure(viz.compare_runs(groups), path)
-        print(json.dumps(viz.summary_table(groups), indent=2))
-        print(f"comparison: {os.path.abspath(path)}")
+        if not groups:
+            print("nothing to compare yet")
+            return 0
+        figure, table, rows = viz.save_comparison(groups, args.out, args.format)
+        print(viz.format_table(rows))
+        print(f"comparison: {figure} (table: {table})")
     return 0
 
 
@@ -187,6 +274,155 @@ def _plot_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="output folder (default: <workdir>/figures)")
     p.add_argument("--format", default="png", choices=("png", "svg", "pdf"))
     p.set_defaults(func=_plot)
+
+
+def _version() -> str:
+    """The installed package's version (its metadata), else `dnas.__version__` (a source tree
+    on sys.path without installing)."""
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("dnas")
+    except importlib.metadata.PackageNotFoundError:
+        import dnas
+
+        return getattr(dnas, "__version__", "unknown")
+
+
+def catalogue() -> dict[str, Any]:
+    """What `dnas list` names, read from the registries: `spaces.SPACES` (ops, alpha shapes,
+    protocols), `strategies.STRATEGIES` (the factory's first docstring phrase and its keyword
+    arguments with their defaults), `data.DATASETS`, `pipeline.SELECTIONS` and the published
+    genotypes of `spaces.known()` by space. Whether a tfds dataset is prepared is not checked."""
+    import inspect
+
+    from dnas import data, pipeline, spaces, strategies
+
+    genotypes: dict[str, list[str]] = {}
+    for name, genotype in spaces.known().items():
+        genotypes.setdefault(genotype.space, []).append(name)
+    out: dict[str, Any] = {"spaces": {}, "strategies": {}, "datasets": {}}
+    for name, space in spaces.SPACES.items():
+        out["spaces"][name] = {
+            "ops": list(space.ops),
+            "alpha_shapes": {g: list(shape) for g, shape in space.alpha_shapes.items()},
+            "protocols": list(space.protocols),
+            "genotypes": genotypes.get(name, []),
+        }
+    for name, factory in strategies.STRATEGIES.items():
+        doc = (inspect.getdoc(factory) or "").split("\n")[0]
+        args = {
+            p.name: p.default
+            for p in inspect.signature(factory).parameters.values()
+            if p.kind == inspect.Parameter.KEYWORD_ONLY
+        }
+        out["strategies"][name] = {"description": doc.split(": ")[0], "args": args}
+    for name, info in data.DATASETS.items():
+        out["datasets"][name] = {
+            "source": "embedded" if info.tfds_name is None else "tfds",
+            "tfds_name": info.tfds_name,
+            "input_shape": list(info.input_shape),
+            "num_classes": info.num_classes,
+        }
+    out["selections"] = list(pipeline.SELECTIONS)
+    out["genotypes"] = genotypes
+    return out
+
+
+def _list_text(cat: dict[str, Any]) -> str:
+    shape = lambda s: "x".join(map(str, s))
+    lines = ["spaces (--config.space)"]
+    width = max(map(len, cat["spaces"]), default=0)
+    for name, sp in cat["spaces"].items():
+        alphas = " + ".join(f"{g} {shape(s)}" for g, s in sp["alpha_shapes"].items())
+        protocols = f", protocols: {', '.join(sp['protocols'])}" if sp["protocols"] else ""
+        lines.append(f"  {name:{width}}  {len(sp['ops'])} ops, alphas {alphas}{protocols}")
+        lines.append(f"  {'':{width}}  ops: {', '.join(sp['ops'])}")
+    lines.append("strategies (--config.strategy, arguments: --config.strategy_args.NAME=VALUE)")
+    width = max(map(len, cat["strategies"]), default=0)
+    for name, st in cat["strategies"].items():
+        args = " ".join(f"{k}={v!r}" for k, v in st["args"].items())
+        lines.append(f"  {name:{width}}  {st['description']}" + (f"  [{args}]" if args else ""))
+    lines.append("datasets (--config.dataset; tfds ones must be prepared first, see README)")
+    width = max(map(len, cat["datasets"]), default=0)
+    for name, d in cat["datasets"].items():
+        source = "embedded, no download" if d["source"] == "embedded" else f"tfds {d['tfds_name']}"
+        lines.append(f"  {name:{width}}  {shape(d['input_shape'])}, {d['num_classes']} classes"
+                     f" ({source})")  # fmt: skip
+    lines.append("selections (--config.search.selection)")
+    lines.append("  " + ", ".join(s or repr(s) for s in cat["selections"])
+                 + "  ('' keeps the strategy's own choice from the alphas)")  # fmt: skip
+    lines.append("published genotypes (--config.train.genotype, dnas info --genotype)")
+    for space, names in cat["genotypes"].items():
+        lines.append(f"  {space}: {', '.join(names)}")
+    return "\n".join(lines)
+
+
+def _list(args: argparse.Namespace) -> int:
+    cat = catalogue()
+    print(json.dumps(cat, indent=2, default=str) if args.json else _list_text(cat))
+    return 0
+
+
+def _list_parser(sub: argparse._SubParsersAction) -> None:
+    text = "name the registered spaces, strategies, datasets, selections and published genotypes"
+    p = sub.add_parser("list", help=text, description=f"{text} (read from the registries).")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(func=_list)
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from dnas import train
+
+    result = train.evaluate_trained(
+        args.workdir, split=args.split, dataset=args.dataset, batch_size=args.batch_size
+    )
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _eval_parser(sub: argparse._SubParsersAction) -> None:
+    text = "evaluate a trained network (its latest checkpoint) on a dataset split, as JSON"
+    p = sub.add_parser(
+        "eval", help=text,
+        description=f"{text}: loss, accuracy, examples and the checkpoint's step. WORKDIR is a "
+        "dnas train workdir or a dnas run retraining folder (<run>/retrain_searched).",
+    )  # fmt: skip
+    p.add_argument("workdir", help="the training's workdir")
+    p.add_argument("--split", default="test", choices=("test", "train", "val"))
+    p.add_argument("--dataset", help="another registered dataset with the same input shape and "
+                   "classes (default: the one trained on)")  # fmt: skip
+    p.add_argument(
+        "--batch-size", type=_positive_int, help="default: the training's train.batch_size"
+    )
+    p.set_defaults(func=_eval)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from dnas import train
+
+    model = train.export(args.workdir, args.out)
+    print(f"exported {os.path.abspath(args.workdir)} (step {model['step']} of "
+          f"{model['total_steps']}) to {model['out']}: {train.EXPORT_PARAMS}, genotype.json, "
+          f"{train.EXPORT_MODEL}")  # fmt: skip
+    print("rebuild it (import json, numpy as np, flax, dnas):")
+    for line in model["rebuild"]:
+        print(f"  {line}")
+    return 0
+
+
+def _export_parser(sub: argparse._SubParsersAction) -> None:
+    text = "write a trained network's parameters, genotype and model description"
+    p = sub.add_parser(
+        "export", help=text,
+        description=f"{text} for use without the workdir: params.npz (parameters and BatchNorm "
+        "statistics, flat '<collection>/<module>/.../<name>' keys), genotype.json and "
+        "model.json (space, genotype, C, layers, classes, input shape and normalisation, "
+        "dataset, and the three lines that rebuild the network).",
+    )  # fmt: skip
+    p.add_argument("workdir", help="a dnas train workdir or a dnas run retraining folder")
+    p.add_argument("--out", help="output folder (default: WORKDIR/export)")
+    p.set_defaults(func=_export)
 
 
 COMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
@@ -199,20 +435,25 @@ COMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
         "search with many seeds (x values of --config.sweep.param) as one "
         "vmapped program; members listed by --config.sweep.seeds=0-7",
     ),
+    "config": _config_parser,
     "info": _info_parser,
     "plot": _plot_parser,
+    "list": _list_parser,
+    "eval": _eval_parser,
+    "export": _export_parser,
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dnas", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"dnas {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in COMMANDS.values():
         add(sub)
     args, rest = parser.parse_known_args(argv)
     overrides = [a[len("--config.") :] for a in rest if a.startswith("--config.")]
     unknown = [a for a in rest if not a.startswith("--config.")]
-    if unknown or (overrides and args.command in ("info", "plot")):
+    if unknown or (overrides and not hasattr(args, "config")):  # only config commands take them
         parser.error(f"unrecognized arguments: {' '.join(unknown or rest)}")
     args.overrides = overrides
     if getattr(args, "distributed", False) or getattr(args, "coordinator", None):
@@ -223,15 +464,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     try:
         return args.func(args)
+    except BrokenPipeError:  # e.g. `dnas list | head`: the reader has gone; nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit either
+        return 1
     except (
-        KeyError, ValueError, FileNotFoundError, FloatingPointError, RuntimeError, ImportError,
+        KeyError, ValueError, OSError, FloatingPointError, RuntimeError, ImportError,
     ) as err:  # fmt: skip
         from dnas.checkpoint import CheckpointError
+        from dnas.errors import WorkdirLocked
 
-        if isinstance(err, RuntimeError) and not isinstance(err, CheckpointError):
+        if isinstance(err, RuntimeError) and not isinstance(err, CheckpointError | WorkdirLocked):
             raise
         # KeyError's str() adds quotes around its message.
         message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+        if isinstance(err, OSError) and not isinstance(err, FileNotFoundError):
+            # A read-only workdir, a full disk, no permission: the file and the cause. A failed
+            # write() names no file; then the workdir, when given (a closed pipe is not it).
+            workdir = None if isinstance(err, ConnectionError) else getattr(args, "workdir", None)
+            where = err.filename or workdir
+            if where is not None and err.strerror:
+                message = f"cannot write {os.fspath(where)}: {err.strerror}"
         print(f"dnas {args.command}: error: {message}", file=sys.stderr)
         return 2
 

@@ -2,11 +2,15 @@
 
 A config file is a Python file with `get_config(arg=None) -> ml_collections.ConfigDict` (big_vision,
 flax examples); `path.py:arg` passes `arg`. It usually starts from `default_config()` and overrides
-what differs. Overrides `--config.a.b=value` are parsed with the type of the existing field (a
-field that is None takes true, false, none or a Python literal); an unknown key or a value of the
-wrong type is a one-line `ConfigError`.
+what differs. A workdir's `config.json` (or the workdir) is a config too (`load_json`). Overrides
+`--config.a.b=value` are parsed with the type of the existing field (a field that is None takes
+true, false, none or a Python literal; `strategy_args.NAME` takes any name, its value a literal or
+else text); an unknown key or a value of the wrong type is a one-line `ConfigError`.
 
-The ConfigDict stops at the `run()` functions: library code takes typed arguments.
+`FIELDS` documents every field and its valid values; `validate(config)`, which every entry point
+calls before anything compiles or is written, checks them and the combinations that make no sense
+(one-line `ConfigError`s naming the key, the value and the range). The ConfigDict stops at the
+`run()` functions: library code takes typed arguments.
 """
 
 from __future__ import annotations
@@ -14,13 +18,18 @@ from __future__ import annotations
 import ast
 import difflib
 import importlib.util
+import json
+import math
+import numbers
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import ml_collections
 
-from dnas import errors, spaces
+from dnas import bilevel, data, errors, ops, spaces, strategies
 from dnas import workdir as workdir_lib
+from dnas.genotype import show
 
 ConfigError = errors.ConfigError
 
@@ -29,29 +38,27 @@ def default_config() -> ml_collections.ConfigDict:
     """The embedded default: DARTS space, first order, on the 8x8 digits (no download).
 
     `dnas run` with it searches for ~2 minutes and retrains the searched and a random cell for
-    ~1 minute each on a 2-core CPU; the searched cell reaches ~98% test accuracy.
+    ~1 minute each on a 2-core CPU; the searched cell reaches ~98% test accuracy. Every field is
+    documented, with its valid values, in `FIELDS` (`dnas config` prints them).
     """
     c = ml_collections.ConfigDict()
     c.seed = 0
     c.dataset = "digits"
-    c.data_dir = ""  # tensorflow-datasets data_dir; "" uses TFDS_DATA_DIR or ~/tensorflow_datasets
+    c.data_dir = ""
     c.space = spaces.DEFAULT  # the DARTS cell space
     c.strategy = "darts"
-    c.order = "first"  # first | second | finite_difference
-    # The strategy's own keyword arguments (strategies.py; e.g. gdas: tau_max, tau_min).
+    c.order = "first"
     c.strategy_args = ml_collections.ConfigDict()
 
     c.search = ml_collections.ConfigDict()
     s = c.search
     s.C = 4
-    s.layers = 5  # DARTS: cells; NAS-Bench-201: cells per stage
+    s.layers = 5
     s.epochs = 15
     s.batch_size = 64
-    s.train_portion = 0.5  # DARTS split: this fraction of the training set trains the weights
+    s.train_portion = 0.5
     s.lr = 0.025
     s.lr_min = 0.001
-    # One cosine over several searches (DrNAS' progressive stages): its length in epochs (0: this
-    # search's) and the epochs of it already run before this search.
     s.lr_schedule_epochs = 0
     s.lr_offset_epochs = 0
     s.momentum = 0.9
@@ -62,71 +69,457 @@ def default_config() -> ml_collections.ConfigDict:
     s.alpha_b2 = 0.999
     s.alpha_weight_decay = 1e-3
     s.alpha_init_scale = 1e-3
-    s.alpha_warmup_epochs = 0  # weights-only epochs before the first alpha step (PC-DARTS: 15)
-    # order=finite_difference: clip the virtual step's gradient at grad_clip too (the DARTS
-    # reference does not; order=second differentiates through the real, clipped weight step).
+    s.alpha_warmup_epochs = 0
     s.fd_clip = False
-    s.sep_impl = "fused"  # fused | depthwise | shifted (ops.py)
-    s.remat = False  # jax.checkpoint per edge; the CIFAR configs turn it on (BENCHMARKS.md)
-    s.partial_channels = 1  # PC-DARTS' K: 1/K of the channels go through the mixed ops
-    s.single_op = False  # compute only each edge's largest-weight op (GDAS: one-hot mixing)
+    s.sep_impl = "fused"
+    s.remat = False
+    s.partial_channels = 1
+    s.single_op = False
     # Collapse diagnostics and DARTS+ early stopping (search.EpochMonitor).
-    s.hessian_every_epochs = 0  # dominant Hessian eigenvalue w.r.t. alphas; 0: off
-    s.hessian_iters = 20  # power iterations (one Hessian-vector product each)
-    s.early_stop = ""  # "" | skip | stable (DARTS+)
+    s.hessian_every_epochs = 0
+    s.hessian_iters = 20
+    s.early_stop = ""
     s.early_stop_skips = 2
     s.early_stop_patience = 10
-    # Selection by the trained supernet instead of the alphas: "" (alphas), random (random
-    # search with weight sharing), evolution (regularised evolution; dnas/selection.py) or pt
-    # (DARTS-PT, dnas/pt.py).
+    # Selection with the trained supernet instead of the alphas (selection.py, pt.py).
     s.selection = ""
-    s.selection_archs = 100  # architectures evaluated
-    s.selection_batches = 4  # validation batches per architecture
-    s.selection_rerank = 0  # > 0: re-score this many of the best on the whole validation split
+    s.selection_archs = 100
+    s.selection_batches = 4
+    s.selection_rerank = 0
     s.evolution_population = 20
     s.evolution_sample_size = 5
-    s.pt_interval = 5  # DARTS-PT: fine-tuning epochs between decisions
-    s.pt_eval_batches = 10  # validation batches per DARTS-PT evaluation
-    s.crop_padding = -1  # -1: the dataset's default
-    s.flip = None  # None: the dataset's default (no flip for digits and SVHN); true/false force it
+    s.pt_interval = 5
+    s.pt_eval_batches = 10
+    s.crop_padding = -1
+    s.flip = None
     s.cutout_length = 0
 
     c.train = ml_collections.ConfigDict()
     t = c.train
-    t.genotype = ""  # dnas train: a published name, a genotype string or a genotype.json path
+    t.genotype = ""
     t.C = 8
     t.layers = 5
     t.epochs = 30
     t.batch_size = 64
-    t.lr = 0.05  # DARTS uses 0.025 with batch 96 for 600 epochs; digits trains for 30
+    t.lr = 0.05
     t.lr_min = 0.0
     t.momentum = 0.9
     t.weight_decay = 3e-4
     t.grad_clip = 5.0
     t.auxiliary = True
     t.auxiliary_weight = 0.4
-    t.drop_path_prob = 0.1  # ramped linearly from 0 over the epochs, as the reference does
+    t.drop_path_prob = 0.1
     t.crop_padding = -1
-    t.flip = None  # None: the dataset's default
-    t.cutout_length = -1  # -1: the dataset's default (16 on CIFAR, the DARTS protocol)
+    t.flip = None
+    t.cutout_length = -1
     t.sep_impl = "fused"
 
-    # dnas sweep: seeds (e.g. "0-7" or "0,3,5") x values of one search hyper-parameter, as one
-    # vmapped program (dnas/sweep.py).
-    c.sweep = ml_collections.ConfigDict()
+    c.sweep = ml_collections.ConfigDict()  # dnas sweep (dnas/sweep.py)
     c.sweep.seeds = ""
-    c.sweep.param = ""  # e.g. "search.alpha_weight_decay"
-    c.sweep.param_values = ""  # e.g. "1e-3,1e-2"
+    c.sweep.param = ""
+    c.sweep.param_values = ""
 
-    c.num_devices = 0  # data parallel over this many devices (0: all); batch sizes are global
-    # Persistent XLA compilation cache: a rerun of the same config skips compilation. "" turns
-    # it off; JAX_COMPILATION_CACHE_DIR, when set, wins.
+    c.num_devices = 0
     c.compilation_cache_dir = "~/.cache/dnas/xla"
-    c.baseline = True  # dnas run: also retrain a random genotype of the space
+    c.baseline = True
     c.checkpoint_every_steps = 200
     c.log_every_steps = 20
     c.progress = True
     return c
+
+
+# ---------------------------------------------------------------------------------------------
+# The fields: what each means and which values it takes. `validate` checks a config against
+# them (and checks the combinations that make no sense) before anything compiles or is written.
+
+
+class Check(NamedTuple):
+    """The values a config field takes: `ok(value)`, and `words()` naming them (a function:
+    registries such as `spaces.SPACES` may grow after import)."""
+
+    ok: Callable[[Any], bool]
+    words: Callable[[], str]
+    numeric: bool = False  # a refused value is "out of range" (else "not valid")
+
+
+class Field(NamedTuple):
+    doc: str
+    check: Check
+
+    def refusal(self, key: str, value: Any) -> str | None:
+        """None if `value` is valid for field `key`, else the one-line reason."""
+        if self.check.ok(value):
+            return None
+        problem = "out of range" if self.check.numeric else "not valid"
+        return f"{key}={show(value)} is {problem}: {self.check.words()}"
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def integer(low: int) -> Check:
+    return Check(lambda v: _is_int(v) and v >= low, lambda: f"an integer >= {low}", True)
+
+
+def number(low: float, high: float | None = None, *, open_low=False, open_high=False) -> Check:
+    """A finite number in [low, high] (no `high`: unbounded), `open_low`/`open_high` excluding
+    the bound."""
+    lo, hi = ("<" if open_low else "<="), ("<" if open_high else "<=")
+
+    def ok(v: Any) -> bool:
+        if not _is_number(v) or (v <= low if open_low else v < low):
+            return False
+        return high is None or (v < high if open_high else v <= high)
+
+    if high is None:
+        words = f"a number {lo.replace('<', '>')} {low:g}"
+    else:
+        words = f"a number {low:g} {lo} x {hi} {high:g}"
+    return Check(ok, lambda: words, True)
+
+
+def one_of(names: Callable[[], Sequence[str]]) -> Check:
+    return Check(
+        lambda v: isinstance(v, str) and v in names(),
+        lambda: "one of " + ", ".join(repr(n) for n in names()),
+    )
+
+
+BOOL = Check(lambda v: isinstance(v, bool), lambda: "true or false")
+BOOL_OR_NONE = Check(lambda v: v is None or isinstance(v, bool), lambda: "true, false or none")
+TEXT = Check(lambda v: isinstance(v, str), lambda: "text")
+ARGUMENTS = Check(
+    lambda v: isinstance(v, dict | ml_collections.ConfigDict),
+    lambda: "NAME=VALUE arguments of the strategy's factory",
+)
+POSITIVE, NON_NEGATIVE = number(0, open_low=True), number(0)
+FRACTION = number(0, 1, open_high=True)  # momentum, Adam betas, drop-path rate
+
+# search.early_stop and search.selection: the names search.py and pipeline.py act on
+# (tests/test_config_validation.py checks that they agree).
+EARLY_STOP = ("", "skip", "stable")
+SELECTIONS = ("", "random", "evolution", "pt")
+
+# Every field of `default_config()` (tests/test_config_validation.py checks that none is missing),
+# in its order: doc (printed by `dnas config`) and valid values. The search and the retraining
+# share the fields of their augmentation, optimiser and network sizes.
+_AUGMENTATION = {
+    "crop_padding": Field("random-crop padding in pixels; -1: the dataset's default", integer(-1)),
+    "flip": Field(
+        "random horizontal flip; none: the dataset's default (no flip for digits and SVHN: a "
+        "mirrored digit is another symbol)",
+        BOOL_OR_NONE,
+    ),
+}
+FIELDS: dict[str, Field] = {
+    "seed": Field("the root of every random stream of the run (weights, alphas, data order)",
+                  integer(0)),
+    "dataset": Field("the dataset (dnas.data.DATASETS): digits ships with scikit-learn, the others "
+                     "are read with tensorflow-datasets", one_of(lambda: tuple(data.DATASETS))),
+    "data_dir": Field("tensorflow-datasets data_dir; '' uses TFDS_DATA_DIR or "
+                      "~/tensorflow_datasets", TEXT),
+    "space": Field("the search space (dnas.spaces.SPACES)", one_of(lambda: tuple(spaces.SPACES))),
+    "strategy": Field("the search strategy (dnas.strategies.STRATEGIES)",
+                      one_of(lambda: tuple(strategies.STRATEGIES))),
+    "order": Field("the alphas' hypergradient: first order, second (exact, autodiff through the "
+                   "unrolled weight step) or finite_difference (the paper's Eq. 7-8)",
+                   one_of(lambda: bilevel.ORDERS)),
+    "strategy_args": Field("the strategy's own keyword arguments (strategies.py; e.g. gdas: "
+                           "tau_max, tau_min), --config.strategy_args.NAME=VALUE", ARGUMENTS),
+    "search.C": Field("channels of the supernet's first cells", integer(1)),
+    "search.layers": Field("supernet depth as the space counts it (DARTS: cells; NAS-Bench-201: "
+                           "cells per stage), at least the space's min_layers", integer(1)),
+    "search.epochs": Field("search epochs", integer(1)),
+    "search.batch_size": Field("examples per step from each half of the split (global over "
+                               "devices), at most the smaller half", integer(1)),
+    "search.train_portion": Field("DARTS split: this fraction of the training set trains the "
+                                  "weights, the rest the alphas", number(0, 1, open_low=True,
+                                                                         open_high=True)),
+    "search.lr": Field("weights' SGD learning rate, cosine-annealed per epoch to lr_min", POSITIVE),
+    "search.lr_min": Field("the cosine's final learning rate, at most lr", NON_NEGATIVE),
+    "search.lr_schedule_epochs": Field("one cosine over several searches (DrNAS' progressive "
+                                       "stages): its length in epochs; 0: this search's",
+                                       integer(0)),
+    "search.lr_offset_epochs": Field("epochs of that cosine run before this search (offset + "
+                                     "epochs: at most its length)", integer(0)),
+    "search.momentum": Field("weights' SGD momentum", FRACTION),
+    "search.weight_decay": Field("weights' L2 decay, added to the gradient (PyTorch's)",
+                                 NON_NEGATIVE),
+    "search.grad_clip": Field("weights' gradient clipping by global norm; 0: none", NON_NEGATIVE),
+    "search.alpha_lr": Field("alphas' Adam learning rate; 0: the alphas stay as initialised",
+                             NON_NEGATIVE),
+    "search.alpha_b1": Field("alphas' Adam beta1", FRACTION),
+    "search.alpha_b2": Field("alphas' Adam beta2", FRACTION),
+    "search.alpha_weight_decay": Field("alphas' L2 decay, added to the gradient", NON_NEGATIVE),
+    "search.alpha_init_scale": Field("alphas start as scale * N(0, 1) (DARTS: 1e-3)",
+                                     NON_NEGATIVE),
+    "search.alpha_warmup_epochs": Field("weights-only epochs before the first alpha step "
+                                        "(PC-DARTS: 15), fewer than epochs", integer(0)),
+    "search.fd_clip": Field("order=finite_difference: clip the virtual step's gradient at "
+                            "grad_clip too (the DARTS reference does not; order=second "
+                            "differentiates through the real, clipped weight step)", BOOL),
+    "search.sep_impl": Field("how separable convolutions are computed (ops.py): the same "
+                             "function, other speed and compile time",
+                             one_of(lambda: ops.SEP_IMPLS)),
+    "search.remat": Field("jax.checkpoint per edge: less memory, more compute; the CIFAR configs "
+                          "turn it on (BENCHMARKS.md)", BOOL),
+    "search.partial_channels": Field("PC-DARTS' K: 1/K of the channels go through the mixed "
+                                     "ops; divides C", integer(1)),
+    "search.single_op": Field("compute only each edge's largest-weight op (one-hot mixing: "
+                              "gdas, random_ws)", BOOL),
+    "search.hessian_every_epochs": Field("log the dominant eigenvalue of the validation loss' "
+                                         "Hessian w.r.t. the alphas every this many epochs "
+                                         "(collapse diagnostic); 0: off", integer(0)),
+    "search.hessian_iters": Field("power iterations of that eigenvalue (one Hessian-vector "
+                                  "product each)", integer(1)),
+    "search.early_stop": Field("DARTS+ early stopping: '' (off), skip (at early_stop_skips skip "
+                               "connections in the normal cell) or stable (the op ranking "
+                               "unchanged for early_stop_patience epochs)",
+                               one_of(lambda: EARLY_STOP)),
+    "search.early_stop_skips": Field("early_stop=skip: the skip connections that stop the "
+                                     "search", integer(0)),
+    "search.early_stop_patience": Field("early_stop=stable: epochs the ranking must hold",
+                                        integer(1)),
+    "search.selection": Field("the genotype from '' (the alphas), random (random search with "
+                              "weight sharing), evolution (regularised evolution; selection.py) "
+                              "or pt (DARTS-PT, pt.py) with the trained supernet",
+                              one_of(lambda: SELECTIONS)),
+    "search.selection_archs": Field("selection=random|evolution: architectures evaluated",
+                                    integer(1)),
+    "search.selection_batches": Field("selection=random|evolution: validation batches per "
+                                      "architecture", integer(1)),
+    "search.selection_rerank": Field("selection=random|evolution: re-score this many of the "
+                                     "best on the whole validation split; 0: none", integer(0)),
+    "search.evolution_population": Field("selection=evolution: population size", integer(1)),
+    "search.evolution_sample_size": Field("selection=evolution: tournament size, at most the "
+                                          "population", integer(1)),
+    "search.pt_interval": Field("selection=pt: fine-tuning epochs between decisions",
+                                integer(1)),
+    "search.pt_eval_batches": Field("selection=pt: validation batches per evaluation",
+                                    integer(1)),
+    **{f"search.{k}": f for k, f in _AUGMENTATION.items()},
+    "search.cutout_length": Field("cutout square's side in pixels, 0: none; -1: the dataset's "
+                                  "default", integer(-1)),
+    "train.genotype": Field("dnas train: a published name, a genotype string or a genotype.json "
+                            "path", TEXT),
+    "train.C": Field("channels of the network's first cells", integer(1)),
+    "train.layers": Field("network depth as the space counts it, at least the space's "
+                          "min_layers", integer(1)),
+    "train.epochs": Field("retraining epochs", integer(1)),
+    "train.batch_size": Field("examples per step (global over devices), at most the training "
+                              "split", integer(1)),
+    "train.lr": Field("SGD learning rate, cosine-annealed per epoch to lr_min (DARTS: 0.025 with "
+                      "batch 96 for 600 epochs; digits trains for 30)", POSITIVE),
+    "train.lr_min": Field("the cosine's final learning rate, at most lr", NON_NEGATIVE),
+    "train.momentum": Field("SGD momentum", FRACTION),
+    "train.weight_decay": Field("L2 decay, added to the gradient (PyTorch's)", NON_NEGATIVE),
+    "train.grad_clip": Field("gradient clipping by global norm; 0: none", NON_NEGATIVE),
+    "train.auxiliary": Field("auxiliary head after the 2/3 cell, where the space's network has "
+                             "one (DARTS)", BOOL),
+    "train.auxiliary_weight": Field("the auxiliary head's loss weight", NON_NEGATIVE),
+    "train.drop_path_prob": Field("drop-path rate, ramped linearly from 0 over the epochs as the "
+                                  "reference does", FRACTION),
+    **{f"train.{k}": f for k, f in _AUGMENTATION.items()},
+    "train.cutout_length": Field("cutout square's side in pixels, 0: none; -1: the dataset's "
+                                 "default (the CIFAR protocols set 16)", integer(-1)),
+    "train.sep_impl": Field("how separable convolutions are computed (ops.py)",
+                            one_of(lambda: ops.SEP_IMPLS)),
+    "sweep.seeds": Field("dnas sweep: seeds and ranges, e.g. 0-7 or 0,3,5; '': seed", TEXT),
+    "sweep.param": Field("dnas sweep: the search.* step hyper-parameter swept, e.g. "
+                         "search.alpha_weight_decay; '': none", TEXT),
+    "sweep.param_values": Field("dnas sweep: its values, e.g. 1e-3,1e-2", TEXT),
+    "num_devices": Field("data parallel over this many devices; 0: all (batch sizes are global)",
+                         integer(0)),
+    "compilation_cache_dir": Field("persistent XLA compilation cache (a rerun of the same config "
+                                   "skips compiling); '': off; JAX_COMPILATION_CACHE_DIR, when "
+                                   "set, wins", TEXT),
+    "baseline": Field("dnas run: also retrain a random genotype of the space", BOOL),
+    "checkpoint_every_steps": Field("checkpoint every this many steps (and at every epoch end)",
+                                    integer(1)),
+    "log_every_steps": Field("write metrics every this many steps", integer(1)),
+    "progress": Field("a progress bar on stderr", BOOL),
+}  # fmt: skip
+
+
+def leaf_keys(config: ml_collections.ConfigDict | dict, prefix: str = "") -> list[str]:
+    """The dotted keys of `config`'s fields, in order; `strategy_args` is one field (its
+    content is the strategy's)."""
+    out = []
+    for key, value in config.items():
+        name = prefix + key
+        if isinstance(value, dict | ml_collections.ConfigDict) and name != "strategy_args":
+            out += leaf_keys(value, name + ".")
+        else:
+            out.append(name)
+    return out
+
+
+def _get(config: ml_collections.ConfigDict | dict, key: str) -> Any:
+    for part in key.split("."):
+        config = config[part]
+    return config
+
+
+def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """`config`, once every field is checked against `FIELDS` and the combinations that make no
+    sense are refused (a batch larger than the split it draws from, fewer layers than the
+    space's `min_layers`, strategy_args the strategy does not take, ...): a one-line
+    `ConfigError` naming the key, the value and the valid range. Cheap (no data is read, nothing
+    compiles), so every entry point calls it first."""
+    keys = leaf_keys(config)
+    known = leaf_keys(default_config())
+    for key in keys:
+        if key not in known:
+            raise ConfigError(f"unknown config key {key!r}{_did_you_mean(key, known)}")
+    missing = [k for k in known if k not in keys]
+    if missing:
+        raise ConfigError(
+            f"the config has no {', '.join(missing)}: start it from configlib.default_config()"
+        )
+    for key, field in FIELDS.items():
+        refusal = field.refusal(key, _get(config, key)) if key in keys else None
+        if refusal:
+            raise ConfigError(refusal)
+    _check_strategy_args(config)
+    _check_combinations(config)
+    return config
+
+
+def _did_you_mean(key: str, keys: Sequence[str]) -> str:
+    close = difflib.get_close_matches(key, keys, n=3)
+    return f"; did you mean {', '.join(close)}?" if close else ""
+
+
+def _check_strategy_args(config: ml_collections.ConfigDict) -> None:
+    """Every strategy_args entry is an argument of the strategy's factory (`strategies.build`
+    checks the same later), of its default's type where that has one."""
+    args = _as_dict(config.strategy_args)
+    try:
+        strategies.check_args(config.strategy, args)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    for name, param in strategies.arguments(config.strategy).items():
+        if name not in args:
+            continue
+        value, default = args[name], param.default
+        if isinstance(default, bool):
+            check = BOOL
+        elif _is_int(default):
+            check = Check(_is_int, lambda: "an integer")
+        elif isinstance(default, float):
+            check = Check(_is_number, lambda: "a number")
+        elif isinstance(default, str):
+            check = TEXT
+        elif isinstance(default, tuple):
+            check = Check(lambda v: isinstance(v, list | tuple), lambda: "a tuple")
+        else:  # None or no default: the factory checks
+            continue
+        refusal = Field("", check).refusal(f"strategy_args.{name}", value)
+        if refusal:
+            raise ConfigError(
+                f"{refusal} (the default of strategy {config.strategy!r}: {default!r})"
+            )
+
+
+def _check_combinations(config: ml_collections.ConfigDict) -> None:
+    s, t = config.search, config.train
+    space = spaces.get(config.space)
+    for group in ("search", "train"):
+        g = config[group]
+        if g.layers < space.min_layers:
+            raise ConfigError(
+                f"{group}.layers={g.layers} is out of range for search space {space.name!r}: an "
+                f"integer >= {space.min_layers} (the depth at which every cell type has a cell)"
+            )
+        if g.lr_min > g.lr:
+            raise ConfigError(
+                f"{group}.lr_min={g.lr_min} exceeds {group}.lr={g.lr}: the cosine anneals the "
+                "learning rate from lr down to lr_min"
+            )
+    if s.C % s.partial_channels:
+        raise ConfigError(
+            f"search.partial_channels={s.partial_channels} does not divide search.C={s.C}: 1/K "
+            "of every edge's channels go through its ops"
+        )
+    length = s.lr_schedule_epochs or s.epochs
+    if s.lr_offset_epochs + s.epochs > length:
+        raise ConfigError(
+            f"search.lr_offset_epochs + search.epochs = {s.lr_offset_epochs + s.epochs} exceeds "
+            f"the cosine's length, {length} epochs (search.lr_schedule_epochs, or search.epochs "
+            "when it is 0)"
+        )
+    if s.alpha_warmup_epochs >= s.epochs:
+        raise ConfigError(
+            f"search.alpha_warmup_epochs={s.alpha_warmup_epochs} leaves no alpha step in "
+            f"search.epochs={s.epochs}: the genotype would come from the initial alphas"
+        )
+    if s.selection == "evolution" and s.evolution_sample_size > s.evolution_population:
+        raise ConfigError(
+            f"search.evolution_sample_size={s.evolution_sample_size} exceeds "
+            f"search.evolution_population={s.evolution_population}: tournaments sample from it"
+        )
+    n = data.get_info(config.dataset).train_examples
+    if n is not None:
+        weights = math.floor(s.train_portion * n)  # `data.search_split`
+        alphas = n - weights
+        if s.batch_size > min(weights, alphas):
+            half = "each"
+            if weights != alphas:
+                half = "the weights'" if weights < alphas else "the alphas'"
+            raise ConfigError(
+                f"search.batch_size={s.batch_size} exceeds the {min(weights, alphas)} examples "
+                f"of {half} half of the search split ({n} training examples of {config.dataset}, "
+                f"train_portion={s.train_portion})"
+            )
+        if t.batch_size > n:
+            raise ConfigError(
+                f"train.batch_size={t.batch_size} exceeds the {n} training examples of "
+                f"{config.dataset}"
+            )
+
+
+def explain(config: ml_collections.ConfigDict) -> str:
+    """The config one field a line, `key = value  # doc (valid values)`, in `FIELDS`' order and
+    grouped as the ConfigDict is (`dnas config`). Call it on a validated config."""
+    keys = leaf_keys(config)
+    groups: dict[str, list[str]] = {}
+    for key in sorted(keys, key=lambda k: list(FIELDS).index(k) if k in FIELDS else len(FIELDS)):
+        groups.setdefault(key.rpartition(".")[0], []).append(key)
+    lines = []
+    for head, members in sorted(groups.items(), key=lambda item: item[0] != ""):
+        lines += [f"# {head}"] if head else []
+        for key in members:
+            if key == "strategy_args":
+                lines += _explain_strategy_args(config)
+                continue
+            field = FIELDS.get(key)
+            comment = f"{field.doc} ({field.check.words()})" if field else "(undocumented)"
+            lines.append(f"{key} = {_get(config, key)!r}  # {comment}")
+        lines.append("")
+    return "\n".join(lines).rstrip("\n")
+
+
+def _explain_strategy_args(config: ml_collections.ConfigDict) -> list[str]:
+    args = strategies.arguments(config.strategy)
+    takes = ", ".join(f"{n}={p.default!r}" for n, p in args.items()) or "no argument"
+    given = _as_dict(config.strategy_args)
+    if not given:
+        return [f"strategy_args = {{}}  # {FIELDS['strategy_args'].doc} ({config.strategy} "
+                f"takes {takes})"]  # fmt: skip
+    return [
+        f"strategy_args.{name} = {value!r}  # an argument of strategy {config.strategy!r} "
+        f"(default {args[name].default!r})"
+        for name, value in given.items()
+    ]
+
+
+def _as_dict(value: Any) -> dict:
+    return value.to_dict() if isinstance(value, ml_collections.ConfigDict) else dict(value)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -235,12 +628,20 @@ def method_variant(
 
 
 def load(spec: str | None) -> ml_collections.ConfigDict:
-    """`None` -> the default; `path.py` or `path.py:arg` -> that file's `get_config(arg)`."""
+    """`None` -> the default; `path.py` or `path.py:arg` -> that file's `get_config(arg)`;
+    `path.json`, or a workdir holding `config.json` -> that config (`load_json`)."""
     if not spec:
         return default_config()
+    if os.path.isdir(spec):
+        return load_json(os.path.join(spec, workdir_lib.CONFIG))
+    if spec.endswith(".json"):
+        return load_json(spec)
     path, _, arg = spec.partition(":")
     if not path.endswith(".py"):
-        raise ConfigError(f"--config expects a Python file path[.py][:arg], got {spec!r}")
+        raise ConfigError(
+            f"--config expects a Python file path[.py][:arg], a config.json or a workdir holding "
+            f"one, got {spec!r}"
+        )
     if not os.path.isfile(path):
         raise ConfigError(f"config file {path!r} does not exist")
     module_spec = importlib.util.spec_from_file_location("dnas_user_config", path)
@@ -260,6 +661,42 @@ def load(spec: str | None) -> ml_collections.ConfigDict:
     if not isinstance(config, ml_collections.ConfigDict):
         raise ConfigError(f"get_config() in {path!r} must return an ml_collections.ConfigDict")
     return config
+
+
+def load_json(path: str) -> ml_collections.ConfigDict:
+    """The config a workdir's `config.json` holds (as `prepare_workdir` wrote it). Fields the
+    file lacks (added to dnas since it was written) take the values its run had (`_defaults_of`:
+    their defaults, unless a default changed what older code did); a key this version does not
+    know is refused."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file {path!r} does not exist")
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"config file {path!r} is not readable JSON: {err}") from None
+    if not isinstance(saved, dict):
+        raise ConfigError(f"config file {path!r} holds {show(saved)}, not a config (a JSON object)")
+    known = leaf_keys(default_config())
+
+    def merge(into: dict, new: dict, prefix: str) -> None:
+        for key, value in new.items():
+            name = prefix + key
+            if name == "strategy_args" or (key in into and not isinstance(into[key], dict)):
+                if isinstance(into.get(key), float) and _is_int(value):
+                    value = float(value)  # a hand-edited 1 for 1.0: overrides stay floats
+                into[key] = value
+            elif key in into and isinstance(value, dict):
+                merge(into[key], value, name + ".")
+            elif key in into:
+                raise ConfigError(f"{path}: {name} is a group of fields, got {show(value)}")
+            else:
+                hint = _did_you_mean(name, known)
+                raise ConfigError(f"{path}: unknown config key {name!r}{hint}")
+
+    config = _defaults_of(saved)
+    merge(config, saved, "")
+    return ml_collections.ConfigDict(config)
 
 
 def _keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
@@ -292,6 +729,9 @@ def _parse(text: str, current, key: str):
     try:
         value = ast.literal_eval(text)  # literals only: numbers, tuples, lists; never code
     except (ValueError, SyntaxError):
+        if current is None:  # e.g. search.flip: FIELDS knows what it takes
+            words = FIELDS[key].check.words() if key in FIELDS else "true, false, none or a literal"
+            raise ConfigError(f"--config.{key} expects {words}, got {text!r}") from None
         raise ConfigError(
             f"--config.{key} expects a value of type {type(current).__name__}, got {text!r}"
         ) from None
@@ -307,6 +747,17 @@ def _parse(text: str, current, key: str):
     return value
 
 
+def _parse_argument(text: str) -> Any:
+    """A strategy argument's value: true, false or none, a Python literal, else the text."""
+    words = {"true": True, "false": False, "none": None, "null": None}
+    if text.strip().lower() in words:
+        return words[text.strip().lower()]
+    try:
+        return ast.literal_eval(text)  # literals only: numbers, tuples, lists; never code
+    except (ValueError, SyntaxError):
+        return text
+
+
 def override(config: ml_collections.ConfigDict, assignments: Sequence[str]):
     """Applies `a.b=value` assignments (from `--config.a.b=value`) to a copy of `config`."""
     config = ml_collections.ConfigDict(config.to_dict())
@@ -316,6 +767,11 @@ def override(config: ml_collections.ConfigDict, assignments: Sequence[str]):
             raise ConfigError(f"--config.{assignment} needs a value: --config.{key}=VALUE")
         node = config
         *path, leaf = key.split(".")
+        if path == ["strategy_args"]:  # any name: `validate` checks it against the strategy
+            if leaf in config.strategy_args:
+                del config.strategy_args[leaf]  # its new value may be of another type
+            config.strategy_args[leaf] = _parse_argument(text)
+            continue
         for part in path:
             node = node.get(part) if isinstance(node, ml_collections.ConfigDict) else None
         if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
@@ -329,11 +785,95 @@ def override(config: ml_collections.ConfigDict, assignments: Sequence[str]):
     return config
 
 
-def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> str:
+# Fields that do not change a run's results (batch sizes are global, so the device count does
+# not change them either): a workdir may be resumed with other values.
+RESULT_NEUTRAL = (
+    "progress", "log_every_steps", "checkpoint_every_steps", "compilation_cache_dir",
+    "num_devices", "data_dir",
+)  # fmt: skip
+# Fields a stage's workdir does not read (prefixes end with "."): they may differ too.
+UNREAD = {
+    "search": ("train.", "sweep.", "baseline"),
+    "sweep": ("train.", "baseline"),
+    "train": ("search.", "sweep.", "strategy", "strategy_args.", "order", "baseline"),
+}
+
+
+def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, stage: str = "search") -> str:
     """Creates `workdir` and writes its `config.json`; refuses to resume a run of another config
     (`workdir.prepare`; fields dnas added since the workdir was written are not a difference at
-    their default). Returns the absolute path."""
-    return workdir_lib.prepare(workdir, config.to_dict(), _defaults_of)
+    their default). What may differ on resume: `RESULT_NEUTRAL` fields, the fields `stage`
+    (search | sweep | train) does not read, and more epochs where the schedules allow it
+    (`epoch_extension_refusal`). Returns the absolute path."""
+    if stage not in UNREAD:
+        raise ValueError(f"unknown stage {stage!r}; valid: {', '.join(UNREAD)}")
+
+    def judge(previous: dict, changed: list[str]) -> dict[str, str]:
+        refused = {}
+        for key in changed:
+            if key in RESULT_NEUTRAL or any(
+                key == p or (p.endswith(".") and key.startswith(p)) for p in UNREAD[stage]
+            ):
+                continue
+            if key in ("search.epochs", "train.epochs"):
+                reason = epoch_extension_refusal(previous, config, key)
+                if reason is None:
+                    continue
+                refused[key] = reason
+            else:
+                refused[key] = ""
+        return refused
+
+    return workdir_lib.prepare(workdir, config.to_dict(), _defaults_of, judge=judge)
+
+
+def epoch_extension_refusal(
+    previous: dict, config: ml_collections.ConfigDict, key: str
+) -> str | None:
+    """None when a run of `previous` may go on to `config`'s `key` (search.epochs or
+    train.epochs), else why not.
+
+    The epochs already run must have followed the schedule the longer run follows. The cosine
+    learning rate spans the epochs unless fixed: a search is extendable when
+    `search.lr_schedule_epochs` (the cosine's length) was set, is unchanged and covers the new
+    epochs, and its strategy has no schedule over the search's length (`Strategy.reads_epochs`:
+    GDAS' and SNAS' temperatures, DARTS-' beta, beta-DARTS' lambda, SDARTS' epsilon, P-DARTS' skip
+    dropout). A retraining's cosine and drop-path ramp always span `train.epochs`: not
+    extendable."""
+    group = key.split(".")[0]
+    old, new = previous[group]["epochs"], config[group]["epochs"]
+    if new < old:
+        return f"{old} -> {new}: epochs can only grow on a resume"
+    if group == "train":
+        return (
+            f"{old} -> {new}: the retraining's cosine learning rate and drop-path ramp span "
+            "train.epochs, so the epochs already run followed another schedule"
+        )
+    s, length = config.search, config.search.lr_schedule_epochs
+    if not length or previous["search"].get("lr_schedule_epochs") != length:
+        return (
+            f"{old} -> {new}: the cosine learning rate spans search.epochs, so the epochs already "
+            "run followed another schedule; a search started with search.lr_schedule_epochs=L "
+            "(the cosine's length, fixed) can be extended up to L epochs"
+        )
+    if s.lr_offset_epochs + new > length:
+        return (
+            f"{old} -> {new}: beyond search.lr_schedule_epochs={length} "
+            f"(offset {s.lr_offset_epochs})"
+        )
+    from dnas import strategies  # lazy: the CLI's --help stays fast
+
+    ctx = strategies.Context(space=spaces.get(config.space), epochs=old, learning_rate=s.lr)
+    try:
+        strategy = strategies.build(config.strategy, ctx, config.strategy_args.to_dict())
+    except (KeyError, ValueError) as err:
+        return f"{old} -> {new}: the strategy's schedules could not be checked ({err})"
+    if strategy.reads_epochs:
+        return (
+            f"{old} -> {new}: strategy {config.strategy!r} has a schedule over search.epochs "
+            "(temperature, regulariser weight or perturbation), which more epochs would change"
+        )
+    return None
 
 
 def _defaults_of(previous: dict) -> dict:

@@ -69,6 +69,9 @@ class DatasetInfo:
     in_memory: bool = True
     # Files tfds's download manager takes from `<data_dir>/downloads/manual/` instead of the web.
     manual_files: tuple[str, ...] = ()
+    # Examples in the training split, known without reading it (config validation: a batch no
+    # larger than the split it draws from); None: not known.
+    train_examples: int | None = None
 
     def __post_init__(self) -> None:
         if len(self.mean) != self.channels or len(self.std) != self.channels:
@@ -88,21 +91,24 @@ DATASETS: dict[str, DatasetInfo] = {
     info.name: info
     for info in (
         # Flipping a digit changes its meaning, and at 8x8 a 4-pixel shift would crop half of it.
-        DatasetInfo("digits", None, 8, 1, 10, mean=_DIGITS_MEAN, std=_DIGITS_STD, crop_padding=1),
+        DatasetInfo("digits", None, 8, 1, 10, mean=_DIGITS_MEAN, std=_DIGITS_STD, crop_padding=1,
+                    train_examples=1258),
         # quark0/darts utils.py: CIFAR_MEAN, CIFAR_STD and RandomCrop(32, padding=4) + flip.
         DatasetInfo("cifar10", "cifar10", 32, 3, 10, mean=(0.4914, 0.4822, 0.4465),
                     std=(0.2470, 0.2435, 0.2616), crop_padding=4, flip=True,
-                    manual_files=("cifar-10-binary.tar.gz",)),
+                    manual_files=("cifar-10-binary.tar.gz",), train_examples=50_000),
         DatasetInfo("cifar100", "cifar100", 32, 3, 100, mean=(0.5071, 0.4865, 0.4409),
                     std=(0.2673, 0.2564, 0.2762), crop_padding=4, flip=True,
-                    manual_files=("cifar-100-binary.tar.gz",)),
+                    manual_files=("cifar-100-binary.tar.gz",), train_examples=50_000),
         # Statistics of the SVHN training split as commonly quoted (not re-measured here);
         # house numbers are not mirror-symmetric, so no flip.
         DatasetInfo("svhn", "svhn_cropped", 32, 3, 10, mean=(0.4377, 0.4438, 0.4728),
                     std=(0.1980, 0.2010, 0.1970), crop_padding=4,
-                    manual_files=("train_32x32.mat", "test_32x32.mat", "extra_32x32.mat")),
+                    manual_files=("train_32x32.mat", "test_32x32.mat", "extra_32x32.mat"),
+                    train_examples=73_257),
         # NAS-Bench-201's ImageNet16-120: 16x16 ImageNet, the first 120 classes. Statistics and
         # RandomCrop(16, padding=2) + flip from D-X-Y/AutoDL-Projects get_dataset_with_transform.py.
+        # Its size depends on which classes tfds numbers below 120: train_examples not known.
         DatasetInfo("imagenet16-120", "imagenet_resized/16x16", 16, 3, 120,
                     mean=(122.68 / 255, 116.66 / 255, 104.01 / 255),
                     std=(63.22 / 255, 61.26 / 255, 65.09 / 255), crop_padding=2, flip=True,
@@ -110,7 +116,7 @@ DATASETS: dict[str, DatasetInfo] = {
                     manual_files=("Imagenet16_train_npz.zip", "Imagenet16_val_npz.zip")),
         DatasetInfo("imagenet", "imagenet2012", 224, 3, 1000, mean=(0.485, 0.456, 0.406),
                     std=(0.229, 0.224, 0.225), flip=True, test_split="validation",
-                    in_memory=False,
+                    in_memory=False, train_examples=1_281_167,
                     manual_files=("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")),
     )
 }
@@ -398,7 +404,7 @@ def prepare_instructions(info: DatasetInfo, data_dir: str) -> str:
         "  (or: python -m tensorflow_datasets.scripts.download_and_prepare "
         f"--datasets={info.tfds_name} --data_dir={data_dir})\n"
         f"Offline: put {files} in {manual}/ first; tfds then uses them instead of downloading.\n"
-        "The built-in dataset needs none of this: --dataset digits"
+        "The built-in dataset needs none of this: --config.dataset=digits"
     )
 
 
@@ -540,15 +546,27 @@ def batches(
     yield from steps.to_iter_dataset(options)
 
 
-def eval_batches(source: Source, batch_size: int) -> Iterator[Batch]:
+def eval_batches(source: Source, batch_size: int, *, fill: str = "zeros") -> Iterator[Batch]:
     """Every example once, in order, in equal-shape batches (one compiled eval step).
 
-    The last batch is padded with zero images; `mask` (bool (B,)) marks the real examples, so
-    metrics must be weighted by it.
+    `mask` (bool (B,)) marks the examples counted, so metrics must be weighted by it. The last
+    batch is completed with zero images (`fill="zeros"`), or (`fill="overlap"`) with the examples
+    just before it, already counted: every batch then holds real images only, as a model whose
+    evaluation uses the batch's statistics needs (the supernet's BatchNorm); it needs at least
+    `batch_size` examples.
     """
+    if fill not in ("zeros", "overlap"):
+        raise ValueError(f"fill must be 'zeros' or 'overlap', got {fill!r}")
     n = len(source)
+    if fill == "overlap" and n < batch_size:
+        raise ValueError(f"batch size {batch_size} exceeds the {n} examples")
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
+        if fill == "overlap" and stop - start < batch_size:
+            batch = _gather(source, np.arange(stop - batch_size, stop))
+            batch["mask"] = np.arange(batch_size) >= batch_size - (stop - start)
+            yield batch
+            continue
         batch = _gather(source, np.arange(start, stop))
         pad = batch_size - (stop - start)
         if pad:

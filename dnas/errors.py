@@ -4,3 +4,8 @@ a traceback). Each message says what was wrong and how to fix it."""
 
 class ConfigError(ValueError):
     """A config file, key or value that cannot be used; the message says what to change."""
+
+
+class WorkdirLocked(RuntimeError):
+    """Another process is running in the workdir (it holds the workdir's lock); the message names
+    that process and what to do."""

@@ -1,4 +1,4 @@
-"""Model statistics (parameters, multiply-adds) and accuracy.
+"""Model statistics (parameters, multiply-adds) and accuracy, of a batch or of a whole split.
 
 Counting traces the model with `jax.eval_shape`, so no weights are materialised: a 4.7M-parameter
 ImageNet network is counted in about a second.
@@ -6,15 +6,17 @@ ImageNet network is counted in about a second.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
-from dnas import ops
-from dnas.types import Array, Params
+from dnas import data, ops, parallel
+from dnas.types import Array, Batch, Params
 
 
 def count_params(params: Params, exclude: tuple[str, ...] = ()) -> int:
@@ -62,3 +64,26 @@ def model_stats(
 
 def accuracy(logits: Array, labels: Array) -> Array:
     return jnp.mean(jnp.argmax(logits, axis=-1) == labels)
+
+
+def over_source(
+    eval_step: Callable[[Any, Batch], dict[str, Array]],
+    state: Any,
+    source: data.Source,
+    batch_size: int,
+    mesh: Mesh | None = None,
+    *,
+    fill: str = "zeros",
+) -> dict[str, float]:
+    """Mean loss and accuracy over every example of `source` (`data.eval_batches`, `fill` as
+    there). `eval_step(state, batch)` returns sums over the batch's counted examples, `{"loss",
+    "correct", "n"}`, so batches add up; with `mesh`, batches are split over its devices."""
+    totals = None
+    for batch in data.eval_batches(source, batch_size, fill=fill):
+        if mesh is not None:
+            batch = parallel.shard_batch(batch, mesh)
+        out = eval_step(state, batch)
+        totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
+    totals = jax.device_get(totals)
+    n = float(totals["n"])
+    return {"loss": float(totals["loss"]) / n, "accuracy": float(totals["correct"]) / n}

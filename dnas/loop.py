@@ -1,5 +1,7 @@
 """The step loop shared by the search and the retraining: ahead-of-time compilation, late metric
-fetching, non-finite checks, progress, logging and checkpointing every N steps and every epoch."""
+fetching, non-finite checks, progress, logging and checkpointing every N steps and every epoch;
+a stop on SIGINT/SIGTERM (`signals`) with the current step checkpointed, and a stage's time
+summed over every process that ran it (`Clock`)."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import ml_collections
 from jax.experimental.compilation_cache import compilation_cache
 from jax.sharding import Mesh
 
-from dnas import checkpoint, metrics, parallel
+from dnas import checkpoint, metrics, parallel, signals
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +50,49 @@ def enable_compilation_cache(path: str) -> None:
     compilation_cache.reset_cache()
 
 
+class Clock:
+    """Seconds a stage has spent, summed over every process that ran it: `wall_s` (since the
+    stage began in each process: set-up, compilation, steps, evaluations, saves), `compile_s`
+    (compiling its steps) and `loop_s` (in the step loop: steps, epoch-end work, saves).
+
+    `run` stores `totals()` in every checkpoint's metadata and `resume` continues from the
+    restored ones, so a resumed run reports the time of all its processes (the work a killed
+    process did after its last checkpoint is done again, and counted once). Several loops may
+    share one clock (DARTS-PT's fine-tuning continues the search's): the latest checkpoint of
+    any of them holds the sums up to then.
+    """
+
+    KEYS = ("wall_s", "compile_s", "loop_s")
+
+    def __init__(self) -> None:
+        self._start = time.monotonic()
+        self._restored = dict.fromkeys(self.KEYS, 0.0)
+        self._here = dict.fromkeys(self.KEYS, 0.0)  # this process's, but for wall_s
+
+    def restore(self, metadata: dict[str, Any]) -> None:
+        """Continues from the sums in a checkpoint's metadata (a key it lacks, written before
+        dnas kept it, keeps its value)."""
+        for key in self.KEYS:
+            if key in metadata:
+                self._restored[key] = float(metadata[key])
+
+    def add(self, key: str, seconds: float) -> None:
+        self._here[key] += seconds
+
+    def totals(self, running: dict[str, float] | None = None) -> dict[str, float]:
+        """The sums now; `running` maps a key to the `time.monotonic()` at which a period
+        still going on (the loop) began."""
+        now = time.monotonic()
+        here = self._here | {"wall_s": now - self._start}
+        for key, since in (running or {}).items():
+            here[key] += now - since
+        return {key: self._restored[key] + here[key] for key in self.KEYS}
+
+
 def compile_step(
-    fn: Callable, what: str, verbose: bool, state: Any, *batches: Any, mesh: Mesh | None = None
-) -> tuple[Callable, dict[str, float]]:
+    fn: Callable, what: str, verbose: bool, state: Any, *batches: Any, mesh: Mesh | None = None,
+    clock: Clock | None = None,
+) -> tuple[Callable, dict[str, float]]:  # fmt: skip
     """`jax.jit(fn, donate_argnums=0)` compiled ahead of the loop, so progress and ETA start
     after it; returns the compiled step and `{"compile_s": seconds, "compile_cache_hits": n}`,
     n the executables loaded from the persistent compilation cache instead of compiled.
@@ -58,10 +100,15 @@ def compile_step(
     With `mesh`, the step is compiled for data parallelism (`parallel`): state and metrics
     replicated, batches split along their leading axis. The compiled step then expects batches
     placed by `parallel.shard_batch` and the state by `parallel.replicate`.
+
+    A signal recorded before (`signals.deferred`) stops here rather than after a compilation;
+    one that arrives during it is noticed by `run`, before the first step. The compile time is
+    added to `clock`.
     """
+    signals.check(f"before compiling the {what}")
+    t0, hits = time.time(), _CACHE_HITS[0]
     if verbose:
         print(f"compiling the {what} (once per run) ...", file=sys.stderr, flush=True)
-    t0, hits = time.time(), _CACHE_HITS[0]
     if mesh is None:
         jitted = jax.jit(fn, donate_argnums=0)
     else:
@@ -69,27 +116,32 @@ def compile_step(
         in_shardings = (rep, *(split for _ in batches))
         jitted = jax.jit(fn, donate_argnums=0, in_shardings=in_shardings, out_shardings=rep)
     compiled = jitted.lower(state, *batches).compile()
-    return compiled, {"compile_s": time.time() - t0, "compile_cache_hits": _CACHE_HITS[0] - hits}
+    seconds = time.time() - t0
+    if clock is not None:
+        clock.add("compile_s", seconds)
+    return compiled, {"compile_s": seconds, "compile_cache_hits": _CACHE_HITS[0] - hits}
 
 
-def resume(ckpt: checkpoint.Checkpointer, state: Any) -> Any:
+def resume(ckpt: checkpoint.Checkpointer, state: Any, clock: Clock | None = None) -> Any:
     """The latest checkpoint restored into `state`'s structure and shardings, or `state` itself
-    when there is none (a fresh run)."""
+    when there is none (a fresh run); `clock` continues from the checkpoint's time sums."""
     if ckpt.latest_step() is None:
         return state
-    state, _ = ckpt.restore(state)
+    state, metadata = ckpt.restore(state)
+    if clock is not None:
+        clock.restore(metadata)
     log.info("resumed %s at step %d", ckpt.directory, int(ckpt.latest_step()))
     return state
 
 
 def compile_on_first(
     fn: Callable, what: str, verbose: bool, state: Any, batches: Iterator[tuple],
-    mesh: Mesh | None = None,
+    mesh: Mesh | None = None, clock: Clock | None = None,
 ) -> tuple[Callable, dict[str, float], Iterator[tuple]]:  # fmt: skip
     """`compile_step` for the shapes of the first batch tuple of `batches`; returns the compiled
     step, its compile record and `batches` with that first tuple put back in front."""
     first = next(batches)
-    compiled, record = compile_step(fn, what, verbose, state, *first, mesh=mesh)
+    compiled, record = compile_step(fn, what, verbose, state, *first, mesh=mesh, clock=clock)
     return compiled, record, itertools.chain([first], batches)
 
 
@@ -108,6 +160,8 @@ def run(
     postfix: Callable[[dict], dict],
     on_epoch_end: Callable[[Any, int], bool | None],
     update_state: Callable[[Any, int], Any] | None = None,
+    epoch_eval: Callable[[Any], dict[str, float]] | None = None,
+    clock: Clock | None = None,
 ) -> Any:
     """Runs `state, metrics = step_fn(state, *batch)` for steps start + 1 .. total_steps.
 
@@ -118,17 +172,64 @@ def run(
     `on_epoch_end` returns True the loop stops after that checkpoint (early stopping).
     `update_state(state, step)`, at every epoch end after `on_epoch_end`, returns the state the
     next epoch starts from (DARTS-PT's decisions), which is what that checkpoint holds.
+
+    `epoch_eval(state)`, at every epoch end before `on_epoch_end`, returns the loss and accuracy
+    over the whole validation split (written as `eval_val/<key>`). When no progress bar is drawn
+    (`config.progress` off, or stderr not a terminal: a log file), every epoch end also prints
+    one line on stderr: the epoch's mean training loss and accuracy and `epoch_eval`'s values
+    (`metrics.epoch_line`).
+
+    Every checkpoint's metadata holds `clock`'s sums (`Clock`; the loop's time is `loop_s`).
+    Inside `signals.deferred()`, a SIGINT or SIGTERM is noticed before the first step (so after
+    a compilation) and after every step: the current step is checkpointed unless it is on disk,
+    the save waited for, and `signals.Interrupted` raised.
     """
+    clock = clock or Clock()
+    loop_start = time.monotonic()
     fetcher = metrics.LateFetcher()
     progress = metrics.Progress(total_steps, initial=start, desc=desc, disable=not config.progress)
     last_saved = [ckpt.latest_step()]
+    epoch_lines = not config.progress or not metrics.stderr_is_terminal()
+    epoch_means = metrics.Means(("train/loss", "train/accuracy"))
+    epoch_start = time.time()
 
     def report(step: int, host: dict) -> None:
         metrics.check_finite(step, host, last_checkpoint_step=last_saved[0])
         if step % config.log_every_steps == 0 or step == total_steps:
             writer.write_scalars(step, host)
         progress.update(step, **postfix(host))
+        epoch_means.add(host)
 
+    def save(step: int, state: Any) -> None:
+        metadata = {"epoch": step // steps_per_epoch}
+        metadata |= clock.totals(running={"loop_s": loop_start})
+        ckpt.save(step, state, metadata=metadata, wait=False)
+        last_saved[0] = step
+
+    def stop_if_interrupted(step: int, state: Any) -> None:
+        signum = signals.received()
+        if signum is None:
+            return
+        fetched = fetcher.flush()
+        if fetched is not None:
+            report(*fetched)
+        progress.close()
+        epoch, epochs = -(-step // steps_per_epoch), -(-total_steps // steps_per_epoch)
+        where = f"at {desc} step {step} of {total_steps} (epoch {epoch} of {epochs})"
+        if step == 0:
+            where = f"before {desc} step 1 of {total_steps}"
+        stopped = signals.Interrupted(
+            signum, where, os.fspath(ckpt.workdir), step=step, total=total_steps, saved=True
+        )
+        # A second signal meanwhile abandons the save (orbax's temporary directory is never
+        # taken for a checkpoint) and exits at once.
+        with signals.saving(stopped.replace(saved=False)):
+            if last_saved[0] != step:
+                save(step, state)
+            ckpt.wait_until_finished()
+        raise stopped
+
+    stop_if_interrupted(start, state)
     for step, batch in zip(range(start + 1, total_steps + 1), batches, strict=False):
         state, device_metrics = step_fn(state, *batch)
         fetched = fetcher.push(step, device_metrics)
@@ -139,13 +240,25 @@ def run(
             fetched = fetcher.flush()
             if fetched is not None:
                 report(*fetched)
+            val = epoch_eval(state) if epoch_end and epoch_eval is not None else None
+            if val is not None:
+                writer.write_scalars(step, {f"eval_val/{k}": v for k, v in val.items()})
             stop = bool(on_epoch_end(state, step)) if epoch_end else False
+            if epoch_end:
+                train_means = epoch_means.pop()
+                seconds, epoch_start = time.time() - epoch_start, time.time()
+                if epoch_lines and (train_means or val is not None):
+                    progress.write(metrics.epoch_line(
+                        desc, step // steps_per_epoch, total_steps // steps_per_epoch, step,
+                        train_means, val, seconds,
+                    ))  # fmt: skip
             if epoch_end and update_state is not None:
                 state = update_state(state, step)
-            ckpt.save(step, state, metadata={"epoch": step // steps_per_epoch}, wait=False)
-            last_saved[0] = step
+            save(step, state)
             if stop:
                 break
+        stop_if_interrupted(step, state)
     progress.close()
     ckpt.wait_until_finished()
+    clock.add("loop_s", time.monotonic() - loop_start)
     return state

@@ -302,6 +302,57 @@ def check_finite(
 # Progress.
 
 
+def stderr_is_terminal() -> bool:
+    """Whether stderr is a terminal (a progress bar redraws there; a log file gets lines)."""
+    return hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
+
+
+class Means:
+    """Running means of some metrics over the steps since the last `pop` (an epoch's)."""
+
+    def __init__(self, keys: Iterable[str]):
+        self.keys = tuple(keys)
+        self._sums = dict.fromkeys(self.keys, 0.0)
+        self._counts = dict.fromkeys(self.keys, 0)
+
+    def add(self, host: Mapping[str, Any]) -> None:
+        for k in self.keys:
+            if k in host and np.ndim(host[k]) == 0:
+                self._sums[k] += float(host[k])
+                self._counts[k] += 1
+
+    def pop(self) -> dict[str, float]:
+        """The means of the metrics seen since the last call (those seen at all), and a reset."""
+        out = {k: self._sums[k] / self._counts[k] for k in self.keys if self._counts[k]}
+        self._sums = dict.fromkeys(self.keys, 0.0)
+        self._counts = dict.fromkeys(self.keys, 0)
+        return out
+
+
+def epoch_line(
+    desc: str,
+    epoch: int,
+    epochs: int,
+    step: int,
+    train: Mapping[str, float],
+    val: Mapping[str, float] | None,
+    seconds: float,
+) -> str:
+    """The line a non-interactive log gets at the end of an epoch: the mean training loss and
+    accuracy over the epoch's steps, and loss and accuracy over the whole validation split, e.g.
+    `search epoch 3/15 (step 27): train loss 1.234 acc 55.1% | val loss 1.101 acc 60.3% | 8.2 s`.
+    """
+    parts = [f"{desc} epoch {epoch}/{epochs} (step {step}):"]
+    if "train/loss" in train:
+        parts.append(f"train loss {train['train/loss']:.4g}")
+    if "train/accuracy" in train:
+        parts.append(f"acc {100 * train['train/accuracy']:.1f}%")
+    if val is not None:  # None: no validation split (tfds datasets in a retraining)
+        parts.append(f"| val loss {val['loss']:.4g} acc {100 * val['accuracy']:.1f}%")
+    parts.append(f"| {seconds:.1f} s")
+    return " ".join(parts)
+
+
 class Progress:
     """A tqdm progress bar over steps: rate, ETA and a few metrics, on stderr.
 
@@ -363,9 +414,12 @@ class Progress:
 
 __all__ = [
     "LateFetcher",
+    "Means",
     "MetricWriter",
     "Progress",
     "check_finite",
+    "epoch_line",
     "read_metrics",
     "series",
+    "stderr_is_terminal",
 ]

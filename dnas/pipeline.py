@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import json
 import os
-import time
 
 import ml_collections
 import numpy as np
 
-from dnas import configlib, progressive, pt, search, selection, spaces, train
+from dnas import configlib, metrics, progressive, pt, search, selection, signals, spaces, train
 from dnas import workdir as workdir_lib
 from dnas.genotype import Genotype
 
@@ -32,6 +31,7 @@ SELECTIONS: dict[str, search.Select | None] = {
 
 def search_genotype(config: ml_collections.ConfigDict, workdir: str) -> Genotype:
     """The method's search in `config`, written to `workdir` (resumed where it stopped)."""
+    configlib.validate(config)
     name = config.search.selection
     if name not in SELECTIONS:
         raise configlib.ConfigError(
@@ -48,20 +48,24 @@ def search_genotype(config: ml_collections.ConfigDict, workdir: str) -> Genotype
     return search.run(config, workdir, SELECTIONS[name])
 
 
+@workdir_lib.exclusive
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Searches, retrains (`dnas run`) and writes `summary.json`. Its times are the stages' own
+    records, summed over every process that ran them (`loop.Clock`): `search_wall_s`, each
+    retraining's `wall_s`, and `total_wall_s` their sum. A signal (`signals`) stops the run
+    inside a stage's loop, or between stages here."""
+    configlib.validate(config)
     workdir = os.path.abspath(workdir)
-    t0 = time.time()
     found = search_genotype(config, workdir)
-    search_s = time.time() - t0
     runs: dict[str, Genotype] = {"searched": found}
     if config.baseline:
         rng = np.random.default_rng(config.seed)
         runs["random"] = spaces.get(config.space).random_genotype(rng)
     results = {}
     for name, geno in runs.items():
-        t1 = time.time()
+        signals.check(f"before retraining the {name} cell", workdir)
         results[name] = train.run(config, os.path.join(workdir, f"retrain_{name}"), geno)
-        results[name]["wall_s"] = round(time.time() - t1, 1)
+    search_s = search_wall_s(config, workdir)
     summary = {
         "dataset": config.dataset,
         "space": config.space,
@@ -69,12 +73,26 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         "order": config.order,
         "genotype": found.to_json(),
         "search_wall_s": round(search_s, 1),
-        "total_wall_s": round(time.time() - t0, 1),
+        "total_wall_s": round(search_s + sum(r["wall_s"] for r in results.values()), 1),
         "retrain": results,
     }
     text = json.dumps(summary, indent=2) + "\n"
     workdir_lib.atomic_write_text(os.path.join(workdir, "summary.json"), text)
     return summary
+
+
+def search_wall_s(config: ml_collections.ConfigDict, workdir: str) -> float:
+    """The search's time, summed over every process that ran it, as it recorded it: the last
+    `search/wall_s` of its `metrics.jsonl` (a staged search: of each stage's, added up)."""
+    dirs = [workdir]
+    if progressive.driver(config) is not None:
+        stages = sorted(d for d in os.listdir(workdir) if d.startswith("stage_"))
+        dirs = [os.path.join(workdir, d) for d in stages]
+    total = 0.0
+    for d in dirs:
+        walls = [r["search/wall_s"] for r in metrics.read_metrics(d) if "search/wall_s" in r]
+        total += walls[-1]
+    return total
 
 
 def format_summary(summary: dict) -> str:

@@ -111,6 +111,7 @@ def stage_config(
     return c
 
 
+@workdir_lib.exclusive
 def run_pdarts(config: ml_collections.ConfigDict, workdir: str) -> Genotype:
     """All P-DARTS stages, then the final genotype (written to `workdir/genotype.json`)."""
     config = with_defaults(config)
@@ -122,8 +123,10 @@ def run_pdarts(config: ml_collections.ConfigDict, workdir: str) -> Genotype:
             f"strategy_args.stage_layers {tuple(a.stage_layers)}, keep {tuple(a.keep)} and "
             f"dropout_rate {rates} need one entry per stage (at least one stage)"
         )
-    workdir = configlib.prepare_workdir(workdir, config)
     mask = {c: np.ones(shape, np.float32) for c, shape in space.alpha_shapes.items()}
+    for stage in range(len(a.keep)):  # every stage's sizes, before the first one runs
+        configlib.validate(stage_config(config, stage, mask))
+    workdir = configlib.prepare_workdir(workdir, config)
     for stage, keep in enumerate(a.keep):
         stage_dir = os.path.join(workdir, f"stage_{stage}")
         search.run(stage_config(config, stage, mask), stage_dir)
@@ -161,6 +164,7 @@ def drnas_stage_config(
     return c
 
 
+@workdir_lib.exclusive
 def run_drnas(config: ml_collections.ConfigDict, workdir: str) -> Genotype:
     """All stages of DrNAS' progressive search; the last stage's genotype (also written to
     `workdir/genotype.json`)."""
@@ -181,8 +185,10 @@ def run_drnas(config: ml_collections.ConfigDict, workdir: str) -> Genotype:
             f"do not divide search.C={config.search.C}; choose divisors of C (the paper: C=36, "
             "6 then 4)"
         )
-    workdir = configlib.prepare_workdir(workdir, config)
     mask = {c: np.ones(shape, np.float32) for c, shape in space.alpha_shapes.items()}
+    for stage in range(stages):  # every stage's sizes, before the first one runs
+        configlib.validate(drnas_stage_config(config, stage, mask, None))
+    workdir = configlib.prepare_workdir(workdir, config)
     alphas = None
     for stage in range(stages):
         stage_dir = os.path.join(workdir, f"stage_{stage}")

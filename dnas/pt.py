@@ -140,10 +140,11 @@ def num_decisions(space: Space) -> int:
 
 
 def run(config, su: search_step.SearchSetup, state: SearchState, workdir: str, mesh,
-        writer) -> Genotype:  # fmt: skip
+        writer, clock: loop.Clock | None = None) -> Genotype:  # fmt: skip
     """DARTS-PT from the searched `state`; writes every decision to `pt_decisions.jsonl` (the
     record of the finished run; `pt/pt_decisions.jsonl` is the running one, which may hold a
-    decision that its latest checkpoint does not yet: a resume trims it)."""
+    decision that its latest checkpoint does not yet: a resume trims it). `clock` (the
+    search's) goes on counting in the fine-tuning's checkpoints."""
     s = config.search
     space, spe = su.space, su.steps_per_epoch
     search_steps = int(state.step)
@@ -190,7 +191,10 @@ def run(config, su: search_step.SearchSetup, state: SearchState, workdir: str, m
     pt_dir = os.path.join(workdir, "pt")
     log_path = os.path.join(pt_dir, "pt_decisions.jsonl")
     ckpt = checkpoint.Checkpointer(pt_dir)
-    state = loop.resume(ckpt, state)
+    # Fresh: no checkpoint, not step 0 (a signal before the first step checkpoints step 0, with
+    # round 0's decisions in it).
+    fresh = ckpt.latest_step() is None
+    state = loop.resume(ckpt, state, clock)
     log = _read_log(log_path)[: _decisions_made(space, _projection(state.alphas))]
 
     def decide(state: SearchState, step: int) -> SearchState:
@@ -211,7 +215,7 @@ def run(config, su: search_step.SearchSetup, state: SearchState, workdir: str, m
         workdir_lib.write_jsonl(log_path, log)
         return parallel.replicate(state.replace(alphas=state.alphas | _device(proj)), mesh)
 
-    if int(state.step) == 0:  # a fresh fine-tuning: round 0 before its first epoch
+    if fresh:  # round 0 before the first epoch
         state = decide(state, 0)
     start = int(state.step)
     train_iter = data.batches(su.weights_source, s.batch_size, seed=config.seed + 10,
@@ -220,7 +224,7 @@ def run(config, su: search_step.SearchSetup, state: SearchState, workdir: str, m
                             start_step=start)  # fmt: skip
     batches = parallel.shard_batches(zip(train_iter, val_iter, strict=False), mesh)
     compiled, compiled_record, batches = loop.compile_on_first(
-        step_fn, "DARTS-PT fine-tuning step", config.progress, state, batches, mesh
+        step_fn, "DARTS-PT fine-tuning step", config.progress, state, batches, mesh, clock
     )
     pt_writer = metrics.MetricWriter(pt_dir)
     pt_writer.write_scalars(start, {f"pt/{k}": v for k, v in compiled_record.items()})
@@ -228,7 +232,7 @@ def run(config, su: search_step.SearchSetup, state: SearchState, workdir: str, m
         config, step_fn=compiled, state=state, batches=batches, start=start,
         total_steps=tune_epochs * spe, steps_per_epoch=spe, ckpt=ckpt, writer=pt_writer,
         desc="DARTS-PT", postfix=lambda m: {"loss": f"{m['train/loss']:.3f}"},
-        on_epoch_end=lambda state, step: None, update_state=decide,
+        on_epoch_end=lambda state, step: None, update_state=decide, clock=clock,
     )  # fmt: skip
     pt_writer.close()
     ckpt.close()

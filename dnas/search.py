@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -27,18 +26,21 @@ from dnas import (
     configlib,
     data,
     diagnostics,
+    evaluate,
     loop,
     metrics,
     ops,
     parallel,
     search_step,
+    signals,
 )
 from dnas import workdir as workdir_lib
 from dnas.genotype import Genotype
 from dnas.state import SearchState
 
-# (config, setup, searched state, workdir, mesh, metric writer) -> the genotype of a selection
-# phase run after the search loop (DARTS-PT, selection with the supernet).
+# (config, setup, searched state, workdir, mesh, metric writer, clock=loop.Clock) -> the genotype
+# of a selection phase run after the search loop (DARTS-PT, selection with the supernet); the
+# clock is the search's, which a checkpointing phase continues (`loop.Clock`).
 Select = Callable[..., Genotype]
 
 
@@ -54,10 +56,14 @@ def alpha_entropy(weights: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+@workdir_lib.exclusive
 def run(config: ml_collections.ConfigDict, workdir: str, select: Select | None = None) -> Genotype:
     """Searches, writing to `workdir`; resumes from its latest checkpoint if there is one. The
     genotype is the strategy's selection from the final alphas, or `select`'s (a selection phase
-    with the trained supernet, e.g. `pt.run`)."""
+    with the trained supernet, e.g. `pt.run`). Its time, summed over every process that ran it
+    (`loop.Clock`, kept in the checkpoints), is the last record's `search/wall_s`."""
+    configlib.validate(config)
+    clock = loop.Clock()
     check_monitor_options(config)
     workdir = configlib.prepare_workdir(workdir, config)
     loop.enable_compilation_cache(config.compilation_cache_dir)
@@ -67,18 +73,27 @@ def run(config: ml_collections.ConfigDict, workdir: str, select: Select | None =
     s = config.search
     state = parallel.replicate(search_step.create_state(config, su), mesh)
     ckpt = checkpoint.Checkpointer(workdir)
-    state = loop.resume(ckpt, state)
+    state = loop.resume(ckpt, state, clock)
     start = int(state.step)
     train_iter = data.batches(su.weights_source, s.batch_size, seed=config.seed, start_step=start)
     val_iter = data.batches(su.alphas_source, s.batch_size, seed=config.seed + 1, start_step=start)
     batches = parallel.shard_batches(zip(train_iter, val_iter, strict=False), mesh)
     writer = metrics.MetricWriter(workdir)
     monitor = EpochMonitor(config, su, writer, workdir, mesh)
-    t_start = time.time()
+    # The supernet on the whole validation split (the alphas' half) at every epoch end, as the
+    # DARTS reference's `infer` (`eval_val/`).
+    rep, split = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+    eval_step = jax.jit(
+        search_step.make_eval_step(su.model, su.strategy, su.info),
+        in_shardings=(rep, split), out_shardings=rep,
+    )  # fmt: skip
+    epoch_eval = lambda state: evaluate.over_source(
+        eval_step, state, su.alphas_source, s.batch_size, mesh, fill="overlap"
+    )
     # A finished search (resumed for its selection phase, or stopped early) compiles nothing.
     if monitor.stopped() is None and start < su.total_steps:
         step_fn, compiled_record, batches = loop.compile_on_first(
-            su.step_fn, "search step", config.progress, state, batches, mesh
+            su.step_fn, "search step", config.progress, state, batches, mesh, clock
         )
         writer.write_scalars(start, {f"search/{k}": v for k, v in compiled_record.items()})
         state = loop.run(
@@ -87,32 +102,45 @@ def run(config: ml_collections.ConfigDict, workdir: str, select: Select | None =
             writer=writer, desc="search",
             postfix=lambda m: {"loss": f"{m['train/loss']:.3f}",
                                "acc": f"{m['val/accuracy']:.3f}"},
-            on_epoch_end=monitor,
+            on_epoch_end=monitor, epoch_eval=epoch_eval, clock=clock,
         )  # fmt: skip
         monitor.save_stop()  # loop.run returns once the checkpoints are written
     weights = jax.device_get(su.strategy.final_weights(state.alphas))
     genotype = su.strategy.select(su.space, weights)
     if select is not None:
-        genotype = select(config, su, state, workdir, mesh, writer)
+        signals.check("after the search loop, before its selection phase", workdir)
+        genotype = select(config, su, state, workdir, mesh, writer, clock=clock)
     genotype.save(os.path.join(workdir, workdir_lib.GENOTYPE))
     workdir_lib.save_arrays(os.path.join(workdir, workdir_lib.ALPHAS), jax.device_get(state.alphas))
     save_cell_diagrams(genotype, workdir)
-    # At the last step run (an early stop ends before total_steps).
-    writer.write_scalars(int(state.step), {"search/wall_s": time.time() - t_start})
+    # At the last step run (an early stop ends before total_steps); the sums of all processes.
+    totals = clock.totals()
+    writer.write_scalars(int(state.step), {
+        "search/wall_s": totals["wall_s"], "search/compile_total_s": totals["compile_s"],
+        "search/loop_s": totals["loop_s"],
+    })  # fmt: skip
     writer.close()
     ckpt.close()
     return genotype
 
 
+_DOT_FALLBACK_SAID = [False]  # the matplotlib fallback is announced once per process
+
+
 def save_cell_diagrams(genotype: Genotype, workdir: str) -> None:
     """The genotype's cells as `cell_<type>.svg` in `workdir` (`viz.save_cells`: graphviz, or
-    matplotlib without `dot`). A figure is not worth a search: without the `viz` extra, or when
-    drawing fails, a note says so and the search ends normally."""
+    matplotlib without `dot`, which one line on stderr says once per process: a `dnas run` of
+    a staged method draws cells after every stage). A figure is not worth a search: without
+    the `viz` extra, or when drawing fails, a note says so and the search ends normally."""
     if jax.process_index() != 0:
         return
     try:
         from dnas import viz
 
+        drawn = genotype.search_space.topology is not None
+        if drawn and not viz.dot_available() and not _DOT_FALLBACK_SAID[0]:
+            _DOT_FALLBACK_SAID[0] = True
+            print(f"dnas: {viz.DOT_FALLBACK}", file=sys.stderr)
         viz.save_cells(genotype, workdir)
     except Exception as err:  # drawing must not fail a finished search
         print(f"dnas: cell diagrams not drawn ({type(err).__name__}: {err})", file=sys.stderr)

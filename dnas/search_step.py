@@ -72,6 +72,31 @@ def make_loss_fn(model, strategy: strategies.Strategy, info: data.DatasetInfo, a
     return loss_fn
 
 
+def make_eval_step(
+    model, strategy: strategies.Strategy, info: data.DatasetInfo
+) -> Callable[[SearchState, Batch], Metrics]:
+    """eval_step(state, batch) -> sums over the batch's counted examples (`mask`) of the
+    supernet's loss and correct predictions, and their number (`{"loss", "correct", "n"}`, as
+    `train.make_eval_step`), under the strategy's final mixing weights (deterministic: softmax of
+    the alphas for DARTS), on images preprocessed for evaluation (normalised only). Every op is
+    computed (`single_op` off), as in `selection`. The supernet's BatchNorm normalises with the
+    batch's own statistics (it keeps no running ones), so batches must hold real images only:
+    `data.eval_batches(..., fill="overlap")`."""
+    if getattr(model, "single_op", False):
+        model = model.clone(single_op=False)
+
+    def eval_step(state: SearchState, batch: Batch):
+        x = data.preprocess(None, batch["image"], info, train=False)
+        mix = strategy.final_weights(state.alphas)
+        logits = model.apply({"params": state.params}, x, mix, train=True)
+        mask = batch["mask"].astype(jnp.float32)
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
+        correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
+        return {"loss": jnp.sum(ce * mask), "correct": jnp.sum(correct * mask), "n": mask.sum()}
+
+    return eval_step
+
+
 def make_step(
     loss_fn: Callable,
     strategy: strategies.Strategy,

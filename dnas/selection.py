@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dnas import data, evaluate, parallel
+from dnas import data, evaluate, parallel, signals
 from dnas import workdir as workdir_lib
 from dnas.genotype import Genotype
 from dnas.spaces.base import Space
@@ -120,15 +120,16 @@ def evolution(
     return best, history
 
 
-def select_with_supernet(config, su, state, workdir: str, mesh,
-                         writer) -> Genotype:  # fmt: skip
+def select_with_supernet(config, su, state, workdir: str, mesh, writer,
+                         clock=None) -> Genotype:  # fmt: skip
     """`search.selection`: the genotype chosen by the trained supernet's validation accuracy,
     'random' (random search with weight sharing, `selection_archs` samples) or 'evolution'
     (regularised evolution, population `evolution_population`, tournament
     `evolution_sample_size`, `selection_archs` architectures evaluated in all). Every evaluated
     genotype and its accuracy go to `selection.jsonl`. `selection_rerank` > 0 re-scores that
     many of the best on the whole validation split and keeps the best of those
-    (`selection_rerank.jsonl`)."""
+    (`selection_rerank.jsonl`). Nothing here is checkpointed (`clock` is not kept): a stop by
+    a signal (`signals`, checked before each evaluation) means a resume selects again."""
     s = config.search
     acc_fn = make_accuracy_fn(su.model, su.info)
 
@@ -136,7 +137,12 @@ def select_with_supernet(config, su, state, workdir: str, mesh,
         """Mean accuracy of a genotype on `num_batches` validation batches of that seed."""
         it = data.batches(su.alphas_source, s.batch_size, seed=config.seed + seed_offset)
         val = [parallel.shard_batch(next(it), mesh) for _ in range(num_batches)]
-        return lambda g: score(acc_fn, state.params, su.space, g, val)
+
+        def score_fn(g: Genotype) -> float:
+            signals.check(f"in the selection phase ({s.selection})", workdir)
+            return score(acc_fn, state.params, su.space, g, val)
+
+        return score_fn
 
     def write(name: str, scored) -> float:
         """(genotype, accuracy) pairs to `workdir/name` as JSON lines; the best accuracy."""

@@ -52,6 +52,9 @@ class Strategy(NamedTuple):
     one_hot: bool = False  # mix_weights are one-hot in value (GDAS, random search): single_op ok
     # step -> dropout rate on the supernet's identity skip connections (P-DARTS); None: none.
     skip_dropout: Callable[[Array], Array] | None = None
+    # True: a schedule spans `Context.epochs` (the search's length), so a search of this strategy
+    # cannot be extended with more epochs on resume (`configlib.prepare_workdir`).
+    reads_epochs: bool = False
 
 
 class Context(NamedTuple):
@@ -140,6 +143,7 @@ def gdas(ctx: Context, *, tau_max: float = 10.0, tau_min: float = 0.1) -> Strate
     return Strategy(
         one_hot=True,
         name="gdas",
+        reads_epochs=True,
         mix_weights=lambda alphas, key, step: relaxations.hard_gumbel_softmax(
             alphas, key, tau(step)
         ),
@@ -186,6 +190,7 @@ def snas(
         regularizer = lambda alphas, step: resource_lambda * resource_penalty(alphas, costs)
     return Strategy(
         name="snas",
+        reads_epochs=True,
         mix_weights=lambda alphas, key, step: relaxations.gumbel_softmax(alphas, key, tau(step)),
         final_weights=relaxations.softmax,
         alpha_grad=_alpha_grad(ctx),
@@ -351,6 +356,7 @@ def darts_minus(ctx: Context, *, beta_start: float = 1.0, beta_end: float = 0.0)
 
     return Strategy(
         name="darts_minus",
+        reads_epochs=True,
         mix_weights=mix_weights,
         final_weights=relaxations.softmax,
         alpha_grad=_alpha_grad(ctx),
@@ -372,6 +378,7 @@ def beta_darts(ctx: Context, *, lambda_max: float = 50.0) -> Strategy:
     lam = ctx.ramp(0.0, lambda_max)
     return Strategy(
         name="beta_darts",
+        reads_epochs=True,
         mix_weights=relaxations.softmax,
         final_weights=relaxations.softmax,
         alpha_grad=_alpha_grad(ctx),
@@ -462,7 +469,7 @@ def sdarts(
         weight_mix = adversarial(epsilon, pgd_steps)
     else:
         raise ValueError(f"unknown SDARTS mode {mode!r}; valid: rs, adv")
-    return darts(ctx)._replace(name=f"sdarts_{mode}", weight_mix=weight_mix)
+    return darts(ctx)._replace(name=f"sdarts_{mode}", weight_mix=weight_mix, reads_epochs=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -570,6 +577,7 @@ def pdarts(
     return darts(ctx)._replace(
         name="pdarts", mix_weights=weights, final_weights=weights,
         skip_dropout=dropout if skip_dropout > 0 else None,
+        reads_epochs=skip_dropout > 0 and dropout_warmup_epochs > 0,
     )  # fmt: skip
 
 
@@ -621,19 +629,30 @@ def get(name: str) -> Callable[..., Strategy]:
         ) from None
 
 
-def build(name: str, ctx: Context, args: Mapping[str, Any] | None = None) -> Strategy:
-    """`STRATEGIES[name](ctx, **args)`; an argument the factory does not take is a ValueError
-    listing the ones it does."""
-    factory = get(name)
-    args = dict(args or {})
-    valid = [
-        p.name for p in inspect.signature(factory).parameters.values()
+def arguments(name: str) -> dict[str, inspect.Parameter]:
+    """The keyword arguments of strategy `name`'s factory (what `config.strategy_args` may set),
+    by name, with their defaults."""
+    return {
+        p.name: p for p in inspect.signature(get(name)).parameters.values()
         if p.kind == inspect.Parameter.KEYWORD_ONLY
-    ]  # fmt: skip
+    }  # fmt: skip
+
+
+def check_args(name: str, args: Mapping[str, Any]) -> None:
+    """A ValueError listing the arguments strategy `name` takes unless it takes every one of
+    `args` (checked by `build`, and by `configlib.validate` before anything compiles)."""
+    valid = arguments(name)
     unknown = sorted(set(args) - set(valid))
     if unknown:
         raise ValueError(
             f"strategy {name!r} takes no argument {', '.join(unknown)}; "
             f"valid strategy_args: {', '.join(valid) or '(none)'}"
         )
-    return factory(ctx, **args)
+
+
+def build(name: str, ctx: Context, args: Mapping[str, Any] | None = None) -> Strategy:
+    """`STRATEGIES[name](ctx, **args)`; an argument the factory does not take is a ValueError
+    listing the ones it does."""
+    args = dict(args or {})
+    check_args(name, args)
+    return get(name)(ctx, **args)

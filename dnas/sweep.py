@@ -118,8 +118,11 @@ def _stacked_batches(sources_and_seeds, batch_size: int, start: int):
         yield {k: np.stack([b[k] for b in group]) for k in group[0]}
 
 
+@workdir_lib.exclusive
 def run(config: ml_collections.ConfigDict, workdir: str) -> list[Genotype]:
     """Runs the sweep in `config.sweep` into `workdir` (resumable); returns members' genotypes."""
+    clock = loop.Clock()
+    configlib.validate(config)
     name, ms = members(config)
     s = config.search
     ignored = {
@@ -136,18 +139,18 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[Genotype]:
                 "there: run those members with dnas search"
             )
     loop.enable_compilation_cache(config.compilation_cache_dir)
-    workdir = configlib.prepare_workdir(workdir, config)
+    workdir = configlib.prepare_workdir(workdir, config, "sweep")
     su = search_step.setup(config)
     states = _stack([search_step.create_state(member_config(config, name, m), su) for m in ms])
     ckpt = checkpoint.Checkpointer(workdir)
-    states = loop.resume(ckpt, states)
+    states = loop.resume(ckpt, states, clock)
     start = int(states.step[0])
     train = _stacked_batches([(su.weights_source, m.seed) for m in ms], s.batch_size, start)
     val = _stacked_batches([(su.alphas_source, m.seed + 1) for m in ms], s.batch_size, start)
     step = make_sweep_step(config, su, name, [m.value or 0.0 for m in ms])
     step_fn, compiled_record, batches = loop.compile_on_first(
         step, f"sweep step ({len(ms)} members)", config.progress, states,
-        zip(train, val, strict=False),
+        zip(train, val, strict=False), clock=clock,
     )  # fmt: skip
     writer = metrics.MetricWriter(workdir)
     writer.write_scalars(start, {f"search/{k}": v for k, v in compiled_record.items()})
@@ -169,6 +172,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[Genotype]:
         start=start, total_steps=su.total_steps, steps_per_epoch=su.steps_per_epoch, ckpt=ckpt,
         writer=writer, desc=f"sweep x{len(ms)}",
         postfix=lambda m: {"loss": f"{m['mean/train/loss']:.3f}"}, on_epoch_end=on_epoch_end,
+        clock=clock,
     )  # fmt: skip
     genotypes = final_genotypes(states)
     alphas = jax.device_get(states.alphas)
@@ -183,6 +187,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[Genotype]:
         summary.append(row | ({f"search.{name}": m.value} if name else {}))
     text = json.dumps({"members": summary}, indent=2) + "\n"
     workdir_lib.atomic_write_text(os.path.join(workdir, "sweep.json"), text)
+    # The sums of every process that ran the sweep (`loop.Clock`), as a search records them.
+    totals = clock.totals()
+    writer.write_scalars(int(states.step[0]), {
+        "search/wall_s": totals["wall_s"], "search/compile_total_s": totals["compile_s"],
+        "search/loop_s": totals["loop_s"],
+    })  # fmt: skip
     writer.close()
     ckpt.close()
     return genotypes

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import time
 from collections.abc import Callable
 
 import jax
@@ -95,15 +94,8 @@ def make_eval_step(model, info: data.DatasetInfo) -> Callable[[TrainState, Batch
 def evaluate_source(
     eval_step, state: TrainState, source, batch_size: int, mesh: Mesh | None = None
 ) -> dict[str, float]:
-    totals = None
-    for batch in data.eval_batches(source, batch_size):
-        if mesh is not None:
-            batch = parallel.shard_batch(batch, mesh)
-        out = eval_step(state, batch)
-        totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
-    totals = jax.device_get(totals)
-    n = float(totals["n"])
-    return {"loss": float(totals["loss"]) / n, "accuracy": float(totals["correct"]) / n}
+    """Mean loss and accuracy of `make_eval_step`'s step over every example of `source`."""
+    return evaluate.over_source(eval_step, state, source, batch_size, mesh)
 
 
 @dataclasses.dataclass
@@ -171,12 +163,37 @@ def create_state(config: ml_collections.ConfigDict, su: TrainSetup) -> TrainStat
     )
 
 
-def resolve_genotype(config: ml_collections.ConfigDict) -> Genotype:
-    if not config.train.genotype:
-        raise ValueError(
-            "dnas train needs a genotype: --config.train.genotype=NAME|STRING|path/genotype.json"
-        )
-    return spaces.load(config.train.genotype)
+def resolve_genotype(config: ml_collections.ConfigDict, workdir: str | None = None) -> Genotype:
+    """`config.train.genotype`; without one, the genotype of the training that `workdir` holds
+    (its `genotype.json`: a `dnas train` workdir or a `dnas run` retraining folder, resumed)."""
+    if config.train.genotype:
+        return spaces.load(config.train.genotype)
+    path = os.path.join(workdir or "", workdir_lib.GENOTYPE)
+    if workdir is not None and os.path.exists(path):
+        check_not_a_search(workdir)
+        return spaces.load_json(path)
+    raise ValueError(
+        "dnas train needs a genotype: --config.train.genotype=NAME|STRING|path/genotype.json, "
+        "or the --workdir of a training to resume"
+    )
+
+
+def check_not_a_search(workdir: str) -> None:
+    """Refuses a search's workdir (its alphas), where a training would overwrite the search's
+    genotype.json and trip over its checkpoints; names the retraining folders of a `dnas run`."""
+    if not any(
+        os.path.exists(os.path.join(workdir, name))
+        for name in (workdir_lib.ALPHAS, workdir_lib.ALPHA_HISTORY)
+    ):
+        return
+    retrainings = sorted(e for e in os.listdir(workdir) if e.startswith("retrain_"))
+    where = (
+        f"its retrainings are in {', '.join(os.path.join(workdir, e) for e in retrainings)}"
+        if retrainings
+        else f"train its genotype in a new workdir: --config.train.genotype="
+        f"{os.path.join(workdir, workdir_lib.GENOTYPE)} --workdir DIR"
+    )
+    raise ConfigError(f"{workdir} holds a search, not a training; {where}")
 
 
 def _check_same_genotype(workdir: str, genotype: Genotype) -> None:
@@ -193,12 +210,31 @@ def _check_same_genotype(workdir: str, genotype: Genotype) -> None:
         )
 
 
+def _check_space(space: str, config: ml_collections.ConfigDict) -> None:
+    if space != config.space:
+        raise ConfigError(
+            f"the genotype to train is of search space {space!r} but config.space is "
+            f"{config.space!r}; set --config.space={space} (the space is recorded with the run)"
+        )
+
+
+@workdir_lib.exclusive
 def run(config: ml_collections.ConfigDict, workdir: str, genotype: Genotype | None = None) -> dict:
     """Trains `genotype` (default: `config.train.genotype`) from scratch; returns the results
-    (also written to `<workdir>/results.json`)."""
-    genotype = genotype or resolve_genotype(config)
+    (also written to `<workdir>/results.json`). Their times are summed over every process that
+    ran this training (`loop.Clock`): `wall_s` (all of it), `compile_s`, and `train_wall_s`
+    (the training loop: steps, epoch-end evaluations, checkpoints)."""
+    clock = loop.Clock()
+    configlib.validate(config)
+    check_not_a_search(workdir)
+    genotype = genotype or resolve_genotype(config, workdir)
+    space = genotype.search_space.name
+    resuming = workdir_lib.has_checkpoints(workdir)
+    if not resuming:  # a resume with another config.space: the guard's message says more
+        _check_space(space, config)
     _check_same_genotype(workdir, genotype)
-    workdir = configlib.prepare_workdir(workdir, config)
+    workdir = configlib.prepare_workdir(workdir, config, "train")
+    _check_space(space, config)
     genotype.save(os.path.join(workdir, workdir_lib.GENOTYPE))
     loop.enable_compilation_cache(config.compilation_cache_dir)
     mesh = parallel.make_mesh(config.num_devices)
@@ -207,34 +243,35 @@ def run(config: ml_collections.ConfigDict, workdir: str, genotype: Genotype | No
     t = config.train
     state = parallel.replicate(create_state(config, su), mesh)
     ckpt = checkpoint.Checkpointer(workdir)
-    state = loop.resume(ckpt, state)
+    state = loop.resume(ckpt, state, clock)
     start = int(state.step)
     rep, split = parallel.replicated(mesh), parallel.batch_sharded(mesh)
     eval_step = jax.jit(su.eval_step, in_shardings=(rep, split), out_shardings=rep)
     batches = data.batches(su.splits.train, t.batch_size, seed=config.seed + 2, start_step=start)
     batches = parallel.shard_batches(((b,) for b in batches), mesh)
     step_fn, compiled_record, batches = loop.compile_on_first(
-        su.step_fn, "training step", config.progress, state, batches, mesh
+        su.step_fn, "training step", config.progress, state, batches, mesh, clock
     )
     writer = metrics.MetricWriter(workdir)
     writer.write_scalars(start, {f"train/{k}": v for k, v in compiled_record.items()})
-    t_start = time.time()
 
-    def on_epoch_end(state: TrainState, step: int) -> None:
-        if su.splits.val is not None:
-            val = evaluate_source(eval_step, state, su.splits.val, t.batch_size, mesh)
-            writer.write_scalars(step, {f"eval_val/{k}": v for k, v in val.items()})
-
+    # The whole validation split at every epoch end (`eval_val/`); tfds datasets have none.
+    epoch_eval = None
+    if su.splits.val is not None:
+        epoch_eval = lambda state: evaluate_source(
+            eval_step, state, su.splits.val, t.batch_size, mesh
+        )
     state = loop.run(
         config, step_fn=step_fn, state=state, batches=batches, start=start,
         total_steps=su.total_steps, steps_per_epoch=su.steps_per_epoch, ckpt=ckpt, writer=writer,
         desc="train", postfix=lambda m: {"loss": f"{m['train/loss']:.3f}"},
-        on_epoch_end=on_epoch_end,
+        on_epoch_end=lambda state, step: None, epoch_eval=epoch_eval, clock=clock,
     )  # fmt: skip
-    train_s = time.time() - t_start
     test = evaluate_source(eval_step, state, su.splits.test, t.batch_size, mesh)
     stats = evaluate.model_stats(su.model, su.info.input_shape)
+    totals = clock.totals()
     results = {
+        "space": space,
         "genotype": genotype.to_string(),
         "test_accuracy": test["accuracy"],
         "test_loss": test["loss"],
@@ -242,7 +279,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, genotype: Genotype | No
         "params_total": stats["params_total"],
         "macs": stats["macs"],
         "flops": stats["macs"],  # the old name of `macs`, kept for scripts that read it
-        "train_wall_s": round(train_s, 1),
+        "train_wall_s": round(totals["loop_s"], 1),
+        "compile_s": round(totals["compile_s"], 1),
+        "wall_s": round(totals["wall_s"], 1),
         "steps": su.total_steps,
     }
     writer.write_scalars(su.total_steps, {f"test/{k}": v for k, v in test.items()})
@@ -251,3 +290,141 @@ def run(config: ml_collections.ConfigDict, workdir: str, genotype: Genotype | No
     text = json.dumps(results, indent=2) + "\n"
     workdir_lib.atomic_write_text(os.path.join(workdir, "results.json"), text)
     return results
+
+
+# ---------------------------------------------------------------------------------------------
+# A trained network, read back from its workdir: evaluation (`dnas eval`) and export (`dnas
+# export`).
+
+
+def load_trained(
+    workdir: str, *, dataset: str | None = None
+) -> tuple[ml_collections.ConfigDict, TrainSetup, TrainState]:
+    """(config, set-up, state) of the training in `workdir` (a `dnas train` workdir or a `dnas
+    run` retraining folder): its config.json, genotype.json and latest checkpoint, restored and
+    verified by `checkpoint.Checkpointer`; a training still running there is refused
+    (`errors.WorkdirLocked`). `dataset` sets the splits up on another registered dataset, which
+    must have the trained one's input shape and classes; images are still normalised with the
+    trained dataset's statistics, as the network saw them."""
+    workdir = os.path.abspath(workdir)
+    if not os.path.isdir(workdir):
+        raise FileNotFoundError(f"no workdir {workdir!r}")
+    check_not_a_search(workdir)
+    for name in (workdir_lib.CONFIG, workdir_lib.GENOTYPE):
+        if not os.path.exists(os.path.join(workdir, name)):
+            raise FileNotFoundError(
+                f"{workdir} has no {name}: not the workdir of a dnas train or of a dnas run "
+                "retraining (retrain_<name>/)"
+            )
+    if not workdir_lib.has_checkpoints(workdir):
+        raise FileNotFoundError(
+            f"{workdir} has no checkpoint yet: its training saved no step (resume it with "
+            f"dnas train --workdir {workdir})"
+        )
+    config = configlib.load_json(os.path.join(workdir, workdir_lib.CONFIG))
+    genotype = spaces.load_json(os.path.join(workdir, workdir_lib.GENOTYPE))
+    trained = data.get_info(config.dataset)
+    info = data.get_info(dataset or config.dataset)
+    if (info.input_shape, info.num_classes) != (trained.input_shape, trained.num_classes):
+        raise ValueError(
+            f"dataset {info.name!r} ({'x'.join(map(str, info.input_shape))} images, "
+            f"{info.num_classes} classes) does not fit the network of {workdir}, trained on "
+            f"{trained.name!r} ({'x'.join(map(str, trained.input_shape))}, "
+            f"{trained.num_classes} classes)"
+        )
+    splits = data.load(info.name, data_dir=config.data_dir or None)
+    su = setup(config, genotype, info=trained, splits=splits)
+    target = jax.eval_shape(lambda: create_state(config, su))
+    # The workdir's lock: a training still running there is named, not disturbed (opening a
+    # Checkpointer clears unfinished saves).
+    with workdir_lib.locked(workdir), checkpoint.Checkpointer(workdir) as ckpt:
+        state, _ = ckpt.restore(target)
+    return config, su, state
+
+
+SPLITS = ("test", "train", "val")
+
+
+def evaluate_trained(
+    workdir: str, *, split: str = "test", dataset: str | None = None, batch_size: int | None = None
+) -> dict:
+    """Loss and accuracy of the network trained in `workdir` (`load_trained`) on every example
+    of `split` of its dataset (or of `dataset`), with the retraining's own evaluation step; also
+    the number of examples and the checkpoint's step."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
+    config, su, state = load_trained(workdir, dataset=dataset)
+    source = getattr(su.splits, split)
+    name = dataset or config.dataset
+    if source is None:
+        raise ValueError(
+            f"dataset {name!r} has no {split} split (tensorflow-datasets datasets have train and "
+            "test; the search carves its validation half out of train)"
+        )
+    result = evaluate_source(
+        jax.jit(su.eval_step), state, source, batch_size or config.train.batch_size
+    )
+    return {
+        "workdir": os.path.abspath(workdir), "dataset": name, "split": split, **result,
+        "examples": len(source), "step": int(state.step), "total_steps": su.total_steps,
+    }  # fmt: skip
+
+
+EXPORT_PARAMS = "params.npz"
+EXPORT_MODEL = "model.json"
+
+
+def export(workdir: str, out: str | None = None) -> dict:
+    """Writes the network trained in `workdir` (`load_trained`: its latest checkpoint) into `out`
+    (default `<workdir>/export/`) for use without the workdir machinery:
+
+    * `params.npz`: the network's variables, parameters and BatchNorm statistics, as plain
+      arrays keyed by their path `"<collection>/<module>/.../<name>"` (`params/...`,
+      `batch_stats/...`): numpy reads them, and `flax.traverse_util.unflatten_dict(dict(
+      np.load(path)), sep="/")` is the `variables` of `model.apply`;
+    * `genotype.json` (`dnas.spaces.load` reads it);
+    * `model.json`: the space, genotype string, C, layers, classes, input shape, dataset, the
+      input normalisation (images in [0, 1], minus `mean`, over `std`, per channel), the
+      checkpoint's step, and `rebuild`: three lines that build the network and load the
+      parameters.
+
+    Returns model.json's content."""
+    config, su, state = load_trained(workdir)
+    out = os.path.abspath(out or os.path.join(workdir, "export"))
+    from flax import traverse_util  # flax is a dependency; only export flattens trees
+
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    flat = traverse_util.flatten_dict(jax.device_get(variables), sep="/")
+    workdir_lib.save_arrays(os.path.join(out, EXPORT_PARAMS), flat)
+    su.genotype.save(os.path.join(out, workdir_lib.GENOTYPE))
+    t, info = config.train, su.info
+    network_args = {
+        "input_shape": list(info.input_shape), "C": t.C, "layers": t.layers,
+        "auxiliary": bool(t.auxiliary and su.genotype.search_space.auxiliary_head),
+        "sep_impl": t.sep_impl,
+    }  # fmt: skip
+    model = {
+        "space": su.genotype.space,
+        "genotype": su.genotype.to_string(),
+        "C": t.C,
+        "layers": t.layers,
+        "num_classes": info.num_classes,
+        "input_shape": list(info.input_shape),
+        "dataset": info.name,
+        "mean": list(info.mean),
+        "std": list(info.std),
+        "step": int(state.step),
+        "total_steps": su.total_steps,
+        "params": evaluate.count_params(state.params),
+        "network_args": network_args,
+        "rebuild": [
+            'm = json.load(open("model.json")); g = dnas.spaces.load("genotype.json")',
+            'net = g.search_space.network(g, m["num_classes"], **m["network_args"])',
+            'variables = flax.traverse_util.unflatten_dict(dict(np.load("params.npz")), sep="/")',
+        ],
+        "apply": 'logits, _ = net.apply(variables, (images - np.float32(m["mean"])) / '
+        'np.float32(m["std"]), train=False)  # images: float32 (N, H, W, C) in [0, 1]',
+    }
+    text = json.dumps(model, indent=2) + "\n"
+    workdir_lib.atomic_write_text(os.path.join(out, EXPORT_MODEL), text)
+    return model | {"out": out}

@@ -44,6 +44,10 @@ INSTALL_DOT = (
     "install graphviz's `dot` program: `apt-get install graphviz` (Debian/Ubuntu), "
     "`brew install graphviz` (macOS), `conda install -c conda-forge graphviz`"
 )
+# What `dnas run` / `dnas search` say once, and `dnas plot` as a note, when `dot` is missing.
+DOT_FALLBACK = (
+    f"cell diagrams drawn with matplotlib: graphviz's `dot` is not installed ({INSTALL_DOT})"
+)
 FORMATS = ("svg", "png", "pdf")
 
 
@@ -95,6 +99,57 @@ class Run:
     @property
     def space(self) -> Space:
         return spaces.get(self.config.get("space", spaces.DEFAULT))
+
+    @property
+    def is_search(self) -> bool:
+        """Whether `records` are a search's (epoch records, or the search step's own metrics:
+        a search stopped in its first epoch has no epoch record yet) rather than a training's."""
+        return any(
+            "epoch" in r or any(k.startswith(("search/", "val/", "grad_norm/alphas")) for k in r)
+            for r in self.records
+        )
+
+    def nothing_logged(self) -> str | None:
+        """Why the workdir has nothing to draw yet (no genotype, no record with a value, no
+        retraining or stage records), or None when it has something."""
+        if self.genotype is not None or any(self.retrain.values()):
+            return None
+        if any(set(r) - {"step", "time"} for r in self.records):
+            return None
+        stages = [e for e in os.listdir(self.workdir) if re.fullmatch(r"stage_\d+", e)]
+        if any(read_jsonl(os.path.join(self.workdir, e, "metrics.jsonl")) for e in stages):
+            return None
+        every = self.config.get("log_every_steps")
+        return (
+            "it holds config.json but no logged step yet (the run is starting or compiling, or "
+            "stopped before its first log"
+            + (f" at step {every}" if isinstance(every, int) else "")
+            + ") and no genotype.json"
+        )
+
+    def search_val_accuracy(self) -> float | None:
+        """The search's last validation accuracy: over the whole validation split
+        (`eval_val/accuracy`, logged at every epoch end), else the mean of the last epoch's
+        logged `val/accuracy` batches (workdirs from before `eval_val/`); None for a training."""
+        if not self.is_search:
+            return None
+        steps, values = self.series("eval_val/accuracy")
+        if len(steps):
+            return float(values[-1])
+        steps, values = self.series("val/accuracy")
+        epochs = [r["step"] for r in self.epoch_records()]
+        if not len(steps):
+            return None
+        since = epochs[-2] if len(epochs) > 1 else 0  # the last epoch's steps
+        last = values[(steps > since) & (steps <= (epochs[-1] if epochs else steps[-1]))]
+        return float(np.mean(last)) if len(last) else float(values[-1])
+
+    def search_seconds(self) -> float | None:
+        """The search's wall time: `dnas run`'s summary.json, else the `search/wall_s` metric."""
+        if self.summary and "search_wall_s" in self.summary:
+            return float(self.summary["search_wall_s"])
+        steps, values = self.series("search/wall_s")
+        return float(values[-1]) if len(steps) else None
 
     def series(self, key: str, records: Sequence[dict] | None = None) -> tuple[np.ndarray, ...]:
         """(steps, values) of a logged scalar, by step; a step logged twice (a resumed run)
@@ -461,6 +516,8 @@ def diagnostics(run: Run):
     keys = sorted({k for r in recs for k in r
                    if k.startswith(("alpha_entropy/", "skip_connections/", "parameter_free_ops/",
                                     "hessian/"))})  # fmt: skip
+    if not keys:
+        raise ValueError("no epoch has ended yet: the diagnostics are logged at epoch ends")
     groups = {}
     for k in keys:
         groups.setdefault(k.split("/")[0], []).append(k)
@@ -497,6 +554,11 @@ def training_curves(run: Run, which: str = "search"):
             f"{run.workdir} has no retraining {which!r}; it has: "
             f"{', '.join(['search', *run.retrain]) or '(none)'}"
         )
+    if not any(len(run.series(k, records)[0]) for _, keys in _CURVES for k in keys):
+        raise ValueError(
+            "no loss, accuracy or learning rate logged yet (they are written every "
+            "log_every_steps steps and at epoch ends)"
+        )
     fig = _figure(figsize=(13, 3.2))
     axes = fig.subplots(1, len(_CURVES), squeeze=False)[0]
     for ax, (title, keys) in zip(axes, _CURVES, strict=True):
@@ -508,8 +570,9 @@ def training_curves(run: Run, which: str = "search"):
         ax.set_xlabel("step")
         if ax.lines:
             ax.legend(fontsize=8)
-    is_search = any("epoch" in r for r in run.records)
-    what = ("search" if is_search else "training") if which == "search" else f"retraining {which}"
+    what = (
+        ("search" if run.is_search else "training") if which == "search" else f"retraining {which}"
+    )
     fig.suptitle(f"{run.name}: {what}")
     return fig
 
@@ -550,29 +613,78 @@ def compare_runs(
             ax.legend(fontsize=8)
     if with_test:
         ax = axes[-1]
+        missing = []
         for i, runs in enumerate(groups.values()):
             acc = [100 * a for a in (r.test_accuracy() for r in runs) if a is not None]
             if acc:
                 ax.errorbar(i, np.mean(acc), yerr=np.std(acc), fmt="o", capsize=5, ms=8)
                 ax.scatter([i] * len(acc), acc, s=12, color="0.4", zorder=3)
+            else:
+                missing.append(i)
+        # A group that was not retrained (search-only runs) is marked "-", not left blank.
+        for i in missing:
+            ax.text(i, 0.5, "-\nnot\nretrained", transform=ax.get_xaxis_transform(), ha="center",
+                    va="center", fontsize=8, color="0.4", gid=f"missing:{i}")  # fmt: skip
+        ax.set_xlim(-0.5, len(groups) - 0.5)
         ax.set_xticks(range(len(groups)), list(groups), rotation=30, ha="right")
         ax.set_title("retrained test accuracy (%)")
     return fig
 
 
 def summary_table(groups: Mapping[str, Sequence[Run]]) -> list[dict[str, Any]]:
-    """Per group: runs, retrained test accuracy mean and std (%), search wall time mean (s)."""
+    """Per group: runs, retrained test accuracy mean and std (%), the search's validation
+    accuracy mean and std (%, `Run.search_val_accuracy`) and wall time mean (s); None where no
+    run of the group has the value (a search-only run has no test accuracy; `format_table` shows
+    it as "-")."""
     rows = []
     for label, runs in groups.items():
         acc = [100 * a for a in (r.test_accuracy() for r in runs) if a is not None]
-        wall = [r.summary["search_wall_s"] for r in runs if r.summary]
+        val = [100 * a for a in (r.search_val_accuracy() for r in runs) if a is not None]
+        wall = [w for w in (r.search_seconds() for r in runs) if w is not None]
         rows.append({
             "group": label, "runs": len(runs),
             "test_acc_mean": float(np.mean(acc)) if acc else None,
             "test_acc_std": float(np.std(acc)) if acc else None,
+            "search_val_acc_mean": float(np.mean(val)) if val else None,
+            "search_val_acc_std": float(np.std(val)) if val else None,
             "search_s_mean": float(np.mean(wall)) if wall else None,
         })  # fmt: skip
     return rows
+
+
+def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """`summary_table`'s rows as a text table: accuracies as mean +- std (%), a value no run of
+    the group has as "-"."""
+
+    def pm(row, key):
+        mean, std = row[f"{key}_mean"], row[f"{key}_std"]
+        return "-" if mean is None else f"{mean:.2f} +- {std:.2f}"
+
+    header = ("group", "runs", "test acc %", "search val acc %", "search s")
+    lines = [[str(r["group"]), str(r["runs"]), pm(r, "test_acc"), pm(r, "search_val_acc"),
+              "-" if r["search_s_mean"] is None else f"{r['search_s_mean']:.1f}"]
+             for r in rows]  # fmt: skip
+    widths = [max(len(x) for x in column) for column in zip(header, *lines, strict=True)]
+    return "\n".join(
+        "  ".join(
+            x.ljust(w) if i == 0 else x.rjust(w)
+            for i, (x, w) in enumerate(zip(line, widths, strict=True))
+        )
+        for line in [header, *lines]
+    )
+
+
+def save_comparison(
+    groups: Mapping[str, Sequence[Run]], out_dir: str, fmt: str = "png"
+) -> tuple[str, str, list[dict[str, Any]]]:
+    """`compare_runs`' figure as `<out_dir>/compare.<fmt>` and `summary_table`'s rows as
+    `<out_dir>/compare.json` (null where a group lacks a value); returns (figure path, table path,
+    rows)."""
+    figure = save_figure(compare_runs(groups), os.path.join(out_dir, f"compare.{fmt}"))
+    rows = summary_table(groups)
+    table = os.path.join(out_dir, "compare.json")
+    workdir_lib.atomic_write_text(table, json.dumps(rows, indent=2) + "\n")
+    return os.path.abspath(figure), os.path.abspath(table), rows
 
 
 def compare_genotypes(
@@ -623,30 +735,33 @@ def save_figure(fig, path: str, dpi: int = 120) -> str:
 def save_all(run: Run, out_dir: str, fmt: str = "png") -> tuple[list[str], list[str]]:
     """Every figure of a run into `out_dir`: cell diagrams of its genotype, alpha heatmaps and
     lines, the genotype strip and the diagnostics per cell type, search and retraining curves.
-    Returns (written paths, notes on what was left out and why)."""
+    A figure without data (a search stopped in its first epoch has no alphas per epoch yet, a
+    run that logged no step has no curve) is skipped, not drawn empty. Returns (written paths,
+    notes on what was left out and why); `out_dir` is created only when something is written."""
     written, notes = [], []
-    if run.genotype is not None:
-        if not dot_available():
-            notes.append(f"cell diagrams drawn with matplotlib: {INSTALL_DOT} for graphviz's")
-        written += save_cells(run.genotype, out_dir, fmt)
-    is_search = any("epoch" in r for r in run.records)
-    if is_search:
+    figures = []  # (file name, function making the figure)
+    if run.is_search:
         for cell in run.space.groups:
             for name, make in (("alpha_heatmap", alpha_heatmaps), ("alpha_lines", alpha_lines),
                                ("genotype_strip", genotype_strip)):  # fmt: skip
-                try:
-                    fig = make(run, cell)
-                except ValueError as err:
-                    notes.append(f"{name} {cell}: {err}")
-                    continue
-                written.append(save_figure(fig, os.path.join(out_dir, f"{name}_{cell}.{fmt}")))
-        written.append(save_figure(diagnostics(run), os.path.join(out_dir, f"diagnostics.{fmt}")))
+                figures.append((f"{name}_{cell}", lambda make=make, cell=cell: make(run, cell)))
+        figures.append(("diagnostics", lambda: diagnostics(run)))
     if run.records:
-        name = "search_curves" if is_search else "train_curves"
-        written.append(save_figure(training_curves(run), os.path.join(out_dir, f"{name}.{fmt}")))
+        name = "search_curves" if run.is_search else "train_curves"
+        figures.append((name, lambda: training_curves(run)))
     for which in run.retrain:
-        fig = training_curves(run, which)
-        written.append(save_figure(fig, os.path.join(out_dir, f"retrain_{which}_curves.{fmt}")))
+        figures.append((f"retrain_{which}_curves", lambda which=which: training_curves(run, which)))
+    if run.genotype is not None:
+        if not dot_available():
+            notes.append(DOT_FALLBACK)
+        written += save_cells(run.genotype, out_dir, fmt)
+    for name, make in figures:
+        try:
+            fig = make()
+        except ValueError as err:
+            notes.append(f"{name}.{fmt} skipped: {err}")
+            continue
+        written.append(save_figure(fig, os.path.join(out_dir, f"{name}.{fmt}")))
     # P-DARTS / DrNAS progressive searches: every stage is a search of its own.
     stages = [e for e in os.listdir(run.workdir) if re.fullmatch(r"stage_\d+", e)]
     for stage in sorted(stages, key=lambda e: int(e.split("_")[1])):
@@ -670,11 +785,13 @@ __all__ = [
     "compare_runs",
     "diagnostics",
     "draw_cell",
+    "format_table",
     "genotype_strip",
     "graph_edges",
     "load_run",
     "save_all",
     "save_cells",
+    "save_comparison",
     "save_figure",
     "save_graph",
     "summary_table",

@@ -7,22 +7,35 @@ alphas), `genotype.json`, `alphas.npz` and the cell diagrams (DARTS-PT adds `pt/
 fine-tuning's own workdir, and `pt_decisions.jsonl`; staged methods one `stage_<i>/` workdir per
 stage); `dnas train` adds `results.json`, `dnas run` `summary.json` and one `retrain_<name>/`
 workdir per retraining. Every small file here is written by `atomic_write_bytes`: a reader (or
-a run killed mid-write) sees the old file or the whole new one, never half of it.
+a run killed mid-write) sees the old file or the whole new one, never half of it. While a stage
+runs, its process holds the workdir's `.lock` (`locked`): one process per workdir.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import inspect
 import io
 import json
 import os
 import secrets
-from collections.abc import Callable, Mapping
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from dnas import errors
+
+try:
+    import fcntl
+except ImportError:  # Windows: workdirs are not locked
+    fcntl = None
 
 CONFIG = "config.json"
 GENOTYPE = "genotype.json"
@@ -60,18 +73,27 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    # os.open with mode 0o666 lets the umask decide the permissions, as `open(path, 'w')` would;
-    # tempfile would create the file 0o600.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        # os.open with mode 0o666 lets the umask decide the permissions, as `open(path, 'w')`
+        # would; tempfile would create the file 0o600.
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+        fd = os.open(tmp, flags, 0o666)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise
+    except OSError as e:
+        if not e.errno:
+            raise
+        # Named by the file meant, not the temporary one (a failed write() names none), so that
+        # the CLI's one-line error says which file could not be written.
+        raise OSError(e.errno, e.strerror, os.fspath(path)) from e
     _fsync_directory(path.parent)
 
 
@@ -112,6 +134,130 @@ def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 
 # --------------------------------------------------------------------------------------------------
+# One process per workdir.
+
+LOCK = ".lock"  # flock'ed by the process running in the workdir, which writes its PID into it
+
+_held: dict[str, list[int]] = {}  # real path of a workdir this process holds -> [fd, depth]
+_held_guard = threading.Lock()
+Run = TypeVar("Run", bound=Callable[..., Any])
+
+
+@contextlib.contextmanager
+def locked(workdir: str | os.PathLike) -> Iterator[str]:
+    """Holds `workdir`'s exclusive lock while the block runs (creating the folder); yields its
+    absolute path. Raises `errors.WorkdirLocked`, naming the holder, if another process has it.
+
+    The lock is an `fcntl.flock` on `<workdir>/.lock`, into which the holder writes its PID and
+    start time. The kernel releases it when the process ends, however it ends (`kill -9`
+    included), so it is never stale; the file such an end leaves is simply reused. It is
+    re-entrant within a process (`dnas run` holds its workdir while the search it runs takes it
+    again). Not locked: without `fcntl` (Windows), and on processes other than 0 of a multi-host
+    run, which by design all run in one shared workdir.
+    """
+    workdir = os.path.abspath(workdir)
+    if fcntl is None or _process_index() != 0:
+        yield workdir
+        return
+    created = not os.path.exists(workdir)
+    os.makedirs(workdir, exist_ok=True)
+    key = os.path.realpath(workdir)
+    with _held_guard:
+        if key in _held:
+            _held[key][1] += 1
+        else:
+            _held[key] = [_acquire(key), 1]
+    try:
+        yield workdir
+    finally:
+        with _held_guard:
+            _held[key][1] -= 1
+            if _held[key][1] == 0:
+                _release(key, _held.pop(key)[0])
+                # A run refused before writing anything (a bad config) leaves no empty folder.
+                if created and not os.listdir(workdir):
+                    with contextlib.suppress(OSError):
+                        os.rmdir(workdir)
+
+
+def exclusive(run: Run) -> Run:
+    """Makes a stage's `run(config, workdir, ...)` hold `locked(workdir)` while it runs, so that
+    the lock is taken before it writes anything."""
+    signature = inspect.signature(run)
+
+    @functools.wraps(run)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with locked(signature.bind(*args, **kwargs).arguments["workdir"]):
+            return run(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _acquire(directory: str) -> int:
+    path = os.path.join(directory, LOCK)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise errors.WorkdirLocked(
+                f"workdir {directory} is in use by {_holder(path)}; wait for it or use another "
+                "--workdir"
+            ) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        # A holder unlinks the file as it releases it (`_release`): if that happened between our
+        # open and flock, this lock is on a file nobody else will open. Take the current one.
+        try:
+            current = os.stat(path)
+        except FileNotFoundError:
+            current = None
+        opened = os.fstat(fd)
+        if current and (current.st_dev, current.st_ino) == (opened.st_dev, opened.st_ino):
+            break
+        os.close(fd)
+    holder = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "command": " ".join(sys.argv),
+    }
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, (json.dumps(holder) + "\n").encode(), 0)
+    return fd
+
+
+def _release(directory: str, fd: int) -> None:
+    # Unlinked while still locked (see `_acquire`), so a finished run leaves no file behind.
+    with contextlib.suppress(OSError):
+        os.unlink(os.path.join(directory, LOCK))
+    os.close(fd)
+
+
+def _holder(path: str) -> str:
+    """'process PID (started TIME)' from a held lock file, read as its holder writes it."""
+    for _ in range(20):  # the holder writes its PID just after locking: give it a second
+        try:
+            with open(path, encoding="utf-8") as f:
+                info = json.loads(f.read())
+            pid, started, host = info["pid"], info["started"], info["host"]
+        except (OSError, ValueError, KeyError, TypeError):
+            time.sleep(0.05)
+            continue
+        on = f" on {host}" if host != socket.gethostname() else ""
+        return f"process {pid}{on} (started {started})"
+    return "another process"
+
+
+def _process_index() -> int:
+    """This process's index in a multi-host run (0 when JAX is not even imported)."""
+    jax = sys.modules.get("jax")
+    return jax.process_index() if jax is not None else 0
+
+
+# --------------------------------------------------------------------------------------------------
 # The config check.
 
 
@@ -149,30 +295,69 @@ def config_changes(previous: dict, current: dict, defaults: dict) -> list[str]:
     return changed
 
 
-def prepare(workdir: str, config: dict, defaults: dict | Callable[[dict], dict]) -> str:
+def prepare(
+    workdir: str,
+    config: dict,
+    defaults: dict | Callable[[dict], dict],
+    *,
+    judge: Callable[[dict, list[str]], dict[str, str]] | None = None,
+) -> str:
     """Creates `workdir` and writes `config.json` (a plain dict of the config); refuses to resume
-    a run of a different config (fields dnas added since the workdir was written are not a
-    difference at their `defaults` value; `defaults(previous_config)` when it depends on the old
-    config). Returns the absolute path."""
+    a run of a different config. Returns the absolute path.
+
+    Fields dnas added since the workdir was written are not a difference at their `defaults`
+    value (`defaults(previous_config)` when it depends on the old config). `judge(previous,
+    changed_keys)` returns the changes that matter, each with the reason (the others are allowed:
+    fields that do not change results, or an extension the schedule allows); default: all. A
+    workdir with no checkpoint yet (a run that failed before its first save) takes any config:
+    its `metrics.jsonl` and `tb/` move to `attempts/<N>/` so two configs' records never mix.
+    """
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
     path = os.path.join(workdir, CONFIG)
-    if os.path.exists(path) and os.path.isdir(os.path.join(workdir, CHECKPOINTS)):
+    if os.path.exists(path):
         with open(path) as f:
             previous = json.load(f)
         implied = defaults(previous) if callable(defaults) else defaults
         changed = config_changes(previous, config, implied)
-        if changed:
-            shown = ", ".join(changed[:8]) + (" ..." if len(changed) > 8 else "")
-            raise errors.ConfigError(
-                f"{workdir} holds a run whose config.json differs in {shown}; resuming it with "
-                "this config would mix two experiments. Use a new --workdir (or the workdir's "
-                "config.json as --config values to resume it)."
-            )
+        if changed and not has_checkpoints(workdir):
+            _set_aside_attempt(workdir)
+        elif changed:
+            refused = judge(previous, changed) if judge else dict.fromkeys(changed, "")
+            if refused:
+                keys = list(refused)
+                shown = ", ".join(keys[:8]) + (" ..." if len(keys) > 8 else "")
+                reasons = "".join(f"; {k}: {r}" for k, r in refused.items() if r)
+                raise errors.ConfigError(
+                    f"{workdir} holds a run whose config.json differs in {shown}; resuming it "
+                    f"with this config would mix two experiments{reasons}. Use a new --workdir, "
+                    f"or resume with --config {path}."
+                )
     atomic_write_text(path, json.dumps(config, indent=2, sort_keys=True) + "\n")
     return workdir
 
 
+ATTEMPTS = "attempts"  # records of earlier attempts that saved no checkpoint
+
+
+def _set_aside_attempt(workdir: str) -> None:
+    names = ("metrics.jsonl", "tb", ALPHA_HISTORY, CONFIG)
+    moving = [n for n in names if os.path.exists(os.path.join(workdir, n))]
+    if not moving:
+        return
+    root = os.path.join(workdir, ATTEMPTS)
+    os.makedirs(root, exist_ok=True)
+    n = len(os.listdir(root))
+    while os.path.exists(os.path.join(root, str(n))):
+        n += 1
+    target = os.path.join(root, str(n))
+    os.makedirs(target)
+    for name in moving:
+        os.replace(os.path.join(workdir, name), os.path.join(target, name))
+
+
 def has_checkpoints(workdir: str) -> bool:
-    """Whether `workdir` holds a run to resume."""
-    return os.path.isdir(os.path.join(workdir, CHECKPOINTS))
+    """Whether `workdir` holds a run to resume: a completed checkpoint step (orbax names a step's
+    folder by its number; an interrupted save leaves only a temporary folder)."""
+    directory = os.path.join(workdir, CHECKPOINTS)
+    return os.path.isdir(directory) and any(n.isdigit() for n in os.listdir(directory))

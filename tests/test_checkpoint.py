@@ -1,5 +1,7 @@
-"""Tests for dnas.checkpoint: round trips, compatibility errors, corruption fallback, atomicity."""
+"""Tests for dnas.checkpoint: round trips, compatibility errors, corruption fallback, checksums,
+atomicity."""
 
+import json
 import logging
 import os
 import subprocess
@@ -137,6 +139,8 @@ def test_metadata_must_be_json(tmp_path):
         assert ckpt.restore({"x": jnp.ones(2)})[1] == {"loss": 0.5, "v": [0, 1]}
         with pytest.raises(TypeError, match="JSON"):
             ckpt.save(2, {"x": jnp.ones(2)}, metadata={"bad": object()})
+        with pytest.raises(ValueError, match="reserved"):
+            ckpt.save(2, {"x": jnp.ones(2)}, metadata={"_state_sha256": {}})
         assert ckpt.all_steps() == [1]
 
 
@@ -191,7 +195,8 @@ def test_corrupt_latest_falls_back_with_warning(tmp_path, caplog, mode):
 # the resulting "Event loop is closed" is printed from a callback, harmlessly.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_corrupt_data_file_only(tmp_path, caplog):
-    """Damage in an array chunk (not the metadata) is caught by the chunk checksums."""
+    """Damage in every data file of a step (not the metadata) is caught: here by orbax's reader
+    (its index nodes no longer parse); inside a chunk, by the checksums (`flip_bytes` below)."""
     with Checkpointer(tmp_path) as ckpt:
         ckpt.save(1, make_state(1))
         ckpt.save(2, make_state(2))
@@ -205,6 +210,80 @@ def test_corrupt_data_file_only(tmp_path, caplog):
         restored, _ = ckpt.restore(make_state(0))
     assert_same(restored, make_state(1))
     assert "unreadable" in caplog.text
+
+
+def flip_bytes(step_dir: Path, n: int = 16) -> Path:
+    """Inverts `n` bytes in the middle of the largest array data file of a checkpoint step (an
+    OCDBT data file, `state/ocdbt.process_0/d/<hash>`). Orbax's zstd chunks carry no checksum of
+    their own and random data is stored as a raw block, so the file still parses and restores to
+    other values: only dnas's checksums can tell."""
+    files = [p for p in (step_dir / "state").rglob("d/*") if p.is_file()]
+    path = max(files, key=lambda p: p.stat().st_size)
+    data = bytearray(path.read_bytes())
+    for i in range(len(data) // 2, len(data) // 2 + n):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return path
+
+
+def random_state(seed: int) -> dict:
+    """A 256 KB array of random values (incompressible) and a small one."""
+    return {"w": jax.random.normal(jax.random.key(seed), (65_536,)), "n": jnp.arange(3) + seed}
+
+
+def test_changed_bytes_in_data_files_fall_back_to_the_previous_step(tmp_path, caplog):
+    """16 changed bytes inside a data file restored with no warning (and the search then found
+    another genotype): now the checksum saved with the step catches them."""
+    with Checkpointer(tmp_path, max_to_keep=3) as ckpt:
+        ckpt.save(1, random_state(1), metadata={"step": 1})
+        ckpt.save(2, random_state(2), metadata={"step": 2})
+    flip_bytes(tmp_path / "checkpoints" / "2")
+    with Checkpointer(tmp_path, max_to_keep=3) as ckpt:
+        with caplog.at_level(logging.WARNING, logger="dnas.checkpoint"):
+            restored, meta = ckpt.restore(random_state(0))
+        assert meta == {"step": 1}
+        assert_same(restored, random_state(1))
+        # Orbax read the damaged file without complaint; the checksum named the array.
+        assert (
+            "checkpoints/2 is unreadable (ChecksumMismatch: 1 of its 2 arrays differ from the "
+            "SHA-256 checksums saved with them (w)" in caplog.text
+        )
+        # Moved aside like any unreadable step: the run saves step 2 again and resumes quietly.
+        assert ckpt.all_steps() == [1]
+        assert [p.name.split(".")[0] for p in (tmp_path / "checkpoints_corrupt").iterdir()] == ["2"]
+        assert ckpt.save(2, random_state(2))
+        caplog.clear()
+        assert_same(ckpt.restore(random_state(0))[0], random_state(2))
+        assert not caplog.records
+
+
+def test_changed_bytes_in_the_only_checkpoint_raise(tmp_path):
+    with Checkpointer(tmp_path) as ckpt:
+        ckpt.save(1, random_state(1))
+    flip_bytes(tmp_path / "checkpoints" / "1")
+    with Checkpointer(tmp_path) as ckpt:
+        with pytest.raises(CheckpointError, match="No readable checkpoint") as info:
+            ckpt.restore(random_state(0))
+        message = str(info.value)
+        assert "step 1: ChecksumMismatch" in message and "SHA-256" in message
+        assert f"delete {tmp_path / 'checkpoints'}" in message and "new --workdir" in message
+        assert ckpt.all_steps() == [1]  # not moved: the next run fails the same way
+
+
+def test_checkpoint_without_checksums_restores_unverified_and_says_so_once(tmp_path, caplog):
+    with Checkpointer(tmp_path) as ckpt:
+        ckpt.save(1, make_state(1), metadata={"epoch": 1})
+    # The metadata item as dnas wrote it before checksums existed.
+    path = tmp_path / "checkpoints" / "1" / "metadata" / "metadata"
+    metadata = json.loads(path.read_text())
+    assert set(metadata.pop("_state_sha256")) >= {"params.conv.kernel", "key", "step"}
+    path.write_text(json.dumps(metadata))
+    with Checkpointer(tmp_path) as ckpt, caplog.at_level(logging.WARNING, logger="dnas.checkpoint"):
+        for _ in range(2):
+            restored, meta = ckpt.restore(make_state(0))
+            assert meta == {"epoch": 1}
+            assert_same(restored, make_state(1))
+    assert caplog.text.count("has no checksums") == 1
 
 
 def test_only_corrupt_checkpoints_raise(tmp_path):
@@ -304,7 +383,7 @@ def test_retraining_workdir_of_another_genotype_is_refused(tmp_path):
 
     v1, v2 = spaces.load("DARTS_V1"), spaces.load("DARTS_V2")
     v1.save(tmp_path / "genotype.json")
-    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "1").mkdir(parents=True)  # a completed step: a run to resume
     before = (tmp_path / "genotype.json").read_text()
     with pytest.raises(configlib.ConfigError, match=r"another genotype.*Use a new --workdir"):
         train.run(configlib.default_config(), str(tmp_path), genotype=v2)

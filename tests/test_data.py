@@ -207,6 +207,18 @@ def test_eval_batches_cover_all_in_order_with_mask(numbered):
     assert batches[-1]["mask"].sum() == 3 and not batches[-1]["image"][3:].any()
 
 
+def test_eval_batches_overlap_fill_holds_real_examples_only(numbered):
+    """fill="overlap" (the supernet, whose BatchNorm normalises with the batch's statistics):
+    the last batch is completed with the examples before it, which its mask leaves uncounted."""
+    batches = list(data.eval_batches(numbered, 25, fill="overlap"))
+    assert [b["image"].shape[0] for b in batches] == [25] * 5
+    np.testing.assert_array_equal(batches[-1]["label"], np.arange(78, 103))
+    labels = np.concatenate([b["label"][b["mask"]] for b in batches])
+    np.testing.assert_array_equal(labels, np.arange(103))
+    with pytest.raises(ValueError, match="exceeds"):
+        next(data.eval_batches(numbered, 500, fill="overlap"))
+
+
 # ---------------------------------------------------------------------------------- augmentation
 
 

@@ -138,6 +138,34 @@ def test_retraining_from_the_searched_genotype_json(tiny, uninterrupted):
     assert 0.0 <= results["test_accuracy"] <= 1.0
     saved = json.loads((root / "retrain" / "results.json").read_text())
     assert saved["test_accuracy"] == results["test_accuracy"]
+    assert saved["space"] == "nb201"
+
+
+def test_dnas_train_refuses_a_genotype_of_another_space_than_config_space(tmp_path):
+    # It used to train an NB201 genotype with space=darts_cnn recorded in config.json.
+    config = configlib.override(
+        configlib.default_config(), ["train.genotype=|nor_conv_3x3~0|+|none~0|skip_connect~1|"
+                                     "+|none~0|none~1|avg_pool_3x3~2|"]
+    )  # fmt: skip
+    with pytest.raises(configlib.ConfigError, match=r"set --config\.space=nb201"):
+        train.run(config, str(tmp_path / "w"))
+    assert not (tmp_path / "w").exists()
+
+
+def test_a_search_extended_within_its_fixed_schedule_equals_the_longer_search(tiny):
+    # search.lr_schedule_epochs fixes the cosine's length, and DARTS has no other schedule over
+    # the search: 1 epoch, then resumed with epochs=2, is the 2-epoch search bit for bit.
+    root, _, _, config = tiny
+    fixed = configlib.override(config, ["search.lr_schedule_epochs=2"])
+    extended = root / "extended"
+    search.run(configlib.override(fixed, ["search.epochs=1"]), str(extended))
+    search.run(fixed, str(extended))
+    search.run(fixed, str(root / "longer"))
+    a = workdir_lib.load_arrays(extended / "alphas.npz")
+    b = workdir_lib.load_arrays(root / "longer" / "alphas.npz")
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    genotypes = [(w / "genotype.json").read_text() for w in (extended, root / "longer")]
+    assert genotypes[0] == genotypes[1]
 
 
 def test_resuming_with_another_config_is_refused(tiny, uninterrupted):

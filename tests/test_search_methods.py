@@ -234,7 +234,7 @@ def test_drnas_progressive_stages(tmp_path):
         ("random_ws", {}, {}, "selection=random"),
         ("darts", {"selection": "evolution", "evolution_sample_size": 30}, {},
          "evolution_population"),
-        ("darts", {"early_stop": "soon"}, {}, "early_stop must be one of"),
+        ("darts", {"early_stop": "soon"}, {}, "search.early_stop='soon' is not valid: one of"),
         ("drnas", {}, {"reg_scale": 1e-2}, "alpha_weight_decay instead of strategy_args.reg_scale"),
         ("darts", {"selection_rerank": 3}, {}, "selection_rerank=0"),
     ],

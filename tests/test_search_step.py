@@ -74,7 +74,7 @@ def test_resuming_a_finite_difference_run_of_before_fd_clip_is_refused(tmp_path)
         ("first", False, False),
     ]:
         workdir = tmp_path / f"{order}-{fd_clip}"
-        (workdir / "checkpoints").mkdir(parents=True)
+        (workdir / "checkpoints" / "1").mkdir(parents=True)  # a completed step: a run to resume
         old = configlib.default_config()
         old.order = order
         del old.search["fd_clip"]  # what dnas wrote before the field existed

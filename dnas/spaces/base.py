@@ -84,6 +84,9 @@ class Space(NamedTuple):
     Retraining and configs:
       auxiliary_head, drop_path: whether the discrete network has them (the DARTS protocol).
       tiny_layers: the smallest useful depth, for smoke and test configs.
+      min_layers: the smallest `layers` (search and retraining) at which every alpha group has
+        a cell (DARTS: 3, its reduction cells sitting at layers // 3 and 2 * layers // 3;
+        NAS-Bench-201: 1 cell per stage); `configlib.validate` refuses configs with fewer.
       protocols: dataset -> function editing a config to the space's published protocol.
       topology: the `CellTopology` of a cell space (figures draw its cells), else None.
     """
@@ -110,6 +113,7 @@ class Space(NamedTuple):
     auxiliary_head: bool = False
     drop_path: bool = False
     tiny_layers: int = 1
+    min_layers: int = 1
     protocols: Mapping[str, Callable[[Any], Any]] = types.MappingProxyType({})
     topology: CellTopology | None = None
 

@@ -402,7 +402,7 @@ def cell_space(
     """A `Space` whose genotypes are cells of `topology`; `supernet` and `network` are the space's
     builders, `formats` its text formats, `known` a dict the space module fills
     with its published genotypes once the space exists; `options` are further `Space` fields
-    (auxiliary_head, drop_path, tiny_layers, protocols)."""
+    (auxiliary_head, drop_path, tiny_layers, min_layers, protocols)."""
     box: list[Space] = []  # the finished space, which its genotypes point to
 
     def make(**fields: Any) -> Genotype:

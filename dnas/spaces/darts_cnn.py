@@ -472,6 +472,7 @@ DARTS_STRING = TextFormat(
 SPACE = cells.cell_space(
     TOPOLOGY, supernet=build_supernet, network=build_network, concat_field=True,
     formats=(DARTS_STRING,), known=KNOWN, auxiliary_head=True, drop_path=True, tiny_layers=3,
+    min_layers=3,  # 1 or 2 cells are all reduction cells (`reduction_layers`): no normal cell
     protocols={"cifar10": cifar10_protocol},
 )  # fmt: skip
 
