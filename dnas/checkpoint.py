@@ -522,38 +522,41 @@ def _path_str(path: tuple[Any, ...]) -> str:
 def _checksums(tree: Any) -> dict[str, str]:
     """SHA-256 of each array leaf (its dtype, shape and bytes), keyed by its path.
 
-    The arrays are read from host memory (`jax.device_get`: on CPU a view, elsewhere the copy
-    orbax makes for writing anyway); Python scalars are not hashed. Multi-host: a replicated
-    array is hashed from this process's replica, so a data-parallel state is verified on any
-    number of hosts; an array sharded over hosts is skipped, since hashing it would need every
-    process to hash its own shards (`addressable_shards`, keyed by shard index) into a record
-    of its own, and the JSON metadata item is written by the primary process only.
+    The arrays are read from host memory with one `jax.device_get` of them all (on CPU a view;
+    on an accelerator one batched device-to-host copy, besides the one orbax makes for writing);
+    Python scalars are not hashed. Multi-host: a replicated array is hashed from this process's
+    replica, so a data-parallel state is verified on any number of hosts; an array sharded over
+    hosts is skipped, since hashing it would need every process to hash its own shards
+    (`addressable_shards`, keyed by shard index) into a record of its own, and the JSON metadata
+    item is written by the primary process only.
     """
-    out = {}
+    paths, arrays = [], []
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        host = _host_array(leaf)
-        if host is not None:
-            digest = hashlib.sha256(f"{host.dtype.name}{list(host.shape)}".encode())
-            digest.update(np.ascontiguousarray(host).reshape(-1).view(np.uint8))
-            out[_path_str(path)] = digest.hexdigest()
+        array = _hashable(leaf)
+        if array is not None:
+            paths.append(_path_str(path))
+            arrays.append(array)
+    out = {}
+    for path, host in zip(paths, jax.device_get(arrays), strict=True):
+        host = np.asarray(host)
+        if host.dtype.hasobject:
+            continue
+        digest = hashlib.sha256(f"{host.dtype.name}{list(host.shape)}".encode())
+        digest.update(np.ascontiguousarray(host).reshape(-1).view(np.uint8))
+        out[path] = digest.hexdigest()
     return out
 
 
-def _host_array(x: Any) -> np.ndarray | None:
-    """`x` as a host numpy array (key arrays as their key data), or None if not hashed."""
+def _hashable(x: Any) -> Any:
+    """`x` as an array to hash (key arrays as their key data, a replicated array over hosts as
+    this process's replica), or None if not hashed."""
     if isinstance(x, jax.Array):
         if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
             x = jax.random.key_data(x)
         if x.is_fully_addressable:
-            x = jax.device_get(x)
-        elif x.is_fully_replicated:
-            x = x.addressable_data(0)
-        else:
-            return None
-    if not isinstance(x, np.ndarray | np.generic | jax.Array):
-        return None
-    x = np.asarray(x)
-    return None if x.dtype.hasobject else x
+            return x
+        return x.addressable_data(0) if x.is_fully_replicated else None
+    return x if isinstance(x, np.ndarray | np.generic) else None
 
 
 _OS_ERROR_CODE = re.compile(r"os_error_code='?(\d+)")

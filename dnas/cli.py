@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import json
 import os
@@ -155,7 +156,9 @@ def _stage(command: str, module: str, function: str, report: Callable[[Any, str]
             return f"dnas {command}: {stopped.describe(root=workdir)}; resume: {resume}"
 
         def exit_now(stopped: signals.Interrupted) -> None:
-            print(line(stopped), file=sys.stderr, flush=True)
+            # In the signal handler: os.write, since the handler may have interrupted a write to
+            # sys.stderr (the progress bar), which print would re-enter.
+            os.write(sys.stderr.fileno(), (line(stopped) + "\n").encode())
             os._exit(stopped.exit_code)  # no waiting for orbax's or TensorBoard's threads
 
         with signals.deferred(on_second=exit_now):
@@ -444,6 +447,10 @@ COMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
 }
 
 
+# OS errors that mean a file could not be written (others: "cannot access").
+_WRITE_ERRNOS = {errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EFBIG}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dnas", description=__doc__)
     parser.add_argument("--version", action="version", version=f"dnas {_version()}")
@@ -483,7 +490,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             workdir = None if isinstance(err, ConnectionError) else getattr(args, "workdir", None)
             where = err.filename or workdir
             if where is not None and err.strerror:
-                message = f"cannot write {os.fspath(where)}: {err.strerror}"
+                verb = "write" if err.errno in _WRITE_ERRNOS else "access"
+                message = f"cannot {verb} {os.fspath(where)}: {err.strerror}"
         print(f"dnas {args.command}: error: {message}", file=sys.stderr)
         return 2
 

@@ -387,7 +387,27 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
             raise ConfigError(refusal)
     _check_strategy_args(config)
     _check_combinations(config)
+    _check_method_and_sweep(config)
     return config
+
+
+def _check_method_and_sweep(config: ml_collections.ConfigDict) -> None:
+    """The search's method options against its strategy (`search_step.check_method_options`)
+    and every swept value against its field's range (`sweep.members`)."""
+    from dnas import search_step, sweep  # lazy: they import this module
+
+    ctx = strategies.Context(
+        space=spaces.get(config.space), learning_rate=config.search.lr, edge_costs=lambda: {}
+    )
+    strategy = strategies.build(config.strategy, ctx, config.strategy_args.to_dict())
+    search_step.check_method_options(config, strategy)
+    name, members = sweep.members(config)
+    if name:
+        field = FIELDS[f"search.{name}"]
+        for member in members:
+            refusal = field.refusal(f"search.{name}", member.value)
+            if refusal:
+                raise ConfigError(f"sweep.param_values: {refusal}")
 
 
 def _did_you_mean(key: str, keys: Sequence[str]) -> str:
@@ -457,11 +477,6 @@ def _check_combinations(config: ml_collections.ConfigDict) -> None:
         raise ConfigError(
             f"search.alpha_warmup_epochs={s.alpha_warmup_epochs} leaves no alpha step in "
             f"search.epochs={s.epochs}: the genotype would come from the initial alphas"
-        )
-    if s.selection == "evolution" and s.evolution_sample_size > s.evolution_population:
-        raise ConfigError(
-            f"search.evolution_sample_size={s.evolution_sample_size} exceeds "
-            f"search.evolution_population={s.evolution_population}: tournaments sample from it"
         )
     n = data.get_info(config.dataset).train_examples
     if n is not None:
@@ -816,7 +831,7 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, stage: str 
             ):
                 continue
             if key in ("search.epochs", "train.epochs"):
-                reason = epoch_extension_refusal(previous, config, key)
+                reason = epoch_extension_refusal(previous, config, key, workdir)
                 if reason is None:
                     continue
                 refused[key] = reason
@@ -828,7 +843,7 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, stage: str 
 
 
 def epoch_extension_refusal(
-    previous: dict, config: ml_collections.ConfigDict, key: str
+    previous: dict, config: ml_collections.ConfigDict, key: str, workdir: str | None = None
 ) -> str | None:
     """None when a run of `previous` may go on to `config`'s `key` (search.epochs or
     train.epochs), else why not.
@@ -838,8 +853,10 @@ def epoch_extension_refusal(
     `search.lr_schedule_epochs` (the cosine's length) was set, is unchanged and covers the new
     epochs, and its strategy has no schedule over the search's length (`Strategy.reads_epochs`:
     GDAS' and SNAS' temperatures, DARTS-' beta, beta-DARTS' lambda, SDARTS' epsilon, P-DARTS' skip
-    dropout). A retraining's cosine and drop-path ramp always span `train.epochs`: not
-    extendable."""
+    dropout), and nothing was decided from its end yet: not a staged search (P-DARTS, DrNAS set
+    each stage's epochs), no DARTS+ early stopping (it may have ended the search), no DARTS-PT
+    fine-tuning begun in `workdir`. A retraining's cosine and drop-path ramp always span
+    `train.epochs`: not extendable."""
     group = key.split(".")[0]
     old, new = previous[group]["epochs"], config[group]["epochs"]
     if new < old:
@@ -861,8 +878,17 @@ def epoch_extension_refusal(
             f"{old} -> {new}: beyond search.lr_schedule_epochs={length} "
             f"(offset {s.lr_offset_epochs})"
         )
-    from dnas import strategies  # lazy: the CLI's --help stays fast
+    from dnas import progressive  # lazy: it imports this module
 
+    if progressive.driver(config) is not None:
+        return f"{old} -> {new}: a staged search ({config.strategy}) sets each stage's epochs"
+    if config.search.early_stop:
+        return (
+            f"{old} -> {new}: with early stopping (search.early_stop={config.search.early_stop}) "
+            "the search may have ended already"
+        )
+    if workdir and workdir_lib.has_checkpoints(os.path.join(workdir, "pt")):
+        return f"{old} -> {new}: DARTS-PT's fine-tuning has begun from the search's last epoch"
     ctx = strategies.Context(space=spaces.get(config.space), epochs=old, learning_rate=s.lr)
     try:
         strategy = strategies.build(config.strategy, ctx, config.strategy_args.to_dict())

@@ -217,15 +217,16 @@ def setup(
         partial_channels=s.partial_channels, single_op=s.single_op,
     )  # fmt: skip
     parts = make_step_parts(config, model, info, steps_per_epoch)
-    _check_method_options(config, parts[0])
+    check_method_options(config, parts[0])
     return SearchSetup(
         space, info, model, *parts, weights_source, alphas_source, steps_per_epoch,
         s.epochs * steps_per_epoch,
     )  # fmt: skip
 
 
-def _check_method_options(config: ml_collections.ConfigDict, strategy: strategies.Strategy) -> None:
-    """Option combinations that would run but mean nothing fail before the search starts."""
+def check_method_options(config: ml_collections.ConfigDict, strategy: strategies.Strategy) -> None:
+    """Option combinations that would run but mean nothing fail before the search starts
+    (`configlib.validate` calls this too)."""
     s = config.search
     space = spaces.get(config.space)
     if s.selection == "evolution" and space.mutate is None:
@@ -249,10 +250,10 @@ def _check_method_options(config: ml_collections.ConfigDict, strategy: strategie
             "search.selection_rerank re-scores the best architectures of selection=random or "
             f"evolution; with selection={s.selection!r} set --config.search.selection_rerank=0"
         )
-    if s.selection == "evolution" and not 1 <= s.evolution_sample_size <= s.evolution_population:
+    if s.selection == "evolution" and s.evolution_sample_size > s.evolution_population:
         raise configlib.ConfigError(
-            f"search.evolution_sample_size ({s.evolution_sample_size}) must be between 1 and "
-            f"search.evolution_population ({s.evolution_population})"
+            f"search.evolution_sample_size={s.evolution_sample_size} exceeds "
+            f"search.evolution_population={s.evolution_population}: tournaments sample from it"
         )
 
 

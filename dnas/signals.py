@@ -118,7 +118,9 @@ def _handle(signum: int, frame: Any) -> None:
     if handling.signum is None:
         handling.signum = signum
         return
-    stopped = handling.abandoned or Interrupted(handling.signum, saved=False)
+    stopped = handling.abandoned or Interrupted(
+        handling.signum, "(a second signal: stopped at once)"
+    )
     if handling.on_second is not None:
         handling.on_second(stopped)
     raise stopped

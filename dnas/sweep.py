@@ -47,11 +47,15 @@ def _parse_seeds(text: str) -> list[int]:
             continue
         first, dash, last = part.partition("-")
         try:
-            seeds += list(range(int(first), int(last) + 1)) if dash else [int(first)]
+            span = (int(first), int(last)) if dash else (int(first), int(first))
         except ValueError:
+            span = (1, 0)
+        if span[0] > span[1]:  # also "7-0", which used to become no seed at all
             raise configlib.ConfigError(
-                f"sweep.seeds={text!r}: expected integers and ranges such as 0-7 or 0,3,5"
-            ) from None
+                f"sweep.seeds={text!r}: expected integers and ascending ranges such as 0-7 or "
+                "0,3,5"
+            )
+        seeds += list(range(span[0], span[1] + 1))
     return seeds
 
 

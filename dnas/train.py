@@ -9,6 +9,7 @@ computed from the step inside the jitted step, so they never recompile.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -200,7 +201,7 @@ def _check_same_genotype(workdir: str, genotype: Genotype) -> None:
     """Refuses to resume a workdir trained on another genotype (two cells with the same ops on
     other inputs have the same parameter tree, so the checkpoint alone would not notice)."""
     path = os.path.join(workdir, workdir_lib.GENOTYPE)
-    if not (os.path.exists(path) and workdir_lib.has_checkpoints(workdir)):
+    if not (os.path.exists(path) and workdir_lib.has_progress(workdir)):
         return
     previous = spaces.load_json(path)
     if previous != genotype:
@@ -337,7 +338,9 @@ def load_trained(
     target = jax.eval_shape(lambda: create_state(config, su))
     # The workdir's lock: a training still running there is named, not disturbed (opening a
     # Checkpointer clears unfinished saves).
-    with workdir_lib.locked(workdir), checkpoint.Checkpointer(workdir) as ckpt:
+    # A workdir this process cannot write (another user's, a read-only copy) is only read.
+    lock = workdir_lib.locked(workdir) if os.access(workdir, os.W_OK) else contextlib.nullcontext()
+    with lock, checkpoint.Checkpointer(workdir) as ckpt:
         state, _ = ckpt.restore(target)
     return config, su, state
 

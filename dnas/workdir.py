@@ -309,8 +309,9 @@ def prepare(
     value (`defaults(previous_config)` when it depends on the old config). `judge(previous,
     changed_keys)` returns the changes that matter, each with the reason (the others are allowed:
     fields that do not change results, or an extension the schedule allows); default: all. A
-    workdir with no checkpoint yet (a run that failed before its first save) takes any config:
-    its `metrics.jsonl` and `tb/` move to `attempts/<N>/` so two configs' records never mix.
+    workdir whose run has not completed a step yet (`has_progress`: a run that failed or was
+    stopped before it, e.g. on NaN or by Ctrl-C while compiling) takes any config: what it holds
+    moves to `attempts/<N>/`, so two configs' records and checkpoints never mix.
     """
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
@@ -320,7 +321,7 @@ def prepare(
             previous = json.load(f)
         implied = defaults(previous) if callable(defaults) else defaults
         changed = config_changes(previous, config, implied)
-        if changed and not has_checkpoints(workdir):
+        if changed and not has_progress(workdir):
             _set_aside_attempt(workdir)
         elif changed:
             refused = judge(previous, changed) if judge else dict.fromkeys(changed, "")
@@ -337,12 +338,11 @@ def prepare(
     return workdir
 
 
-ATTEMPTS = "attempts"  # records of earlier attempts that saved no checkpoint
+ATTEMPTS = "attempts"  # what earlier attempts that completed no step left
 
 
 def _set_aside_attempt(workdir: str) -> None:
-    names = ("metrics.jsonl", "tb", ALPHA_HISTORY, CONFIG)
-    moving = [n for n in names if os.path.exists(os.path.join(workdir, n))]
+    moving = sorted(n for n in os.listdir(workdir) if n not in (ATTEMPTS, LOCK))
     if not moving:
         return
     root = os.path.join(workdir, ATTEMPTS)
@@ -356,8 +356,27 @@ def _set_aside_attempt(workdir: str) -> None:
         os.replace(os.path.join(workdir, name), os.path.join(target, name))
 
 
+def _steps(directory: str) -> list[int]:
+    """The completed checkpoint steps in a `checkpoints/` folder (orbax names a step's folder by
+    its number; an interrupted save leaves only a temporary folder)."""
+    if not os.path.isdir(directory):
+        return []
+    return [int(n) for n in os.listdir(directory) if n.isdigit()]
+
+
+def has_progress(workdir: str) -> bool:
+    """Whether a run in `workdir` has completed a step: a checkpoint of a step > 0 in its
+    `checkpoints/` or in a stage's (`stage_<i>/`, DARTS-PT's `pt/`, a retraining's). A lone
+    step 0 (saved when a signal stopped the run before its first step) is the seed's state."""
+    folders = [os.path.join(workdir, CHECKPOINTS)]
+    folders += [
+        os.path.join(workdir, n, CHECKPOINTS)
+        for n in os.listdir(workdir)
+        if n not in (ATTEMPTS, CHECKPOINTS) and os.path.isdir(os.path.join(workdir, n))
+    ]
+    return any(step > 0 for folder in folders for step in _steps(folder))
+
+
 def has_checkpoints(workdir: str) -> bool:
-    """Whether `workdir` holds a run to resume: a completed checkpoint step (orbax names a step's
-    folder by its number; an interrupted save leaves only a temporary folder)."""
-    directory = os.path.join(workdir, CHECKPOINTS)
-    return os.path.isdir(directory) and any(n.isdigit() for n in os.listdir(directory))
+    """Whether `workdir` holds a run to resume: a completed checkpoint step."""
+    return bool(_steps(os.path.join(workdir, CHECKPOINTS)))

@@ -40,6 +40,29 @@ def test_rerun_after_a_nan_failure_that_saved_no_checkpoint_takes_the_new_config
     assert (attempt / "metrics.jsonl").exists() and not (workdir / "metrics.jsonl").exists()
 
 
+def test_a_run_stopped_before_its_first_step_takes_a_new_config(tmp_path):
+    # Ctrl-C while compiling saves step 0 (the seed's state, and the compile time): the config
+    # may still change, and that checkpoint moves aside with the records.
+    config = configlib.default_config()
+    workdir = _workdir(tmp_path, config, checkpoint=False)
+    (workdir / "checkpoints" / "0").mkdir()
+    configlib.prepare_workdir(str(workdir), _with(config, "search.C=8"))
+    assert not (workdir / "checkpoints").exists()
+    assert (workdir / "attempts" / "0" / "checkpoints" / "0").is_dir()
+
+
+def test_progress_in_a_stage_or_darts_pt_folder_counts_as_a_run_to_resume(tmp_path):
+    # P-DARTS and DrNAS checkpoint in stage_<i>/, DARTS-PT in pt/: the top-level config.json
+    # guards them too (the hint names it, not a stage's).
+    config = configlib.default_config()
+    for sub in ("stage_0", "pt"):
+        workdir = _workdir(tmp_path, config, checkpoint=False, name=sub)
+        (workdir / sub / "checkpoints" / "9").mkdir(parents=True)
+        with pytest.raises(configlib.ConfigError, match=r"differs in search\.C;") as err:
+            configlib.prepare_workdir(str(workdir), _with(config, "search.C=8"))
+        assert f"--config {workdir / 'config.json'}" in str(err.value)
+
+
 def test_changes_to_progress_logging_cache_and_devices_are_allowed(tmp_path):
     config = configlib.default_config()
     workdir = _workdir(tmp_path, config)
@@ -87,6 +110,24 @@ def test_more_search_epochs_are_allowed_within_a_fixed_schedule(tmp_path):
         configlib.prepare_workdir(str(workdir), _with(config, "search.epochs=41"))
     with pytest.raises(configlib.ConfigError, match="epochs can only grow"):
         configlib.prepare_workdir(str(workdir), _with(config, "search.epochs=39"))
+
+
+def test_more_epochs_are_refused_once_something_was_decided_from_the_search_s_end(tmp_path):
+    config = _with(configlib.default_config(), "search.lr_schedule_epochs=40")
+    more = "search.epochs=20"
+    pt = _with(config, "search.selection=pt")
+    workdir = _workdir(tmp_path, pt, name="pt")
+    (workdir / "pt" / "checkpoints" / "3").mkdir(parents=True)
+    with pytest.raises(configlib.ConfigError, match="DARTS-PT's fine-tuning has begun"):
+        configlib.prepare_workdir(str(workdir), _with(pt, more))
+    stopping = _with(config, "search.early_stop=skip")
+    workdir = _workdir(tmp_path, stopping, name="early")
+    with pytest.raises(configlib.ConfigError, match="may have ended already"):
+        configlib.prepare_workdir(str(workdir), _with(stopping, more))
+    staged = _with(config, "strategy=pdarts")
+    workdir = _workdir(tmp_path, staged, name="staged")
+    with pytest.raises(configlib.ConfigError, match="a staged search"):
+        configlib.prepare_workdir(str(workdir), _with(staged, more))
 
 
 def test_more_epochs_are_refused_for_a_strategy_with_a_schedule_over_the_search(tmp_path):

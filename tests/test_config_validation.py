@@ -74,7 +74,7 @@ CASES = {
     "search.sep_impl": (["cudnn"], "shifted"),
     "search.remat": (["yes"], True),
     "search.partial_channels": ([0], 4),
-    "search.single_op": ([None], True),
+    "search.single_op": ([None], True, {"strategy": "gdas"}),  # one-hot mixing
     "search.hessian_every_epochs": ([-1], 0),
     "search.hessian_iters": ([0], 1),
     "search.early_stop": (["soon"], "stable"),
@@ -109,8 +109,8 @@ CASES = {
     "train.cutout_length": ([-2], -1),
     "train.sep_impl": (["cudnn"], "depthwise"),
     "sweep.seeds": ([7], "0-7"),
-    "sweep.param": ([None], "search.lr"),
-    "sweep.param_values": ([1.0], "1e-3,1e-2"),
+    "sweep.param": ([None], "search.lr", {"sweep__param_values": "1e-3"}),
+    "sweep.param_values": ([1.0], "1e-3,1e-2", {"sweep__param": "search.lr"}),
     "num_devices": ([-1], 0),
     "compilation_cache_dir": ([None], ""),
     "baseline": (["true"], False),
@@ -131,12 +131,12 @@ def test_every_field_of_the_default_config_has_a_documented_range_and_a_test_cas
 
 @pytest.mark.parametrize("key", sorted(CASES))
 def test_each_field_refuses_what_its_range_excludes_and_accepts_its_boundary(key):
-    bad, good = CASES[key]
+    bad, good, *context = CASES[key]  # context: other fields the good value needs
     words = configlib.FIELDS[key].check.words()
     for value in bad:
         message = _refusal(_config(**{key.replace(".", "__"): value}))
         assert message.startswith(f"{key}={show(value)} is ") and message.endswith(words)
-    configlib.validate(_config(**{key.replace(".", "__"): good}))
+    configlib.validate(_config(**{key.replace(".", "__"): good}, **(context or [{}])[0]))
 
 
 def test_the_range_words_are_the_ones_documented():
@@ -358,6 +358,13 @@ def test_a_batch_larger_than_the_split_it_draws_from():
         ({"search__alpha_warmup_epochs": 15}, "search.alpha_warmup_epochs=15 leaves no alpha"),
         ({"search__selection": "evolution", "search__evolution_sample_size": 21},
          "search.evolution_sample_size=21 exceeds search.evolution_population=20"),
+        # The method's options against its strategy, and swept values against their range:
+        # refused here, before config.json is written (they used to pass validation).
+        ({"search__single_op": True}, "strategy 'darts' mixes softly"),
+        ({"search__selection_rerank": 3}, "search.selection_rerank re-scores"),
+        ({"strategy": "random_ws"}, "learns no alphas"),
+        ({"sweep__param": "search.lr", "sweep__param_values": "0.1,-1"},
+         "sweep.param_values: search.lr=-1.0 is out of range: a number > 0"),
     ],
 )  # fmt: skip
 def test_combinations_that_make_no_sense(changes, message):

@@ -44,7 +44,8 @@ def test_members_are_seeds_times_values():
 @pytest.mark.parametrize(
     "assignments,message",
     [
-        (["sweep.seeds=a-b"], "expected integers and ranges"),
+        (["sweep.seeds=a-b"], "expected integers and ascending ranges"),
+        (["sweep.seeds=7-0"], "expected integers and ascending ranges"),  # was: no seed at all
         (["sweep.param=search.epochs", "sweep.param_values=1,2"], "cannot be swept"),
         (["sweep.param=search.lr"], "needs sweep.param_values"),
         (["sweep.param_values=1,2"], "sweep.param is not"),
