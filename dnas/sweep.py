@@ -52,8 +52,7 @@ def _parse_seeds(text: str) -> list[int]:
             span = (1, 0)
         if span[0] > span[1]:  # also "7-0", which used to become no seed at all
             raise configlib.ConfigError(
-                f"sweep.seeds={text!r}: expected integers and ascending ranges such as 0-7 or "
-                "0,3,5"
+                f"sweep.seeds={text!r}: expected integers and ascending ranges such as 0-7 or 0,3,5"
             )
         seeds += list(range(span[0], span[1] + 1))
     return seeds
