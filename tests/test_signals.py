@@ -65,6 +65,31 @@ HOLD_SAVES = textwrap.dedent(
     """
 )
 
+# The driver of the Ctrl-C-during-a-save test: the first checkpoint save (step 9, the first
+# epoch's end) holds before its rename until a signal has been received, so that the signal
+# lands while that save is in progress.
+HOLD_FIRST_SAVE = textwrap.dedent(
+    """
+    import asyncio, sys
+    from orbax.checkpoint._src.path import atomicity
+    from dnas import cli, signals
+
+    finalize = atomicity.AtomicRenameTemporaryPath.finalize
+    first = [True]
+
+    async def held(self):
+        if first[0]:
+            first[0] = False
+            print("test: first save held", file=sys.stderr, flush=True)
+            while signals.received() is None:
+                await asyncio.sleep(0.02)
+        await finalize(self)
+
+    atomicity.AtomicRenameTemporaryPath.finalize = held
+    sys.exit(cli.main(sys.argv[1:]))
+    """
+)
+
 LINE = re.compile(
     r"^dnas search: interrupted by (SIGINT|SIGTERM) (.*); resume: dnas search --config \S+ "
     r"--workdir (\S+)$"
@@ -222,6 +247,19 @@ def test_a_second_signal_while_saving_exits_at_once_and_the_abandoned_save_is_ig
     leftovers = [p.name for p in (workdir / "checkpoints").iterdir() if not p.name.isdigit()]
     assert any(name.startswith(f"{step}.orbax-checkpoint-tmp") for name in leftovers), leftovers
     assert step not in _steps(workdir)
+    _finish(tiny, workdir)
+    _assert_same_search(workdir, reference)
+
+
+def test_ctrl_c_during_a_checkpoint_save_keeps_that_checkpoint(tiny, reference):
+    # Ctrl-C used to drop the checkpoint being saved (KeyboardInterrupt inside orbax's wait).
+    workdir = tiny[0] / "during_save"
+    proc = _search(tiny, workdir, script=HOLD_FIRST_SAVE)
+    _wait_for(proc, lambda: "first save held" in _stderr(proc))
+    proc.send_signal(signal.SIGINT)
+    where = _check_line(proc, 130, "SIGINT", workdir)
+    step = int(re.match(r"at search step (\d+) of \d+ .*; checkpoint saved$", where)[1])
+    assert step >= 9 and 9 in _steps(workdir) and _steps(workdir)[-1] == step
     _finish(tiny, workdir)
     _assert_same_search(workdir, reference)
 
