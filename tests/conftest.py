@@ -47,3 +47,26 @@ def search_killed_at_checkpoint():
         return [int(p.name) for p in checkpoints.iterdir() if p.name.isdigit()]
 
     return run
+
+
+@pytest.fixture
+def lock_holder():
+    """hold(workdir) starts a process that takes `workdir`'s lock (`workdir.locked`) and keeps
+    it; returns its Popen once it holds it. Killed at teardown (SIGKILL: no clean-up runs)."""
+    program = (
+        "import sys, time\nfrom dnas import workdir\nwith workdir.locked(sys.argv[1]):\n"
+        "    print('held', flush=True)\n    time.sleep(600)\n"
+    )
+    holders = []
+
+    def hold(workdir) -> subprocess.Popen:
+        cmd = [sys.executable, "-c", program, str(workdir)]
+        holder = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        holders.append(holder)
+        assert holder.stdout.readline() == "held\n"
+        return holder
+
+    yield hold
+    for holder in holders:
+        holder.kill()
+        holder.wait()

@@ -12,8 +12,6 @@ import io
 import json
 import re
 import shutil
-import subprocess
-import sys
 import textwrap
 
 import jax
@@ -219,23 +217,13 @@ def test_eval_of_a_search_workdir_names_its_retrainings(pipeline_run, capsys):
     assert f"its retrainings are in {workdir / 'retrain_searched'}" in err
 
 
-def test_eval_of_a_training_still_running_names_its_process(pipeline_run, capsys):
+def test_eval_of_a_training_still_running_names_its_process(pipeline_run, capsys, lock_holder):
     _, _, workdir, _, _ = pipeline_run
     folder = workdir / "retrain_searched"
-    hold = (
-        "import sys, time\nfrom dnas import workdir\nwith workdir.locked(sys.argv[1]):\n"
-        "    print('held', flush=True)\n    time.sleep(600)\n"
-    )
-    holder = subprocess.Popen([sys.executable, "-c", hold, str(folder)], stdout=subprocess.PIPE,
-                              text=True)  # fmt: skip
-    try:
-        assert holder.stdout.readline() == "held\n"
-        code, out, err = _run(capsys, "eval", str(folder))
-        assert code == 2 and out == "" and err.count("\n") == 1
-        assert f"is in use by process {holder.pid}" in err
-    finally:
-        holder.kill()
-        holder.wait()
+    holder = lock_holder(folder)
+    code, out, err = _run(capsys, "eval", str(folder))
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert f"is in use by process {holder.pid}" in err
 
 
 # ---------------------------------------------------------------------------------------------

@@ -202,35 +202,27 @@ def test_tensorstore_os_errors_become_oserrors():
 # One process per workdir.
 
 
-def test_second_process_on_a_workdir_exits_at_once_naming_the_holder(tmp_path):
+def test_second_process_on_a_workdir_exits_at_once_naming_the_holder(tmp_path, lock_holder):
     """Two processes on one workdir: the second died with a 362-line orbax traceback after both
     had written metrics.jsonl. Now it exits at once with one line naming the holder; the lock
     dies with its holder, even under kill -9."""
     workdir = tmp_path / "run"
-    hold = (
-        "import sys, time\nfrom dnas import workdir\nwith workdir.locked(sys.argv[1]):\n"
-        "    print('held', flush=True)\n    time.sleep(600)\n"
-    )
-    holder = subprocess.Popen([sys.executable, "-c", hold, str(workdir)], stdout=subprocess.PIPE,
-                              text=True)  # fmt: skip
-    try:
-        assert holder.stdout.readline() == "held\n"
-        cmd = [sys.executable, "-m", "dnas.cli", "search", "--workdir", str(workdir), *TINY]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 2 and not proc.stdout, proc.stderr[-3000:]
-        assert re.fullmatch(
-            rf"dnas search: error: workdir {re.escape(str(workdir))} is in use by process "
-            rf"{holder.pid} \(started \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d\); wait for it or use "
-            r"another --workdir\n",
-            proc.stderr,
-        ), proc.stderr[-3000:]
-        assert os.listdir(workdir) == [".lock"]  # nothing written
-        in_use = pytest.raises(errors.WorkdirLocked, match=f"process {holder.pid} ")
-        with in_use, workdir_lib.locked(workdir):
-            pass
-    finally:
-        holder.kill()  # SIGKILL: no clean-up runs in the holder
-        holder.wait()
+    holder = lock_holder(workdir)
+    cmd = [sys.executable, "-m", "dnas.cli", "search", "--workdir", str(workdir), *TINY]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and not proc.stdout, proc.stderr[-3000:]
+    assert re.fullmatch(
+        rf"dnas search: error: workdir {re.escape(str(workdir))} is in use by process "
+        rf"{holder.pid} \(started \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d\); wait for it or use "
+        r"another --workdir\n",
+        proc.stderr,
+    ), proc.stderr[-3000:]
+    assert os.listdir(workdir) == [".lock"]  # nothing written
+    in_use = pytest.raises(errors.WorkdirLocked, match=f"process {holder.pid} ")
+    with in_use, workdir_lib.locked(workdir):
+        pass
+    holder.kill()  # SIGKILL: no clean-up runs in the holder
+    holder.wait()
     with workdir_lib.locked(workdir):
         info = json.loads((workdir / ".lock").read_text())
         assert info["pid"] == os.getpid()
