@@ -839,7 +839,15 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, stage: str 
                 refused[key] = ""
         return refused
 
-    return workdir_lib.prepare(workdir, config.to_dict(), _defaults_of, judge=judge)
+    def defaults(previous: dict) -> dict:
+        # A strategy argument set to its factory's default is no change from leaving it out.
+        d = _defaults_of(previous)
+        if previous.get("strategy") in strategies.STRATEGIES:
+            args = strategies.arguments(previous["strategy"]).items()
+            d["strategy_args"] = {k: p.default for k, p in args if p.default is not p.empty}
+        return d
+
+    return workdir_lib.prepare(workdir, config.to_dict(), defaults, judge=judge)
 
 
 def epoch_extension_refusal(

@@ -227,6 +227,7 @@ def run(
             if last_saved[0] != step:
                 save(step, state)
             ckpt.wait_until_finished()
+            writer.flush()  # TensorBoard's events too (its thread flushes every 30 s)
         raise stopped
 
     stop_if_interrupted(start, state)

@@ -277,7 +277,8 @@ def config_changes(previous: dict, current: dict, defaults: dict) -> list[str]:
     """The fields (dotted keys) in which `current` differs from a workdir's `previous` config.
     A field the previous config lacks (added to dnas since) counts as unchanged when its value is
     the `defaults` config's, or neutral (0, False, "", empty) where the defaults have no such
-    field."""
+    field; a strategy argument the current config leaves out when the previous value is the
+    `defaults` one."""
     defaults = _flatten(json.loads(json.dumps(defaults)))
     old, new = _flatten(previous), _flatten(json.loads(json.dumps(current)))
     changed = []
@@ -290,9 +291,12 @@ def config_changes(previous: dict, current: dict, defaults: dict) -> list[str]:
                 key not in defaults and new[key] not in _NEUTRAL
             ):
                 changed.append(key)
-        else:
+        elif not (key.startswith("strategy_args.") and old[key] == defaults.get(key, _ABSENT)):
             changed.append(key)
     return changed
+
+
+_ABSENT = object()
 
 
 def prepare(

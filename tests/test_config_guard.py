@@ -180,3 +180,13 @@ def test_strategies_that_claim_no_schedule_over_the_search_compute_the_same_at_a
     pairs = [zip(outputs(short, t), outputs(long, t), strict=True) for t in range(1, 6)]
     same = all(np.array_equal(a, b) for pair in pairs for a, b in pair)
     assert same == (not short.reads_epochs), (name, short.reads_epochs)
+
+
+def test_a_strategy_argument_at_its_default_is_no_change(tmp_path):
+    config = _with(configlib.default_config(), "strategy=gdas")
+    workdir = _workdir(tmp_path, config)
+    explicit = _with(config, "strategy_args.tau_max=10.0")  # gdas' default
+    configlib.prepare_workdir(str(workdir), explicit)
+    configlib.prepare_workdir(str(workdir), config)  # and back: left out again
+    with pytest.raises(configlib.ConfigError, match=r"differs in strategy_args\.tau_max"):
+        configlib.prepare_workdir(str(workdir), _with(config, "strategy_args.tau_max=5.0"))
