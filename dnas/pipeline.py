@@ -91,7 +91,7 @@ def search_wall_s(config: ml_collections.ConfigDict, workdir: str) -> float:
     total = 0.0
     for d in dirs:
         walls = [r["search/wall_s"] for r in metrics.read_metrics(d) if "search/wall_s" in r]
-        total += walls[-1]
+        total += walls[-1] if walls else 0.0  # none: a search that recorded no time
     return total
 
 
