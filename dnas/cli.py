@@ -471,6 +471,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     try:
         return args.func(args)
+    except KeyboardInterrupt:  # the commands that are not stages (plot, info, eval, ...)
+        print(f"dnas {args.command}: interrupted by SIGINT", file=sys.stderr)
+        return 130
     except BrokenPipeError:  # e.g. `dnas list | head`: the reader has gone; nothing to report
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit either
         return 1

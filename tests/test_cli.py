@@ -1,6 +1,9 @@
 """The `dnas` command line."""
 
 import json
+import signal
+import subprocess
+import sys
 
 import pytest
 
@@ -46,3 +49,18 @@ def test_info_errors_are_one_line(capsys, argv, message):
     code, out, err = _run(capsys, *argv)
     assert code == 2 and out == ""
     assert message in err and err.count("\n") == 1
+
+
+def test_ctrl_c_in_a_command_that_is_not_a_stage_is_one_line():
+    # plot, info, eval, export: no checkpoint to save, but no traceback either.
+    program = (
+        "import sys, time\nfrom dnas import cli, train\n"
+        "train.evaluate_trained = lambda *a, **k: (print('ready', flush=True), time.sleep(60))\n"
+        "sys.exit(cli.main(['eval', 'somewhere']))\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    assert proc.stdout.readline() == "ready\n"  # inside the command
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err == "dnas eval: interrupted by SIGINT\n", err
