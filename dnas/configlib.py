@@ -22,6 +22,7 @@ import json
 import math
 import numbers
 import os
+import re
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -392,22 +393,81 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 
 def _check_method_and_sweep(config: ml_collections.ConfigDict) -> None:
-    """The search's method options against its strategy (`search_step.check_method_options`)
-    and every swept value against its field's range (`sweep.members`)."""
-    from dnas import search_step, sweep  # lazy: they import this module
-
+    """The search's method options against its strategy (`check_method_options`), and every
+    swept value against its field's range (the sweep's names and seeds: `sweep.members`)."""
     ctx = strategies.Context(
         space=spaces.get(config.space), learning_rate=config.search.lr, edge_costs=lambda: {}
     )
-    strategy = strategies.build(config.strategy, ctx, config.strategy_args.to_dict())
-    search_step.check_method_options(config, strategy)
-    name, members = sweep.members(config)
-    if name:
-        field = FIELDS[f"search.{name}"]
-        for member in members:
-            refusal = field.refusal(f"search.{name}", member.value)
+    try:
+        strategy = strategies.build(config.strategy, ctx, config.strategy_args.to_dict())
+    except ValueError as err:  # the factory's own checks of its arguments
+        raise ConfigError(str(err)) from None
+    check_method_options(config, strategy)
+    parse_seeds(config.sweep.seeds)
+    field = FIELDS.get(config.sweep.param)
+    # Only the float step hyper-parameters can be swept (`sweep.members` names them).
+    swept = field is not None and isinstance(_get(config, config.sweep.param), float)
+    if swept and config.sweep.param.startswith("search."):
+        try:
+            values = [float(v) for v in config.sweep.param_values.split(",") if v.strip()]
+        except ValueError:
+            return  # `sweep.members` names the format
+        for value in values:
+            refusal = field.refusal(config.sweep.param, value)
             if refusal:
                 raise ConfigError(f"sweep.param_values: {refusal}")
+
+
+def parse_seeds(text: str) -> list[int]:
+    """`sweep.seeds`: integers and ascending ranges, e.g. "0-7" or "0,3,5" ("" -> [])."""
+    seeds: list[int] = []
+    for part in text.replace(" ", "").split(","):
+        if not part:
+            continue
+        first, dash, last = part.partition("-")
+        try:
+            span = (int(first), int(last)) if dash else (int(first), int(first))
+        except ValueError:
+            span = (1, 0)
+        if span[0] > span[1]:  # also "7-0", which used to become no seed at all
+            raise ConfigError(
+                f"sweep.seeds={text!r}: expected integers and ascending ranges such as 0-7 or 0,3,5"
+            )
+        seeds += list(range(span[0], span[1] + 1))
+    return seeds
+
+
+def check_method_options(config: ml_collections.ConfigDict, strategy: strategies.Strategy) -> None:
+    """Option combinations that would run but mean nothing fail before the search starts
+    (`validate`, and `search_step.setup` for the strategy it builds)."""
+    s = config.search
+    space = spaces.get(config.space)
+    if s.selection == "evolution" and space.mutate is None:
+        raise ConfigError(
+            f"search.selection=evolution mutates genotypes and space {space.name!r} has no "
+            "mutate: set --config.search.selection=random, or give the space a mutate function"
+        )
+    if s.single_op and not strategy.one_hot:
+        raise ConfigError(
+            f"search.single_op computes only each edge's largest-weight op, which equals the "
+            f"mixture only for one-hot weights (gdas, random_ws); strategy {config.strategy!r} "
+            "mixes softly: set --config.search.single_op=false"
+        )
+    if not strategy.update_alphas and s.selection not in ("random", "evolution"):
+        raise ConfigError(
+            f"strategy {config.strategy!r} learns no alphas, so its genotype must come from the "
+            "trained supernet: set --config.search.selection=random (or evolution)"
+        )
+    if s.selection_rerank and s.selection not in ("random", "evolution"):
+        raise ConfigError(
+            "search.selection_rerank re-scores the best architectures of selection=random or "
+            f"evolution; with selection={s.selection!r} set --config.search.selection_rerank=0"
+        )
+    if s.selection == "evolution" and s.evolution_sample_size > s.evolution_population:
+        raise ConfigError(
+            f"search.evolution_sample_size={s.evolution_sample_size} exceeds "
+            f"search.evolution_population={s.evolution_population}: tournaments sample from it"
+        )
 
 
 def _did_you_mean(key: str, keys: Sequence[str]) -> str:
@@ -886,9 +946,7 @@ def epoch_extension_refusal(
             f"{old} -> {new}: beyond search.lr_schedule_epochs={length} "
             f"(offset {s.lr_offset_epochs})"
         )
-    from dnas import progressive  # lazy: it imports this module
-
-    if progressive.driver(config) is not None:
+    if workdir and any(re.fullmatch(r"stage_\d+", n) for n in os.listdir(workdir)):
         return f"{old} -> {new}: a staged search ({config.strategy}) sets each stage's epochs"
     if config.search.early_stop:
         return (

@@ -217,44 +217,11 @@ def setup(
         partial_channels=s.partial_channels, single_op=s.single_op,
     )  # fmt: skip
     parts = make_step_parts(config, model, info, steps_per_epoch)
-    check_method_options(config, parts[0])
+    configlib.check_method_options(config, parts[0])
     return SearchSetup(
         space, info, model, *parts, weights_source, alphas_source, steps_per_epoch,
         s.epochs * steps_per_epoch,
     )  # fmt: skip
-
-
-def check_method_options(config: ml_collections.ConfigDict, strategy: strategies.Strategy) -> None:
-    """Option combinations that would run but mean nothing fail before the search starts
-    (`configlib.validate` calls this too)."""
-    s = config.search
-    space = spaces.get(config.space)
-    if s.selection == "evolution" and space.mutate is None:
-        raise configlib.ConfigError(
-            f"search.selection=evolution mutates genotypes and space {space.name!r} has no "
-            "mutate: set --config.search.selection=random, or give the space a mutate function"
-        )
-    if s.single_op and not strategy.one_hot:
-        raise configlib.ConfigError(
-            f"search.single_op computes only each edge's largest-weight op, which equals the "
-            f"mixture only for one-hot weights (gdas, random_ws); strategy {config.strategy!r} "
-            "mixes softly: set --config.search.single_op=false"
-        )
-    if not strategy.update_alphas and s.selection not in ("random", "evolution"):
-        raise configlib.ConfigError(
-            f"strategy {config.strategy!r} learns no alphas, so its genotype must come from the "
-            "trained supernet: set --config.search.selection=random (or evolution)"
-        )
-    if s.selection_rerank and s.selection not in ("random", "evolution"):
-        raise configlib.ConfigError(
-            "search.selection_rerank re-scores the best architectures of selection=random or "
-            f"evolution; with selection={s.selection!r} set --config.search.selection_rerank=0"
-        )
-    if s.selection == "evolution" and s.evolution_sample_size > s.evolution_population:
-        raise configlib.ConfigError(
-            f"search.evolution_sample_size={s.evolution_sample_size} exceeds "
-            f"search.evolution_population={s.evolution_population}: tournaments sample from it"
-        )
 
 
 # The search.* scalars used only inside the step: `make_step_parts` takes them as arguments, so

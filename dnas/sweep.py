@@ -40,28 +40,10 @@ class Member:
     value: float | None = None  # of the swept hyper-parameter, if any
 
 
-def _parse_seeds(text: str) -> list[int]:
-    seeds: list[int] = []
-    for part in text.replace(" ", "").split(","):
-        if not part:
-            continue
-        first, dash, last = part.partition("-")
-        try:
-            span = (int(first), int(last)) if dash else (int(first), int(first))
-        except ValueError:
-            span = (1, 0)
-        if span[0] > span[1]:  # also "7-0", which used to become no seed at all
-            raise configlib.ConfigError(
-                f"sweep.seeds={text!r}: expected integers and ascending ranges such as 0-7 or 0,3,5"
-            )
-        seeds += list(range(span[0], span[1] + 1))
-    return seeds
-
-
 def members(config: ml_collections.ConfigDict) -> tuple[str, list[Member]]:
     """(swept hyper-parameter name in `search_step.HPARAMS` or "", members) of `config.sweep`."""
     sw = config.sweep
-    seeds = _parse_seeds(sw.seeds) or [config.seed]
+    seeds = configlib.parse_seeds(sw.seeds) or [config.seed]
     if not sw.param:
         if sw.param_values:
             raise configlib.ConfigError("sweep.param_values is set but sweep.param is not")

@@ -126,6 +126,7 @@ def test_more_epochs_are_refused_once_something_was_decided_from_the_search_s_en
         configlib.prepare_workdir(str(workdir), _with(stopping, more))
     staged = _with(config, "strategy=pdarts")
     workdir = _workdir(tmp_path, staged, name="staged")
+    (workdir / "stage_0" / "checkpoints" / "5").mkdir(parents=True)
     with pytest.raises(configlib.ConfigError, match="a staged search"):
         configlib.prepare_workdir(str(workdir), _with(staged, more))
 
