@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from dnas import bilevel, relaxations
+from dnas import bilevel, hardware, relaxations
 from dnas.genotype import Genotype
 from dnas.spaces.base import Space
 from dnas.types import Alphas, Array, MixWeights, PRNGKey
@@ -159,11 +159,18 @@ def resource_penalty(alphas: Alphas, costs: Mapping[str, np.ndarray]) -> Array:
     access) of log(sum_k p_k cost_k,r); summed over each cell's edges, averaged over the cells of
     each type and summed over the types (the authors' code: normal sum / 6 + reduce sum / 2 for
     their 6 + 2 cells). `costs`: cell type -> (cells, edges, ops, resources)."""
+    groups = relaxations.cell_types(alphas)
+    resources = next(iter(costs.values())).shape[-1]
+    # The per-edge expected costs of a cost table (`hardware`), the one mechanism of dnas'
+    # hardware-aware objectives.
+    table = hardware.CostTable(
+        tuple(f"r{i}" for i in range(resources)),
+        {c: np.asarray(costs[c]) for c in groups}, np.zeros(resources),
+    )  # fmt: skip
+    weights = {c: jax.nn.softmax(alphas[c], axis=-1) for c in groups}
     total = jnp.zeros((), jnp.float32)
-    for c in relaxations.cell_types(alphas):
-        p = jax.nn.softmax(alphas[c], axis=-1)
-        expected = jnp.einsum("ek,nekr->ner", p, jnp.asarray(costs[c], p.dtype))
-        log_cost = jnp.log(jnp.maximum(expected, jnp.finfo(p.dtype).tiny))
+    for expected in hardware.expected_row_costs(weights, table).values():
+        log_cost = jnp.log(jnp.maximum(expected, jnp.finfo(expected.dtype).tiny))
         total = total + jnp.mean(jnp.sum(jnp.mean(log_cost, -1), -1))
     return total
 
