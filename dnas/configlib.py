@@ -395,14 +395,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 def _check_method_and_sweep(config: ml_collections.ConfigDict) -> None:
     """The search's method options against its strategy (`check_method_options`), and every
     swept value against its field's range (the sweep's names and seeds: `sweep.members`)."""
-    ctx = strategies.Context(
-        space=spaces.get(config.space), learning_rate=config.search.lr, edge_costs=lambda: {}
-    )
-    try:
-        strategy = strategies.build(config.strategy, ctx, config.strategy_args.to_dict())
-    except ValueError as err:  # the factory's own checks of its arguments
-        raise ConfigError(str(err)) from None
-    check_method_options(config, strategy)
+    check_method_options(config, _strategy(config))
     parse_seeds(config.sweep.seeds)
     field = FIELDS.get(config.sweep.param)
     # Only the float step hyper-parameters can be swept (`sweep.members` names them).
@@ -416,6 +409,19 @@ def _check_method_and_sweep(config: ml_collections.ConfigDict) -> None:
             refusal = field.refusal(config.sweep.param, value)
             if refusal:
                 raise ConfigError(f"sweep.param_values: {refusal}")
+
+
+def _strategy(config: ml_collections.ConfigDict) -> strategies.Strategy:
+    """The config's strategy, built for its flags (`one_hot`, `update_alphas`, `reads_epochs`)
+    and its factory's own checks of its arguments (a `ConfigError`); nothing is computed (no
+    supernet costs)."""
+    ctx = strategies.Context(
+        space=spaces.get(config.space), learning_rate=config.search.lr, edge_costs=lambda: {}
+    )
+    try:
+        return strategies.build(config.strategy, ctx, config.strategy_args.to_dict())
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -540,7 +546,7 @@ def _check_combinations(config: ml_collections.ConfigDict) -> None:
         )
     n = data.get_info(config.dataset).train_examples
     if n is not None:
-        weights = math.floor(s.train_portion * n)  # `data.search_split`
+        weights = data.search_split_size(n, s.train_portion)
         alphas = n - weights
         if s.batch_size > min(weights, alphas):
             half = "each"
@@ -955,9 +961,8 @@ def epoch_extension_refusal(
         )
     if workdir and workdir_lib.has_checkpoints(os.path.join(workdir, "pt")):
         return f"{old} -> {new}: DARTS-PT's fine-tuning has begun from the search's last epoch"
-    ctx = strategies.Context(space=spaces.get(config.space), epochs=old, learning_rate=s.lr)
     try:
-        strategy = strategies.build(config.strategy, ctx, config.strategy_args.to_dict())
+        strategy = _strategy(config)
     except (KeyError, ValueError) as err:
         return f"{old} -> {new}: the strategy's schedules could not be checked ({err})"
     if strategy.reads_epochs:

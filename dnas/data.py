@@ -294,16 +294,22 @@ def load(name: str, *, data_dir: str | os.PathLike | None = None) -> Splits:
     )
 
 
+def search_split_size(n: int, train_portion: float = 0.5) -> int:
+    """How many of `n` training examples train the weights in the DARTS search split (the rest
+    train the alphas); config validation checks batch sizes with it before any data is read."""
+    if not 0 < train_portion < 1:
+        raise ValueError(f"train_portion must be in (0, 1), got {train_portion}")
+    return math.floor(train_portion * n)
+
+
 def search_split(train: Source, train_portion: float = 0.5) -> tuple[Source, Source]:
     """The DARTS search split: (first `train_portion` for weights, the rest for alphas).
 
     quark0/darts train_search.py: `split = int(np.floor(args.train_portion * num_train))`, weights
     on `indices[:split]`, architecture on `indices[split:num_train]`.
     """
-    if not 0 < train_portion < 1:
-        raise ValueError(f"train_portion must be in (0, 1), got {train_portion}")
     n = len(train)
-    split = math.floor(train_portion * n)
+    split = search_split_size(n, train_portion)
     subset = getattr(train, "subset", None)
     if subset is not None:
         return subset(0, split), subset(split, n)

@@ -371,7 +371,7 @@ class Progress:
     ):
         import tqdm  # lazy: only runs that show progress import it
 
-        tty = hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
+        tty = stderr_is_terminal()
         self._bar = tqdm.tqdm(
             total=total_steps,
             initial=initial,

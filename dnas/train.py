@@ -19,7 +19,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
-from jax.sharding import Mesh
 
 from dnas import checkpoint, configlib, data, evaluate, loop, metrics, optim, parallel, spaces
 from dnas import workdir as workdir_lib
@@ -90,13 +89,6 @@ def make_eval_step(model, info: data.DatasetInfo) -> Callable[[TrainState, Batch
         return {"loss": jnp.sum(ce * mask), "correct": jnp.sum(correct * mask), "n": mask.sum()}
 
     return eval_step
-
-
-def evaluate_source(
-    eval_step, state: TrainState, source, batch_size: int, mesh: Mesh | None = None
-) -> dict[str, float]:
-    """Mean loss and accuracy of `make_eval_step`'s step over every example of `source`."""
-    return evaluate.over_source(eval_step, state, source, batch_size, mesh)
 
 
 @dataclasses.dataclass
@@ -259,7 +251,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, genotype: Genotype | No
     # The whole validation split at every epoch end (`eval_val/`); tfds datasets have none.
     epoch_eval = None
     if su.splits.val is not None:
-        epoch_eval = lambda state: evaluate_source(
+        epoch_eval = lambda state: evaluate.over_source(
             eval_step, state, su.splits.val, t.batch_size, mesh
         )
     state = loop.run(
@@ -268,7 +260,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, genotype: Genotype | No
         desc="train", postfix=lambda m: {"loss": f"{m['train/loss']:.3f}"},
         on_epoch_end=lambda state, step: None, epoch_eval=epoch_eval, clock=clock,
     )  # fmt: skip
-    test = evaluate_source(eval_step, state, su.splits.test, t.batch_size, mesh)
+    test = evaluate.over_source(eval_step, state, su.splits.test, t.batch_size, mesh)
     stats = evaluate.model_stats(su.model, su.info.input_shape)
     totals = clock.totals()
     results = {
@@ -364,7 +356,7 @@ def evaluate_trained(
             f"dataset {name!r} has no {split} split (tensorflow-datasets datasets have train and "
             "test; the search carves its validation half out of train)"
         )
-    result = evaluate_source(
+    result = evaluate.over_source(
         jax.jit(su.eval_step), state, source, batch_size or config.train.batch_size
     )
     return {
