@@ -40,13 +40,15 @@ from dnas.genotype import Genotype
 from dnas.spaces import cells as cells_lib
 from dnas.spaces.base import CellTopology, Space
 
-INSTALL_DOT = (
-    "install graphviz's `dot` program: `apt-get install graphviz` (Debian/Ubuntu), "
-    "`brew install graphviz` (macOS), `conda install -c conda-forge graphviz`"
+_INSTALL_GRAPHVIZ = (
+    "`apt-get install graphviz` (Debian/Ubuntu), `brew install graphviz` (macOS), "
+    "`conda install -c conda-forge graphviz`"
 )
+INSTALL_DOT = f"install graphviz's `dot` program: {_INSTALL_GRAPHVIZ}"
 # What `dnas run` / `dnas search` say once, and `dnas plot` as a note, when `dot` is missing.
 DOT_FALLBACK = (
-    f"cell diagrams drawn with matplotlib: graphviz's `dot` is not installed ({INSTALL_DOT})"
+    f"cell diagrams drawn with matplotlib: graphviz's `dot` is not installed (to install it: "
+    f"{_INSTALL_GRAPHVIZ})"
 )
 FORMATS = ("svg", "png", "pdf")
 
