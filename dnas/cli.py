@@ -367,11 +367,20 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command(
+    sub: argparse._SubParsersAction, name: str, func: Callable, text: str, details: str
+) -> argparse.ArgumentParser:
+    """A subcommand `name` running `func`: `text` is its one-line help, `text + details` its
+    description."""
+    p = sub.add_parser(name, help=text, description=f"{text}{details}")
+    p.set_defaults(func=func)
+    return p
+
+
 def _list_parser(sub: argparse._SubParsersAction) -> None:
     text = "name the registered spaces, strategies, datasets, selections and published genotypes"
-    p = sub.add_parser("list", help=text, description=f"{text} (read from the registries).")
+    p = _command(sub, "list", _list, text, " (read from the registries).")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
-    p.set_defaults(func=_list)
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -386,11 +395,9 @@ def _eval(args: argparse.Namespace) -> int:
 
 def _eval_parser(sub: argparse._SubParsersAction) -> None:
     text = "evaluate a trained network (its latest checkpoint) on a dataset split, as JSON"
-    p = sub.add_parser(
-        "eval", help=text,
-        description=f"{text}: loss, accuracy, examples and the checkpoint's step. WORKDIR is a "
-        "dnas train workdir or a dnas run retraining folder (<run>/retrain_searched).",
-    )  # fmt: skip
+    p = _command(sub, "eval", _eval, text, ": loss, accuracy, examples and the checkpoint's "
+                 "step. WORKDIR is a dnas train workdir or a dnas run retraining folder "
+                 "(<run>/retrain_searched).")  # fmt: skip
     p.add_argument("workdir", help="the training's workdir")
     p.add_argument("--split", default="test", choices=("test", "train", "val"))
     p.add_argument("--dataset", help="another registered dataset with the same input shape and "
@@ -398,7 +405,6 @@ def _eval_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--batch-size", type=_positive_int, help="default: the training's train.batch_size"
     )
-    p.set_defaults(func=_eval)
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -416,16 +422,13 @@ def _export(args: argparse.Namespace) -> int:
 
 def _export_parser(sub: argparse._SubParsersAction) -> None:
     text = "write a trained network's parameters, genotype and model description"
-    p = sub.add_parser(
-        "export", help=text,
-        description=f"{text} for use without the workdir: params.npz (parameters and BatchNorm "
-        "statistics, flat '<collection>/<module>/.../<name>' keys), genotype.json and "
-        "model.json (space, genotype, C, layers, classes, input shape and normalisation, "
-        "dataset, and the three lines that rebuild the network).",
-    )  # fmt: skip
+    p = _command(sub, "export", _export, text, " for use without the workdir: params.npz "
+                 "(parameters and BatchNorm statistics, flat '<collection>/<module>/.../<name>' "
+                 "keys), genotype.json and model.json (space, genotype, C, layers, classes, input "
+                 "shape and normalisation, dataset, and the three lines that rebuild the "
+                 "network).")  # fmt: skip
     p.add_argument("workdir", help="a dnas train workdir or a dnas run retraining folder")
     p.add_argument("--out", help="output folder (default: WORKDIR/export)")
-    p.set_defaults(func=_export)
 
 
 COMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {

@@ -35,6 +35,13 @@ from dnas.genotype import show
 ConfigError = errors.ConfigError
 
 
+def _stage_config(**sizes: Any) -> ml_collections.ConfigDict:
+    """The fields the search and the retraining share (`_stage_fields`): network size, epochs,
+    batch, the SGD's learning rates (`sizes`) and its momentum, decay and clipping."""
+    return ml_collections.ConfigDict(sizes | {"momentum": 0.9, "weight_decay": 3e-4,
+                                              "grad_clip": 5.0})  # fmt: skip
+
+
 def default_config() -> ml_collections.ConfigDict:
     """The embedded default: DARTS space, first order, on the 8x8 digits (no download).
 
@@ -51,20 +58,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.order = "first"
     c.strategy_args = ml_collections.ConfigDict()
 
-    c.search = ml_collections.ConfigDict()
-    s = c.search
-    s.C = 4
-    s.layers = 5
-    s.epochs = 15
-    s.batch_size = 64
+    c.search = s = _stage_config(C=4, layers=5, epochs=15, batch_size=64, lr=0.025, lr_min=0.001)
     s.train_portion = 0.5
-    s.lr = 0.025
-    s.lr_min = 0.001
     s.lr_schedule_epochs = 0
     s.lr_offset_epochs = 0
-    s.momentum = 0.9
-    s.weight_decay = 3e-4
-    s.grad_clip = 5.0
     s.alpha_lr = 3e-4
     s.alpha_b1 = 0.5
     s.alpha_b2 = 0.999
@@ -95,18 +92,8 @@ def default_config() -> ml_collections.ConfigDict:
     s.flip = None
     s.cutout_length = 0
 
-    c.train = ml_collections.ConfigDict()
-    t = c.train
+    c.train = t = _stage_config(C=8, layers=5, epochs=30, batch_size=64, lr=0.05, lr_min=0.0)
     t.genotype = ""
-    t.C = 8
-    t.layers = 5
-    t.epochs = 30
-    t.batch_size = 64
-    t.lr = 0.05
-    t.lr_min = 0.0
-    t.momentum = 0.9
-    t.weight_decay = 3e-4
-    t.grad_clip = 5.0
     t.auxiliary = True
     t.auxiliary_weight = 0.4
     t.drop_path_prob = 0.1
@@ -217,6 +204,34 @@ _AUGMENTATION = {
         BOOL_OR_NONE,
     ),
 }
+
+
+def _stage_fields(stage: str, net: str, epochs: str, batch: str, lr: str, whose: str) -> dict:
+    """The fields the search and the retraining share: network size, epochs, batch and SGD."""
+    return {
+        f"{stage}.C": Field(f"channels of the {net}'s first cells", integer(1)),
+        f"{stage}.layers": Field(
+            f"{net} depth as the space counts it (DARTS: cells; "
+            "NAS-Bench-201: cells per stage), at least the space's "
+            "min_layers",
+            integer(1),
+        ),
+        f"{stage}.epochs": Field(epochs, integer(1)),
+        f"{stage}.batch_size": Field(batch, integer(1)),
+        f"{stage}.lr": Field(
+            f"{whose}SGD learning rate, cosine-annealed per epoch to lr_min{lr}", POSITIVE
+        ),
+        f"{stage}.lr_min": Field("the cosine's final learning rate, at most lr", NON_NEGATIVE),
+        f"{stage}.momentum": Field(f"{whose}SGD momentum", FRACTION),
+        f"{stage}.weight_decay": Field(
+            f"{whose}L2 decay, added to the gradient (PyTorch's)", NON_NEGATIVE
+        ),
+        f"{stage}.grad_clip": Field(
+            f"{whose}gradient clipping by global norm; 0: none", NON_NEGATIVE
+        ),
+    }
+
+
 FIELDS: dict[str, Field] = {
     "seed": Field("the root of every random stream of the run (weights, alphas, data order)",
                   integer(0)),
@@ -232,26 +247,16 @@ FIELDS: dict[str, Field] = {
                    one_of(lambda: bilevel.ORDERS)),
     "strategy_args": Field("the strategy's own keyword arguments (strategies.py; e.g. gdas: "
                            "tau_max, tau_min), --config.strategy_args.NAME=VALUE", ARGUMENTS),
-    "search.C": Field("channels of the supernet's first cells", integer(1)),
-    "search.layers": Field("supernet depth as the space counts it (DARTS: cells; NAS-Bench-201: "
-                           "cells per stage), at least the space's min_layers", integer(1)),
-    "search.epochs": Field("search epochs", integer(1)),
-    "search.batch_size": Field("examples per step from each half of the split (global over "
-                               "devices), at most the smaller half", integer(1)),
+    **_stage_fields("search", "supernet", "search epochs", "examples per step from each half of "
+                    "the split (global over devices), at most the smaller half", "", "weights' "),
     "search.train_portion": Field("DARTS split: this fraction of the training set trains the "
                                   "weights, the rest the alphas", number(0, 1, open_low=True,
                                                                          open_high=True)),
-    "search.lr": Field("weights' SGD learning rate, cosine-annealed per epoch to lr_min", POSITIVE),
-    "search.lr_min": Field("the cosine's final learning rate, at most lr", NON_NEGATIVE),
     "search.lr_schedule_epochs": Field("one cosine over several searches (DrNAS' progressive "
                                        "stages): its length in epochs; 0: this search's",
                                        integer(0)),
     "search.lr_offset_epochs": Field("epochs of that cosine run before this search (offset + "
                                      "epochs: at most its length)", integer(0)),
-    "search.momentum": Field("weights' SGD momentum", FRACTION),
-    "search.weight_decay": Field("weights' L2 decay, added to the gradient (PyTorch's)",
-                                 NON_NEGATIVE),
-    "search.grad_clip": Field("weights' gradient clipping by global norm; 0: none", NON_NEGATIVE),
     "search.alpha_lr": Field("alphas' Adam learning rate; 0: the alphas stay as initialised",
                              NON_NEGATIVE),
     "search.alpha_b1": Field("alphas' Adam beta1", FRACTION),
@@ -306,20 +311,11 @@ FIELDS: dict[str, Field] = {
     **{f"search.{k}": f for k, f in _AUGMENTATION.items()},
     "search.cutout_length": Field("cutout square's side in pixels, 0: none; -1: the dataset's "
                                   "default", integer(-1)),
+    **_stage_fields("train", "network", "retraining epochs", "examples per step (global over "
+                    "devices), at most the training split", " (DARTS: 0.025 with batch 96 for 600 "
+                    "epochs; digits trains for 30)", ""),
     "train.genotype": Field("dnas train: a published name, a genotype string or a genotype.json "
                             "path", TEXT),
-    "train.C": Field("channels of the network's first cells", integer(1)),
-    "train.layers": Field("network depth as the space counts it, at least the space's "
-                          "min_layers", integer(1)),
-    "train.epochs": Field("retraining epochs", integer(1)),
-    "train.batch_size": Field("examples per step (global over devices), at most the training "
-                              "split", integer(1)),
-    "train.lr": Field("SGD learning rate, cosine-annealed per epoch to lr_min (DARTS: 0.025 with "
-                      "batch 96 for 600 epochs; digits trains for 30)", POSITIVE),
-    "train.lr_min": Field("the cosine's final learning rate, at most lr", NON_NEGATIVE),
-    "train.momentum": Field("SGD momentum", FRACTION),
-    "train.weight_decay": Field("L2 decay, added to the gradient (PyTorch's)", NON_NEGATIVE),
-    "train.grad_clip": Field("gradient clipping by global norm; 0: none", NON_NEGATIVE),
     "train.auxiliary": Field("auxiliary head after the 2/3 cell, where the space's network has "
                              "one (DARTS)", BOOL),
     "train.auxiliary_weight": Field("the auxiliary head's loss weight", NON_NEGATIVE),

@@ -88,6 +88,15 @@ class Clock:
             here[key] += now - since
         return {key: self._restored[key] + here[key] for key in self.KEYS}
 
+    def scalars(self, prefix: str) -> dict[str, float]:
+        """The sums as the metrics a stage records at its end: `<prefix>/wall_s`,
+        `<prefix>/compile_total_s`, `<prefix>/loop_s`."""
+        totals = self.totals()
+        return {
+            f"{prefix}/wall_s": totals["wall_s"], f"{prefix}/compile_total_s": totals["compile_s"],
+            f"{prefix}/loop_s": totals["loop_s"],
+        }  # fmt: skip
+
 
 def compile_step(
     fn: Callable, what: str, verbose: bool, state: Any, *batches: Any, mesh: Mesh | None = None,

@@ -114,11 +114,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, select: Select | None =
     workdir_lib.save_arrays(os.path.join(workdir, workdir_lib.ALPHAS), jax.device_get(state.alphas))
     save_cell_diagrams(genotype, workdir)
     # At the last step run (an early stop ends before total_steps); the sums of all processes.
-    totals = clock.totals()
-    writer.write_scalars(int(state.step), {
-        "search/wall_s": totals["wall_s"], "search/compile_total_s": totals["compile_s"],
-        "search/loop_s": totals["loop_s"],
-    })  # fmt: skip
+    writer.write_scalars(int(state.step), clock.scalars("search"))
     writer.close()
     ckpt.close()
     return genotype

@@ -173,11 +173,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[Genotype]:
     text = json.dumps({"members": summary}, indent=2) + "\n"
     workdir_lib.atomic_write_text(os.path.join(workdir, "sweep.json"), text)
     # The sums of every process that ran the sweep (`loop.Clock`), as a search records them.
-    totals = clock.totals()
-    writer.write_scalars(int(states.step[0]), {
-        "search/wall_s": totals["wall_s"], "search/compile_total_s": totals["compile_s"],
-        "search/loop_s": totals["loop_s"],
-    })  # fmt: skip
+    writer.write_scalars(int(states.step[0]), clock.scalars("search"))
     writer.close()
     ckpt.close()
     return genotypes
