@@ -45,6 +45,24 @@ class TextFormat(NamedTuple):
     description: str = ""
 
 
+class Candidate(NamedTuple):
+    """One candidate op at one mixed position of a supernet, as a standalone module: what a
+    latency table times (`dnas lut`) and a cost model counts.
+
+    group, position, row, op: where it sits (alpha group, unit of that group: a cell of that type
+      or 0 for a chain of blocks, alpha row, op name); the coordinates of a `hardware.CostTable`.
+    module: the op alone, applied as `module.apply(variables, x, False)` (inference) to inputs
+      of `input_shape` (H, W, C of one example) with a leading batch axis.
+    """
+
+    group: str
+    position: int
+    row: int
+    op: str
+    module: nn.Module
+    input_shape: tuple[int, int, int]
+
+
 class Space(NamedTuple):
     """A search space. Build one with the space module's own functions (see `dnas/spaces/`);
     `spaces.register` makes it known to configs and the command line.
@@ -60,6 +78,9 @@ class Space(NamedTuple):
       keep_per_node: inputs a node keeps in a discrete genotype (DARTS: 2; DARTS-PT prunes the
         others); None: all (NAS-Bench-201).
       discrete_ops: the ops a discrete genotype may choose (DARTS leaves out `none`).
+      mask: alpha group -> (rows, ops) bool, True where the op is a candidate of that row (a
+        chain's `zero` only where a block can be skipped); None: every op in every row. The
+        strategies mix masked alphas (`relaxations.mask`: weight exactly 0, no gradient).
     Models:
       supernet: (num_classes, *, C, layers, sep_impl, remat, partial_channels, single_op) ->
         a Linen module applied as `apply(variables, x, mix_weights, train=, skip_dropout=)`.
@@ -68,6 +89,9 @@ class Space(NamedTuple):
         (logits, auxiliary logits or None). None for C or layers: the space's paper setting.
       op_costs: (supernet, input_shape) -> alpha group -> (units, rows, ops, 3) cost per image of
         every candidate op of every mixed edge: parameters, multiply-adds, memory access.
+      candidates: (supernet, input_shape) -> the `Candidate`s of every mixed row (ops that
+        compute nothing, `none` and `zero`, left out), what `dnas lut` times; None if the space
+        cannot list them.
     Genotypes:
       genotype: (**fields) -> a validated `Genotype` (one-line ValueError otherwise).
       discretise: mixing weights -> genotype (the space's rule).
@@ -116,6 +140,8 @@ class Space(NamedTuple):
     min_layers: int = 1
     protocols: Mapping[str, Callable[[Any], Any]] = types.MappingProxyType({})
     topology: CellTopology | None = None
+    candidates: Callable[[nn.Module, tuple[int, ...]], list[Candidate]] | None = None
+    mask: Mapping[str, np.ndarray] | None = None
 
     @property
     def groups(self) -> tuple[str, ...]:
@@ -138,9 +164,11 @@ class Space(NamedTuple):
         return init_alphas(self, key, scale)
 
     def check_mix(self, mix_weights: MixWeights) -> None:
-        """A one-line ValueError unless `mix_weights` has exactly the space's alpha shapes."""
+        """A one-line ValueError unless `mix_weights` has exactly the space's alpha shapes (keys
+        with a `/` are a strategy's, e.g. the paths a binarised strategy computes, and are not
+        checked here)."""
         expected = {k: tuple(v) for k, v in self.alpha_shapes.items()}
-        got = {k: tuple(getattr(v, "shape", ())) for k, v in mix_weights.items()}
+        got = {k: tuple(getattr(v, "shape", ())) for k, v in mix_weights.items() if "/" not in k}
         if got != expected:
             raise ValueError(
                 f"mixing weights for the {self.name} space must be {expected} "
