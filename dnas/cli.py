@@ -227,6 +227,12 @@ def _plot(args: argparse.Namespace) -> int:
     does not fail; the line says that nothing was written and why, and no folder is made."""
     from dnas import viz
 
+    fronts = [w for w in args.workdirs if os.path.isfile(os.path.join(w, viz.PARETO))]
+    for root in fronts:  # a latency-target sweep (scripts/pareto.py): its Pareto front
+        print(f"{root}: Pareto front in {viz.save_pareto(root, args.out, args.format)}")
+    args.workdirs = [w for w in args.workdirs if w not in fronts]
+    if not args.workdirs:
+        return 0
     if len(args.workdirs) > 1 and not args.out:
         raise ValueError("several workdirs need --out DIR for their figures and the comparison")
     runs = [viz.load_run(w) for w in args.workdirs]
@@ -273,7 +279,12 @@ def _plot(args: argparse.Namespace) -> int:
 
 def _plot_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("plot", help=PLOT_HELP[0], description=PLOT_HELP[1])
-    p.add_argument("workdirs", nargs="+", help="workdirs of dnas search / train / run")
+    p.add_argument(
+        "workdirs",
+        nargs="+",
+        help="workdirs of dnas search / train / run, or the "
+        "root of a latency-target sweep (its pareto.json: scripts/pareto.py)",
+    )
     p.add_argument("--out", help="output folder (default: <workdir>/figures)")
     p.add_argument("--format", default="png", choices=("png", "svg", "pdf"))
     p.set_defaults(func=_plot)
@@ -431,6 +442,153 @@ def _export_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="output folder (default: WORKDIR/export)")
 
 
+def _lut(args: argparse.Namespace) -> int:
+    """Validates everything (config, space, dataset, candidates) before anything compiles."""
+    args.overrides = [*args.overrides, *(f"{k}={v}" for k, v in (("space", args.space),
+                      ("dataset", args.dataset)) if v is not None)]  # fmt: skip
+    config = _load_config(args)
+    from dnas import data, hardware, latency, spaces
+
+    space, info = spaces.get(config.space), data.get_info(config.dataset)
+    if space.candidates is None:
+        listing = [n for n, s in spaces.SPACES.items() if s.candidates is not None]
+        raise ValueError(
+            f"search space {space.name!r} does not list its candidate ops (Space.candidates), "
+            f"so dnas cannot time them; spaces that do: {', '.join(listing) or 'none'}"
+        )
+    C, layers = config.search.C, config.search.layers
+    print(f"timing the candidates of {space.name} (C={C}, layers={layers}) on "
+          f"{'x'.join(map(str, info.input_shape))} {config.dataset} inputs, batch {args.batch}, "
+          f"{args.runs} runs after {args.warmup} warm-up calls each")  # fmt: skip
+    table = latency.measure_table(
+        space, info.input_shape, num_classes=info.num_classes, C=C, layers=layers,
+        batch=args.batch, runs=args.runs, warmup=args.warmup, dtype=args.dtype,
+        fixed_samples=args.fixed_samples, seed=config.seed, meta={"dataset": config.dataset},
+        log=print, verbose=args.verbose,
+    )  # fmt: skip
+    hardware.save_table(args.out, table, space.name, space.ops)
+    meta = table.meta
+    print(f"wrote {os.path.abspath(args.out)}: {meta['candidates']} entries "
+          f"({meta['timed_modules']} distinct modules) on {meta['backend']} "
+          f"({meta['device_kind']}), fixed part {table.fixed[0]:.3f} ms")  # fmt: skip
+    return 0
+
+
+def _lut_parser(sub: argparse._SubParsersAction) -> None:
+    text = "time every candidate op of a space's supernet on this device: a latency table"
+    p = _command(sub, "lut", _lut, text, " (JSON, dnas.hardware's format) for the hardware "
+                 "objectives (--config.hardware.lut) and `dnas latency`. The supernet is the "
+                 "config's search supernet (space, dataset input shape, search.C, search.layers); "
+                 "each distinct op module is compiled and timed at inference (median and "
+                 "interquartile range of --runs calls), and the fixed part (stem, head, what the "
+                 "per-op sum misses) estimated on random networks.")  # fmt: skip
+    p.add_argument("--space", help="search space (default: the config's)")
+    p.add_argument("--dataset", help="sets the input shape and classes (default: the config's)")
+    p.add_argument("--config", help=CONFIG_HELP)
+    p.add_argument("--batch", type=_positive_int, default=1, help="batch size timed (default 1)")
+    p.add_argument("--runs", type=_positive_int, default=20, help="timed calls per op (20)")
+    p.add_argument("--warmup", type=_positive_int, default=5, help="untimed calls first (5)")
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    p.add_argument("--fixed-samples", type=int, default=5, help="random networks timed to "
+                   "estimate the fixed part (5; 0: fixed part 0)")  # fmt: skip
+    p.add_argument("--verbose", action="store_true", help="a line per timed op")
+    p.add_argument("--out", required=True, help="the table file to write (JSON)")
+
+
+def _latency(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from dnas import data, hardware, latency, spaces
+
+    space = spaces.get(args.space or hardware.table_space(args.lut))
+    table = hardware.load_table(args.lut, space.ops, space.alpha_shapes, space=space.name)
+    meta = table.meta
+    needed = [k for k in ("C", "layers", "input_shape", "num_classes", "batch") if k not in meta]
+    if needed or latency.RESOURCE not in table.resources:
+        raise ValueError(
+            f"{args.lut}: not a latency table of `dnas lut` (its meta has no "
+            f"{', '.join(needed or [latency.RESOURCE])}); measure one with dnas lut"
+        )
+    batch = args.batch or meta["batch"]
+    input_shape, num_classes = tuple(meta["input_shape"]), meta["num_classes"]
+    mismatches = [] if batch == meta["batch"] else [f"batch {batch} (table: {meta['batch']})"]
+    if args.dataset and args.dataset != meta.get("dataset"):
+        info = data.get_info(args.dataset)
+        input_shape, num_classes = tuple(info.input_shape), info.num_classes
+        mismatches.append(f"dataset {args.dataset} (table: {meta.get('dataset')})")
+    if mismatches and not args.allow_mismatch:
+        raise ValueError(
+            f"{args.lut} was measured at another setting: {', '.join(mismatches)}; "
+            "--allow-mismatch times these networks anyway"
+        )
+    for m in mismatches:
+        print(f"dnas latency: warning: {m}: the predictions are for the table's setting",
+              file=sys.stderr)  # fmt: skip
+    if args.genotype is not None:
+        genotype = spaces.load(args.genotype)
+        if genotype.space != space.name:
+            raise ValueError(f"--genotype is a {genotype.space} genotype; --space is {space.name}")
+        genotypes = [genotype]
+    else:
+        rng = np.random.default_rng(args.seed)
+        genotypes = [space.random_genotype(rng) for _ in range(args.random)]
+    runs = args.runs or meta.get("runs", 20)
+    warmup = args.warmup or meta.get("warmup", 5)
+    raw_table = hardware.uncorrected(table)
+    predicted, raw, measured = [], [], []
+    for genotype in genotypes:
+        ms, spread = latency.time_network(
+            space, genotype, num_classes=num_classes, input_shape=input_shape, C=meta["C"],
+            layers=meta["layers"], batch=batch, runs=runs, warmup=warmup,
+            dtype=meta.get("dtype", "float32"),
+        )  # fmt: skip
+        cost = latency.predict(space, table, genotype)
+        predicted.append(cost[latency.RESOURCE])
+        raw.append(latency.predict(space, raw_table, genotype)[latency.RESOURCE])
+        measured.append(ms)
+        line = {"genotype": space.to_string(genotype), "predicted_ms": cost[latency.RESOURCE],
+                "measured_ms": ms, "spread_ms": spread}  # fmt: skip
+        line |= {f"predicted_{r}": v for r, v in cost.items() if r != latency.RESOURCE}
+        print(json.dumps(line), flush=True)
+    summary = {
+        "n": len(measured),
+        "spearman": latency.rank_correlation(predicted, measured),
+        "mape": latency.mape(predicted, measured),
+    }
+    if args.fit:
+        fit = latency.fit_correction(raw, measured)
+        corrected = table._replace(correction={**table.correction, latency.RESOURCE: fit})
+        hardware.save_table(args.lut, corrected, space.name, space.ops)
+        summary |= {k: fit[k] for k in ("scale", "offset", "mape_before", "mape_after")}
+        summary["correction_saved"] = os.path.abspath(args.lut)
+    print(json.dumps(summary))
+    return 0
+
+
+def _latency_parser(sub: argparse._SubParsersAction) -> None:
+    text = "time discrete networks on this device against a latency table's prediction"
+    p = _command(sub, "latency", _latency, text, ", one JSON line per network (genotype, "
+                 "predicted_ms, measured_ms, spread_ms) and a summary line (n, spearman, mape). "
+                 "The networks are built with the table's C, layers, input shape and batch; "
+                 "--fit fits measured ~ scale * predicted + offset on them and stores it in the "
+                 "table (its `correction`, which every later prediction applies).")  # fmt: skip
+    p.add_argument("--space", help="the search space of the table (default: the one it names)")
+    p.add_argument("--lut", required=True, help="a table written by dnas lut")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--genotype", help="a published genotype name, a genotype string or a "
+                      "genotype JSON file")  # fmt: skip
+    what.add_argument("--random", type=_positive_int, metavar="N", help="N random genotypes")
+    p.add_argument("--seed", type=int, default=0, help="of the random genotypes (0)")
+    p.add_argument("--dataset", help="default: the table's (another one needs --allow-mismatch)")
+    p.add_argument("--batch", type=_positive_int, help="default: the table's (another one "
+                   "needs --allow-mismatch)")  # fmt: skip
+    p.add_argument("--allow-mismatch", action="store_true", help="time at another batch or "
+                   "dataset than the table's, with a warning")  # fmt: skip
+    p.add_argument("--runs", type=_positive_int, help="timed calls per network (the table's)")
+    p.add_argument("--warmup", type=_positive_int, help="untimed calls first (the table's)")
+    p.add_argument("--fit", action="store_true", help="fit and store the table's correction")
+
+
 COMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
     "run": _stage_parser("run", _run, "search, retrain the found and a random cell, summarise"),
     "search": _stage_parser("search", _search, "search a cell, write its genotype"),
@@ -447,6 +605,8 @@ COMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
     "list": _list_parser,
     "eval": _eval_parser,
     "export": _export_parser,
+    "lut": _lut_parser,
+    "latency": _latency_parser,
 }
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import ast
 import difflib
 import importlib.util
+import inspect
 import json
 import math
 import numbers
@@ -27,8 +28,9 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import ml_collections
+import optax
 
-from dnas import bilevel, data, errors, ops, spaces, strategies
+from dnas import bilevel, data, errors, hardware, ops, spaces, strategies
 from dnas import workdir as workdir_lib
 from dnas.genotype import show
 
@@ -91,6 +93,18 @@ def default_config() -> ml_collections.ConfigDict:
     s.crop_padding = -1
     s.flip = None
     s.cutout_length = 0
+
+    # Hardware-aware search (issue 15; search_step.HardwareObjective): off where objective is ''.
+    c.hardware = h = ml_collections.ConfigDict()
+    h.objective = ""
+    h.resource = "latency_ms"
+    h.target = 0.0
+    h.lut = ""
+    h.lut_batch = 1
+    h.sampled = False
+    h.a = None
+    h.b = None
+    h.scale = None
 
     c.train = t = _stage_config(C=8, layers=5, epochs=30, batch_size=64, lr=0.05, lr_min=0.0)
     t.genotype = ""
@@ -186,6 +200,7 @@ ARGUMENTS = Check(
     lambda: "NAME=VALUE arguments of the strategy's factory",
 )
 POSITIVE, NON_NEGATIVE = number(0, open_low=True), number(0)
+NUMBER_OR_NONE = Check(lambda v: v is None or _is_number(v), lambda: "a number or none")
 FRACTION = number(0, 1, open_high=True)  # momentum, Adam betas, drop-path rate
 
 # search.early_stop and search.selection: the names search.py and pipeline.py act on
@@ -311,6 +326,30 @@ FIELDS: dict[str, Field] = {
     **{f"search.{k}": f for k, f in _AUGMENTATION.items()},
     "search.cutout_length": Field("cutout square's side in pixels, 0: none; -1: the dataset's "
                                   "default", integer(-1)),
+    "hardware.objective": Field("hardware-aware alpha objective of the validation loss and the "
+                                "expected cost E[C] (hardware.OBJECTIVES: mul_log, add_linear: "
+                                "ProxylessNAS'; mul_logpow: FBNet's; add_abs: TF-NAS'); '': the "
+                                "loss alone",
+                                one_of(lambda: ("", *hardware.OBJECTIVES))),
+    "hardware.resource": Field("the cost: a column of the table hardware.lut (latency_ms, "
+                               "energy_mj, ...) or, without a table, of the space's cost model "
+                               "(params, macs, memory_access)", TEXT),
+    "hardware.target": Field("the cost's target T in its unit (ms for latency_ms); mul_log, "
+                             "add_linear and add_abs need one; mul_logpow has none", NON_NEGATIVE),
+    "hardware.lut": Field("a cost table file (dnas lut measures one); measure: the search "
+                          "measures one on this device at its start (<workdir>/lut.json); '': "
+                          "the space's cost model", TEXT),
+    "hardware.lut_batch": Field("hardware.lut=measure: the batch the table is timed at (the "
+                                "deployment's: 1 for a phone, more for a server)", integer(1)),
+    "hardware.sampled": Field("E[C] under the step's sampled mixing weights (FBNet's Gumbel "
+                              "sample) instead of the strategy's final weights (softmax: "
+                              "ProxylessNAS, TF-NAS)", BOOL),
+    "hardware.a": Field("the objective's a (mul_log, mul_logpow); none: its paper's value",
+                        NUMBER_OR_NONE),
+    "hardware.b": Field("the objective's exponent b (mul_log, mul_logpow); none: its paper's value",
+                        NUMBER_OR_NONE),
+    "hardware.scale": Field("the objective's scale (add_linear, add_abs); none: its paper's value",
+                            NUMBER_OR_NONE),
     **_stage_fields("train", "network", "retraining epochs", "examples per step (global over "
                     "devices), at most the training split", " (DARTS: 0.025 with batch 96 for 600 "
                     "epochs; digits trains for 30)", ""),
@@ -410,10 +449,12 @@ def _check_method_and_sweep(config: ml_collections.ConfigDict) -> None:
 def _strategy(config: ml_collections.ConfigDict) -> strategies.Strategy:
     """The config's strategy, built for its flags (`one_hot`, `update_alphas`, `reads_epochs`)
     and its factory's own checks of its arguments (a `ConfigError`); nothing is computed (no
-    supernet costs)."""
+    supernet costs). The hypergradient order is the config's, with a stand-in weight optimiser
+    (a strategy may refuse an order, e.g. ProxylessNAS' two-path gradient takes first order)."""
     ctx = strategies.Context(
-        space=spaces.get(config.space), learning_rate=config.search.lr, edge_costs=lambda: {}
-    )
+        space=spaces.get(config.space), order=config.order, learning_rate=config.search.lr,
+        weight_tx=optax.sgd(config.search.lr), edge_costs=lambda: {},
+    )  # fmt: skip
     try:
         return strategies.build(config.strategy, ctx, config.strategy_args.to_dict())
     except ValueError as err:
@@ -508,7 +549,58 @@ def _check_strategy_args(config: ml_collections.ConfigDict) -> None:
             )
 
 
+MEASURE = "measure"  # hardware.lut: measured by the search on its device
+OBJECTIVE_ARGS = ("a", "b", "scale")  # hardware.* fields passed to the objective's factory
+
+
+def objective_args(config: ml_collections.ConfigDict) -> dict[str, float]:
+    """The `hardware.OBJECTIVES` factory's arguments set in `config.hardware` (none: the
+    paper's values)."""
+    return {k: float(config.hardware[k]) for k in OBJECTIVE_ARGS if config.hardware[k] is not None}
+
+
+def _check_hardware(config: ml_collections.ConfigDict) -> None:
+    h = config.hardware
+    if not h.objective:
+        return
+    takes = inspect.signature(hardware.OBJECTIVES[h.objective]).parameters
+    for name in objective_args(config):
+        if name not in takes:
+            raise ConfigError(
+                f"hardware.{name} is not an argument of objective {h.objective!r} (it takes "
+                f"{', '.join(takes) or 'none'})"
+            )
+    if h.objective not in hardware.TARGETLESS and h.target <= 0:
+        raise ConfigError(
+            f"hardware.objective={h.objective!r} needs hardware.target > 0, the cost's target in "
+            f"its unit (e.g. --config.hardware.target=5.0 for 5 ms)"
+        )
+    if h.objective == "mul_log" and h.target == 1:
+        raise ConfigError("hardware.target=1 makes mul_log's log(E) / log(T) undefined (log 1 = 0)")
+    if h.lut == MEASURE and h.resource != "latency_ms":
+        raise ConfigError(
+            f"hardware.lut=measure times latency; hardware.resource={h.resource!r} needs a table "
+            f"that has it (hardware.lut=FILE) or the space's cost model (hardware.lut='')"
+        )
+    if not h.lut and h.resource not in hardware.COST_RESOURCES:
+        raise ConfigError(
+            f"hardware.resource={h.resource!r} needs a cost table (hardware.lut; `dnas lut` "
+            f"measures latency_ms); without one the space's cost model has "
+            f"{', '.join(hardware.COST_RESOURCES)}"
+        )
+    if h.lut and h.lut != MEASURE and not os.path.isfile(h.lut):
+        raise ConfigError(
+            f"hardware.lut={h.lut!r} is not a file (`dnas lut --out FILE` writes one)"
+        )
+    if not _strategy(config).update_alphas:
+        raise ConfigError(
+            f"hardware.objective is an objective of the alphas; strategy {config.strategy!r} "
+            f"learns none"
+        )
+
+
 def _check_combinations(config: ml_collections.ConfigDict) -> None:
+    _check_hardware(config)
     s, t = config.search, config.train
     space = spaces.get(config.space)
     for group in ("search", "train"):
@@ -638,6 +730,7 @@ def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     t.C, t.layers, t.epochs, t.batch_size = 4, 3, 1, 32
     t.crop_padding, t.cutout_length, t.flip = -1, 0, None
     c.baseline = False
+    c.hardware.lut_batch = 1  # hardware.lut=measure: the cheapest table
     c.checkpoint_every_steps = 200
     c.log_every_steps = 20
     return c
@@ -688,19 +781,19 @@ def method_variant(
         if sp != c.space
         for i, dataset in enumerate(space.protocols)
     }
-    valid = ["", *variants, *protocols, "digits"]
+    valid = list(dict.fromkeys(["", *variants, *protocols, "digits"]))
     if name not in valid:
         shown = ", ".join(repr(v) for v in valid[1:])
         raise ValueError(f"unknown argument {arg!r}; valid: {shown}, and smoke or <that>_smoke")
-    if name == "digits":
+    if name in variants:  # a method's own variant, its own `digits` included
+        variants[name](c)
+    elif name == "digits":
         digits(c)
     elif name in protocols:
         space, dataset = protocols[name]
         protocol(c, space, dataset)
         if space in space_changes:
             space_changes[space](c)
-    elif name:
-        variants[name](c)
     return smoke(c) if smoke_run else c
 
 
@@ -872,7 +965,7 @@ RESULT_NEUTRAL = (
 UNREAD = {
     "search": ("train.", "sweep.", "baseline"),
     "sweep": ("train.", "baseline"),
-    "train": ("search.", "sweep.", "strategy", "strategy_args.", "order", "baseline"),
+    "train": ("search.", "sweep.", "strategy", "strategy_args.", "order", "baseline", "hardware."),
 }
 
 

@@ -14,7 +14,7 @@ strategy mixes with) is linear in p:
 
 so one-hot weights give exactly the table's sum over the chosen ops, and its gradient is the
 table itself. `OBJECTIVES` are the published ways of trading a task loss against E[C] and a
-target T: ProxylessNAS' `mul_log` and `add_linear`, FBNet's `fbnet`, TF-NAS' `tfnas`.
+target T: ProxylessNAS' `mul_log` and `add_linear`, FBNet's `mul_logpow`, TF-NAS' `add_abs`.
 
 Tables are JSON files (`save_table`, `load_table`; the format below) measured by dnas on the
 device or written elsewhere; `read_proxyless_yaml` reads the ProxylessNAS authors' latency tables.
@@ -31,7 +31,21 @@ The JSON format (`FORMAT`, version 1)::
 
 Every (group, position, row, op) of the space has one entry, except parameter-free ops that
 compute nothing (`none`, `zero`), which may be left out (cost 0). An entry may carry more fields
-(`spread_ms`, `energy_mj`, `memory_mb`, ...): the columns read are `resources`.
+(`spread_ms`, `energy_mj`, `memory_mb`, ...): the columns read are `resources`; the other numeric
+fields are kept as `CostTable.extra` (e.g. the spread of each timing) and written back.
+
+An optional `correction` (added by `dnas latency --fit`; a file without one reads as before, so
+the version stays 1) calibrates the per-op sum against whole networks timed on the device:
+resource -> {"scale": a, "offset": b, ...provenance}, and the cost `expected_cost` returns is
+a * (fixed + sum of the entries) + b, still linear in the mixing weights (`uncorrected(table)`
+gives the table's own sum)::
+
+     "correction": {"latency_ms": {"scale": 1.08, "offset": 0.21, "n": 30,
+                                   "mape_before": 0.19, "mape_after": 0.04}}
+
+`candidate_costs` and `cost_model` are the space's cost model (`COST_RESOURCES`: parameters,
+multiply-adds, memory access per image), counted on its candidates (`Space.candidates`);
+`dnas/latency.py` measures latency tables on the running JAX backend.
 """
 
 from __future__ import annotations
@@ -41,16 +55,26 @@ import math
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from dnas.types import Array, MixWeights
 
+if TYPE_CHECKING:  # annotations only: the spaces' supernets build on this module
+    import flax.linen as nn
+
+    from dnas.spaces.base import Space
+
 FORMAT = "dnas.cost_table"
 VERSION = 1
 FREE_OPS = ("none", "zero")  # ops that compute nothing: a table may leave them out (cost 0)
+# The columns of the cost model (`candidate_costs`), per image: parameters, multiply-adds,
+# memory access (parameters plus input and output activations, ShuffleNet V2's MAC).
+COST_RESOURCES = ("params", "macs", "memory_access")
+_ENTRY_KEYS = ("group", "position", "row", "op")
 
 
 class CostTable(NamedTuple):
@@ -60,6 +84,11 @@ class CostTable(NamedTuple):
     per_group: Mapping[str, np.ndarray]  # group -> (positions, rows, ops, resources)
     fixed: np.ndarray  # (resources,)
     meta: Mapping[str, Any] = {}
+    # resource -> {"scale": a, "offset": b, ...}: `expected_cost` is a * (table's sum) + b.
+    correction: Mapping[str, Mapping[str, float]] = {}
+    # Per-entry fields that are not cost columns (e.g. `spread_ms`): name -> group ->
+    # (positions, rows, ops), NaN where an entry has none.
+    extra: Mapping[str, Mapping[str, np.ndarray]] = {}
 
     def index(self, resource: str) -> int:
         if resource not in self.resources:
@@ -71,7 +100,27 @@ class CostTable(NamedTuple):
 
 def expected_cost(weights: MixWeights, table: CostTable) -> Array:
     """E[C] per resource, (resources,): `table.fixed` plus every mixed row's cost weighted by
-    `weights` (group -> (rows, ops)), summed over the positions sharing the group's weights."""
+    `weights` (group -> (rows, ops)), summed over the positions sharing the group's weights;
+    then the table's `correction` where it has one (a * E + b per resource, fitted on whole
+    networks by `dnas latency --fit`; `uncorrected(table)` leaves it out)."""
+    return _corrected(_table_sum(weights, table), table)
+
+
+def uncorrected(table: CostTable) -> CostTable:
+    """`table` without its correction: `expected_cost` is then the plain per-op sum."""
+    return table._replace(correction={})
+
+
+def _corrected(total: Array, table: CostTable) -> Array:
+    if not table.correction:
+        return total
+    a, b = np.ones(len(table.resources)), np.zeros(len(table.resources))
+    for r, fit in table.correction.items():
+        a[table.index(r)], b[table.index(r)] = fit["scale"], fit["offset"]
+    return total * jnp.asarray(a, total.dtype) + jnp.asarray(b, total.dtype)
+
+
+def _table_sum(weights: MixWeights, table: CostTable) -> Array:
     total = jnp.asarray(table.fixed, jnp.float32)
     for group, costs in table.per_group.items():
         w = weights[group]
@@ -86,7 +135,8 @@ def expected_cost(weights: MixWeights, table: CostTable) -> Array:
 
 def expected_row_costs(weights: MixWeights, table: CostTable) -> dict[str, Array]:
     """E[C] of every mixed row on its own: group -> (positions, rows, resources) (what SNAS'
-    resource penalty takes the logarithm of)."""
+    resource penalty takes the logarithm of); the table's entries, without its correction (which
+    is fitted on whole networks)."""
     return {
         g: jnp.einsum("ek,nekr->ner", weights[g], jnp.asarray(c, weights[g].dtype))
         for g, c in table.per_group.items()
@@ -99,7 +149,7 @@ def expected_row_costs(weights: MixWeights, table: CostTable) -> dict[str, Array
 
 def mul_log(a: float = 0.2, b: float = 0.3) -> Callable[[Array, Array, float], Array]:
     """ProxylessNAS' `mul#log`: loss * a * (log E / log T)^b (the authors' a=0.2, b=0.3)."""
-    return lambda loss, cost, target: loss * a * (jnp.log(cost) / math.log(target)) ** b
+    return lambda loss, cost, target: loss * a * (jnp.log(cost) / jnp.log(target)) ** b
 
 
 def add_linear(scale: float = 0.1) -> Callable[[Array, Array, float], Array]:
@@ -107,23 +157,24 @@ def add_linear(scale: float = 0.1) -> Callable[[Array, Array, float], Array]:
     return lambda loss, cost, target: loss + scale * (cost - target) / target
 
 
-def fbnet(a: float = 0.2, b: float = 0.6) -> Callable[[Array, Array, float], Array]:
+def mul_logpow(a: float = 0.2, b: float = 0.6) -> Callable[[Array, Array, float], Array]:
     """FBNet's loss: loss * a * (log E)^b (alpha=0.2, beta=0.6; E in ms). No target: the
     trade-off is set by a and b."""
     return lambda loss, cost, target: loss * a * jnp.log(cost) ** b
 
 
-def tfnas(scale: float = 0.1) -> Callable[[Array, Array, float], Array]:
+def add_abs(scale: float = 0.1) -> Callable[[Array, Array, float], Array]:
     """TF-NAS' loss: loss + scale * |E / T - 1| (lambda=0.1), which pulls E to the target from
     either side."""
     return lambda loss, cost, target: loss + scale * jnp.abs(cost / target - 1.0)
 
 
+TARGETLESS = frozenset({"mul_logpow"})  # objectives that read no target T
 OBJECTIVES: dict[str, Callable[..., Callable[[Array, Array, float], Array]]] = {
     "mul_log": mul_log,
     "add_linear": add_linear,
-    "fbnet": fbnet,
-    "tfnas": tfnas,
+    "mul_logpow": mul_logpow,
+    "add_abs": add_abs,
 }
 
 
@@ -135,6 +186,65 @@ def objective(name: str, **kwargs: float) -> Callable[[Array, Array, float], Arr
             f"unknown hardware objective {name!r}; valid: {', '.join(OBJECTIVES)}"
         ) from None
     return factory(**kwargs)
+
+
+# ------------------------------------------------------------------------------------------
+# The cost model: parameters, multiply-adds and memory access of each candidate.
+
+
+def module_costs(module: nn.Module, input_shape: tuple[int, ...]) -> np.ndarray:
+    """(3,) `COST_RESOURCES` of `module` applied at inference to one example of `input_shape`:
+    its parameters, multiply-adds (`evaluate.model_stats`) and memory access (parameters plus
+    the input's and the output's elements). Traced abstractly."""
+    from dnas import evaluate  # lazy: only the cost model counts
+
+    stats = evaluate.model_stats(module, input_shape, train=False)
+    x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
+    y, _ = jax.eval_shape(
+        lambda k, x: module.init_with_output(k, x, train=False), jax.random.key(0), x
+    )
+    params = stats["params_total"]
+    access = (
+        params + math.prod(input_shape) + sum(math.prod(a.shape[1:]) for a in jax.tree.leaves(y))
+    )
+    return np.array([params, stats["macs"], access], np.float64)
+
+
+def candidate_costs(
+    candidates: Sequence[tuple], ops: Sequence[str], alpha_shapes: Mapping[str, tuple[int, int]]
+) -> dict[str, np.ndarray]:
+    """Alpha group -> (positions, rows, ops, 3) `module_costs` of every candidate (a
+    `spaces.base.Candidate`, or a tuple of its fields: group, position, row, op, module, input
+    shape); zeros where there is none (`none`). Groups without a candidate are left out.
+    Identical candidates (the module's repr and the input shape) are counted once."""
+    positions: dict[str, int] = {}
+    for group, position, *_ in candidates:
+        positions[group] = max(positions.get(group, 0), position + 1)
+    out = {
+        g: np.zeros((positions[g], *shape, len(COST_RESOURCES)))
+        for g, shape in alpha_shapes.items() if g in positions
+    }  # fmt: skip
+    counted: dict[tuple, np.ndarray] = {}
+    for group, position, row, op, module, shape in candidates:
+        key = (repr(module), tuple(shape))
+        if key not in counted:
+            counted[key] = module_costs(module, tuple(shape))
+        out[group][position, row, list(ops).index(op)] = counted[key]
+    return out
+
+
+def cost_model(space: Space, supernet: nn.Module, input_shape: tuple[int, ...]) -> CostTable:
+    """The cost model of `space` as a `CostTable` (`COST_RESOURCES`, fixed part 0): every
+    candidate of `supernet` (`space.candidates`) on inputs of `input_shape` (H, W, C) counted
+    by `candidate_costs`."""
+    if space.candidates is None:
+        raise ValueError(
+            f"search space {space.name!r} does not list its candidate ops (Space.candidates is "
+            "None): it has no per-op cost model or latency table"
+        )
+    costs = candidate_costs(space.candidates(supernet, input_shape), space.ops, space.alpha_shapes)
+    meta = {"space": space.name, "input_shape": list(input_shape), "per": "image"}
+    return CostTable(COST_RESOURCES, costs, np.zeros(len(COST_RESOURCES)), meta)
 
 
 # ------------------------------------------------------------------------------------------
@@ -154,18 +264,24 @@ def to_json(table: CostTable, space: str, ops: Sequence[str]) -> dict[str, Any]:
             for e in range(rows):
                 for k in range(num_ops):
                     values = {r: float(costs[n, e, k, i]) for i, r in enumerate(table.resources)}
+                    for name, by_group in table.extra.items():
+                        value = by_group.get(group)
+                        if value is not None and not np.isnan(value[n, e, k]):
+                            values[name] = float(value[n, e, k])
                     entries.append(
                         {"group": group, "position": n, "row": e, "op": ops[k], **values}
                     )
-    return {
+    out = {
         "format": FORMAT,
         "version": VERSION,
         "space": space,
         "resources": list(table.resources),
         "meta": dict(table.meta),
         "fixed": {r: float(v) for r, v in zip(table.resources, table.fixed, strict=True)},
-        "entries": entries,
     }
+    if table.correction:
+        out["correction"] = {r: dict(fit) for r, fit in table.correction.items()}
+    return out | {"entries": entries}
 
 
 def from_json(
@@ -174,6 +290,8 @@ def from_json(
 ) -> CostTable:  # fmt: skip
     """A `CostTable` from the JSON format, checked against the space's `ops` and `alpha_shapes`
     (group -> (rows, ops)): a missing or unknown entry is a `CostTableError` naming it."""
+    if not isinstance(data, Mapping):
+        raise CostTableError(f"{where}: not a {FORMAT} file (a JSON {type(data).__name__})")
     if data.get("format") != FORMAT:
         raise CostTableError(f"{where}: not a {FORMAT} file (format: {data.get('format')!r})")
     if data.get("version") != VERSION:
@@ -185,18 +303,30 @@ def from_json(
         raise CostTableError(f'{where}: no resources listed (e.g. "resources": ["latency_ms"])')
     index = {op: k for k, op in enumerate(ops)}
     positions: dict[str, int] = {g: 0 for g in alpha_shapes}
-    for entry in data.get("entries", []):
+    entries = data.get("entries", [])
+    if not isinstance(entries, list):
+        raise CostTableError(f"{where}: `entries` must be a list of entries")
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, Mapping) or any(k not in entry for k in _ENTRY_KEYS):
+            raise CostTableError(
+                f"{where}: entry {i} is not an object with {', '.join(_ENTRY_KEYS)}"
+            )
         if entry.get("group") not in alpha_shapes:
             raise CostTableError(
                 f"{where}: entry of unknown group {entry.get('group')!r}; the space has "
                 f"{', '.join(alpha_shapes)}"
             )
+        if not isinstance(entry["position"], int) or not isinstance(entry["row"], int):
+            raise CostTableError(f"{where}: entry {i}: position and row must be integers")
+        if entry["position"] < 0:
+            raise CostTableError(f"{where}: entry {i}: negative position {entry['position']}")
         positions[entry["group"]] = max(positions[entry["group"]], int(entry["position"]) + 1)
     per_group = {
         g: np.full((max(n, 1), *alpha_shapes[g], len(resources)), np.nan)
         for g, n in positions.items()
     }
-    for entry in data.get("entries", []):
+    extra: dict[str, dict[str, np.ndarray]] = {}
+    for entry in entries:
         g, n, e, op = entry["group"], int(entry["position"]), int(entry["row"]), entry["op"]
         if op not in index:
             raise CostTableError(f"{where}: unknown op {op!r}; the space's ops: {', '.join(ops)}")
@@ -208,6 +338,16 @@ def from_json(
             raise CostTableError(
                 f"{where}: entry {g}/{n}/{e}/{op} has no {err.args[0]!r}"
             ) from None
+        except (TypeError, ValueError):
+            raise CostTableError(
+                f"{where}: entry {g}/{n}/{e}/{op}: a cost is not a number"
+            ) from None
+        for name, value in entry.items():
+            if name in _ENTRY_KEYS or name in resources or not isinstance(value, (int, float)):
+                continue
+            if name not in extra:
+                extra[name] = {h: np.full(c.shape[:3], np.nan) for h, c in per_group.items()}
+            extra[name][g][n, e, index[op]] = float(value)
     for g, costs in per_group.items():
         for k, op in enumerate(ops):
             if op in FREE_OPS:
@@ -221,7 +361,32 @@ def from_json(
             )
     fixed_map = data.get("fixed") or {}
     fixed = np.array([float(fixed_map.get(r, 0.0)) for r in resources])
-    return CostTable(resources, per_group, fixed, dict(data.get("meta") or {}))
+    correction = _read_correction(data.get("correction") or {}, resources, where)
+    meta = dict(data.get("meta") or {})
+    return CostTable(resources, per_group, fixed, meta, correction, extra)
+
+
+def _read_correction(
+    data: Any, resources: tuple[str, ...], where: str
+) -> dict[str, dict[str, float]]:
+    if not isinstance(data, Mapping):
+        raise CostTableError(f"{where}: `correction` must map a resource to {{scale, offset}}")
+    out = {}
+    for r, fit in data.items():
+        if r not in resources:
+            raise CostTableError(
+                f"{where}: correction of {r!r}, which is not a resource ({', '.join(resources)})"
+            )
+        ok = isinstance(fit, Mapping) and all(
+            isinstance(fit.get(k), (int, float)) and math.isfinite(fit[k])
+            for k in ("scale", "offset")
+        )
+        if not ok:
+            raise CostTableError(
+                f"{where}: correction of {r!r} needs finite numbers `scale` and `offset`"
+            )
+        out[r] = dict(fit)
+    return out
 
 
 def save_table(path: str | os.PathLike, table: CostTable, space: str, ops: Sequence[str]) -> None:
@@ -231,14 +396,34 @@ def save_table(path: str | os.PathLike, table: CostTable, space: str, ops: Seque
     workdir.atomic_write_text(path, text)
 
 
-def load_table(
-    path: str | os.PathLike, ops: Sequence[str], alpha_shapes: Mapping[str, tuple[int, int]]
-) -> CostTable:
+def _read(path: str | os.PathLike) -> Any:
     try:
         with open(path) as f:
-            data = json.load(f)
-    except json.JSONDecodeError as err:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CostTableError(f"{path}: not JSON ({err})") from None
+
+
+def table_space(path: str | os.PathLike) -> str:
+    """The search space a table file names (its `space`)."""
+    data = _read(path)
+    if not isinstance(data, Mapping) or data.get("format") != FORMAT or "space" not in data:
+        raise CostTableError(f"{path}: not a {FORMAT} file naming its space")
+    return str(data["space"])
+
+
+def load_table(
+    path: str | os.PathLike, ops: Sequence[str], alpha_shapes: Mapping[str, tuple[int, int]],
+    *, space: str | None = None,
+) -> CostTable:  # fmt: skip
+    """The table in file `path` (`from_json`); with `space`, a table of another space is a
+    `CostTableError`."""
+    data = _read(path)
+    known = isinstance(data, Mapping) and data.get("format") == FORMAT
+    if space is not None and known and data.get("space") != space:
+        raise CostTableError(
+            f"{path}: a table of search space {data.get('space')!r}, not {space!r}"
+        )
     return from_json(data, ops, alpha_shapes, where=os.fspath(path))
 
 
@@ -291,7 +476,9 @@ def read_proxyless_yaml(path: str | os.PathLike) -> list[dict[str, Any]]:
 
 
 __all__ = [
-    "FORMAT", "OBJECTIVES", "CostTable", "CostTableError", "add_linear", "expected_cost",
-    "expected_row_costs", "fbnet", "from_json", "load_table", "mul_log", "objective",
-    "parse_proxyless_key", "read_proxyless_yaml", "save_table", "tfnas", "to_json",
+    "COST_RESOURCES", "FORMAT", "OBJECTIVES", "TARGETLESS", "CostTable", "CostTableError",
+    "add_abs", "add_linear", "candidate_costs", "cost_model", "expected_cost",
+    "expected_row_costs", "from_json", "load_table", "module_costs", "mul_log", "mul_logpow",
+    "objective", "parse_proxyless_key", "read_proxyless_yaml", "save_table", "table_space",
+    "to_json", "uncorrected",
 ]  # fmt: skip

@@ -662,3 +662,132 @@ class StemConv(nn.Module):
         )
         y = conv2d(x, kernel, self.stride, 1)
         return BatchNorm(track_running_stats=self.track_running_stats, name="bn")(y, train)
+
+
+# ---------------------------------------------------------------------------------------------
+# The blocks of the chain spaces (ProxylessNAS, FBNet): MobileNetV2's inverted residual and the
+# plain conv-BN-activation layers around it. NHWC, no biases, PyTorch's default initialisation.
+
+ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
+    "relu": jax.nn.relu,
+    "relu6": jax.nn.relu6,
+    "none": lambda x: x,
+}
+
+
+def grouped_conv2d(
+    x: Array, kernel_HxWxIxO: Array, stride: int = 1, padding: int = 0, groups: int = 1
+) -> Array:
+    """A convolution whose input and output channels are split into `groups` groups
+    (`Conv2d(groups=groups)`; kernel (k, k, C_in / groups, C_out)); groups=1 is `conv2d`.
+    Counts k^2 C_in C_out / groups multiply-adds per output pixel."""
+    if groups == 1:
+        return conv2d(x, kernel_HxWxIxO, stride, padding)
+    y = lax.conv_general_dilated(
+        x,
+        kernel_HxWxIxO.astype(x.dtype),
+        (stride, stride),
+        ((padding, padding), (padding, padding)),
+        dimension_numbers=_DIMS,
+        feature_group_count=groups,
+    )
+    kh, kw, cin_g, cout = kernel_HxWxIxO.shape
+    record_macs(y.shape[1] * y.shape[2] * kh * kw * cin_g * cout)
+    return y
+
+
+def depthwise_conv2d(
+    x: Array, dw_KxKxC: Array, stride: int, padding: int, impl: str = "depthwise"
+) -> Array:
+    """Depthwise k x k convolution (`Conv2d(C, C, k, groups=C)`): XLA's grouped convolution, or
+    `impl='shifted'` (`depthwise_shifted`: no dense C x C weight gradient on CPUs). Counts
+    k^2 C multiply-adds per output pixel."""
+    k, _, c = dw_KxKxC.shape
+    if impl == "shifted":
+        y = depthwise_shifted(x, dw_KxKxC.astype(x.dtype), stride, padding, 1)
+    else:
+        y = lax.conv_general_dilated(
+            x,
+            dw_KxKxC[:, :, None, :].astype(x.dtype),
+            (stride, stride),
+            ((padding, padding), (padding, padding)),
+            dimension_numbers=_DIMS,
+            feature_group_count=c,
+        )
+    record_macs(y.shape[1] * y.shape[2] * k * k * c)
+    return y
+
+
+class ConvBNAct(nn.Module):
+    """k x k convolution (padding k // 2, no bias) -> BatchNorm -> activation: the stems, heads
+    (ProxylessNAS' `ConvLayer`, FBNet's `ConvBNRelu`) and FBNet's `skip` where the shape changes."""
+
+    C_out: int
+    kernel_size: int = 1
+    stride: int = 1
+    activation: str = "relu"
+    affine: bool = True
+    track_running_stats: bool = True
+    epsilon: float = 1e-5
+
+    @nn.compact
+    def __call__(self, x: Array, train: bool = True) -> Array:
+        k, c_in = self.kernel_size, x.shape[-1]
+        kernel = self.param("kernel", uniform_fan_in(k * k * c_in), (k, k, c_in, self.C_out))
+        y = conv2d(x, kernel, self.stride, k // 2)
+        y = BatchNorm(self.affine, self.track_running_stats, epsilon=self.epsilon, name="bn")(
+            y, train
+        )
+        return ACTIVATIONS[self.activation](y)
+
+
+class MBConv(nn.Module):
+    """MobileNetV2's inverted residual without its shortcut (the block adds it): 1x1 expansion
+    to C_in * expansion channels + BN + activation, k x k depthwise (with the stride) + BN +
+    activation, 1x1 projection + BN (Sandler et al. 2018, Table 1; ProxylessNAS
+    `MBInvertedConvLayer`, FBNet `IRFBlock`).
+
+    expansion 1 skips the expansion conv (ProxylessNAS) unless `always_expand` (FBNet's
+    `IRFBlock` keeps a 1x1 C_in -> C_in conv). `groups` > 1 (FBNet's `_g2` ops) makes both 1x1
+    convolutions group convolutions and shuffles the channels after the expansion (ShuffleNet).
+    """
+
+    C_in: int
+    C_out: int
+    kernel_size: int
+    expansion: int
+    stride: int = 1
+    groups: int = 1
+    always_expand: bool = False
+    activation: str = "relu6"
+    affine: bool = True
+    track_running_stats: bool = True
+    epsilon: float = 1e-5
+    impl: str = "depthwise"
+
+    @nn.compact
+    def __call__(self, x: Array, train: bool = True) -> Array:
+        k, g, mid = self.kernel_size, self.groups, self.C_in * self.expansion
+        if self.C_in % g or self.C_out % g:
+            raise ValueError(
+                f"MBConv with {g} groups needs channels divisible by {g}, got {self.C_in} -> "
+                f"{self.C_out}"
+            )
+        act = ACTIVATIONS[self.activation]
+
+        def bn(name: str, y: Array) -> Array:
+            norm = BatchNorm(self.affine, self.track_running_stats, epsilon=self.epsilon, name=name)
+            return norm(y, train)
+
+        y = x
+        if self.expansion != 1 or self.always_expand:
+            kernel = self.param(
+                "expand", uniform_fan_in(self.C_in // g), (1, 1, self.C_in // g, mid)
+            )
+            y = act(bn("expand_bn", grouped_conv2d(y, kernel, 1, 0, g)))
+            if g > 1:
+                y = channel_shuffle(y, g)
+        dw = self.param("depthwise", uniform_fan_in(k * k), (k, k, mid))
+        y = act(bn("depthwise_bn", depthwise_conv2d(y, dw, self.stride, k // 2, self.impl)))
+        kernel = self.param("project", uniform_fan_in(mid // g), (1, 1, mid // g, self.C_out))
+        return bn("project_bn", grouped_conv2d(y, kernel, 1, 0, g))

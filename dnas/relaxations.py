@@ -86,3 +86,51 @@ def dirichlet(alphas: Alphas, key: PRNGKey, step: Array | None = None) -> MixWei
         cell: jax.random.dirichlet(k, concentration(alphas[cell]), dtype=alphas[cell].dtype)
         for cell, k in zip(cells, keys, strict=True)
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# Binary gates (ProxylessNAS): sampled paths, and the gradient of the gates' expectation.
+
+
+def sample_paths(alpha_RxK: Array, key: PRNGKey, n: int) -> Array:
+    """(rows, n) int32: n distinct ops per row drawn one after another from softmax(alpha)
+    without replacement (the Gumbel-top-n trick, equal in law to `torch.multinomial(p, n,
+    replacement=False)`), in the order drawn. Ops whose alpha is -inf (masked) are never drawn
+    while a row has n others."""
+    alpha_RxK = jax.lax.stop_gradient(alpha_RxK)
+    noisy = alpha_RxK + jax.random.gumbel(key, alpha_RxK.shape, alpha_RxK.dtype)
+    return jax.lax.top_k(noisy, n)[1].astype(jnp.int32)
+
+
+@jax.custom_vjp
+def binary_gates(alpha_RxK: Array, paths_RxP: Array, live_R: Array) -> Array:
+    """ProxylessNAS' binary gates (Cai et al. 2019, Eq. 3-4): the one-hot of each row's first
+    path `paths_RxP[:, 0]` (the active op), whose gradient w.r.t. alpha is Eq. 4 restricted to
+    the row's P paths S: dL/dalpha_i = sum_{j in S} dL/dg_j q_j (delta_ij - q_i) for i in S,
+    q = softmax(alpha_S), and 0 for the alphas outside S. With S every op of the row this is
+    Eq. 4 itself (q = softmax(alpha)). Rows where `live_R` is False get no gradient.
+
+    dL/dg_j is the gradient the supernet gives the gate of op j: exact wherever op j's output
+    was computed (gate 0 included), so the paths S must be computed. A masked op (alpha -inf)
+    in S has q = 0 and receives and contributes nothing."""
+    del live_R
+    return jax.nn.one_hot(paths_RxP[:, 0], alpha_RxK.shape[-1], dtype=alpha_RxK.dtype)
+
+
+def _binary_gates_fwd(alpha_RxK, paths_RxP, live_R):
+    return binary_gates(alpha_RxK, paths_RxP, live_R), (alpha_RxK, paths_RxP, live_R)
+
+
+def _binary_gates_bwd(res, dgates_RxK):
+    alpha_RxK, paths_RxP, live_R = res
+    q_RxP = jax.nn.softmax(jnp.take_along_axis(alpha_RxK, paths_RxP, -1), -1)
+    dg_RxP = jnp.take_along_axis(dgates_RxK, paths_RxP, -1)
+    # sum_j dg_j q_j (delta_ij - q_i) = q_i (dg_i - sum_j q_j dg_j)
+    d_RxP = q_RxP * (dg_RxP - jnp.sum(q_RxP * dg_RxP, -1, keepdims=True))
+    d_RxP = jnp.where(live_R[:, None], d_RxP, 0.0).astype(alpha_RxK.dtype)
+    rows = jnp.arange(alpha_RxK.shape[0])[:, None]
+    dalpha_RxK = jnp.zeros_like(alpha_RxK).at[rows, paths_RxP].add(d_RxP)
+    return dalpha_RxK, None, None
+
+
+binary_gates.defvjp(_binary_gates_fwd, _binary_gates_bwd)

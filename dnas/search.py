@@ -44,6 +44,38 @@ from dnas.state import SearchState
 Select = Callable[..., Genotype]
 
 
+def measured_lut(config: ml_collections.ConfigDict, workdir: str) -> ml_collections.ConfigDict:
+    """`config`, its `hardware.lut=measure` replaced by the latency table of its search
+    supernet measured on this device (`latency.measure_table` at `hardware.lut_batch`, 20 runs
+    per op), written once as `<workdir>/lut.json` and read again when the search resumes. Other
+    configs are returned as they are."""
+    h = config.hardware
+    if not h.objective or h.lut != configlib.MEASURE:
+        return config
+    path = os.path.join(workdir, workdir_lib.LUT)
+    if not os.path.exists(path):
+        from dnas import hardware, latency, spaces  # the timing tools, only where one is measured
+
+        space, info = spaces.get(config.space), data.get_info(config.dataset)
+        say = (
+            (lambda line: print(f"dnas lut: {line}", file=sys.stderr)) if config.progress else None
+        )
+        table = latency.measure_table(
+            space, info.input_shape, num_classes=info.num_classes, C=config.search.C,
+            layers=config.search.layers, batch=h.lut_batch, seed=config.seed,
+            meta={"dataset": config.dataset}, log=say,
+        )  # fmt: skip
+        if jax.process_index() == 0:
+            hardware.save_table(path, table, space.name, space.ops)
+        if jax.process_count() > 1:  # every host reads process 0's table
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("dnas lut written")
+    config = ml_collections.ConfigDict(config.to_dict())
+    config.hardware.lut = path
+    return config
+
+
 def alpha_entropy(weights: dict[str, Any]) -> dict[str, float]:
     """The mean entropy of each group's rows of mixing weights, for logging (the weights
     themselves go to `workdir.alpha_history_path` as arrays)."""
@@ -69,6 +101,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, select: Select | None =
     loop.enable_compilation_cache(config.compilation_cache_dir)
     mesh = parallel.make_mesh(config.num_devices)
     parallel.check_batch_size(config.search.batch_size, mesh, "search.batch_size")
+    config = measured_lut(config, workdir)
     su = search_step.setup(config)
     s = config.search
     state = parallel.replicate(search_step.create_state(config, su), mesh)

@@ -18,9 +18,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
-from dnas import configlib, data, evaluate, optim, spaces, strategies
+from dnas import configlib, data, evaluate, hardware, optim, spaces, strategies
 from dnas.spaces.base import init_alphas
 from dnas.state import SearchState, init_variables
 from dnas.types import Batch, Metrics
@@ -72,6 +73,91 @@ def make_loss_fn(model, strategy: strategies.Strategy, info: data.DatasetInfo, a
     return loss_fn
 
 
+@dataclasses.dataclass(frozen=True)
+class HardwareObjective:
+    """A hardware-aware alpha objective (`config.hardware`): `objective(loss, E[C], target)`,
+    E[C] the expected cost (`hardware.expected_cost`) of `resource` in `table` under the mixing
+    weights of the alphas: the strategy's final weights (`sampled` False: softmax(alpha), what
+    ProxylessNAS and TF-NAS take the expectation under) or the step's own sample (True: FBNet's
+    Gumbel weights, the sample the validation loss was computed with)."""
+
+    objective: Callable[[jax.Array, jax.Array, float], jax.Array]
+    table: Any  # hardware.CostTable
+    resource: str
+    target: float
+    strategy: strategies.Strategy
+    sampled: bool = False
+
+    def cost(self, alphas, key, step) -> jax.Array:
+        if self.sampled:
+            weights = self.strategy.mix_weights(alphas, loss_keys(key)[1], step)
+        else:
+            weights = self.strategy.final_weights(alphas)
+        weights = {g: weights[g] for g in self.table.per_group}
+        return hardware.expected_cost(weights, self.table)[self.table.index(self.resource)]
+
+    def grad(self, g_loss, loss, alphas, key, step) -> tuple[Any, Metrics]:
+        """The objective's gradient from the loss's: `g_loss` is d loss / d alphas (any
+        hypergradient order), and by the chain rule d obj / d alphas = d obj / d loss * g_loss +
+        d obj / d E * d E / d alphas. Also returns the metrics `cost`, `objective`."""
+        cost, cost_vjp = jax.vjp(lambda a: self.cost(a, key, step), alphas)
+        value, (d_loss, d_cost) = jax.value_and_grad(self.objective, argnums=(0, 1))(
+            loss, cost, self.target
+        )
+        (g_cost,) = cost_vjp(d_cost)
+        g = jax.tree.map(lambda gl, gc: d_loss * gl + gc, g_loss, g_cost)
+        return g, {f"expected_{self.resource}": cost, "objective": value}
+
+
+def cost_table(config: ml_collections.ConfigDict, space: spaces.Space, model, input_shape):
+    """The cost table of `config.hardware`: the table file `hardware.lut` (e.g. measured by
+    `dnas lut`), or the space's cost model (`space.op_costs`: params, macs, memory_access)."""
+    h = config.hardware
+    if h.lut:
+        table = hardware.load_table(h.lut, space.ops, space.alpha_shapes, space=space.name)
+        # A table of other sizes costs other ops (a CIFAR-size table for a digits search).
+        setting = {"C": config.search.C, "layers": config.search.layers,
+                   "input_shape": list(input_shape)}  # fmt: skip
+        other = {
+            k: table.meta[k] for k, v in setting.items() if k in table.meta and table.meta[k] != v
+        }
+        if other:
+            raise configlib.ConfigError(
+                f"hardware.lut={h.lut!r} was measured for {other}, this search is "
+                f"{ {k: setting[k] for k in other} }: measure a table for it (dnas lut with this "
+                "config)"
+            )
+    else:
+        costs = space.op_costs(model, input_shape)
+        resources = hardware.COST_RESOURCES
+        table = hardware.CostTable(resources, costs, np.zeros(len(resources)))
+    if h.resource not in table.resources:
+        where = f"the table {h.lut}" if h.lut else "the space's cost model"
+        hint = (
+            "" if h.lut else "; for latency, measure a table with `dnas lut` and set hardware.lut"
+        )
+        raise configlib.ConfigError(
+            f"hardware.resource={h.resource!r} is not in {where} (it has "
+            f"{', '.join(table.resources)}){hint}"
+        )
+    return table
+
+
+def make_hardware_objective(
+    config: ml_collections.ConfigDict, strategy: strategies.Strategy, model, info: data.DatasetInfo
+) -> HardwareObjective | None:
+    """The `HardwareObjective` of `config.hardware`; None where `hardware.objective` is ''."""
+    h = config.hardware
+    if not h.objective:
+        return None
+    space = spaces.get(config.space)
+    return HardwareObjective(
+        objective=hardware.objective(h.objective, **configlib.objective_args(config)),
+        table=cost_table(config, space, model, info.input_shape),
+        resource=h.resource, target=h.target, strategy=strategy, sampled=h.sampled,
+    )  # fmt: skip
+
+
 def make_eval_step(
     model, strategy: strategies.Strategy, info: data.DatasetInfo
 ) -> Callable[[SearchState, Batch], Metrics]:
@@ -104,25 +190,42 @@ def make_step(
     alpha_tx: optax.GradientTransformation,
     learning_rate: optax.Schedule,
     alpha_start_step: int = 0,
+    hardware_objective: HardwareObjective | None = None,
 ) -> Callable[[SearchState, Batch, Batch], tuple[SearchState, Metrics]]:
     """The pure search step: alpha update on `val_batch`, then weight update on `train_batch`.
-    Before `alpha_start_step` (a weights-only warm-up, PC-DARTS / P-DARTS) and for strategies
-    that do not learn alphas, the alphas stay and the validation loss is only evaluated."""
+    Before `alpha_start_step` (a weights-only warm-up, PC-DARTS / P-DARTS), at steps that are
+    not a multiple of `strategy.alpha_every` (ProxylessNAS) and for strategies that do not learn
+    alphas, the alphas stay and the validation loss is only evaluated. With `hardware_objective`
+    the alphas minimise its objective of the validation loss and the expected cost instead of the
+    loss alone (`HardwareObjective.grad`)."""
 
     def alpha_half(state: SearchState, train_batch: Batch, val_batch: Batch, key):
         g_alpha, val_metrics = strategy.alpha_grad(
             loss_fn, state.params, state.alphas, state.weight_opt_state, train_batch, val_batch,
             key, state.step,
         )  # fmt: skip
+        if hardware_objective is not None:
+            g_alpha, hw_metrics = hardware_objective.grad(
+                g_alpha, val_metrics["loss"], state.alphas, key, state.step
+            )
+            val_metrics = val_metrics | hw_metrics
         reg, g_reg = jax.value_and_grad(strategy.regularizer)(state.alphas, state.step)
         g_alpha = jax.tree.map(jnp.add, g_alpha, g_reg)
         updates, alpha_opt_state = alpha_tx.update(g_alpha, state.alpha_opt_state, state.alphas)
         alphas = optax.apply_updates(state.alphas, updates)
+        if strategy.after_alpha_update is not None:
+            alphas = strategy.after_alpha_update(state.alphas, alphas, key, state.step)
         return alphas, alpha_opt_state, g_alpha, val_metrics, reg
 
     def frozen_half(state: SearchState, train_batch: Batch, val_batch: Batch, key):
         del train_batch
         _, val_metrics = loss_fn(state.params, state.alphas, val_batch, key, state.step)
+        if hardware_objective is not None:  # the same metrics as alpha_half's
+            zeros = jax.tree.map(jnp.zeros_like, state.alphas)
+            _, hw_metrics = hardware_objective.grad(
+                zeros, val_metrics["loss"], state.alphas, key, state.step
+            )
+            val_metrics = val_metrics | hw_metrics
         reg = strategy.regularizer(state.alphas, state.step)
         g_alpha = jax.tree.map(jnp.zeros_like, state.alphas)
         return state.alphas, state.alpha_opt_state, g_alpha, val_metrics, reg
@@ -133,8 +236,9 @@ def make_step(
         args = (state, train_batch, val_batch, k_alpha)
         if not strategy.update_alphas:
             half = frozen_half(*args)
-        elif alpha_start_step > 0:
-            half = jax.lax.cond(state.step >= alpha_start_step, alpha_half, frozen_half, *args)
+        elif alpha_start_step > 0 or strategy.alpha_every > 1:
+            update = (state.step >= alpha_start_step) & (state.step % strategy.alpha_every == 0)
+            half = jax.lax.cond(update, alpha_half, frozen_half, *args)
         else:
             half = alpha_half(*args)
         alphas, alpha_opt_state, g_alpha, val_metrics, reg = half
@@ -309,6 +413,7 @@ def make_step_parts(
     step_fn = make_step(
         loss_fn, strategy, weight_tx, alpha_tx, learning_rate,
         alpha_start_step=s.alpha_warmup_epochs * steps_per_epoch,
+        hardware_objective=make_hardware_objective(config, strategy, model, info),
     )  # fmt: skip
     return strategy, weight_tx, alpha_tx, learning_rate, loss_fn, step_fn
 

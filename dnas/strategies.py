@@ -55,6 +55,12 @@ class Strategy(NamedTuple):
     # True: a schedule spans `Context.epochs` (the search's length), so a search of this strategy
     # cannot be extended with more epochs on resume (`configlib.prepare_workdir`).
     reads_epochs: bool = False
+    # The alphas are updated at every `alpha_every`-th step only (ProxylessNAS: 5); at the other
+    # steps the validation loss is evaluated and the alphas and their optimiser state stay.
+    alpha_every: int = 1
+    # (alphas before, alphas after the optimiser's update, the alpha step's key, step) -> the
+    # alphas kept (ProxylessNAS rescales the two sampled paths' alphas); None: the update's.
+    after_alpha_update: Callable[[Alphas, Alphas, PRNGKey, Array], Alphas] | None = None
 
 
 class Context(NamedTuple):
@@ -611,6 +617,207 @@ def random_ws(ctx: Context) -> Strategy:
     )
 
 
+# ---------------------------------------------------------------------------------------------
+# Hardware-aware searches of chains of blocks: FBNet (Gumbel-softmax) and ProxylessNAS (binary
+# gates). Their latency objectives are `config.hardware`'s, not the strategies'.
+
+
+def fbnet(ctx: Context, *, tau_start: float = 5.0, tau_decay: float = 0.045) -> Strategy:
+    """FBNet's DNAS (Wu et al., CVPR 2019, Eq. 5-6): every forward pass (weight and alpha
+    steps) mixes each row's ops with a Gumbel-softmax sample of softmax(alpha), temperature
+    tau = tau_start * exp(-tau_decay * epoch) (the paper: 5.0, annealed by exp(-0.045) every
+    epoch, from the run's first epoch); all of a row's ops are computed. Discretised from
+    softmax(alpha) by the space's rule (the paper samples architectures from it instead).
+
+    Weights-only warm-up epochs (the FBNet ports train the weights alone for their first 10-20
+    epochs; the paper gives none) are `search.alpha_warmup_epochs`, as for PC-DARTS: the
+    temperature keeps falling during them. The latency term CE * a * log(LAT)^b is the search's
+    hardware objective (`config.hardware`, objective `fbnet`, `hardware.sampled` for the
+    paper's expectation under the Gumbel sample)."""
+    if tau_start <= 0 or tau_decay < 0:
+        raise ValueError(f"tau_start must be > 0 and tau_decay >= 0, got {tau_start}, {tau_decay}")
+
+    def tau(step: Array) -> Array:
+        epoch = jnp.asarray(step) // ctx.steps_per_epoch
+        return tau_start * jnp.exp(-tau_decay * epoch.astype(jnp.float32))
+
+    return Strategy(
+        name="fbnet",
+        mix_weights=lambda alphas, key, step: relaxations.gumbel_softmax(alphas, key, tau(step)),
+        final_weights=relaxations.softmax,
+        alpha_grad=_alpha_grad(ctx),
+        regularizer=_no_regularizer,
+    )
+
+
+PROXYLESS_MODES = ("two", "full")
+
+
+def _hider(space: Space) -> Callable[[Alphas], Alphas]:
+    """alphas -> alphas with -inf at the ops that are not candidates of a row (`Space.mask`),
+    as `masked` gives `mix_weights`: the functions that `masked` does not wrap (`weight_mix`,
+    `after_alpha_update`) apply it themselves (idempotent)."""
+    if space.mask is None:
+        return lambda alphas: alphas
+    where = {g: jnp.asarray(np.asarray(m, bool)) for g, m in space.mask.items()}
+    return lambda alphas: {
+        k: jnp.where(where[k], a, -jnp.inf) if k in where else a for k, a in alphas.items()
+    }
+
+
+def validation_mix_key(order: str, key: PRNGKey) -> PRNGKey:
+    """The relaxation key of the validation loss in the alpha step whose key is `key`:
+    `loss_fn(..., k)` mixes with `search_step.loss_keys(k)[1]` (= split(k)[1]), where k is the
+    step's alpha key itself at first order and its split(key)[1] for the unrolled and
+    finite-difference orders (`bilevel`: k_train, k_val = split(key)). Tested against both."""
+    if order != "first":
+        key = jax.random.split(key)[1]
+    return jax.random.split(key)[1]
+
+
+def proxyless_paths(
+    alphas: Alphas, key: PRNGKey, mode: str, zero: int | None = None
+) -> dict[str, tuple[Array, Array]]:
+    """Alpha group -> (paths (rows, P) int32, live (rows,) bool) of ProxylessNAS' alpha step,
+    from `alphas` (masked ops at -inf) and the step's relaxation key. mode 'two': per row two
+    distinct ops drawn from softmax(alpha) without replacement, then the active one of the two
+    drawn from their renormalised probabilities q; paths = (active, inactive). mode 'full': the
+    active op drawn from softmax(alpha), then every other op (P = ops). `live` is False where
+    the active op is `zero` (column `zero`; the authors' code gives such a block, which then
+    skips its mixed op, no architecture gradient and no update)."""
+    groups = relaxations.cell_types(alphas)
+    out = {}
+    for g, k in zip(groups, jax.random.split(key, len(groups)), strict=True):
+        alpha_RxK = jax.lax.stop_gradient(alphas[g])
+        rows, ops = alpha_RxK.shape
+        k_paths, k_active = jax.random.split(k)
+        if mode == "two":
+            pair_Rx2 = relaxations.sample_paths(alpha_RxK, k_paths, 2)
+            q_Rx2 = jax.nn.softmax(jnp.take_along_axis(alpha_RxK, pair_Rx2, -1), -1)
+            first = jax.random.bernoulli(k_active, q_Rx2[:, 0])
+            paths = jnp.where(first[:, None], pair_Rx2, pair_Rx2[:, ::-1])
+        else:
+            active_R = jax.random.categorical(k_active, alpha_RxK, -1)
+            # active first, then the other ops in column order (a stable sort on "not active")
+            not_active = jnp.arange(ops)[None, :] != active_R[:, None]
+            paths = jnp.argsort(not_active, axis=-1, stable=True).astype(jnp.int32)
+        live = jnp.ones((rows,), bool) if zero is None else paths[:, 0] != zero
+        out[g] = (paths, live)
+    return out
+
+
+def proxylessnas(
+    ctx: Context, *, mode: str = "two", alpha_every: int = 5, skip_zero: bool = True
+) -> Strategy:
+    """ProxylessNAS (Cai et al., ICLR 2019; mit-han-lab/proxylessnas `search/modules/mix_op.py`)
+    with binary gates: every forward pass computes only sampled paths.
+
+    Weight step: one op per row drawn from softmax(alpha) (`weight_mix`: one-hot weights and
+    `"active/<group>"` of shape (rows, 1): the supernet computes that op only).
+    Alpha step, mode 'two' (the paper's Sec. 3.2.1): per row two ops drawn without replacement,
+    the active one of them by their renormalised probabilities q, gates g one-hot on it; the
+    supernet computes both (`"active/<group>"` (rows, 2), active first), and the alpha gradient
+    is Eq. 4 restricted to the pair (`relaxations.binary_gates`, a custom VJP, so any
+    hypergradient composes with it): dL/dalpha_i = sum_j dL/dg_j q_j (delta_ij - q_i), 0 for
+    the other alphas. `after_alpha_update` then shifts both updated alphas of each pair by
+    log(sum exp new pair) - log(sum exp old pair), so the pair's total probability, and with it
+    every other op's, is what it was (the authors' `rescale_updated_arch_param`; exact for the
+    other ops when their update is 0: Adam with b1 = 0, the authors' setting, and no weight
+    decay). Mode 'full': the gates over every op, all paths computed, Eq. 4 over every op, no
+    rescaling. The released code's default, 'full_v2', is 'full' with the other paths computed
+    in the backward pass only (the same gradient).
+
+    What the gradient estimates (tests/test_hardware_strategies.py): for a loss linear in the
+    gates, L = sum_j g_j l_j, mode 'full' gives p_i (l_i - sum_k p_k l_k), the exact gradient of
+    E_{g ~ p}[L], for every sample. Mode 'two' gives per pair {a, b}: q_a q_b (l_a - l_b) for
+    a, the opposite for b; its expectation sum_b P({i, b}) p_i p_b / (p_i + p_b)^2 (l_i - l_b)
+    (P({a, b}) = p_a p_b (1 / (1 - p_a) + 1 / (1 - p_b))) against the exact
+    sum_b p_i p_b (l_i - l_b): the same pairwise terms with other positive weights, so exact
+    for 2-op rows, K / (2 (K - 1)) times the exact gradient at uniform p over K ops, biased in
+    direction otherwise. With the rescaling, each sampled update moves probability only within
+    its pair, from the worse op to the better: to first order in the step eta (SGD),
+    dp_a = -2 eta p_a^2 p_b^2 (l_a - l_b) / (p_a + p_b)^3 = -dp_b, so E_p[L] changes by
+    -2 eta p_a^2 p_b^2 (l_a - l_b)^2 / (p_a + p_b)^3 <= 0 for every sample.
+
+    Rows whose active op is `zero` (`skip_zero`, where the space has that op) keep their alphas
+    (the authors' code: no gradient, no update). `alpha_every`: the alphas are updated every
+    that many steps (their `grad_update_arch_param_every`, 5). Hypergradient orders: mode 'two'
+    needs 'first' (the unrolled and finite-difference orders evaluate the loss with two keys,
+    so two pairs per row would get gradient and the rescaling has no pair); mode 'full' runs
+    with every order (Eq. 4 through each evaluation's gates; its zero rule follows the
+    validation loss's sample). Discretised from softmax(alpha) by the space's rule; one op per
+    row in value (`one_hot`), but `search.single_op` would drop the inactive path's gate
+    gradient of mode 'two' in cell spaces: chains compute the paths of `"active/<group>"`."""
+    if mode not in PROXYLESS_MODES:
+        raise ValueError(f"unknown proxylessnas mode {mode!r}; valid: {', '.join(PROXYLESS_MODES)}")
+    if mode == "two" and ctx.order != "first":
+        raise ValueError(
+            f"proxylessnas mode='two' needs order='first' (got {ctx.order!r}): the "
+            "unrolled and finite-difference orders evaluate the loss with two keys, so two "
+            "pairs per row would get gradient and the pair rescaling is undefined; use "
+            "order='first' or strategy_args.mode='full'"
+        )
+    if alpha_every < 1:
+        raise ValueError(f"proxylessnas alpha_every must be >= 1, got {alpha_every}")
+    space, order = ctx.space, ctx.order
+    hide = _hider(space)
+    zero = space.op_index("zero") if skip_zero and "zero" in space.ops else None
+
+    def mix_weights(alphas, key, step):
+        del step
+        alphas = hide(alphas)
+        out = {}
+        for g, (paths, live) in proxyless_paths(alphas, key, mode, zero).items():
+            out[g] = relaxations.binary_gates(alphas[g], paths, live)
+            if mode == "two":
+                out[f"active/{g}"] = paths
+        return out
+
+    def weight_mix(loss_of_mix, mix, key, step, alphas=None):
+        del loss_of_mix, mix, step
+        alphas = hide(alphas)
+        groups = relaxations.cell_types(alphas)
+        out = {}
+        for g, k in zip(groups, jax.random.split(key, len(groups)), strict=True):
+            a = jax.lax.stop_gradient(alphas[g])
+            active_R = jax.random.categorical(k, a, -1).astype(jnp.int32)
+            out[g] = jax.nn.one_hot(active_R, a.shape[-1], dtype=a.dtype)
+            out[f"active/{g}"] = active_R[:, None]
+        return out
+
+    def after_alpha_update(before, after, key, step):
+        del step
+        hidden_before, hidden_after = hide(before), hide(after)
+        sampled = proxyless_paths(hidden_before, validation_mix_key(order, key), mode, zero)
+        kept = dict(after)
+        for g, (paths, live) in sampled.items():
+            new = after[g]
+            if mode == "two":
+                old_pair = jnp.take_along_axis(hidden_before[g], paths, -1)
+                new_pair = jnp.take_along_axis(hidden_after[g], paths, -1)
+                offset = jax.nn.logsumexp(new_pair, -1) - jax.nn.logsumexp(old_pair, -1)
+                in_pair = jnp.zeros(new.shape, bool).at[
+                    jnp.arange(new.shape[0])[:, None], paths
+                ].set(True)  # fmt: skip
+                in_pair = in_pair & jnp.isfinite(hidden_before[g])
+                new = jnp.where(in_pair, new - offset[:, None].astype(new.dtype), new)
+            kept[g] = jnp.where(live[:, None], new, before[g])
+        return kept
+
+    needs_after = mode == "two" or zero is not None
+    return Strategy(
+        name="proxylessnas",
+        mix_weights=mix_weights,
+        final_weights=relaxations.softmax,
+        alpha_grad=_alpha_grad(ctx),
+        regularizer=_no_regularizer,
+        weight_mix=weight_mix,
+        one_hot=True,
+        alpha_every=alpha_every,
+        after_alpha_update=after_alpha_update if needs_after else None,
+    )
+
+
 STRATEGIES: dict[str, Callable[..., Strategy]] = {
     "darts": darts,
     "pc_darts": pc_darts,
@@ -624,6 +831,8 @@ STRATEGIES: dict[str, Callable[..., Strategy]] = {
     "idarts": idarts,
     "pdarts": pdarts,
     "random_ws": random_ws,
+    "fbnet": fbnet,
+    "proxylessnas": proxylessnas,
 }
 
 
@@ -662,4 +871,21 @@ def build(name: str, ctx: Context, args: Mapping[str, Any] | None = None) -> Str
     listing the ones it does."""
     args = dict(args or {})
     check_args(name, args)
-    return get(name)(ctx, **args)
+    strategy = get(name)(ctx, **args)
+    return strategy if ctx.space.mask is None else masked(strategy, ctx.space.mask)
+
+
+def masked(strategy: Strategy, mask: Mapping[str, np.ndarray]) -> Strategy:
+    """`strategy` on a space whose rows have different candidates (`Space.mask`): the alphas of
+    ops that are not candidates of a row enter every relaxation as -inf, so their mixing weight
+    is exactly 0 (softmax, Gumbel samples, sigmoid) and their alphas get no gradient."""
+    where = {g: jnp.asarray(np.asarray(m, bool)) for g, m in mask.items()}
+
+    def hide(alphas: Alphas) -> Alphas:
+        return {k: jnp.where(where[k], a, -jnp.inf) if k in where else a for k, a in alphas.items()}
+
+    mix, final = strategy.mix_weights, strategy.final_weights
+    return strategy._replace(
+        mix_weights=lambda alphas, *args, **kwargs: mix(hide(alphas), *args, **kwargs),
+        final_weights=lambda alphas, *args, **kwargs: final(hide(alphas), *args, **kwargs),
+    )

@@ -50,7 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from dnas import evaluate, ops
+from dnas import hardware, ops
 from dnas.types import Array
 
 if TYPE_CHECKING:  # annotations only: the spaces build on this module
@@ -92,8 +92,9 @@ class MixedCell(nn.Module):
     def op_channels(self) -> int:
         return self.C // self.partial_channels
 
-    def _ops(self, stride: int) -> dict[str, nn.Module]:
-        """Unbound candidate modules (not `none`), applied with each edge's parameters."""
+    def _ops(self, stride: int, track_running_stats: bool = False) -> dict[str, nn.Module]:
+        """Unbound candidate modules (not `none`), applied with each edge's parameters; with
+        `track_running_stats`, as a discrete network runs them at inference (`cell_candidates`)."""
         return {
             op: ops.make_op(
                 op,
@@ -101,7 +102,7 @@ class MixedCell(nn.Module):
                 self.op_channels,
                 stride,
                 affine=False,
-                track_running_stats=False,
+                track_running_stats=track_running_stats,
                 impl=self.sep_impl,
                 parent=None,
             )
@@ -214,35 +215,19 @@ class MixedCell(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------
-# Resource costs of the candidate ops, per cell and edge (SNAS' resource constraint).
+# The candidate ops of every mixed edge, standalone (latency tables), and their resource costs
+# (SNAS' resource constraint).
 
 _CELLS: contextvars.ContextVar[list | None] = contextvars.ContextVar("dnas_cells", default=None)
 
-RESOURCES = ("params", "macs", "memory_access")
+RESOURCES = hardware.COST_RESOURCES
 
 
-def op_costs(cell: MixedCell, hw: tuple[int, int], stride: int) -> np.ndarray:
-    """(num_ops, 3) costs per image of each candidate op of `cell` on an (H, W) input with
-    `stride`: parameters, multiply-adds (`evaluate.model_stats`) and memory access (parameters
-    plus input and output activations, ShuffleNet V2's MAC); zeros for `none`."""
-    topology, C = cell.topology, cell.op_channels
-    out_hw = tuple(-(-n // stride) for n in hw)
-    costs = np.zeros((topology.num_ops, len(RESOURCES)))
-    for op, module in cell._ops(stride).items():  # the modules the cell runs (`none` is not)
-        k = topology.op_index(op)
-        stats = evaluate.model_stats(module, (*hw, C), train=False)
-        access = stats["params_total"] + C * (hw[0] * hw[1] + out_hw[0] * out_hw[1])
-        costs[k] = stats["params_total"], stats["macs"], access
-    return costs
-
-
-def edge_costs(
+def traced_cells(
     model: nn.Module, alpha_shapes: dict[str, tuple[int, int]], input_shape: tuple[int, ...]
-) -> dict[str, np.ndarray]:
-    """Alpha group -> (cells of that group, num_edges, num_ops, 3) `op_costs` of every mixed edge
-    of `model` (a supernet built of `MixedCell`s) on inputs of `input_shape` (H, W, C), in
-    `RESOURCES` order; with partial channels, the costs of the ops on their 1/K of the channels.
-    Traced abstractly (no FLOPs)."""
+) -> list[tuple[MixedCell, tuple[int, int]]]:
+    """Every `MixedCell` of `model` (a supernet built of them), in call order, with the (H, W)
+    of its inputs on inputs of `input_shape` (H, W, C). Traced abstractly (no FLOPs)."""
     mix = {c: jnp.zeros(shape) for c, shape in alpha_shapes.items()}
     box: list = []
     token = _CELLS.set(box)
@@ -251,21 +236,57 @@ def edge_costs(
         jax.eval_shape(lambda k, x: model.init(k, x, mix, train=True), jax.random.key(0), x)
     finally:
         _CELLS.reset(token)
-    out: dict[str, list] = {c: [] for c in alpha_shapes}
-    tables: dict = {}
-    for cell, hw in box:
-        topology, rows = cell.topology, []
-        for src, _ in topology.edges:
+    return box
+
+
+def cell_candidates(
+    model: nn.Module, alpha_shapes: dict[str, tuple[int, int]], input_shape: tuple[int, ...]
+) -> list[tuple[str, int, int, str, nn.Module, tuple[int, int, int]]]:
+    """The candidate ops of every mixed edge of `model`, standalone: (group, position, row, op,
+    module, input shape (H, W, C)), the fields of `spaces.base.Candidate` in its order (the cell
+    spaces wrap them). position is the cell's index among the cells of its group, row the edge;
+    `none` is left out (the cell does not compute it).
+
+    The module is the op as a discrete network runs it at inference, which is what a latency
+    table predicts: its BatchNorms normalise with running statistics (the cell's normalise with
+    the batch's, two more reductions per call), and the BatchNorm the DARTS search cell appends
+    to pooling ops is left out (the discrete cell has none). Its parameters are the edge's
+    (`edge_params`: no affine BatchNorm, whose scale and shift XLA would fuse into the
+    normalisation anyway), so it counts as the cell's op does; under partial channels it sees
+    the edge's 1/K of the channels."""
+    return _candidates(traced_cells(model, alpha_shapes, input_shape))
+
+
+def _candidates(cells: list[tuple[MixedCell, tuple[int, int]]]) -> list[tuple]:
+    out = []
+    positions: dict[str, int] = {}
+    for cell, hw in cells:
+        topology = cell.topology
+        position = positions[cell.group] = positions.get(cell.group, -1) + 1
+        modules = {stride: cell._ops(stride, track_running_stats=True) for stride in (1, 2)}
+        for row, (src, _) in enumerate(topology.edges):
             from_inputs = src < topology.num_inputs
             stride = 2 if cell.reduction and from_inputs else 1
             # The intermediate nodes of a reduction cell are at the reduced resolution.
             src_hw = hw if from_inputs or not cell.reduction else tuple(-(-n // 2) for n in hw)
-            key = (cell.C, cell.partial_channels, cell.sep_impl, src_hw, stride)
-            if key not in tables:
-                tables[key] = op_costs(cell, src_hw, stride)
-            rows.append(tables[key])
-        out[cell.group].append(np.stack(rows))
-    return {c: np.stack(v) for c, v in out.items() if v}
+            for op, module in modules[stride].items():
+                out.append((cell.group, position, row, op, module, (*src_hw, cell.op_channels)))
+    return out
+
+
+def edge_costs(
+    model: nn.Module, alpha_shapes: dict[str, tuple[int, int]], input_shape: tuple[int, ...]
+) -> dict[str, np.ndarray]:
+    """Alpha group -> (cells of that group, num_edges, num_ops, 3) costs per image of every
+    candidate op of every mixed edge of `model` (`cell_candidates`, counted by
+    `hardware.candidate_costs`): parameters, multiply-adds and memory access, in `RESOURCES`
+    order, zeros for `none`; with partial channels, the costs of the ops on their 1/K of the
+    channels. Traced abstractly (no FLOPs)."""
+    cells = traced_cells(model, alpha_shapes, input_shape)
+    if not cells:
+        return {}
+    primitives = cells[0][0].topology.primitives
+    return hardware.candidate_costs(_candidates(cells), primitives, alpha_shapes)
 
 
 def edge_params(cell_params: dict, topology: CellTopology, src: int, dst: int, op: str) -> dict:

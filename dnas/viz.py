@@ -370,10 +370,37 @@ def _layout(space: CellTopology) -> dict[str, tuple[float, float]]:
     return pos
 
 
+def draw_blocks(ax, geno: Genotype, group: str = "blocks", title: str | None = None) -> None:
+    """Draws a chain's choices on a matplotlib Axes: one box per block (alpha row) from left to
+    right, labelled with its row label and op, coloured by the op (a skipped block, an op that
+    computes nothing, in grey)."""
+    space = geno.search_space
+    chosen = space.ops_used(geno)[group]
+    rows = np.argwhere(space.genotype_mix(geno)[group] > 0)[:, 0]
+    import matplotlib
+
+    palette = matplotlib.colormaps["tab10"]
+    for i, (row, op) in enumerate(zip(rows, chosen, strict=True)):
+        free = op in ("none", "zero", "skip_connect", "skip")
+        colour = "0.85" if free else palette(space.op_index(op) % 10)
+        ax.text(i, 0, f"{space.row_labels[group][row]}\n{op}", ha="center", va="center",
+                fontsize=7, rotation=90, gid=f"block:{row}",
+                bbox={"boxstyle": "square,pad=0.4", "fc": colour, "ec": "black",
+                      "alpha": 0.9})  # fmt: skip
+    ax.set_xlim(-0.8, len(chosen) - 0.2)
+    ax.set_ylim(-1, 1)
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title, fontsize=10)
+
+
 def draw_cell(ax, geno: Genotype, cell: str = "normal", title: str | None = None) -> None:
-    """Draws the cell on a matplotlib Axes: the same nodes and labelled edges as `cell_graph`."""
+    """Draws the cell on a matplotlib Axes: the same nodes and labelled edges as `cell_graph`;
+    a space without cells (a chain of blocks) is drawn by `draw_blocks`."""
     from matplotlib.patches import FancyArrowPatch
 
+    if geno.search_space.topology is None:
+        return draw_blocks(ax, geno, cell, title)
     space = topology_of(geno.search_space)
     pos = _layout(space)
     for k, (src, dst, label) in enumerate(cell_edges(geno, cell)):
@@ -418,13 +445,17 @@ def cell_figure(geno: Genotype, cells: Sequence[str] | None = None, title: str |
 
 def save_cells(geno: Genotype, out_dir: str, fmt: str = "svg", prefix: str = "cell") -> list[str]:
     """Writes one diagram per cell type, `<prefix>_<cell>.<fmt>`: graphviz when `dot` is
-    installed, else the matplotlib drawing; returns the paths."""
+    installed, else the matplotlib drawing (a chain's blocks: `draw_blocks`); returns the
+    paths."""
     paths = []
-    if geno.search_space.topology is None:  # no cells: nothing to draw
-        return paths
     for cell in geno.search_space.groups:
         path = os.path.join(out_dir, f"{prefix}_{cell}.{fmt}")
-        if dot_available():
+        if geno.search_space.topology is None:  # a chain: its blocks in a row (matplotlib)
+            rows = geno.search_space.alpha_shapes[cell][0]
+            fig = _figure(figsize=(max(4.0, 0.45 * rows), 2.2))
+            draw_blocks(fig.subplots(), geno, cell, f"{cell}")
+            save_figure(fig, path)
+        elif dot_available():
             save_graph(cell_graph(geno, cell, title=f"{cell} cell"), path)
         else:
             save_figure(cell_figure(geno, [cell]), path)
@@ -717,6 +748,54 @@ def compare_genotypes(
     return fig, rows
 
 
+def pareto_figure(points: Sequence[Mapping[str, Any]], reference: Sequence[Mapping[str, Any]] = ()):
+    """Accuracy against measured latency and against multiply-adds (hardware-aware search): one
+    dot per searched network (`points`: `test_accuracy` in [0, 1], `measured_ms`, `macs`, and
+    `target_ms`, the latency target it was searched for, which colours it and is drawn as a
+    dotted line on the latency panel), a star per published or baseline network
+    (`reference`, with a `label`). A point without a value is left out of that panel."""
+    fig = _figure(figsize=(9.6, 3.8))
+    axes = fig.subplots(1, 2)
+    targets = sorted({p["target_ms"] for p in points if p.get("target_ms") is not None})
+    import matplotlib
+
+    colours = matplotlib.colormaps["viridis"].resampled(max(len(targets), 2))
+    colour = {t: colours(i) for i, t in enumerate(targets)}
+    for ax, key, label in ((axes[0], "measured_ms", "measured latency (ms)"),
+                           (axes[1], "macs", "multiply-adds")):  # fmt: skip
+        for t in targets:
+            sel = [p for p in points if p.get("target_ms") == t and p.get(key) is not None]
+            ax.scatter([p[key] for p in sel], [100 * p["test_accuracy"] for p in sel], s=30,
+                       color=colour[t], label=f"target {t:g} ms", zorder=3)  # fmt: skip
+            if key == "measured_ms":
+                ax.axvline(t, color=colour[t], ls=":", lw=1)
+        for r in reference:
+            if r.get(key) is None:
+                continue
+            ax.scatter([r[key]], [100 * r["test_accuracy"]], marker="*", s=120, color="tab:red",
+                       zorder=4)  # fmt: skip
+            ax.annotate(r["label"], (r[key], 100 * r["test_accuracy"]), fontsize=7,
+                        xytext=(4, 4), textcoords="offset points")  # fmt: skip
+        ax.set_xlabel(label)
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(alpha=0.3)
+    if targets:
+        axes[0].legend(fontsize=8)
+    return fig
+
+
+PARETO = "pareto.json"  # a latency-target sweep's results (scripts/pareto.py)
+
+
+def save_pareto(root: str, out_dir: str | None = None, fmt: str = "png") -> str:
+    """`pareto_figure` of the sweep in `root` (its `pareto.json`: `points` and `reference`) as
+    `<out_dir or root>/pareto.<fmt>`; returns the path."""
+    with open(os.path.join(root, PARETO)) as f:
+        data = json.load(f)
+    fig = pareto_figure(data.get("points", []), data.get("reference", []))
+    return os.path.abspath(save_figure(fig, os.path.join(out_dir or root, f"pareto.{fmt}")))
+
+
 # ---------------------------------------------------------------------------------------------
 # Writing figures.
 
@@ -786,16 +865,19 @@ __all__ = [
     "compare_genotypes",
     "compare_runs",
     "diagnostics",
+    "draw_blocks",
     "draw_cell",
     "format_table",
     "genotype_strip",
     "graph_edges",
     "load_run",
+    "pareto_figure",
     "save_all",
     "save_cells",
     "save_comparison",
     "save_figure",
     "save_graph",
+    "save_pareto",
     "summary_table",
     "training_curves",
 ]

@@ -42,6 +42,7 @@ GENOTYPE = "genotype.json"
 ALPHAS = "alphas.npz"
 CHECKPOINTS = "checkpoints"
 ALPHA_HISTORY = "alpha_history"  # epoch_<N>.npz: the search's mixing weights and alphas
+LUT = "lut.json"  # hardware.lut=measure: the latency table the search measured at its start
 
 
 def alpha_history_path(workdir: str, epoch: int) -> str:

@@ -92,6 +92,15 @@ CASES = {
     "search.flip": (["maybe", 1], True),
     "search.cutout_length": ([-2], -1),
     "train.genotype": ([0], "darts_v2"),
+    "hardware.objective": (["latency", None], ""),
+    "hardware.resource": ([3], "macs"),
+    "hardware.target": ([-1.0, NAN], 0.0),
+    "hardware.lut": ([None], ""),
+    "hardware.lut_batch": ([0, 1.5], 1),
+    "hardware.sampled": (["yes"], True),
+    "hardware.a": (["x", NAN], 0.1),
+    "hardware.b": (["x"], None),
+    "hardware.scale": ([[1]], 2.0),
     "train.C": ([0, -3], 1),
     "train.layers": ([0], 3),
     "train.epochs": ([0, -1], 1),
@@ -365,6 +374,25 @@ def test_a_batch_larger_than_the_split_it_draws_from():
         ({"strategy": "random_ws"}, "learns no alphas"),
         ({"sweep__param": "search.lr", "sweep__param_values": "0.1,-1"},
          "sweep.param_values: search.lr=-1.0 is out of range: a number > 0"),
+        ({"space": "proxyless", "strategy": "proxylessnas", "order": "second"},
+         "proxylessnas mode='two' needs order='first'"),
+        # The hardware objective: its target, its arguments, a resource it can cost, a file.
+        ({"hardware__objective": "mul_log", "hardware__resource": "macs"},
+         "needs hardware.target > 0"),
+        ({"hardware__objective": "mul_log", "hardware__resource": "macs", "hardware__target": 1.0},
+         "log 1 = 0"),
+        ({"hardware__objective": "add_linear", "hardware__resource": "macs",
+          "hardware__target": 5e6, "hardware__a": 0.3},
+         "hardware.a is not an argument of objective 'add_linear' (it takes scale)"),
+        ({"hardware__objective": "mul_logpow"},
+         "hardware.resource='latency_ms' needs a cost table"),
+        ({"hardware__objective": "mul_logpow", "hardware__lut": "measure",
+          "hardware__resource": "energy_mj"}, "hardware.lut=measure times latency"),
+        ({"hardware__objective": "mul_logpow", "hardware__lut": "/nonexistent.json"},
+         "hardware.lut='/nonexistent.json' is not a file"),
+        ({"hardware__objective": "mul_logpow", "hardware__resource": "macs",
+          "strategy": "random_ws", "search__selection": "random"},
+         "strategy 'random_ws' learns none"),
     ],
 )  # fmt: skip
 def test_combinations_that_make_no_sense(changes, message):
@@ -379,6 +407,9 @@ def test_combinations_at_their_boundaries_are_accepted():
         {"search__alpha_warmup_epochs": 14},
         {"search__evolution_sample_size": 21},  # no tournament without selection=evolution
         {"search__selection": "evolution", "search__evolution_sample_size": 20},
+        {"hardware__objective": "mul_logpow", "hardware__resource": "params", "hardware__b": 1.0},
+        {"hardware__objective": "mul_logpow", "hardware__lut": "measure"},
+        {"hardware__objective": "add_abs", "hardware__resource": "macs", "hardware__target": 1e-9},
     ]:
         configlib.validate(_config(**changes))
 
@@ -563,7 +594,12 @@ def test_dnas_config_prints_every_field_with_its_doc_and_range(capsys):
     assert "search.flip = None  # random horizontal flip; none: the dataset's default" in out
     assert "strategy_args = {}  # the strategy's own keyword arguments" in out
     assert "(darts takes fd_eps=0.01)" in out
-    assert [line for line in lines if line.startswith("#")] == ["# search", "# train", "# sweep"]
+    assert [line for line in lines if line.startswith("#")] == [
+        "# search",
+        "# hardware",
+        "# train",
+        "# sweep",
+    ]
     for key, line in zip(keys, fields, strict=True):
         if key != "strategy_args":
             assert line.endswith(f"({configlib.FIELDS[key].check.words()})"), line

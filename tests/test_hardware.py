@@ -8,11 +8,13 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from dnas import hardware, spaces
 
 SPACE = spaces.get("darts_cnn")  # two groups (normal, reduce), several cells per group
+SPACE_NB201 = spaces.get("nb201")
 SHAPES = dict(SPACE.alpha_shapes)
 
 
@@ -155,12 +157,160 @@ def test_the_objectives_at_hand_computed_points():
     assert hardware.objective("add_linear")(loss, cost, target) == pytest.approx(
         2 + 0.1 * (math.e**2 - math.e) / math.e
     )
-    assert hardware.objective("fbnet")(loss, cost, target) == pytest.approx(2 * 0.2 * 2**0.6)
-    assert hardware.objective("tfnas")(loss, 0.5 * target, target) == pytest.approx(2 + 0.05)
-    assert hardware.objective("tfnas", scale=1.0)(loss, 1.5 * target, target) == pytest.approx(2.5)
+    assert hardware.objective("mul_logpow")(loss, cost, target) == pytest.approx(2 * 0.2 * 2**0.6)
+    assert hardware.objective("add_abs")(loss, 0.5 * target, target) == pytest.approx(2 + 0.05)
+    assert hardware.objective("add_abs", scale=1.0)(loss, 1.5 * target, target) == pytest.approx(
+        2.5
+    )
     # TF-NAS pulls the cost to the target from both sides; add_linear only downwards.
     slope = lambda name, c: jax.grad(lambda c: hardware.objective(name)(loss, c, target))(c)
-    assert slope("tfnas", 0.5 * target) < 0 < slope("tfnas", 1.5 * target)
+    assert slope("add_abs", 0.5 * target) < 0 < slope("add_abs", 1.5 * target)
     assert slope("add_linear", 0.5 * target) > 0 and slope("add_linear", 1.5 * target) > 0
     with pytest.raises(KeyError, match="unknown hardware objective 'latency'"):
         hardware.objective("latency")
+
+
+# ------------------------------------------------------------------------------------------
+# The hardware objective in the search step (search_step.HardwareObjective).
+
+
+def _toy_search(objective_name, order="first", **objective_kwargs):
+    """A search step on a toy problem: the 'supernet' output is sum_k p_k (w . x_k) for one mixed
+    row, p = softmax(alpha), the loss 0.5 (out - y)^2; a table of 3 ops' latencies. Returns the
+    step, its initial state, and a function that computes the alpha objective directly."""
+    from dnas import search_step, strategies
+    from dnas.state import SearchState
+
+    table = hardware.CostTable(
+        ("latency_ms",), {"normal": np.array([[[[1.0], [4.0], [9.0]]]])}, np.array([2.0])
+    )
+    xs = jnp.array([[1.0, 2.0], [-1.0, 0.5], [0.3, -0.7]])  # one input per op
+
+    def loss_fn(params, alphas, batch, key, step, mix=None):
+        del key, step
+        mix = mix if mix is not None else strategy.mix_weights(alphas, None, None)
+        out = jnp.sum(mix["normal"][0] * (xs @ params["w"]))
+        loss = 0.5 * (out - batch["y"]) ** 2
+        return loss, {"loss": loss}
+
+    space = type("S", (), {"mask": None})()
+    ctx = strategies.Context(space=space, order=order, weight_tx=optax.sgd(0.1),
+                             learning_rate=0.1)  # fmt: skip
+    strategy = strategies.darts(ctx)
+    objective = hardware.objective(objective_name, **objective_kwargs)
+    target = 6.0
+    hw = search_step.HardwareObjective(objective, table, "latency_ms", target, strategy)
+    step_fn = search_step.make_step(
+        loss_fn, strategy, optax.sgd(0.1), optax.sgd(1.0), lambda s: 0.1, hardware_objective=hw
+    )
+    params, alphas = {"w": jnp.array([0.5, -1.0])}, {"normal": jnp.array([[0.2, -0.1, 0.4]])}
+    state = SearchState(
+        step=jnp.zeros((), jnp.int32), params=params, alphas=alphas,
+        weight_opt_state=optax.sgd(0.1).init(params), alpha_opt_state=optax.sgd(1.0).init(alphas),
+        rng=jax.random.key(0),
+    )  # fmt: skip
+
+    def direct(alphas, params, y):
+        loss = loss_fn(params, alphas, {"y": y}, None, None)[0]
+        cost = hardware.expected_cost(strategy.final_weights(alphas), table)[0]
+        return objective(loss, cost, target)
+
+    return step_fn, state, direct
+
+
+@pytest.mark.parametrize("name", ["mul_log", "add_linear", "mul_logpow", "add_abs"])
+def test_the_search_step_descends_the_hardware_objective_exactly(name):
+    """With SGD(lr=1) on the alphas, the step's alpha update is minus the gradient of
+    objective(val loss, E[latency]) computed directly by autodiff (the chain rule through the
+    hypergradient is exact), and its metrics report E[latency] and the objective."""
+    step_fn, state, direct = _toy_search(name)
+    val, train = {"y": jnp.asarray(3.0)}, {"y": jnp.asarray(-1.0)}
+    new, metrics = jax.jit(step_fn)(state, train, val)
+    expected = jax.grad(direct)(state.alphas, state.params, val["y"])
+    np.testing.assert_allclose(
+        state.alphas["normal"] - new.alphas["normal"], expected["normal"], rtol=1e-5, atol=1e-7
+    )
+    p = np.exp([0.2, -0.1, 0.4]) / np.exp([0.2, -0.1, 0.4]).sum()
+    np.testing.assert_allclose(metrics["val/expected_latency_ms"], 2.0 + p @ [1, 4, 9], rtol=1e-6)
+    np.testing.assert_allclose(
+        metrics["val/objective"], direct(state.alphas, state.params, val["y"]), rtol=1e-6
+    )
+
+
+def test_the_hardware_objective_pulls_the_alphas_to_cheap_ops():
+    """Many steps of add_linear with a large scale: the probability of the cheapest op grows."""
+    step_fn, state, _ = _toy_search("add_linear", scale=50.0)
+    val, train = {"y": jnp.asarray(0.0)}, {"y": jnp.asarray(0.0)}
+    step_fn = jax.jit(step_fn)
+    for _ in range(20):
+        state, _ = step_fn(state, train, val)
+    p = jax.nn.softmax(state.alphas["normal"][0])
+    assert p[0] > 0.9
+
+
+def test_a_search_of_a_config_with_a_hardware_objective_optimises_it():
+    """`config.hardware` through `search_step.setup`: the space's cost model is the table, the
+    step reports E[macs] under softmax(alpha) and the objective, and the alpha gradient is the
+    objective's."""
+    from dnas import configlib, data, search_step
+
+    config = configlib.default_config()
+    config.space, config.search.layers, config.search.C = "nb201", 1, 2
+    config.search.batch_size, config.search.alpha_lr = 8, 0.1
+    config.hardware.objective, config.hardware.resource = "add_linear", "macs"
+    config.hardware.target, config.hardware.scale = 1e4, 1e3
+    configlib.validate(config)
+    su = search_step.setup(config)
+    state = search_step.create_state(config, su)
+    train = data.batch_at(su.weights_source, 8, 0, seed=config.seed)
+    val = data.batch_at(su.alphas_source, 8, 0, seed=config.seed)
+    step = jax.jit(su.step_fn)
+    new, metrics = step(state, train, val)
+    table = hardware.CostTable(
+        hardware.COST_RESOURCES, su.space.op_costs(su.model, su.info.input_shape), np.zeros(3)
+    )
+    p = {g: jax.nn.softmax(a, -1) for g, a in state.alphas.items()}
+    macs = hardware.expected_cost(p, table)[1]
+    assert macs > 0
+    np.testing.assert_allclose(metrics["val/expected_macs"], macs, rtol=1e-5)
+    np.testing.assert_allclose(
+        metrics["val/objective"], metrics["val/loss"] + 1e3 * (macs - 1e4) / 1e4, rtol=1e-5
+    )
+    # The cost term dominates the gradient (scale 1e3 against a loss gradient of ~1e-3): Adam's
+    # first step moves every alpha by -lr * sign(gradient), down for the ops with more
+    # multiply-adds than the row's expectation, up for the others.
+    c = table.per_group["normal"][0, :, :, 1]  # (rows, ops) multiply-adds
+    above = c > np.sum(np.asarray(p["normal"]) * c, -1, keepdims=True)
+    moved = np.asarray(new.alphas["normal"] - state.alphas["normal"])
+    np.testing.assert_allclose(moved, np.where(above, -0.1, 0.1), rtol=1e-3)
+
+
+def test_hardware_lut_measure_times_the_search_supernet_once_per_workdir(tmp_path, monkeypatch):
+    """hardware.lut=measure: the search's own supernet timed on this device into
+    <workdir>/lut.json, with the search's sizes in its meta; a resumed search reads it again
+    instead of timing anew."""
+    from dnas import configlib, latency, search, search_step
+
+    config = configlib.default_config()
+    config.space, config.search.layers, config.search.C = "nb201", 1, 2
+    config.hardware.objective, config.hardware.target = "add_abs", 1.0
+    config.hardware.lut, config.progress = "measure", False
+    configlib.validate(config)
+    calls = []
+    measure = latency.measure_table
+    monkeypatch.setattr(
+        latency, "measure_table",
+        lambda *a, **kw: calls.append(kw) or measure(*a, **kw | {"runs": 2, "fixed_samples": 1}),
+    )  # fmt: skip
+    measured = search.measured_lut(config, str(tmp_path))
+    assert measured.hardware.lut == str(tmp_path / "lut.json") and config.hardware.lut == "measure"
+    assert len(calls) == 1 and calls[0]["batch"] == 1
+    table = hardware.load_table(measured.hardware.lut, SPACE_NB201.ops, SPACE_NB201.alpha_shapes)
+    assert table.meta["C"] == 2 and table.meta["input_shape"] == [8, 8, 1]
+    assert np.all(table.per_group["normal"][..., SPACE_NB201.op_index("nor_conv_3x3"), 0] > 0)
+    assert search.measured_lut(config, str(tmp_path)).hardware.lut == measured.hardware.lut
+    assert len(calls) == 1  # read again, not timed again
+    # The search's set-up takes it, and refuses a table of other sizes.
+    other = configlib.override(measured, ["search.C=4"])
+    with pytest.raises(configlib.ConfigError, match=r"was measured for \{'C': 2\}"):
+        search_step.cost_table(other, SPACE_NB201, None, (8, 8, 1))

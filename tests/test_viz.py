@@ -216,3 +216,40 @@ def test_alpha_history_of_a_workdir_from_before_alpha_history(tmp_path):
     epochs, got = viz.load_run(str(tmp_path)).alpha_history("normal")
     np.testing.assert_array_equal(epochs, [1, 2])
     np.testing.assert_allclose(got, weights)
+
+
+def test_dnas_plot_draws_a_latency_sweep_s_pareto_front(tmp_path, capsys):
+    """A sweep root (its pareto.json, scripts/pareto.py) is drawn as accuracy against measured
+    latency and against multiply-adds: one dot per run at its values, a star per reference
+    network, a dotted line per target."""
+    points = [
+        {"target_ms": t, "seed": s, "test_accuracy": acc, "measured_ms": ms, "macs": macs}
+        for t, s, acc, ms, macs in [(3.0, 0, 0.95, 3.1, 1e5), (3.0, 1, 0.96, 2.9, 1.1e5),
+                                    (4.0, 0, 0.97, 4.2, 2e5)]
+    ]  # fmt: skip
+    refs = [{"label": "published", "test_accuracy": 0.98, "measured_ms": 6.0, "macs": 4e5}]
+    (tmp_path / "pareto.json").write_text(json.dumps({"points": points, "reference": refs}))
+    assert cli.main(["plot", str(tmp_path)]) == 0
+    assert (tmp_path / "pareto.png").stat().st_size > 0
+    assert "Pareto front" in capsys.readouterr().out
+    fig = viz.pareto_figure(points, refs)
+    latency, macs = fig.axes
+    dots = [c.get_offsets().data.tolist() for c in latency.collections]
+    assert dots[:2] == [[[3.1, 95.0], [2.9, 96.0]], [[4.2, 97.0]]]
+    assert dots[2] == [[6.0, 98.0]] and latency.texts[0].get_text() == "published"
+    assert sorted(line.get_xdata()[0] for line in latency.lines) == [3.0, 4.0]
+    assert [c.get_offsets().data.tolist() for c in macs.collections][2] == [[4e5, 98.0]]
+
+
+def test_a_chain_genotype_is_drawn_as_its_blocks(tmp_path):
+    """A space without cells (a chain of blocks) is drawn as one box per block, left to right,
+    labelled with its row and op; `zero` (a skipped block) in grey."""
+    geno = spaces.load("proxyless_mobile")
+    fig = viz.cell_figure(geno)
+    texts = fig.axes[0].texts
+    assert [t.get_text().split("\n")[1] for t in texts] == list(geno.blocks)
+    assert [t.get_gid() for t in texts] == [f"block:{i}" for i in range(len(geno.blocks))]
+    zero = [t for t in texts if t.get_text().endswith("\nzero")]
+    assert zero and all(t.get_bbox_patch().get_facecolor()[:3] == (0.85,) * 3 for t in zero)
+    (path,) = viz.save_cells(geno, str(tmp_path), "png")
+    assert path.endswith("cell_blocks.png") and (tmp_path / "cell_blocks.png").stat().st_size

@@ -2,8 +2,9 @@
 
 `SPACES` maps a config string (`config.space`, a genotype's `space`) to a `Space`; `get(name)`
 raises a KeyError that lists the valid names. A new space is one module that builds a `Space`
-(see `darts_cnn.py` and `nb201.py`, or the chain space in tests/test_space_recipe.py) plus one
-line in `SPACES` below, or a `register(space)` call from your own code.
+(see `darts_cnn.py` and `nb201.py`, the chain spaces `proxyless.py` and `fbnet.py` built on
+`chain.py`, or the chain space in tests/test_space_recipe.py) plus one line in `SPACES` below,
+or a `register(space)` call from your own code.
 
 Genotypes by name, text or file: `KNOWN` (every space's published genotypes), `parse(text)` (JSON
 or any space's text format), `load(spec)` (a name, a file or a text), `from_json` / `load_json`.
@@ -17,12 +18,14 @@ from typing import Any
 
 from dnas import genotype as genotype_lib
 from dnas.genotype import Genotype, show
-from dnas.spaces import darts_cnn, nb201
+from dnas.spaces import darts_cnn, fbnet, nb201, proxyless
 from dnas.spaces.base import CellTopology, Space, TextFormat
 
 SPACES: dict[str, Space] = {
     darts_cnn.SPACE.name: darts_cnn.SPACE,
     nb201.SPACE.name: nb201.SPACE,
+    proxyless.SPACE.name: proxyless.SPACE,
+    fbnet.SPACE.name: fbnet.SPACE,
 }
 DEFAULT = darts_cnn.SPACE.name  # the embedded default config's space
 

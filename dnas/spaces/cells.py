@@ -27,8 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from dnas.genotype import Genotype, show
-from dnas.spaces.base import CellTopology, Space, TextFormat
-from dnas.supernet import edge_costs
+from dnas.spaces.base import Candidate, CellTopology, Space, TextFormat
+from dnas.supernet import cell_candidates, edge_costs
 from dnas.types import Alphas, MixWeights, PRNGKey
 
 Edge = tuple[str, int]  # (operation name, input node)
@@ -402,7 +402,8 @@ def cell_space(
     """A `Space` whose genotypes are cells of `topology`; `supernet` and `network` are the space's
     builders, `formats` its text formats, `known` a dict the space module fills
     with its published genotypes once the space exists; `options` are further `Space` fields
-    (auxiliary_head, drop_path, tiny_layers, min_layers, protocols)."""
+    (auxiliary_head, drop_path, tiny_layers, min_layers, protocols). Its `op_costs` and
+    `candidates` are the supernet's mixed edges (`supernet.edge_costs`, `cell_candidates`)."""
     box: list[Space] = []  # the finished space, which its genotypes point to
 
     def make(**fields: Any) -> Genotype:
@@ -427,6 +428,9 @@ def cell_space(
         supernet=supernet,
         network=network,
         op_costs=lambda model, input_shape: edge_costs(model, topology.alpha_shapes, input_shape),
+        candidates=lambda model, input_shape: [
+            Candidate(*c) for c in cell_candidates(model, topology.alpha_shapes, input_shape)
+        ],
         genotype=make,
         discretise=lambda weights: from_cells(discretise_cells(topology, weights)),
         random_genotype=lambda rng: from_cells(random_cells(topology, rng)),
