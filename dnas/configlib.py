@@ -736,6 +736,15 @@ def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     return c
 
 
+def chain_smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """`smoke` for a search over a chain of MBConv blocks, whose steps cost seconds on a CPU
+    (XLA:CPU's dense depthwise weight gradient) and whose binarised-path step takes minutes to
+    compile there: one epoch of 32-example batches, no warm-up."""
+    c.search.epochs, c.search.batch_size = 1, 32
+    c.search.alpha_warmup_epochs = 0
+    return c
+
+
 def digits(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """A method config on the embedded digits with the default config's sizes and schedules
     (what `dnas run` runs by default), keeping the method's own fields (strategy, its arguments,
@@ -763,13 +772,16 @@ def method_variant(
     arg: str | None,
     variants: dict | None = None,
     space_changes: dict | None = None,
+    smoke_changes: Callable[[ml_collections.ConfigDict], Any] | None = None,
 ) -> ml_collections.ConfigDict:
     """The `:arg` of a method config: '' (the config as written), '<space>' or
     '<space>_<dataset>' for another space than the config's, e.g. 'nb201', 'nb201_cifar100' (that
     space's published protocol on that dataset, then `space_changes[space](c)`: the method's own
     settings for it), 'digits' (the method at `dnas run`'s default sizes on the embedded digits,
     for the methods table), a method-specific variant from `variants` (name -> function editing the
-    config), each optionally followed by '_smoke' ('smoke' alone: the default variant)."""
+    config), each optionally followed by '_smoke' ('smoke' alone: the default variant), which
+    `smoke` shrinks and then `smoke_changes` edits further (a method whose steps are costlier
+    than a cell search's)."""
     variants = variants or {}
     space_changes = space_changes or {}
     arg = arg or ""
@@ -794,7 +806,11 @@ def method_variant(
         protocol(c, space, dataset)
         if space in space_changes:
             space_changes[space](c)
-    return smoke(c) if smoke_run else c
+    if smoke_run:
+        smoke(c)
+        if smoke_changes is not None:  # what the method's smoke run needs besides
+            smoke_changes(c)
+    return c
 
 
 def load(spec: str | None) -> ml_collections.ConfigDict:

@@ -49,4 +49,4 @@ def get_config(arg: str | None = None):
     h = c.hardware
     h.objective, h.resource, h.sampled = "mul_logpow", "latency_ms", True
     h.lut, h.lut_batch = "measure", 1
-    return configlib.method_variant(c, arg)
+    return configlib.method_variant(c, arg, smoke_changes=configlib.chain_smoke)

@@ -53,7 +53,9 @@ def get_config(arg: str | None = None):
     h = c.hardware
     h.objective, h.resource, h.target = "mul_log", "latency_ms", 5.1
     h.lut, h.lut_batch = "measure", 8
-    return configlib.method_variant(c, arg, variants={"digits": _digits})
+    return configlib.method_variant(
+        c, arg, variants={"digits": _digits}, smoke_changes=configlib.chain_smoke
+    )
 
 
 def _digits(c):
