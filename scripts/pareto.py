@@ -3,8 +3,8 @@ then retrain the found network) per (target, seed), the found networks timed on 
 `dnas latency`, and the published networks of the space retrained and timed the same way as
 reference points.
 
-    dnas lut --config experiments/proxylessnas/config.py:digits --out runs/pareto/lut.json
-    python scripts/pareto.py --config experiments/proxylessnas/config.py:digits \
+    dnas lut --config experiments/proxylessnas/imagenet_search.py:digits --out runs/pareto/lut.json
+    python scripts/pareto.py --config experiments/proxylessnas/imagenet_search.py:digits \
         --lut runs/pareto/lut.json --targets 3,3.5,4,4.5 --seeds 0,1 --root runs/pareto \
         --reference proxyless_gpu,proxyless_cpu,proxyless_mobile
     dnas plot runs/pareto            # draws runs/pareto/pareto.json (also written here)

@@ -175,7 +175,7 @@ def test_strategies_that_claim_no_schedule_over_the_search_compute_the_same_at_a
         if strategy.weight_mix is not None:
             loss = lambda weights: sum(jnp.sum(w**2) for w in jax.tree.leaves(weights))
             weights = strategy.mix_weights(alphas, key, step)
-            out.append(strategy.weight_mix(loss, weights, key, step))
+            out.append(strategy.weight_mix(loss, weights, key, step, alphas=alphas))
         return jax.tree.leaves(out)
 
     pairs = [zip(outputs(short, t), outputs(long, t), strict=True) for t in range(1, 6)]

@@ -440,7 +440,7 @@ def test_smoke_config_searches(method, space, tmp_path):
     device at the start (<workdir>/lut.json), E[latency] and the objective logged."""
     from dnas import pipeline
 
-    path = ROOT / "experiments" / method / "config.py"
+    path = ROOT / "experiments" / method / "imagenet_search.py"
     config = configlib.validate(configlib.load(f"{path}:smoke"))
     assert config.strategy == method and config.space == space
     assert config.hardware.lut == "measure" and config.hardware.resource == "latency_ms"

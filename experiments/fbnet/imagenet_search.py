@@ -3,13 +3,14 @@ sample of softmax(alpha) whose temperature falls from 5.0 by exp(-0.045) per epo
 FBNet chain (`fbnet` space: inverted residuals of kernel 3/5, expansion 1/3/6, group-2 1x1
 convolutions, or skip).
 
-    dnas search --config experiments/fbnet/config.py             # ImageNet, fbnet space
-    dnas run --config experiments/fbnet/config.py:digits         # minutes, on digits
-    dnas search --config experiments/fbnet/config.py:smoke       # seconds, on digits
+    dnas search --config experiments/fbnet/imagenet_search.py
+    dnas run --config experiments/fbnet/imagenet_search.py:digits
+    dnas search --config experiments/fbnet/imagenet_search.py:smoke
 
-Expected: the smoke run ends with an `fbnet` genotype (one op per layer) in seconds; the digits
-run in minutes (its accuracy is not a published number). The ImageNet search needs the ImageNet
-data and GPU-days; nobody has run it with dnas.
+The first is the paper's search on ImageNet (fbnet space); `:digits` searches and retrains on
+the embedded digits; `:smoke` ends with an `fbnet` genotype (one op per layer) in about 4
+minutes on 2 CPU cores, most of it compiling (the digits run's accuracy is not a published
+number). The ImageNet search needs the ImageNet data and GPU-days; nobody has run it with dnas.
 
 Protocol (the paper, Sec. 4.1): the supernet searched on ImageNet-100 (100 random ImageNet
 classes; not a dnas dataset: this config uses all of ImageNet) for 90 epochs, the weights on

@@ -3,13 +3,14 @@ one sampled path per block in the weight step and two in the alpha step (mode 't
 alphas rescaled after each update), on the MobileNetV2 chain (`proxyless` space: MBConv kernel
 3/5/7, expansion 3/6, or `zero` where the block has a shortcut).
 
-    dnas search --config experiments/proxylessnas/config.py             # ImageNet, proxyless space
-    dnas run --config experiments/proxylessnas/config.py:digits         # minutes, on digits
-    dnas search --config experiments/proxylessnas/config.py:smoke       # seconds, on digits
+    dnas search --config experiments/proxylessnas/imagenet_search.py
+    dnas run --config experiments/proxylessnas/imagenet_search.py:digits
+    dnas search --config experiments/proxylessnas/imagenet_search.py:smoke
 
-Expected: the smoke run ends with a `proxyless` genotype (one op per block) in seconds; the
-digits run in minutes (its accuracy is not a published number). The ImageNet search needs the
-ImageNet data (`tfds` imagenet2012) and GPU-days; nobody has run it with dnas.
+The first is the paper's search on ImageNet (proxyless space); `:digits` searches and retrains on
+the embedded digits; `:smoke` ends with a `proxyless` genotype (one op per block) in about 4
+minutes on 2 CPU cores, most of it compiling (the digits run's accuracy is not a published
+number). The ImageNet search needs the ImageNet data and GPU-days; nobody has run it with dnas.
 
 Protocol (the authors' code, `search/imagenet_arch_search.py` and `nas_manager.py`): 40
 weights-only warm-up epochs (paths sampled from the initial alphas; their own cosine from lr
