@@ -77,6 +77,15 @@ class Stage(NamedTuple):
 OpFactory = Callable[..., nn.Module | None]
 
 
+def mbconv(op: str, C_in: int, C_out: int, stride: int, **options: Any) -> ops.MBConv:
+    """The inverted residual a candidate's name describes: kernel and expansion as `<k>_e<e>`
+    (`mb5_e3`, `k3_e6`), group-2 1x1 convolutions with a channel shuffle for a `_g2` suffix;
+    `options` are the space's and the call's (activation, epsilon, affine, impl, ...)."""
+    kernel, expansion = (int(n) for n in re.search(r"(\d)_e(\d)", op).groups())
+    groups = 2 if op.endswith("_g2") else 1
+    return ops.MBConv(C_in, C_out, kernel, expansion, stride, groups, **options)
+
+
 @dataclasses.dataclass(frozen=True)
 class ChainSpec:
     """A chain space's layout and ops.

@@ -44,22 +44,10 @@ def make_op(
             track_running_stats=track_running_stats,
             **kw,
         )
-    kernel, expansion = int(op[1]), int(op[4])
-    groups = 2 if op.endswith("_g2") else 1
-    return ops.MBConv(
-        C_in,
-        C_out,
-        kernel,
-        expansion,
-        stride,
-        groups,
-        always_expand=True,
-        activation="relu",
-        affine=affine,
-        track_running_stats=track_running_stats,
-        impl=impl,
-        **kw,
-    )
+    return chain.mbconv(
+        op, C_in, C_out, stride, always_expand=True, activation="relu", affine=affine,
+        track_running_stats=track_running_stats, impl=impl, **kw,
+    )  # fmt: skip
 
 
 SPEC = chain.ChainSpec(

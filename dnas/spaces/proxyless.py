@@ -18,7 +18,6 @@ Published networks (`KNOWN`) from the authors' released net configs (han-cai/fil
 
 from __future__ import annotations
 
-from dnas import ops
 from dnas.genotype import Genotype
 from dnas.spaces import chain
 
@@ -32,20 +31,10 @@ def make_op(
     del shortcut
     if op == "zero":
         return None
-    kernel, expansion = int(op[2]), int(op[5])
-    return ops.MBConv(
-        C_in,
-        C_out,
-        kernel,
-        expansion,
-        stride,
-        activation="relu6",
-        affine=affine,
-        track_running_stats=track_running_stats,
-        epsilon=1e-3,
-        impl=impl,
-        **kw,
-    )
+    return chain.mbconv(
+        op, C_in, C_out, stride, activation="relu6", epsilon=1e-3, affine=affine,
+        track_running_stats=track_running_stats, impl=impl, **kw,
+    )  # fmt: skip
 
 
 SPEC = chain.ChainSpec(
