@@ -442,6 +442,23 @@ def _export_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="output folder (default: WORKDIR/export)")
 
 
+LUT_HELP = (
+    "time every candidate op of a space's supernet on this device: a latency table",
+    " (JSON, dnas.hardware's format) for the hardware objectives (--config.hardware.lut) and "
+    "`dnas latency`. The supernet is the config's search supernet (space, dataset input shape, "
+    "search.C, search.layers); each distinct op module is compiled and timed at inference "
+    "(median and interquartile range of --runs calls), and the fixed part (stem, head, what the "
+    "per-op sum misses) estimated on random networks.",
+)
+LATENCY_HELP = (
+    "time discrete networks on this device against a latency table's prediction",
+    ", one JSON line per network (genotype, predicted_ms, measured_ms, spread_ms) and a summary "
+    "line (n, spearman, mape). The networks are built with the table's C, layers, input shape "
+    "and batch; --fit fits measured ~ scale * predicted + offset on them and stores it in the "
+    "table (its `correction`, which every later prediction applies).",
+)
+
+
 def _lut(args: argparse.Namespace) -> int:
     """Validates everything (config, space, dataset, candidates) before anything compiles."""
     args.overrides = [*args.overrides, *(f"{k}={v}" for k, v in (("space", args.space),
@@ -475,13 +492,7 @@ def _lut(args: argparse.Namespace) -> int:
 
 
 def _lut_parser(sub: argparse._SubParsersAction) -> None:
-    text = "time every candidate op of a space's supernet on this device: a latency table"
-    p = _command(sub, "lut", _lut, text, " (JSON, dnas.hardware's format) for the hardware "
-                 "objectives (--config.hardware.lut) and `dnas latency`. The supernet is the "
-                 "config's search supernet (space, dataset input shape, search.C, search.layers); "
-                 "each distinct op module is compiled and timed at inference (median and "
-                 "interquartile range of --runs calls), and the fixed part (stem, head, what the "
-                 "per-op sum misses) estimated on random networks.")  # fmt: skip
+    p = _command(sub, "lut", _lut, *LUT_HELP)
     p.add_argument("--space", help="search space (default: the config's)")
     p.add_argument("--dataset", help="sets the input shape and classes (default: the config's)")
     p.add_argument("--config", help=CONFIG_HELP)
@@ -566,12 +577,7 @@ def _latency(args: argparse.Namespace) -> int:
 
 
 def _latency_parser(sub: argparse._SubParsersAction) -> None:
-    text = "time discrete networks on this device against a latency table's prediction"
-    p = _command(sub, "latency", _latency, text, ", one JSON line per network (genotype, "
-                 "predicted_ms, measured_ms, spread_ms) and a summary line (n, spearman, mape). "
-                 "The networks are built with the table's C, layers, input shape and batch; "
-                 "--fit fits measured ~ scale * predicted + offset on them and stores it in the "
-                 "table (its `correction`, which every later prediction applies).")  # fmt: skip
+    p = _command(sub, "latency", _latency, *LATENCY_HELP)
     p.add_argument("--space", help="the search space of the table (default: the one it names)")
     p.add_argument("--lut", required=True, help="a table written by dnas lut")
     what = p.add_mutually_exclusive_group(required=True)

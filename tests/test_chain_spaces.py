@@ -191,7 +191,7 @@ def test_the_folded_mixture_equals_one_module_per_op_and_so_do_its_gradients(nam
 def test_zero_blocks_have_no_parameters_compute_nothing_and_pass_the_input_on():
     spec = proxyless.SPEC
     row = next(r for r in range(spec.num_rows) if spec.shortcuts[r])
-    block = chain.Block(spec, "zero", 24, 24, 1, True, parent=None)
+    block = chain.Block(spec, 24, 24, 1, True, "zero", parent=None)
     stats = evaluate.model_stats(block, (8, 8, 24), train=False)
     assert stats["params_total"] == 0 and stats["macs"] == 0
     x = _x((2, 8, 8, 24))

@@ -77,6 +77,12 @@ class Stage(NamedTuple):
 OpFactory = Callable[..., nn.Module | None]
 
 
+def stages(widths: Sequence[int], blocks: Sequence[int], strides: Sequence[int]) -> tuple:
+    """The `Stage`s of a chain from its paper's table: per stage its width, its number of
+    blocks and its first block's stride (at 224x224)."""
+    return tuple(Stage(w, n, s) for w, n, s in zip(widths, blocks, strides, strict=True))
+
+
 def mbconv(op: str, C_in: int, C_out: int, stride: int, **options: Any) -> ops.MBConv:
     """The inverted residual a candidate's name describes: kernel and expansion as `<k>_e<e>`
     (`mb5_e3`, `k3_e6`), group-2 1x1 convolutions with a channel shuffle for a `_g2` suffix;
@@ -230,16 +236,22 @@ def layout(
 # The networks.
 
 
-class Block(nn.Module):
-    """One block of a discrete chain network: its op (a child named after it) plus the identity
-    shortcut where the row has one; an op that computes nothing leaves the shortcut alone."""
+class _Site(nn.Module):
+    """Where a block sits in the chain: its space, widths, stride and whether it has the identity
+    shortcut (`Block` and `MixedBlock` add what they compute)."""
 
     spec: ChainSpec
-    op: str
     C_in: int
     C_out: int
     stride: int
     shortcut: bool
+
+
+class Block(_Site):
+    """One block of a discrete chain network: its op (a child named after it) plus the identity
+    shortcut where the row has one; an op that computes nothing leaves the shortcut alone."""
+
+    op: str
     impl: str = "depthwise"
     affine: bool = True
     track_running_stats: bool = True
@@ -258,15 +270,10 @@ class Block(nn.Module):
         return x + y if self.shortcut else y
 
 
-class MixedBlock(nn.Module):
+class MixedBlock(_Site):
     """A searchable block: sum_k w_K[k] op_k(x) (+ the shortcut), every op's parameters under its
     name; see the module docstring for `single_op`, active paths and `fold`."""
 
-    spec: ChainSpec
-    C_in: int
-    C_out: int
-    stride: int
-    shortcut: bool
     impl: str = "depthwise"
     single_op: bool = False
     fold: bool = True
@@ -528,7 +535,7 @@ class ChainNetwork(nn.Module):
             x = _fixed_first(spec, widths_, True)(x, train)
         for r, (row, op) in enumerate(zip(rows, self.genotype.blocks, strict=True)):
             block = Block(
-                spec, op, row.C_in, row.C_out, row.stride, row.shortcut, self.impl, name=f"b{r}"
+                spec, row.C_in, row.C_out, row.stride, row.shortcut, op, self.impl, name=f"b{r}"
             )
             x = block(x, train)
         x = _head(spec, widths_[-1], True)(x, train)
@@ -587,7 +594,7 @@ def candidates(spec: ChainSpec, supernet: ChainSupernet, input_shape: Sequence[i
             if op == "zero":
                 continue
             module = Block(
-                spec, op, row.C_in, row.C_out, row.stride, row.shortcut, supernet.impl,
+                spec, row.C_in, row.C_out, row.stride, row.shortcut, op, supernet.impl,
                 parent=None,
             )  # fmt: skip
             out.append(Candidate(GROUP, 0, r, op, module, (*row.input_hw, row.C_in)))
@@ -613,7 +620,7 @@ def op_costs(spec: ChainSpec, supernet: ChainSupernet, input_shape: Sequence[int
 
 @functools.lru_cache(maxsize=4096)
 def _block_stats(spec, op, C_in, C_out, stride, shortcut, impl, input_shape) -> dict:
-    block = Block(spec, op, C_in, C_out, stride, shortcut, impl, parent=None)
+    block = Block(spec, C_in, C_out, stride, shortcut, op, impl, parent=None)
     return evaluate.model_stats(block, input_shape, train=False)
 
 

@@ -53,14 +53,8 @@ def make_op(
 SPEC = chain.ChainSpec(
     name="fbnet",
     ops=OPS,
-    stages=tuple(
-        chain.Stage(w, n, s)
-        for w, n, s in zip(
-            (16, 24, 32, 64, 112, 184, 352),
-            (1, 4, 4, 4, 4, 4, 1),
-            (1, 2, 2, 2, 1, 2, 1),
-            strict=True,
-        )
+    stages=chain.stages(
+        (16, 24, 32, 64, 112, 184, 352), (1, 4, 4, 4, 4, 4, 1), (1, 2, 2, 2, 1, 2, 1)
     ),
     widths=(16, 16, 24, 32, 64, 112, 184, 352, 1504),
     make_op=make_op,

@@ -40,12 +40,7 @@ def make_op(
 SPEC = chain.ChainSpec(
     name="proxyless",
     ops=OPS,
-    stages=tuple(
-        chain.Stage(w, n, s)
-        for w, n, s in zip(
-            (24, 40, 80, 96, 192, 320), (4, 4, 4, 4, 4, 1), (2, 2, 2, 1, 2, 1), strict=True
-        )
-    ),
+    stages=chain.stages((24, 40, 80, 96, 192, 320), (4, 4, 4, 4, 4, 1), (2, 2, 2, 1, 2, 1)),
     widths=(32, 16, 24, 40, 80, 96, 192, 320, 1280),
     make_op=make_op,
     activation="relu6",
