@@ -234,15 +234,10 @@ def candidate_costs(
 
 
 def cost_model(space: Space, supernet: nn.Module, input_shape: tuple[int, ...]) -> CostTable:
-    """The cost model of `space` as a `CostTable` (`COST_RESOURCES`, fixed part 0): every
-    candidate of `supernet` (`space.candidates`) on inputs of `input_shape` (H, W, C) counted
-    by `candidate_costs`."""
-    if space.candidates is None:
-        raise ValueError(
-            f"search space {space.name!r} does not list its candidate ops (Space.candidates is "
-            "None): it has no per-op cost model or latency table"
-        )
-    costs = candidate_costs(space.candidates(supernet, input_shape), space.ops, space.alpha_shapes)
+    """The cost model of `space` as a `CostTable` (`COST_RESOURCES`, fixed part 0): the space's
+    `op_costs` of `supernet` on inputs of `input_shape` (H, W, C), which spaces listing their
+    candidates count with `candidate_costs`."""
+    costs = space.op_costs(supernet, tuple(input_shape))
     meta = {"space": space.name, "input_shape": list(input_shape), "per": "image"}
     return CostTable(COST_RESOURCES, costs, np.zeros(len(COST_RESOURCES)), meta)
 

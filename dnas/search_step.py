@@ -18,7 +18,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 
 from dnas import configlib, data, evaluate, hardware, optim, spaces, strategies
@@ -128,9 +127,7 @@ def cost_table(config: ml_collections.ConfigDict, space: spaces.Space, model, in
                 "config)"
             )
     else:
-        costs = space.op_costs(model, input_shape)
-        resources = hardware.COST_RESOURCES
-        table = hardware.CostTable(resources, costs, np.zeros(len(resources)))
+        table = hardware.cost_model(space, model, input_shape)
     if h.resource not in table.resources:
         where = f"the table {h.lut}" if h.lut else "the space's cost model"
         hint = (

@@ -57,7 +57,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from dnas import evaluate, literals, ops
+from dnas import hardware, literals, ops
 from dnas.genotype import Genotype, show
 from dnas.spaces.base import Candidate, Space, TextFormat
 from dnas.types import Alphas, Array, MixWeights, PRNGKey
@@ -603,25 +603,10 @@ def candidates(spec: ChainSpec, supernet: ChainSupernet, input_shape: Sequence[i
 
 def op_costs(spec: ChainSpec, supernet: ChainSupernet, input_shape: Sequence[int]) -> dict:
     """{"blocks": (1, rows, ops, 3)}: parameters, multiply-adds and memory access (parameters +
-    input + output activations, ShuffleNet V2's MAC) per image of every candidate block; 0 for
-    `zero` and ops a row may not take."""
-    table = np.zeros((1, spec.num_rows, len(spec.ops), 3))
-    for cand in candidates(spec, supernet, input_shape):
-        m = cand.module
-        stats = _block_stats(spec, cand.op, m.C_in, m.C_out, m.stride, m.shortcut, m.impl,
-                             cand.input_shape)  # fmt: skip
-        h, w, c = cand.input_shape
-        out = -(-h // m.stride) * -(-w // m.stride) * m.C_out
-        table[0, cand.row, spec.ops.index(cand.op)] = (
-            stats["params_total"], stats["macs"], stats["params_total"] + h * w * c + out,
-        )  # fmt: skip
-    return {GROUP: table}
-
-
-@functools.lru_cache(maxsize=4096)
-def _block_stats(spec, op, C_in, C_out, stride, shortcut, impl, input_shape) -> dict:
-    block = Block(spec, C_in, C_out, stride, shortcut, op, impl, parent=None)
-    return evaluate.model_stats(block, input_shape, train=False)
+    input + output activations, ShuffleNet V2's MAC) per image of every candidate block
+    (`hardware.candidate_costs`); 0 for `zero` and ops a row may not take."""
+    shapes = {GROUP: (spec.num_rows, len(spec.ops))}
+    return hardware.candidate_costs(candidates(spec, supernet, input_shape), spec.ops, shapes)
 
 
 # --------------------------------------------------------------------------------------------------
