@@ -464,7 +464,7 @@ def _lut(args: argparse.Namespace) -> int:
     args.overrides = [*args.overrides, *(f"{k}={v}" for k, v in (("space", args.space),
                       ("dataset", args.dataset)) if v is not None)]  # fmt: skip
     config = _load_config(args)
-    from dnas import data, hardware, latency, spaces
+    from dnas import data, hardware, search, spaces
 
     space, info = spaces.get(config.space), data.get_info(config.dataset)
     if space.candidates is None:
@@ -477,11 +477,9 @@ def _lut(args: argparse.Namespace) -> int:
     print(f"timing the candidates of {space.name} (C={C}, layers={layers}) on "
           f"{'x'.join(map(str, info.input_shape))} {config.dataset} inputs, batch {args.batch}, "
           f"{args.runs} runs after {args.warmup} warm-up calls each")  # fmt: skip
-    table = latency.measure_table(
-        space, info.input_shape, num_classes=info.num_classes, C=C, layers=layers,
-        batch=args.batch, runs=args.runs, warmup=args.warmup, dtype=args.dtype,
-        fixed_samples=args.fixed_samples, seed=config.seed, meta={"dataset": config.dataset},
-        log=print, verbose=args.verbose,
+    table = search.config_table(
+        config, batch=args.batch, runs=args.runs, warmup=args.warmup, dtype=args.dtype,
+        fixed_samples=args.fixed_samples, log=print, verbose=args.verbose,
     )  # fmt: skip
     hardware.save_table(args.out, table, space.name, space.ops)
     meta = table.meta

@@ -44,6 +44,21 @@ from dnas.state import SearchState
 Select = Callable[..., Genotype]
 
 
+def config_table(config: ml_collections.ConfigDict, **options: Any):
+    """The latency table (`latency.measure_table`) of `config`'s search supernet (space, dataset
+    input shape and classes, search.C, search.layers) on this device, random networks drawn with
+    its seed; `options` are `measure_table`'s (batch, runs, log, ...). `dnas lut` and
+    `hardware.lut=measure` both measure with it."""
+    from dnas import latency, spaces  # the timing tools, only where a table is measured
+
+    space, info = spaces.get(config.space), data.get_info(config.dataset)
+    return latency.measure_table(
+        space, info.input_shape, num_classes=info.num_classes, C=config.search.C,
+        layers=config.search.layers, seed=config.seed, meta={"dataset": config.dataset},
+        **options,
+    )  # fmt: skip
+
+
 def measured_lut(config: ml_collections.ConfigDict, workdir: str) -> ml_collections.ConfigDict:
     """`config`, its `hardware.lut=measure` replaced by the latency table of its search
     supernet measured on this device (`latency.measure_table` at `hardware.lut_batch`, 20 runs
@@ -54,18 +69,14 @@ def measured_lut(config: ml_collections.ConfigDict, workdir: str) -> ml_collecti
         return config
     path = os.path.join(workdir, workdir_lib.LUT)
     if not os.path.exists(path):
-        from dnas import hardware, latency, spaces  # the timing tools, only where one is measured
+        from dnas import hardware, spaces
 
-        space, info = spaces.get(config.space), data.get_info(config.dataset)
         say = (
             (lambda line: print(f"dnas lut: {line}", file=sys.stderr)) if config.progress else None
         )
-        table = latency.measure_table(
-            space, info.input_shape, num_classes=info.num_classes, C=config.search.C,
-            layers=config.search.layers, batch=h.lut_batch, seed=config.seed,
-            meta={"dataset": config.dataset}, log=say,
-        )  # fmt: skip
+        table = config_table(config, batch=h.lut_batch, log=say)
         if jax.process_index() == 0:
+            space = spaces.get(config.space)
             hardware.save_table(path, table, space.name, space.ops)
         if jax.process_count() > 1:  # every host reads process 0's table
             from jax.experimental import multihost_utils
