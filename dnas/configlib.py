@@ -102,6 +102,8 @@ def default_config() -> ml_collections.ConfigDict:
     h.lut = ""
     h.lut_batch = 1
     h.sampled = False
+    h.discretise = ""
+    h.floor = 0.0
     h.a = None
     h.b = None
     h.scale = None
@@ -207,6 +209,7 @@ FRACTION = number(0, 1, open_high=True)  # momentum, Adam betas, drop-path rate
 # (tests/test_config_validation.py checks that they agree).
 EARLY_STOP = ("", "skip", "stable")
 SELECTIONS = ("", "random", "evolution", "pt")
+DISCRETISE = ("", "budget")  # hardware.discretise (search.py)
 
 # Every field of `default_config()` (tests/test_config_validation.py checks that none is missing),
 # in its order: doc (printed by `dnas config`) and valid values. The search and the retraining
@@ -344,6 +347,12 @@ FIELDS: dict[str, Field] = {
     "hardware.sampled": Field("E[C] under the step's sampled mixing weights (FBNet's Gumbel "
                               "sample) instead of the strategy's final weights (softmax: "
                               "ProxylessNAS, TF-NAS)", BOOL),
+    "hardware.discretise": Field("'': the genotype by the space's rule (the argmax); budget: "
+                                 "the most probable architecture under the final weights whose "
+                                 "table cost is at most hardware.target (hardware.within_budget; "
+                                 "spaces of one op per row)", one_of(lambda: DISCRETISE)),
+    "hardware.floor": Field("hardware.discretise=budget: the architecture's cost is also at least "
+                            "floor x target (0: any cost up to the target)", number(0, 1)),
     "hardware.a": Field("the objective's a (mul_log, mul_logpow); none: its paper's value",
                         NUMBER_OR_NONE),
     "hardware.b": Field("the objective's exponent b (mul_log, mul_logpow); none: its paper's value",
@@ -561,6 +570,8 @@ def objective_args(config: ml_collections.ConfigDict) -> dict[str, float]:
 
 def _check_hardware(config: ml_collections.ConfigDict) -> None:
     h = config.hardware
+    if h.discretise:
+        _check_budget(config)
     if not h.objective:
         return
     takes = inspect.signature(hardware.OBJECTIVES[h.objective]).parameters
@@ -596,6 +607,31 @@ def _check_hardware(config: ml_collections.ConfigDict) -> None:
         raise ConfigError(
             f"hardware.objective is an objective of the alphas; strategy {config.strategy!r} "
             f"learns none"
+        )
+
+
+def _check_budget(config: ml_collections.ConfigDict) -> None:
+    h = config.hardware
+    if h.target <= 0:
+        raise ConfigError(
+            "hardware.discretise=budget needs hardware.target > 0, the budget in the resource's "
+            "unit (e.g. --config.hardware.target=4.0 for 4 ms)"
+        )
+    if spaces.get(config.space).keep_per_node is not None:
+        raise ConfigError(
+            f"hardware.discretise=budget chooses one op per row; space {config.space!r} keeps "
+            "some inputs of each node (its own rule): use a space of one op per row or "
+            "hardware.discretise=''"
+        )
+    if config.search.selection:
+        raise ConfigError(
+            f"hardware.discretise=budget chooses from the alphas; search.selection="
+            f"{config.search.selection!r} chooses with the supernet: set one of them"
+        )
+    if not h.lut and h.resource not in hardware.COST_RESOURCES:
+        raise ConfigError(
+            f"hardware.resource={h.resource!r} needs a cost table (hardware.lut) for "
+            "hardware.discretise=budget"
         )
 
 
@@ -737,10 +773,11 @@ def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 
 def chain_smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """`smoke` for a search over a chain of MBConv blocks, whose steps cost seconds on a CPU
-    (XLA:CPU's dense depthwise weight gradient) and whose binarised-path step takes minutes to
-    compile there: one epoch of 32-example batches, no warm-up."""
-    c.search.epochs, c.search.batch_size = 1, 32
+    """`smoke` for a search over a chain of MBConv blocks (21-22 rows), whose steps cost seconds
+    on a CPU (XLA:CPU computes a depthwise conv's weight gradient as a dense conv): one epoch of
+    7 steps of 16 examples (a tenth of the digits train the weights), no warm-up, so
+    ProxylessNAS' alphas (updated every 5 steps) move once."""
+    c.search.epochs, c.search.batch_size, c.search.train_portion = 1, 16, 0.1
     c.search.alpha_warmup_epochs = 0
     return c
 

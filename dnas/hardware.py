@@ -243,6 +243,106 @@ def cost_model(space: Space, supernet: nn.Module, input_shape: tuple[int, ...]) 
 
 
 # ------------------------------------------------------------------------------------------
+# Discretisation under a budget.
+
+
+class Budgeted(NamedTuple):
+    """`within_budget`'s answer: one-hot mixing weights of the chosen architecture, its cost
+    by the table (with the table's correction), and its log-probability under the weights."""
+
+    weights: dict[str, np.ndarray]
+    cost: float
+    log_prob: float
+
+
+def within_budget(
+    weights: Mapping[str, np.ndarray], table: CostTable, resource: str, high: float,
+    low: float = 0.0, *, steps: int = 4000,
+) -> Budgeted:  # fmt: skip
+    """The most probable architecture whose cost is in [low, high]: one op per row of every
+    group of `table`, maximising sum over rows of log weights[group][row, op] (the mixing
+    weights as independent per-row distributions, e.g. softmax(alpha); a weight of 0, a masked
+    or excluded op, is never chosen) subject to low <= cost <= high, the cost being what
+    `expected_cost` gives for the one-hot weights (`resource`'s column, with the table's
+    correction).
+
+    A multiple-choice knapsack, solved exactly by dynamic programming over the cost in `steps`
+    units of (high - fixed part) (each row's cost rounded to a unit: the sum is off by at most
+    rows / (2 steps) of that, 0.26% for a 21-row chain); the answer's cost is then recomputed
+    exactly. Every op must cost >= 0 (a latency, a size). ValueError, with the cheapest and the
+    dearest architecture's costs, when no architecture fits."""
+    r = table.index(resource)
+    scale, offset = 1.0, 0.0
+    if resource in table.correction:
+        scale, offset = table.correction[resource]["scale"], table.correction[resource]["offset"]
+    if scale <= 0:
+        raise ValueError(f"the table's correction of {resource!r} has scale {scale} <= 0")
+    # Bounds on the sum of the rows' costs (without the fixed part and the correction).
+    fixed = float(table.fixed[r])
+    hi, lo = (high - offset) / scale - fixed, (low - offset) / scale - fixed
+    rows = []  # (group, row, costs (ops,), log-probabilities (ops,))
+    for group, costs in table.per_group.items():
+        c = np.asarray(costs, np.float64)[..., r].sum(0)  # over the positions sharing the row
+        w = np.asarray(weights[group], np.float64)
+        if w.shape != c.shape:
+            raise ValueError(
+                f"mixing weights of {group!r} have shape {w.shape}, the cost table {c.shape}"
+            )
+        if (c < 0).any():
+            raise ValueError(f"the table has negative {resource!r} costs: budgets need >= 0")
+        with np.errstate(divide="ignore"):
+            lp = np.where(w > 0, np.log(np.where(w > 0, w, 1.0)), -np.inf)
+        rows += [(group, i, c[i], lp[i]) for i in range(c.shape[0])]
+    cheapest = sum(min(c[np.isfinite(p)]) for _, _, c, p in rows)
+    dearest = sum(max(c[np.isfinite(p)]) for _, _, c, p in rows)
+
+    def total(x: float) -> float:
+        return scale * (fixed + x) + offset
+
+    if hi < cheapest or lo > dearest or hi < lo:
+        raise ValueError(
+            f"no architecture costs {resource} between {low:g} and {high:g}: by the table they "
+            f"cost {total(cheapest):.4g} to {total(dearest):.4g}; set the target inside that range"
+        )
+    unit = max(hi, 1e-12) / steps
+    n = steps + 1
+    best = np.full(n, -np.inf)
+    best[0] = 0.0
+    choice = np.zeros((len(rows), n), np.int16)
+    for i, (_, _, c, lp) in enumerate(rows):
+        units = np.rint(c / unit).astype(np.int64)
+        new = np.full(n, -np.inf)
+        for k in np.flatnonzero(np.isfinite(lp)):
+            u = units[k]
+            if u >= n:
+                continue
+            cand = np.full(n, -np.inf)
+            cand[u:] = best[: n - u] + lp[k]
+            better = cand > new
+            new[better], choice[i, better] = cand[better], k
+        best = new
+    floor = max(int(np.ceil(lo / unit - 1e-9)), 0)
+    if floor >= n or not np.isfinite(best[floor:]).any():
+        raise ValueError(
+            f"no architecture costs {resource} between {low:g} and {high:g} (to the table's "
+            f"resolution, {scale * unit:.3g}); widen the range"
+        )
+    at = floor + int(np.argmax(best[floor:]))
+    log_prob = float(best[at])
+    # Groups the table does not cost keep their weights (the space's rule chooses there).
+    out = {g: np.asarray(w, np.float32) for g, w in weights.items()}
+    out |= {g: np.zeros(np.asarray(weights[g]).shape, np.float32) for g in table.per_group}
+    exact = 0.0
+    for i in reversed(range(len(rows))):
+        group, row, c, _ = rows[i]
+        k = int(choice[i, at])
+        out[group][row, k] = 1.0
+        exact += c[k]
+        at -= int(np.rint(c[k] / unit))
+    return Budgeted(out, total(exact), log_prob)
+
+
+# ------------------------------------------------------------------------------------------
 # The JSON format.
 
 

@@ -151,6 +151,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, select: Select | None =
         monitor.save_stop()  # loop.run returns once the checkpoints are written
     weights = jax.device_get(su.strategy.final_weights(state.alphas))
     genotype = su.strategy.select(su.space, weights)
+    if config.hardware.discretise == "budget":
+        genotype = budget_genotype(config, su, weights, genotype, workdir)
     if select is not None:
         signals.check("after the search loop, before its selection phase", workdir)
         genotype = select(config, su, state, workdir, mesh, writer, clock=clock)
@@ -161,6 +163,52 @@ def run(config: ml_collections.ConfigDict, workdir: str, select: Select | None =
     writer.write_scalars(int(state.step), clock.scalars("search"))
     writer.close()
     ckpt.close()
+    return genotype
+
+
+BUDGET = "budget.json"  # hardware.discretise=budget: what was chosen, and what the rule chose
+
+
+def budget_genotype(
+    config: ml_collections.ConfigDict, su: search_step.SearchSetup, weights: dict,
+    argmax: Genotype, workdir: str,
+) -> Genotype:  # fmt: skip
+    """The most probable genotype under the final mixing `weights` whose cost by the search's
+    table is in [floor x target, target] (`hardware.within_budget`); ops the space's genotypes
+    never take (`discrete_ops`) are left out. Writes `<workdir>/budget.json`: the chosen
+    genotype, its cost and log-probability, and the same for `argmax` (the space's rule)."""
+    from dnas import hardware
+
+    h, space = config.hardware, su.space
+    table = search_step.cost_table(config, space, su.model, su.info.input_shape)
+    weights = {g: np.asarray(w, np.float64) for g, w in weights.items()}
+    if space.discrete_ops is not None:
+        keep = np.isin(np.asarray(space.ops), space.discrete_ops)
+        weights = {g: np.where(keep, w, 0.0) for g, w in weights.items()}
+    try:
+        chosen = hardware.within_budget(
+            weights, table, h.resource, h.target, h.floor * h.target
+        )  # fmt: skip
+    except ValueError as err:
+        raise configlib.ConfigError(f"hardware.discretise=budget: {err}") from None
+    genotype = space.discretise(chosen.weights)
+    r = table.index(h.resource)
+
+    def record(g: Genotype, w: dict) -> dict:
+        mix = space.genotype_mix(g)
+        cost = float(hardware.expected_cost(mix, table)[r])
+        log_prob = sum(float(np.sum(np.log(np.where(mix[k] > 0, w[k], 1.0)))) for k in mix)
+        return {"genotype": g.to_string(), h.resource: cost, "log_prob": log_prob}
+
+    summary = {
+        "resource": h.resource, "target": h.target, "floor": h.floor * h.target,
+        "chosen": record(genotype, weights), "argmax": record(argmax, weights),
+    }  # fmt: skip
+    workdir_lib.atomic_write_text(os.path.join(workdir, BUDGET), json.dumps(summary, indent=2))
+    print(
+        f"budget: {h.resource} {summary['chosen'][h.resource]:.4g} (the argmax genotype's: "
+        f"{summary['argmax'][h.resource]:.4g}) for [{h.floor * h.target:g}, {h.target:g}]"
+    )
     return genotype
 
 

@@ -70,22 +70,3 @@ def lock_holder():
     for holder in holders:
         holder.kill()
         holder.wait()
-
-
-# Tests too slow for the default suite on a 2-core CPU (minutes each: the chain spaces' :smoke
-# searches, whose binarised-path step takes ~4 minutes to compile there). `--run-slow` runs them.
-def pytest_addoption(parser):
-    parser.addoption("--run-slow", action="store_true", help="also run the tests marked slow")
-
-
-def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: minutes on a 2-core CPU; run with --run-slow")
-
-
-def pytest_collection_modifyitems(config, items):
-    if config.getoption("--run-slow"):
-        return
-    skip = pytest.mark.skip(reason="slow on a 2-core CPU (minutes): pytest --run-slow runs it")
-    for item in items:
-        if "slow" in item.keywords:
-            item.add_marker(skip)

@@ -117,15 +117,40 @@ def test_active_paths_equal_the_full_mixture_and_its_gradients(name):
     w = jnp.asarray(w)
     params = state.init_variables(supernet, jax.random.key(1), x, {"blocks": w})["params"]
 
-    def loss(w, active):
+    def loss(net, params, w, active):
         mix = {"blocks": w} | ({} if active is None else {"active/blocks": active})
-        return jnp.sum(supernet.apply({"params": params}, x, mix, train=True) ** 2)
+        return jnp.sum(net.apply({"params": params}, x, mix, train=True) ** 2)
 
-    full, g_full = jax.jit(jax.value_and_grad(lambda w: loss(w, None)))(w)
-    paths, g_paths = jax.jit(jax.value_and_grad(loss))(w, jnp.asarray(active))
-    np.testing.assert_allclose(paths, full, rtol=1e-5)
+    grad = jax.value_and_grad(loss, (1, 2))
+    switched = supernet.clone(pad_paths=False)
+    # One compilation: the full mixture, the paths padded (the default) and switched.
+    (full, (gp_full, g_full)), (paths, (gp_paths, g_paths)), (switch, (gp_switch, g_switch)) = (
+        jax.jit(lambda p, w, a: [grad(supernet, p, w, None), grad(supernet, p, w, a),
+                                 grad(switched, p, w, a)])(params, w, jnp.asarray(active))
+    )  # fmt: skip
     at = (np.arange(rows)[:, None], active)
-    np.testing.assert_allclose(g_paths[at], g_full[at], rtol=1e-4, atol=1e-6)
+    for value, g_w, g_params in ((paths, g_paths, gp_paths), (switch, g_switch, gp_switch)):
+        np.testing.assert_allclose(value, full, rtol=1e-5)
+        np.testing.assert_allclose(g_w[at], g_full[at], rtol=1e-4, atol=1e-6)
+        # Every parameter's gradient (0 for the ops no path takes), up to float32 rounding of
+        # sums over the batch and pixels (~1e-5 of the largest entry; a kernel feeding a
+        # BatchNorm has a gradient of 0 up to rounding, ~1e-8).
+        for a, b in zip(jax.tree.leaves(g_params), jax.tree.leaves(gp_full), strict=True):
+            atol = max(1e-5 * float(np.abs(b).max()), 1e-6)
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=atol)
+    # A padded path is one MBConv (3 convs) and the ops that are no plain MBConv (FBNet's _g2
+    # ops, 3 convs each); a switched path has every op. (One path: the printed jaxpr shows the
+    # branches two switches share once.)
+    block = chain.MixedBlock(TINY[name], 8, 8, 1, True, parent=None)
+    x8, w_K, path = jnp.ones((2, 8, 8, 8)), jnp.ones(K) / K, jnp.array([0])
+    v = jax.eval_shape(lambda k: block.init(k, x8, w_K, path, True), jax.random.key(0))
+
+    def convs(**pad):
+        jaxpr = jax.make_jaxpr(lambda v: block.clone(**pad).apply(v, x8, w_K, path, True))(v)
+        return str(jaxpr).count("conv_general_dilated")
+
+    assert convs(pad_paths=False) == {"proxyless": 6 * 3, "fbnet": 8 * 3}[name]
+    assert convs(pad_paths=True) == {"proxyless": 3, "fbnet": 3 + 2 * 3}[name]
 
 
 @pytest.mark.parametrize("name", CHAIN_SPACES)

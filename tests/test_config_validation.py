@@ -98,6 +98,8 @@ CASES = {
     "hardware.lut": ([None], ""),
     "hardware.lut_batch": ([0, 1.5], 1),
     "hardware.sampled": (["yes"], True),
+    "hardware.discretise": (["argmax", None], ""),
+    "hardware.floor": ([1.5, -0.1, NAN], 0.9),
     "hardware.a": (["x", NAN], 0.1),
     "hardware.b": (["x"], None),
     "hardware.scale": ([[1]], 2.0),

@@ -314,3 +314,118 @@ def test_hardware_lut_measure_times_the_search_supernet_once_per_workdir(tmp_pat
     other = configlib.override(measured, ["search.C=4"])
     with pytest.raises(configlib.ConfigError, match=r"was measured for \{'C': 2\}"):
         search_step.cost_table(other, SPACE_NB201, None, (8, 8, 1))
+
+
+# --------------------------------------------------------------------------------------------------
+# Discretisation under a budget (hardware.discretise=budget).
+
+
+def _brute_force(log_p, costs, fixed, low, high):
+    """The best (log-probability, ops) over every architecture of rows x ops, by enumeration."""
+    import itertools
+
+    best = (-np.inf, None)
+    for ops_ in itertools.product(*(range(c.shape[0]) for c in costs)):
+        cost = fixed + sum(c[k] for c, k in zip(costs, ops_, strict=True))
+        lp = sum(p[k] for p, k in zip(log_p, ops_, strict=True))
+        if low <= cost <= high and lp > best[0]:
+            best = (lp, ops_)
+    return best
+
+
+def test_within_budget_is_the_most_probable_architecture_in_the_range_by_enumeration():
+    rng = np.random.default_rng(0)
+    for trial in range(40):
+        rows, ops_ = int(rng.integers(1, 5)), int(rng.integers(2, 5))
+        costs = rng.uniform(0, 1, (2, rows, ops_, 1))  # two positions share each row's weights
+        w = rng.dirichlet(np.ones(ops_), rows)
+        w[rng.integers(rows), rng.integers(ops_)] = 0.0  # a masked op: never chosen
+        correction = {"latency_ms": {"scale": 1.1, "offset": 0.2}} if trial % 2 else {}
+        table = hardware.CostTable(("latency_ms",), {"g": costs}, np.array([0.3]),
+                                   correction=correction)  # fmt: skip
+        a, b = (1.1, 0.2) if trial % 2 else (1.0, 0.0)
+        row_costs = [a * c for c in costs.sum(0)[..., 0]]
+        high = a * (0.3 + rng.uniform(0.5, 1.5) * rows) + b
+        low = high - rng.uniform(0.1, 1.0)
+        with np.errstate(divide="ignore"):
+            want_lp, want = _brute_force(np.log(w), row_costs, a * 0.3 + b, low, high)
+        if want is None:
+            with pytest.raises(ValueError, match="no architecture costs"):
+                hardware.within_budget({"g": w}, table, "latency_ms", high, low, steps=10**5)
+            continue
+        got = hardware.within_budget({"g": w}, table, "latency_ms", high, low, steps=10**5)
+        np.testing.assert_allclose(got.log_prob, want_lp, rtol=1e-9)
+        one_hot = got.weights["g"]
+        assert np.all(one_hot.sum(1) == 1) and np.all(w[one_hot == 1] > 0)
+        # Its cost is expected_cost of the one-hot weights, inside the range.
+        np.testing.assert_allclose(
+            got.cost, hardware.expected_cost({"g": one_hot}, table)[0], rtol=1e-5
+        )
+        assert low - 1e-6 <= got.cost <= high + 1e-6
+
+
+def test_within_budget_says_the_range_of_costs_when_nothing_fits():
+    table = hardware.CostTable(("latency_ms",), {"g": np.array([[[[1.0], [2.0]]]])}, np.zeros(1))
+    w = {"g": np.array([[0.5, 0.5]])}
+    with pytest.raises(ValueError, match="cost 1 to 2; set the target inside that range"):
+        hardware.within_budget(w, table, "latency_ms", 0.5)
+    assert hardware.within_budget(w, table, "latency_ms", 1.5).cost == 1.0
+
+
+def test_a_search_discretised_under_a_budget(tmp_path):
+    """search.budget_genotype on the nb201 space's cost model (parameters): the genotype is the
+    most probable one of at most `target` parameters and at least floor x target, found by
+    enumerating nb201's 5^6 genotypes; budget.json says it and what the argmax would be."""
+    from dnas import configlib, search, search_step
+
+    config = configlib.default_config()
+    config.space, config.search.layers, config.search.C = "nb201", 1, 2
+    config.hardware.discretise, config.hardware.resource = "budget", "params"
+    config.hardware.target = 1.0  # set below, from the argmax's size
+    su = search_step.setup(configlib.validate(config))
+    table = hardware.cost_model(su.space, su.model, su.info.input_shape)
+    costs = table.per_group["normal"][..., 0].sum(0)  # (rows, ops) parameters
+    rng = np.random.default_rng(3)
+    weights = {"normal": rng.dirichlet(np.ones(5), 6)}
+    argmax = su.space.discretise(weights)
+    argmax_cost = float(hardware.expected_cost(su.space.genotype_mix(argmax), table)[0])
+    # The budget: a random genotype's size (so something fits), below the argmax's.
+    other = su.space.random_genotype(np.random.default_rng(0))
+    target = float(hardware.expected_cost(su.space.genotype_mix(other), table)[0])
+    assert 0 < target < argmax_cost
+    config.hardware.target, config.hardware.floor = target, 0.9
+    want_lp, want = _brute_force(np.log(weights["normal"]), list(costs), 0.0,
+                                 0.9 * config.hardware.target, config.hardware.target)  # fmt: skip
+    genotype = search.budget_genotype(config, su, weights, argmax, str(tmp_path))
+    mix = su.space.genotype_mix(genotype)["normal"]
+    assert tuple(np.argmax(mix, 1)) == want
+    record = json.loads((tmp_path / search.BUDGET).read_text())
+    assert record["chosen"]["genotype"] == genotype.to_string()
+    assert record["argmax"]["genotype"] == argmax.to_string()
+    np.testing.assert_allclose(record["argmax"]["params"], argmax_cost)
+    assert 0.9 * config.hardware.target <= record["chosen"]["params"] <= config.hardware.target
+    np.testing.assert_allclose(record["chosen"]["log_prob"], want_lp, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"hardware.discretise": "budget", "hardware.resource": "params"}, "needs hardware.target"),
+        ({"hardware.discretise": "budget", "hardware.target": 1e4, "hardware.resource": "params",
+          "space": "darts_cnn"}, "chooses one op per row"),
+        ({"hardware.discretise": "budget", "hardware.target": 1e4, "hardware.resource": "params",
+          "search.selection": "random"}, "set one of them"),
+        ({"hardware.discretise": "argmin"}, "hardware.discretise"),
+        ({"hardware.floor": 1.5}, "hardware.floor"),
+    ],
+)  # fmt: skip
+def test_budget_discretisation_refuses_what_it_cannot_do(change, message):
+    from dnas import configlib
+
+    config = configlib.default_config()
+    config.space, config.search.layers = "nb201", 1
+    for key, value in change.items():
+        section, _, field = key.rpartition(".")
+        (config[section] if section else config)[field] = value
+    with pytest.raises(configlib.ConfigError, match=message):
+        configlib.validate(config)

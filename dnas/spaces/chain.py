@@ -25,10 +25,15 @@ stages, a head; one alpha row per block (group `blocks`), one op chosen per bloc
   has a shortcut); validation, discretisation, sampling and mutation honour it.
 - Supernet (`ChainSupernet`): block output = sum_k w[row, k] op_k(x) + shortcut(x); an op that
   computes nothing (`zero`; FBNet's `skip` in a block with a shortcut, which is the same thing)
-  contributes 0. `single_op=True` computes only the op of largest weight per row (`lax.switch`),
-  scaled by its weight; `mix_weights["active/blocks"]`, an int (rows, k) array, computes only
-  those k ops per row (ProxylessNAS' binarised paths: the memory of k networks), each scaled by
-  its weight, so the gradients of those weights are exact. Candidate-op BatchNorms have no affine
+  contributes 0. `single_op=True` computes only the op of largest weight per row, scaled by its
+  weight; `mix_weights["active/blocks"]`, an int (rows, k) array, computes only those k ops per
+  row (ProxylessNAS' binarised paths: the memory of k networks), each scaled by its weight, so
+  the gradients of those weights are exact. Such a path is a `lax.switch` whose branches are the
+  row's ops but its plain MBConvs, which are one branch (`pad_paths=True`, the default): one
+  MBConv of the row's largest kernel and expansion holding the sampled op's kernels zero-padded
+  (`padded_mbconv`: the same function and gradients up to rounding). XLA compiles every branch
+  of a switch, so a ProxylessNAS row compiles 2 MBConvs instead of 6, for the multiply-adds of
+  the largest; `pad_paths=False` switches over every op (the sampled op's multiply-adds). Candidate-op BatchNorms have no affine
   parameters and use batch statistics (`supernet.py`'s convention); the fixed parts' are affine.
 - Folding (`fold=True`, the default): the full mixture computes a row's plain MBConvs together
   (`folded_mbconvs`: one expansion conv, a depthwise conv per op or, `fold_depthwise`, per
@@ -278,6 +283,28 @@ class MixedBlock(_Site):
     single_op: bool = False
     fold: bool = True
     fold_depthwise: bool = False
+    pad_paths: bool = True
+
+    def _path(
+        self, x: Array, w_K: Array, a: Array, modules: Mapping[str, nn.Module | None],
+        params: Mapping[str, Any], branches: Sequence[Callable[[], Array]],
+    ) -> Array:  # fmt: skip
+        """w_K[a] op_a(x) for the traced op index `a`: `lax.switch` over the ops, the row's
+        `paddable` MBConvs one branch (`padded_mbconv`) if `pad_paths`."""
+        padded = paddable(modules) if self.pad_paths else ()
+        if not padded:
+            return lax.switch(a, branches)
+        ops_ = self.spec.ops
+        others = [k for k, op in enumerate(ops_) if op not in padded]
+        branch = np.zeros(len(ops_), np.int32)
+        branch[others] = np.arange(1, len(others) + 1)
+        position = np.zeros(len(ops_), np.int32)
+        position[[ops_.index(op) for op in padded]] = np.arange(len(padded))
+
+        def mbconv() -> Array:
+            return w_K[a] * padded_mbconv(x, jnp.asarray(position)[a], modules, params, padded)
+
+        return lax.switch(jnp.asarray(branch)[a], [mbconv, *(branches[k] for k in others)])
 
     @nn.compact
     def __call__(self, x: Array, w_K: Array, active_J: Array | None, train: bool) -> Array:
@@ -313,9 +340,9 @@ class MixedBlock(_Site):
 
         branches = [functools.partial(term, k) for k in range(len(spec.ops))]
         if active_J is not None:  # binarised paths: only these ops, each by its weight
-            y = sum(lax.switch(active_J[j], branches) for j in range(active_J.shape[0]))
+            y = sum(self._path(x, w_K, a, modules, params, branches) for a in active_J)
         elif self.single_op:
-            y = lax.switch(jnp.argmax(w_K), branches)
+            y = self._path(x, w_K, jnp.argmax(w_K), modules, params, branches)
         else:
             folded = foldable(modules) if self.fold else ()
             y = sum(
@@ -445,6 +472,56 @@ def folded_mbconvs(
     return jnp.einsum("nhwkc,k->nhwc", y_NxHxWxKxC, w_K)
 
 
+def paddable(modules: Mapping[str, nn.Module | None]) -> tuple[str, ...]:
+    """The ops of a row that `padded_mbconv` computes as one: its plain MBConvs that have an
+    expansion conv (`foldable`'s, in that order), if there are two or more."""
+    ops_ = tuple(op for op in foldable(modules) if _expands(modules[op]))
+    return ops_ if len(ops_) > 1 else ()
+
+
+def padded_mbconv(
+    x: Array, index: Array, modules: Mapping[str, nn.Module | None], params: Mapping[str, Any],
+    padded: Sequence[str],
+) -> Array:  # fmt: skip
+    """MBConv_op(x) in training mode for op = padded[index] (`index` traced), as one MBConv of
+    the largest kernel and expansion among the ops `padded` (`paddable`) whose kernels are the
+    op's own zero-padded to that size (the depthwise kernel centred, so with padding k_max // 2
+    it sees the same pixels); every op's kernels are stacked and the op's taken by `index`.
+
+    It is the op's MBConv up to rounding, and so are the gradients of the op's parameters: the
+    extra expanded channels are 0 after the expansion conv, stay 0 through the BatchNorm (no
+    affine parameters: (0 - 0) / sqrt(0 + eps)), the activation and the depthwise conv, and the
+    projection's zero rows drop them; the padded taps multiply zeros or are zeros whose
+    gradients go nowhere; the other ops' parameters get zero gradients. One MBConv to compile
+    per sampled path instead of one per candidate (`lax.switch` compiles every branch), at the
+    multiply-adds of the largest candidate."""
+    ms = [modules[op] for op in padded]
+    first = ms[0]
+    act, eps = ops.ACTIVATIONS[first.activation], first.epsilon
+    k_max = max(m.kernel_size for m in ms)
+    mid_max = max(m.C_in * m.expansion for m in ms)
+
+    def stacked(name: str, pad: Callable[[ops.MBConv], list[tuple[int, int]]]) -> Array:
+        kernels = [jnp.pad(params[op][name], pad(m)) for op, m in zip(padded, ms, strict=True)]
+        return jnp.stack(kernels)[index]
+
+    def spare(m: ops.MBConv) -> int:
+        return mid_max - m.C_in * m.expansion
+
+    def around(m: ops.MBConv) -> tuple[int, int]:
+        return ((k_max - m.kernel_size) // 2,) * 2
+
+    def bn(y: Array) -> Array:
+        return ops.normalize(y, *ops.batch_moments(y), eps)
+
+    expand = stacked("expand", lambda m: [(0, 0), (0, 0), (0, 0), (0, spare(m))])
+    depthwise = stacked("depthwise", lambda m: [around(m), around(m), (0, spare(m))])
+    project = stacked("project", lambda m: [(0, 0), (0, 0), (0, spare(m)), (0, 0)])
+    y = act(bn(ops.conv2d(x, expand, 1, 0)))
+    y = act(bn(ops.depthwise_conv2d(y, depthwise, first.stride, k_max // 2, first.impl)))
+    return bn(ops.conv2d(y, project, 1, 0))
+
+
 def _fixed_first(spec: ChainSpec, widths_: Sequence[int], trs: bool) -> nn.Module:
     kernel, expansion = spec.first_block
     return ops.MBConv(
@@ -477,6 +554,7 @@ class ChainSupernet(nn.Module):
     single_op: bool = False
     fold: bool = True
     fold_depthwise: bool = False
+    pad_paths: bool = True
 
     @property
     def widths(self) -> tuple[int, ...]:
@@ -504,7 +582,7 @@ class ChainSupernet(nn.Module):
         for r, row in enumerate(rows):
             block = MixedBlock(
                 spec, row.C_in, row.C_out, row.stride, row.shortcut, self.impl, self.single_op,
-                self.fold, self.fold_depthwise, name=f"b{r}",
+                self.fold, self.fold_depthwise, self.pad_paths, name=f"b{r}",
             )  # fmt: skip
             x = block(x, w[r], None if active is None else active[r], train)
         x = _head(spec, widths_[-1], False)(x, train)
@@ -553,18 +631,22 @@ def _impl(sep_impl: str) -> str:
 def build_supernet(
     spec: ChainSpec, num_classes: int, *, C: int | None = None, layers: int | None = None,
     sep_impl: str = "fused", remat: bool = False, partial_channels: int = 1,
-    single_op: bool = False, fold: bool = True,
+    single_op: bool = False, fold: bool = True, pad_paths: bool = True,
 ) -> ChainSupernet:  # fmt: skip
     """The search network of stem width C (None: the paper's); `layers` and `remat` are ignored
     (a chain has the paper's depth); partial channels (PC-DARTS) are for cells only; `fold`:
-    compute each row's MBConvs together (`folded_mbconvs`; False: one module per op)."""
+    compute each row's MBConvs together (`folded_mbconvs`; False: one module per op);
+    `pad_paths`: a sampled path's MBConv as one padded to the row's largest (`padded_mbconv`;
+    False: `lax.switch` over the candidates)."""
     del layers, remat
     if partial_channels != 1:
         raise ValueError(
             f"the {spec.name} space has no partial-channel edges (PC-DARTS); set "
             "search.partial_channels=1"
         )
-    return ChainSupernet(spec, num_classes, C, _impl(sep_impl), single_op, fold)
+    return ChainSupernet(
+        spec, num_classes, C, _impl(sep_impl), single_op, fold, pad_paths=pad_paths
+    )
 
 
 def build_network(

@@ -8,8 +8,8 @@ convolutions, or skip).
     dnas search --config experiments/fbnet/imagenet_search.py:smoke
 
 The first is the paper's search on ImageNet (fbnet space); `:digits` searches and retrains on
-the embedded digits; `:smoke` ends with an `fbnet` genotype (one op per layer) in about 4
-minutes on 2 CPU cores, most of it compiling (the digits run's accuracy is not a published
+the embedded digits; `:smoke` ends with an `fbnet` genotype (one op per layer) in about 3
+minutes on 2 CPU cores (measuring the table, compiling, 7 steps; the digits run's accuracy is not a published
 number). The ImageNet search needs the ImageNet data and GPU-days; nobody has run it with dnas.
 
 Protocol (the paper, Sec. 4.1): the supernet searched on ImageNet-100 (100 random ImageNet

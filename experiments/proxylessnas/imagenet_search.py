@@ -8,8 +8,8 @@ alphas rescaled after each update), on the MobileNetV2 chain (`proxyless` space:
     dnas search --config experiments/proxylessnas/imagenet_search.py:smoke
 
 The first is the paper's search on ImageNet (proxyless space); `:digits` searches and retrains on
-the embedded digits; `:smoke` ends with a `proxyless` genotype (one op per block) in about 4
-minutes on 2 CPU cores, most of it compiling (the digits run's accuracy is not a published
+the embedded digits; `:smoke` ends with a `proxyless` genotype (one op per block) in about 2
+minutes on 2 CPU cores (measuring the table, compiling, 7 steps; the digits run's accuracy is not a published
 number). The ImageNet search needs the ImageNet data and GPU-days; nobody has run it with dnas.
 
 Protocol (the authors' code, `search/imagenet_arch_search.py` and `nas_manager.py`): 40
