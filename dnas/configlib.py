@@ -570,6 +570,9 @@ def objective_args(config: ml_collections.ConfigDict) -> dict[str, float]:
 
 def _check_hardware(config: ml_collections.ConfigDict) -> None:
     h = config.hardware
+    if not (h.objective or h.discretise):
+        return
+    _check_table(h)
     if h.discretise:
         _check_budget(config)
     if not h.objective:
@@ -588,6 +591,15 @@ def _check_hardware(config: ml_collections.ConfigDict) -> None:
         )
     if h.objective == "mul_log" and h.target == 1:
         raise ConfigError("hardware.target=1 makes mul_log's log(E) / log(T) undefined (log 1 = 0)")
+    if not _strategy(config).update_alphas:
+        raise ConfigError(
+            f"hardware.objective is an objective of the alphas; strategy {config.strategy!r} "
+            f"learns none"
+        )
+
+
+def _check_table(h: ml_collections.ConfigDict) -> None:
+    """The cost table of `hardware` (an objective's or a budget's) has `hardware.resource`."""
     if h.lut == MEASURE and h.resource != "latency_ms":
         raise ConfigError(
             f"hardware.lut=measure times latency; hardware.resource={h.resource!r} needs a table "
@@ -602,11 +614,6 @@ def _check_hardware(config: ml_collections.ConfigDict) -> None:
     if h.lut and h.lut != MEASURE and not os.path.isfile(h.lut):
         raise ConfigError(
             f"hardware.lut={h.lut!r} is not a file (`dnas lut --out FILE` writes one)"
-        )
-    if not _strategy(config).update_alphas:
-        raise ConfigError(
-            f"hardware.objective is an objective of the alphas; strategy {config.strategy!r} "
-            f"learns none"
         )
 
 
@@ -627,11 +634,6 @@ def _check_budget(config: ml_collections.ConfigDict) -> None:
         raise ConfigError(
             f"hardware.discretise=budget chooses from the alphas; search.selection="
             f"{config.search.selection!r} chooses with the supernet: set one of them"
-        )
-    if not h.lut and h.resource not in hardware.COST_RESOURCES:
-        raise ConfigError(
-            f"hardware.resource={h.resource!r} needs a cost table (hardware.lut) for "
-            "hardware.discretise=budget"
         )
 
 

@@ -43,6 +43,9 @@ gives the table's own sum)::
      "correction": {"latency_ms": {"scale": 1.08, "offset": 0.21, "n": 30,
                                    "mape_before": 0.19, "mape_after": 0.04}}
 
+`within_budget` discretises under a budget: the most probable architecture (one op per row)
+whose cost is in a range, found exactly by dynamic programming (`hardware.discretise=budget`).
+
 `candidate_costs` and `cost_model` are the space's cost model (`COST_RESOURCES`: parameters,
 multiply-adds, memory access per image), counted on its candidates (`Space.candidates`);
 `dnas/latency.py` measures latency tables on the running JAX backend.

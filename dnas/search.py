@@ -65,7 +65,7 @@ def measured_lut(config: ml_collections.ConfigDict, workdir: str) -> ml_collecti
     per op), written once as `<workdir>/lut.json` and read again when the search resumes. Other
     configs are returned as they are."""
     h = config.hardware
-    if not h.objective or h.lut != configlib.MEASURE:
+    if not (h.objective or h.discretise) or h.lut != configlib.MEASURE:
         return config
     path = os.path.join(workdir, workdir_lib.LUT)
     if not os.path.exists(path):
@@ -114,6 +114,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, select: Select | None =
     parallel.check_batch_size(config.search.batch_size, mesh, "search.batch_size")
     config = measured_lut(config, workdir)
     su = search_step.setup(config)
+    if config.hardware.discretise == "budget":  # a budget nothing meets fails now, not at the end
+        uniform = {g: np.ones(shape) for g, shape in su.space.alpha_shapes.items()}
+        budget_genotype(config, su, uniform | dict(su.space.mask or {}), None, None)
     s = config.search
     state = parallel.replicate(search_step.create_state(config, su), mesh)
     ckpt = checkpoint.Checkpointer(workdir)
@@ -171,12 +174,13 @@ BUDGET = "budget.json"  # hardware.discretise=budget: what was chosen, and what 
 
 def budget_genotype(
     config: ml_collections.ConfigDict, su: search_step.SearchSetup, weights: dict,
-    argmax: Genotype, workdir: str,
+    argmax: Genotype | None, workdir: str | None,
 ) -> Genotype:  # fmt: skip
     """The most probable genotype under the final mixing `weights` whose cost by the search's
     table is in [floor x target, target] (`hardware.within_budget`); ops the space's genotypes
     never take (`discrete_ops`) are left out. Writes `<workdir>/budget.json`: the chosen
-    genotype, its cost and log-probability, and the same for `argmax` (the space's rule)."""
+    genotype, its cost and log-probability, and the same for `argmax` (the space's rule); with
+    no workdir, only checks that some genotype fits (ConfigError otherwise)."""
     from dnas import hardware
 
     h, space = config.hardware, su.space
@@ -192,6 +196,8 @@ def budget_genotype(
     except ValueError as err:
         raise configlib.ConfigError(f"hardware.discretise=budget: {err}") from None
     genotype = space.discretise(chosen.weights)
+    if workdir is None:
+        return genotype
     r = table.index(h.resource)
 
     def record(g: Genotype, w: dict) -> dict:

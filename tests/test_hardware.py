@@ -429,3 +429,20 @@ def test_budget_discretisation_refuses_what_it_cannot_do(change, message):
         (config[section] if section else config)[field] = value
     with pytest.raises(configlib.ConfigError, match=message):
         configlib.validate(config)
+
+
+def test_a_budget_nothing_meets_fails_before_the_search_trains(tmp_path):
+    from dnas import configlib, search
+
+    config = configlib.default_config()
+    config.space, config.search.layers, config.search.C = "nb201", 1, 2
+    config.hardware.discretise, config.hardware.resource = "budget", "params"
+    # 0.99e9 to 1e9 parameters: no nb201 cell of 2 channels is so large.
+    config.hardware.target, config.hardware.floor, config.progress = 1e9, 0.99, False
+    with pytest.raises(configlib.ConfigError, match=r"no architecture costs params between "
+                                                    r"9.9e\+08 and 1e\+09: by the table they "
+                                                    r"cost 0 to \d+"):  # fmt: skip
+        search.run(config, str(tmp_path / "run"))
+    assert not (tmp_path / "run" / "checkpoints").exists() or not any(
+        (tmp_path / "run" / "checkpoints").iterdir()
+    )
