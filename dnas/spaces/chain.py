@@ -33,8 +33,9 @@ stages, a head; one alpha row per block (group `blocks`), one op chosen per bloc
   MBConv of the row's largest kernel and expansion holding the sampled op's kernels zero-padded
   (`padded_mbconv`: the same function and gradients up to rounding). XLA compiles every branch
   of a switch, so a ProxylessNAS row compiles 2 MBConvs instead of 6, for the multiply-adds of
-  the largest; `pad_paths=False` switches over every op (the sampled op's multiply-adds). Candidate-op BatchNorms have no affine
-  parameters and use batch statistics (`supernet.py`'s convention); the fixed parts' are affine.
+  the largest; `pad_paths=False` switches over every op (the sampled op's multiply-adds).
+  Candidate-op BatchNorms have no affine parameters and use batch statistics (`supernet.py`'s
+  convention); the fixed parts' are affine.
 - Folding (`fold=True`, the default): the full mixture computes a row's plain MBConvs together
   (`folded_mbconvs`: one expansion conv, a depthwise conv per op or, `fold_depthwise`, per
   kernel size, one batched projection per expansion ratio, BatchNorms over the
