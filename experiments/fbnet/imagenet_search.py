@@ -9,8 +9,9 @@ convolutions, or skip).
 
 The first is the paper's search on ImageNet (fbnet space); `:digits` searches and retrains on
 the embedded digits; `:smoke` ends with an `fbnet` genotype (one op per layer) in about 3
-minutes on 2 CPU cores (measuring the table, compiling, 7 steps; the digits run's accuracy is not a published
-number). The ImageNet search needs the ImageNet data and GPU-days; nobody has run it with dnas.
+minutes on 2 CPU cores (measuring the table, compiling, 7 steps). The digits run's accuracy is
+not a published number. The ImageNet search needs the ImageNet data and GPU-days; nobody has
+run it with dnas.
 
 Protocol (the paper, Sec. 4.1): the supernet searched on ImageNet-100 (100 random ImageNet
 classes; not a dnas dataset: this config uses all of ImageNet) for 90 epochs, the weights on

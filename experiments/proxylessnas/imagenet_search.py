@@ -9,8 +9,9 @@ alphas rescaled after each update), on the MobileNetV2 chain (`proxyless` space:
 
 The first is the paper's search on ImageNet (proxyless space); `:digits` searches and retrains on
 the embedded digits; `:smoke` ends with a `proxyless` genotype (one op per block) in about 2
-minutes on 2 CPU cores (measuring the table, compiling, 7 steps; the digits run's accuracy is not a published
-number). The ImageNet search needs the ImageNet data and GPU-days; nobody has run it with dnas.
+minutes on 2 CPU cores (measuring the table, compiling, 7 steps). The digits run's accuracy is
+not a published number. The ImageNet search needs the ImageNet data and GPU-days; nobody has
+run it with dnas.
 
 Protocol (the authors' code, `search/imagenet_arch_search.py` and `nas_manager.py`): 40
 weights-only warm-up epochs (paths sampled from the initial alphas; their own cosine from lr
