@@ -326,6 +326,12 @@ def normalize(x: Array, mean: Array, var: Array, epsilon: float) -> Array:
     return ((x - mean) * lax.rsqrt(var + epsilon)).astype(x.dtype)
 
 
+def batch_normalize(x: Array, epsilon: float = 1e-5) -> Array:
+    """x normalised with its own batch statistics over (N, H, W) and no affine parameters: the
+    supernet's BatchNorm (per channel; per (op, channel) for an (N, H, W, ops, C) array)."""
+    return normalize(x, *batch_moments(x), epsilon)
+
+
 def channel_shuffle(x: Array, groups: int) -> Array:
     """ShuffleNet's channel shuffle (NHWC): channel g * (C / groups) + j moves to j * groups + g."""
     *lead, c = x.shape

@@ -66,11 +66,6 @@ def edge_group(topology: CellTopology, from_inputs: bool) -> list[int]:
     ]  # fmt: skip
 
 
-def _batch_norm(x: Array) -> Array:
-    mean, var = ops.batch_moments(x)
-    return ops.normalize(x, mean, var, 1e-5)
-
-
 class MixedCell(nn.Module):
     """The edges and intermediate nodes of a search cell.
 
@@ -173,7 +168,7 @@ class MixedCell(nn.Module):
                     variables = {"params": params_e[op]} if op in params_e else {}
                     y = modules[op].apply(variables, x_ops, train)
                     if self.bn_after_pool and op.endswith("pool_3x3"):
-                        y = _batch_norm(y)
+                        y = ops.batch_normalize(y)
                     if drop_skip and op == "skip_connect":
                         rate = jnp.asarray(skip_dropout, y.dtype)
                         keep = jax.random.bernoulli(key, 1.0 - rate, y.shape)

@@ -418,10 +418,8 @@ def folded_mbconvs(
     tensor each)."""
     ms = {op: modules[op] for op in folded}
     first = ms[folded[0]]
-    act, eps = ops.ACTIVATIONS[first.activation], first.epsilon
-
-    def bn(y: Array) -> Array:  # over (N, H, W), per channel (per (op, channel) for 5-d y)
-        return ops.normalize(y, *ops.batch_moments(y), eps)
+    act = ops.ACTIVATIONS[first.activation]
+    bn = functools.partial(ops.batch_normalize, epsilon=first.epsilon)
 
     def cat(parts: Sequence[Array], axis: int = -1) -> Array:
         return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=axis)
@@ -498,7 +496,8 @@ def padded_mbconv(
     multiply-adds of the largest candidate."""
     ms = [modules[op] for op in padded]
     first = ms[0]
-    act, eps = ops.ACTIVATIONS[first.activation], first.epsilon
+    act = ops.ACTIVATIONS[first.activation]
+    bn = functools.partial(ops.batch_normalize, epsilon=first.epsilon)
     k_max = max(m.kernel_size for m in ms)
     mid_max = max(m.C_in * m.expansion for m in ms)
 
@@ -511,9 +510,6 @@ def padded_mbconv(
 
     def around(m: ops.MBConv) -> tuple[int, int]:
         return ((k_max - m.kernel_size) // 2,) * 2
-
-    def bn(y: Array) -> Array:
-        return ops.normalize(y, *ops.batch_moments(y), eps)
 
     expand = stacked("expand", lambda m: [(0, 0), (0, 0), (0, 0), (0, spare(m))])
     depthwise = stacked("depthwise", lambda m: [around(m), around(m), (0, spare(m))])
