@@ -293,8 +293,7 @@ def within_budget(
             )
         if (c < 0).any():
             raise ValueError(f"the table has negative {resource!r} costs: budgets need >= 0")
-        with np.errstate(divide="ignore"):
-            lp = np.where(w > 0, np.log(np.where(w > 0, w, 1.0)), -np.inf)
+        lp = np.where(w > 0, np.log(np.where(w > 0, w, 1.0)), -np.inf)
         rows += [(group, i, c[i], lp[i]) for i in range(c.shape[0])]
     cheapest = sum(min(c[np.isfinite(p)]) for _, _, c, p in rows)
     dearest = sum(max(c[np.isfinite(p)]) for _, _, c, p in rows)

@@ -15,7 +15,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import ml_collections
@@ -37,6 +37,10 @@ from dnas import (
 from dnas import workdir as workdir_lib
 from dnas.genotype import Genotype
 from dnas.state import SearchState
+
+if TYPE_CHECKING:  # annotations only
+    from dnas.hardware import CostTable
+    from dnas.spaces.base import Space
 
 # (config, setup, searched state, workdir, mesh, metric writer, clock=loop.Clock) -> the genotype
 # of a selection phase run after the search loop (DARTS-PT, selection with the supernet); the
@@ -114,9 +118,11 @@ def run(config: ml_collections.ConfigDict, workdir: str, select: Select | None =
     parallel.check_batch_size(config.search.batch_size, mesh, "search.batch_size")
     config = measured_lut(config, workdir)
     su = search_step.setup(config)
-    if config.hardware.discretise == "budget":  # a budget nothing meets fails now, not at the end
+    budget = None  # hardware.discretise=budget: its table; a budget nothing meets fails now
+    if config.hardware.discretise == "budget":
+        budget = search_step.cost_table(config, su.space, su.model, su.info.input_shape)
         uniform = {g: np.ones(shape) for g, shape in su.space.alpha_shapes.items()}
-        budget_genotype(config, su, uniform | dict(su.space.mask or {}), None, None)
+        budget_choice(config, su.space, budget, uniform | dict(su.space.mask or {}))
     s = config.search
     state = parallel.replicate(search_step.create_state(config, su), mesh)
     ckpt = checkpoint.Checkpointer(workdir)
@@ -154,8 +160,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, select: Select | None =
         monitor.save_stop()  # loop.run returns once the checkpoints are written
     weights = jax.device_get(su.strategy.final_weights(state.alphas))
     genotype = su.strategy.select(su.space, weights)
-    if config.hardware.discretise == "budget":
-        genotype = budget_genotype(config, su, weights, genotype, workdir)
+    if budget is not None:
+        chosen = budget_choice(config, su.space, budget, weights)
+        save_budget(config, su.space, budget, weights, chosen, genotype, workdir)
+        genotype = chosen
     if select is not None:
         signals.check("after the search loop, before its selection phase", workdir)
         genotype = select(config, su, state, workdir, mesh, writer, clock=clock)
@@ -172,50 +180,62 @@ def run(config: ml_collections.ConfigDict, workdir: str, select: Select | None =
 BUDGET = "budget.json"  # hardware.discretise=budget: what was chosen, and what the rule chose
 
 
-def budget_genotype(
-    config: ml_collections.ConfigDict, su: search_step.SearchSetup, weights: dict,
-    argmax: Genotype | None, workdir: str | None,
-) -> Genotype:  # fmt: skip
-    """The most probable genotype under the final mixing `weights` whose cost by the search's
-    table is in [floor x target, target] (`hardware.within_budget`); ops the space's genotypes
-    never take (`discrete_ops`) are left out. Writes `<workdir>/budget.json`: the chosen
-    genotype, its cost and log-probability, and the same for `argmax` (the space's rule); with
-    no workdir, only checks that some genotype fits (ConfigError otherwise)."""
+def budget_choice(
+    config: ml_collections.ConfigDict, space: Space, table: CostTable, weights: dict
+) -> Genotype:
+    """The most probable genotype under the mixing `weights` whose cost by `table` (the
+    search's: `search_step.cost_table`) is in [floor x target, target]
+    (`hardware.within_budget`); ops the space's genotypes never take (`discrete_ops`) are left
+    out. ConfigError when no genotype fits."""
     from dnas import hardware
 
-    h, space = config.hardware, su.space
-    table = search_step.cost_table(config, space, su.model, su.info.input_shape)
-    weights = {g: np.asarray(w, np.float64) for g, w in weights.items()}
-    if space.discrete_ops is not None:
-        keep = np.isin(np.asarray(space.ops), space.discrete_ops)
-        weights = {g: np.where(keep, w, 0.0) for g, w in weights.items()}
+    h = config.hardware
     try:
         chosen = hardware.within_budget(
-            weights, table, h.resource, h.target, h.floor * h.target
+            _discrete(space, weights), table, h.resource, h.target, h.floor * h.target
         )  # fmt: skip
     except ValueError as err:
         raise configlib.ConfigError(f"hardware.discretise=budget: {err}") from None
-    genotype = space.discretise(chosen.weights)
-    if workdir is None:
-        return genotype
-    r = table.index(h.resource)
+    return space.discretise(chosen.weights)
 
-    def record(g: Genotype, w: dict) -> dict:
+
+def _discrete(space: Space, weights: dict) -> dict[str, np.ndarray]:
+    """`weights` as float64, 0 at the ops the space's genotypes never take."""
+    weights = {g: np.asarray(w, np.float64) for g, w in weights.items()}
+    if space.discrete_ops is None:
+        return weights
+    keep = np.isin(np.asarray(space.ops), space.discrete_ops)
+    return {g: np.where(keep, w, 0.0) for g, w in weights.items()}
+
+
+def save_budget(
+    config: ml_collections.ConfigDict, space: Space, table: CostTable, weights: dict,
+    chosen: Genotype, argmax: Genotype, workdir: str,
+) -> None:  # fmt: skip
+    """Writes `<workdir>/budget.json` and says it: the genotype `budget_choice` chose and the
+    space's rule's (`argmax`), each with its cost by `table` and its log-probability under the
+    final mixing `weights`."""
+    from dnas import hardware
+
+    h = config.hardware
+    r = table.index(h.resource)
+    weights = _discrete(space, weights)
+
+    def record(g: Genotype) -> dict:
         mix = space.genotype_mix(g)
         cost = float(hardware.expected_cost(mix, table)[r])
-        log_prob = sum(float(np.sum(np.log(np.where(mix[k] > 0, w[k], 1.0)))) for k in mix)
+        log_prob = sum(float(np.sum(np.log(np.where(mix[k] > 0, weights[k], 1.0)))) for k in mix)
         return {"genotype": g.to_string(), h.resource: cost, "log_prob": log_prob}
 
     summary = {
         "resource": h.resource, "target": h.target, "floor": h.floor * h.target,
-        "chosen": record(genotype, weights), "argmax": record(argmax, weights),
+        "chosen": record(chosen), "argmax": record(argmax),
     }  # fmt: skip
     workdir_lib.atomic_write_text(os.path.join(workdir, BUDGET), json.dumps(summary, indent=2))
     print(
         f"budget: {h.resource} {summary['chosen'][h.resource]:.4g} (the argmax genotype's: "
         f"{summary['argmax'][h.resource]:.4g}) for [{h.floor * h.target:g}, {h.target:g}]"
     )
-    return genotype
 
 
 _DOT_FALLBACK_SAID = [False]  # the matplotlib fallback is announced once per process

@@ -373,9 +373,10 @@ def test_within_budget_says_the_range_of_costs_when_nothing_fits():
 
 
 def test_a_search_discretised_under_a_budget(tmp_path):
-    """search.budget_genotype on the nb201 space's cost model (parameters): the genotype is the
-    most probable one of at most `target` parameters and at least floor x target, found by
-    enumerating nb201's 5^6 genotypes; budget.json says it and what the argmax would be."""
+    """search.budget_choice and save_budget on the nb201 space's cost model (parameters): the
+    genotype is the most probable one of at most `target` parameters and at least floor x
+    target, found by enumerating nb201's 5^6 genotypes; budget.json says it and what the argmax
+    would be."""
     from dnas import configlib, search, search_step
 
     config = configlib.default_config()
@@ -396,7 +397,9 @@ def test_a_search_discretised_under_a_budget(tmp_path):
     config.hardware.target, config.hardware.floor = target, 0.9
     want_lp, want = _brute_force(np.log(weights["normal"]), list(costs), 0.0,
                                  0.9 * config.hardware.target, config.hardware.target)  # fmt: skip
-    genotype = search.budget_genotype(config, su, weights, argmax, str(tmp_path))
+    budget = search_step.cost_table(config, su.space, su.model, su.info.input_shape)
+    genotype = search.budget_choice(config, su.space, budget, weights)
+    search.save_budget(config, su.space, budget, weights, genotype, argmax, str(tmp_path))
     mix = su.space.genotype_mix(genotype)["normal"]
     assert tuple(np.argmax(mix, 1)) == want
     record = json.loads((tmp_path / search.BUDGET).read_text())
