@@ -583,14 +583,15 @@ def _os_error_code(error: BaseException) -> int | None:
 # it. Those records are re-logged at DEBUG level by this module's logger instead. So is the
 # "RuntimeError: Event loop is closed" that tensorstore's completion callbacks print (as an
 # unraisable exception) when the other writes or reads of a failed save or restore finish after
-# orbax has closed its event loop.
+# orbax has closed its event loop, and the "Task exception was never retrieved" that asyncio logs
+# (through its own logger) when one of orbax's write tasks that failed too is garbage collected.
 _ORBAX_DIR = os.path.dirname(os.path.dirname(os.path.abspath(ocp.__file__)))  # .../orbax
 _QUIET_LOCK = threading.Lock()
 
 
 class _OrbaxErrorsToDebug(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno < logging.ERROR or not record.pathname.startswith(_ORBAX_DIR):
+        if record.levelno < logging.ERROR or not _from_orbax(record):
             return True
         if _log.isEnabledFor(logging.DEBUG):
             _log.debug("orbax [%s]: %s", record.threadName, record.getMessage(),
@@ -598,14 +599,28 @@ class _OrbaxErrorsToDebug(logging.Filter):
         return False
 
 
+def _from_orbax(record: logging.LogRecord) -> bool:
+    if record.pathname.startswith(_ORBAX_DIR):
+        return True
+    # asyncio's report of an orbax task names the coroutine's file in its message ("future: <Task
+    # finished ... coro=<...write_fragment() defined at .../orbax/...>"); its traceback runs there.
+    if record.name != "asyncio":
+        return False
+    tb = record.exc_info[2] if record.exc_info else None
+    files = [frame.f_code.co_filename for frame, _ in traceback.walk_tb(tb)]
+    return any(f.startswith(_ORBAX_DIR) for f in files) or _ORBAX_DIR in record.getMessage()
+
+
 _ORBAX_FILTER = _OrbaxErrorsToDebug()
 
 
 def _quiet_orbax_errors() -> None:
-    """Installs `_OrbaxErrorsToDebug` on absl's and the root logger, and `_closed_loop_hook`
-    before the current `sys.unraisablehook` (once)."""
+    """Installs `_OrbaxErrorsToDebug` on absl's, asyncio's and the root logger (a logger's filters
+    see only the records logged through it, not those propagated from its children), and
+    `_closed_loop_hook` before the current `sys.unraisablehook` (once)."""
     with _QUIET_LOCK:
-        for logger in (logging.getLogger("absl"), logging.getLogger()):
+        for name in ("absl", "asyncio", None):
+            logger = logging.getLogger(name)
             if _ORBAX_FILTER not in logger.filters:
                 logger.addFilter(_ORBAX_FILTER)
         if not getattr(sys.unraisablehook, "_dnas_closed_loop", False):
