@@ -18,11 +18,13 @@ def _info(args: argparse.Namespace) -> int:
 
     from dnas import data, evaluate, spaces
 
+    space = spaces.get(args.supernet or args.space) if args.supernet or args.space else None
+    geno = None if args.supernet else spaces.load(args.genotype, space=args.space)
+    space = space or geno.search_space
+    if space.modality == "text":
+        return _info_text(args, space, geno)
     info = data.get_info(args.dataset)
     out: dict = {"dataset": info.name, "input_shape": list(info.input_shape)}
-    space = spaces.get(args.supernet) if args.supernet else None
-    geno = None if space else spaces.load(args.genotype)
-    space = space or geno.search_space
     if args.layers is not None and args.layers < space.min_layers:
         raise ValueError(
             f"--layers {args.layers} is out of range for search space {space.name!r}: an integer "
@@ -50,6 +52,33 @@ def _info(args: argparse.Namespace) -> int:
     fields = model.__dataclass_fields__
     out |= {k: getattr(model, k) for k in ("C", "layers", "N", "auxiliary") if k in fields}
     out |= stats
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def _info_text(args: argparse.Namespace, space, geno) -> int:
+    """`dnas info` of a language model: parameters (the reference's count: the decoder tied to
+    the embedding counts once) and multiply-adds per token."""
+    import jax
+
+    from dnas import lm
+
+    if args.vocab_size is None:
+        raise ValueError(f"{space.name} is a language model: give its vocabulary, --vocab-size N "
+                         "(Penn Treebank: 10000)")  # fmt: skip
+    size = args.size or args.init_channels
+    kw = {k: v for k, v in (("C", size), ("layers", args.layers)) if v is not None}
+    out: dict = {"space": space.name, "vocab_size": args.vocab_size, "seq_len": args.seq_len}
+    if args.supernet:
+        model = space.supernet(args.vocab_size, **kw)
+        mix = {k: jax.numpy.zeros(s) for k, s in space.alpha_shapes.items()}
+        model = lm.with_mix(model, mix)
+        out["supernet"] = space.name
+    else:
+        model = space.network(geno, args.vocab_size, **kw)
+        out["genotype"] = geno.to_string()
+    out["network"] = type(getattr(model, "model", model)).__name__
+    out |= lm.model_stats(model, args.seq_len)
     print(json.dumps(out, indent=2))
     return 0
 
@@ -89,7 +118,14 @@ def _info_parser(sub: argparse._SubParsersAction) -> None:
         "the DARTS or NAS-Bench-201 format), or a genotype JSON file",
     )
     what.add_argument("--supernet", help="a search space name (dnas.spaces.SPACES)")
+    p.add_argument("--space", help="look the --genotype name up in this space (e.g. --space "
+                   "darts_rnn --genotype darts_v2 is darts_rnn_v2)")  # fmt: skip
     p.add_argument("--dataset", default="cifar10", help="sets classes and input shape")
+    p.add_argument("--vocab-size", type=_positive_int, help="a language model's vocabulary")
+    p.add_argument("--size", type=_positive_int, help="a language model's embedding and hidden "
+                   "size (C; default: the paper's, darts_rnn: 850)")  # fmt: skip
+    p.add_argument("--seq-len", type=_positive_int, default=35, help="a language model's "
+                   "sequence length for the multiply-adds per token (default 35)")  # fmt: skip
     p.add_argument("--init-channels", type=_positive_int, help="C (default: the paper's setting)")
     p.add_argument("--layers", type=_positive_int, help="depth, as the space counts it (e.g. "
                    "cells, or cells per stage)")  # fmt: skip

@@ -37,6 +37,12 @@ from dnas.genotype import show
 ConfigError = errors.ConfigError
 
 
+def _text():
+    from dnas import text  # the text datasets, imported where a config names one
+
+    return text
+
+
 def _stage_config(**sizes: Any) -> ml_collections.ConfigDict:
     """The fields the search and the retraining share (`_stage_fields`): network size, epochs,
     batch, the SGD's learning rates (`sizes`) and its momentum, decay and clipping."""
@@ -55,6 +61,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.seed = 0
     c.dataset = "digits"
     c.data_dir = ""
+    c.data = ml_collections.ConfigDict()
+    c.data.text_dir = ""
     c.space = spaces.DEFAULT  # the DARTS cell space
     c.strategy = "darts"
     c.order = "first"
@@ -117,6 +125,23 @@ def default_config() -> ml_collections.ConfigDict:
     t.flip = None
     t.cutout_length = -1
     t.sep_impl = "fused"
+
+    # Language models (the text spaces, dnas/lm.py): batching, regularisation, NT-ASGD.
+    c.text = x = ml_collections.ConfigDict()
+    x.level = ""
+    x.bptt = 35
+    x.max_seq_len_delta = 20
+    x.search_lengths = "halve"
+    x.train_lengths = "normal"
+    x.eval_batch_size = 10
+    x.test_batch_size = 1
+    x.tar_beta = 1e-3
+    x.dropout = None
+    x.dropouth = None
+    x.dropoutx = None
+    x.dropouti = None
+    x.dropoute = None
+    x.nonmono = 5
 
     c.sweep = ml_collections.ConfigDict()  # dnas sweep (dnas/sweep.py)
     c.sweep.seeds = ""
@@ -253,10 +278,15 @@ def _stage_fields(stage: str, net: str, epochs: str, batch: str, lr: str, whose:
 FIELDS: dict[str, Field] = {
     "seed": Field("the root of every random stream of the run (weights, alphas, data order)",
                   integer(0)),
-    "dataset": Field("the dataset (dnas.data.DATASETS): digits ships with scikit-learn, the others "
-                     "are read with tensorflow-datasets", one_of(lambda: tuple(data.DATASETS))),
+    "dataset": Field("the dataset: images (dnas.data.DATASETS: digits ships with scikit-learn, "
+                     "the others are read with tensorflow-datasets) or text for the text spaces "
+                     "(dnas.text.CORPORA: pydoc ships with Python, tiny_shakespeare is read with "
+                     "tensorflow-datasets, text_dir reads data.text_dir)",
+                     one_of(lambda: (*data.DATASETS, *_text().CORPORA))),
     "data_dir": Field("tensorflow-datasets data_dir; '' uses TFDS_DATA_DIR or "
                       "~/tensorflow_datasets", TEXT),
+    "data.text_dir": Field("dataset=text_dir: a directory of train.txt, valid.txt and test.txt "
+                           "(the PTB / WikiText-2 layout)", TEXT),
     "space": Field("the search space (dnas.spaces.SPACES)", one_of(lambda: tuple(spaces.SPACES))),
     "strategy": Field("the search strategy (dnas.strategies.STRATEGIES)",
                       one_of(lambda: tuple(strategies.STRATEGIES))),
@@ -374,6 +404,30 @@ FIELDS: dict[str, Field] = {
                                  "default (the CIFAR protocols set 16)", integer(-1)),
     "train.sep_impl": Field("how separable convolutions are computed (ops.py)",
                             one_of(lambda: ops.SEP_IMPLS)),
+    "text.level": Field("dataset=text_dir: word (split on spaces, <eos> per line, as the DARTS "
+                        "recurrent code) or char; '': word", one_of(lambda: ("", "word", "char"))),
+    "text.bptt": Field("tokens per truncated back-propagation segment (DARTS: 35)", integer(2)),
+    "text.max_seq_len_delta": Field("train_lengths=normal: a segment is at most bptt + this long",
+                                    integer(0)),
+    "text.search_lengths": Field("the search's segment lengths: fixed (bptt), halve (bptt, or "
+                                 "bptt/2 one time in 20: the DARTS search) or normal (N(bptt, 5), "
+                                 "the DARTS retraining)", one_of(lambda: _text().LENGTHS)),
+    "text.train_lengths": Field("the retraining's segment lengths (fixed, halve, normal)",
+                                one_of(lambda: _text().LENGTHS)),
+    "text.eval_batch_size": Field("columns the validation text is evaluated in (DARTS: 10)",
+                                  integer(1)),
+    "text.test_batch_size": Field("columns the test text is evaluated in (DARTS: 1)", integer(1)),
+    "text.tar_beta": Field("temporal activation regularisation of the weights' loss: beta * "
+                           "mean (h_t+1 - h_t)^2 (DARTS: 1e-3); 0: off", NON_NEGATIVE),
+    **{f"text.{k}": Field(f"{what}; none: the space's default for the stage", NUMBER_OR_NONE)
+       for k, what in (("dropout", "dropout on the model's outputs (transformer: on every "
+                        "residual branch)"), ("dropouth", "darts_rnn: dropout on the cell's "
+                        "hidden states"), ("dropoutx", "darts_rnn: dropout on the cell's input"),
+                       ("dropouti", "darts_rnn: dropout on the embedded tokens"),
+                       ("dropoute", "darts_rnn: drops whole words of the embedding"))},
+    "text.nonmono": Field("retraining: NT-ASGD starts averaging the weights once the validation "
+                          "loss is worse than the best before the last nonmono epochs; 0: never",
+                          integer(0)),
     "sweep.seeds": Field("dnas sweep: seeds and ranges, e.g. 0-7 or 0,3,5; '': seed", TEXT),
     "sweep.param": Field("dnas sweep: the search.* step hyper-parameter swept, e.g. "
                          "search.alpha_weight_decay; '': none", TEXT),
@@ -670,6 +724,17 @@ def _check_combinations(config: ml_collections.ConfigDict) -> None:
             f"search.alpha_warmup_epochs={s.alpha_warmup_epochs} leaves no alpha step in "
             f"search.epochs={s.epochs}: the genotype would come from the initial alphas"
         )
+    text = config.dataset not in data.DATASETS
+    if (space.modality == "text") != text:
+        kind = "a text dataset (dnas.text.CORPORA, e.g. pydoc)" if not text else "an image dataset"
+        raise ConfigError(
+            f"search space {space.name!r} models {'text' if not text else 'images'} but "
+            f"dataset={config.dataset!r} is {'images' if not text else 'text'}: set "
+            f"--config.dataset to {kind}, or choose a space for it"
+        )
+    if text:
+        _check_text(config)
+        return
     n = data.get_info(config.dataset).train_examples
     if n is not None:
         weights = data.search_split_size(n, s.train_portion)
@@ -688,6 +753,32 @@ def _check_combinations(config: ml_collections.ConfigDict) -> None:
                 f"train.batch_size={t.batch_size} exceeds the {n} training examples of "
                 f"{config.dataset}"
             )
+
+
+def _check_text(config: ml_collections.ConfigDict) -> None:
+    """What a language-model search and retraining (`dnas.lm`) cannot do."""
+    s, x = config.search, config.text
+    if config.dataset == "text_dir" and not config.data.text_dir:
+        raise ConfigError(
+            "dataset=text_dir reads train.txt, valid.txt and test.txt from data.text_dir: set "
+            "--config.data.text_dir=DIR"
+        )
+    refused = {
+        "search.partial_channels": (s.partial_channels, 1),
+        "search.single_op": (s.single_op, False),
+        "search.selection": (s.selection, ""),
+        "search.hessian_every_epochs": (s.hessian_every_epochs, 0),
+        "hardware.discretise": (config.hardware.discretise, ""),
+    }
+    for key, (value, default) in refused.items():
+        if value != default:
+            raise ConfigError(
+                f"{key}={show(value)} is not supported for language models (the text spaces); "
+                f"leave it at {show(default)}"
+            )
+    for key in ("dropout", "dropouth", "dropoutx", "dropouti", "dropoute"):
+        if x[key] is not None and not 0 <= x[key] < 1:
+            raise ConfigError(f"text.{key}={show(x[key])} is out of range: a number 0 <= x < 1")
 
 
 def explain(config: ml_collections.ConfigDict) -> str:

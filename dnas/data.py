@@ -406,9 +406,9 @@ def prepare_instructions(info: DatasetInfo, data_dir: str) -> str:
         f"dataset {info.name!r} (tfds {info.tfds_name!r}) is not prepared in {data_dir}.\n"
         "Reading a prepared dataset needs no TensorFlow; preparing it does:\n"
         "  pip install 'dnas[prepare]'\n"
-        f"  tfds build {info.tfds_name} --data_dir {data_dir}\n"
-        "  (or: python -m tensorflow_datasets.scripts.download_and_prepare "
-        f"--datasets={info.tfds_name} --data_dir={data_dir})\n"
+        f"  tfds build {info.tfds_name} --data_dir {data_dir} --file_format=array_record\n"
+        "  (dnas reads array_record, which tfds.data_source needs; tfds build writes tfrecord "
+        "unless told)\n"
         f"Offline: put {files} in {manual}/ first; tfds then uses them instead of downloading.\n"
         "The built-in dataset needs none of this: --config.dataset=digits"
     )

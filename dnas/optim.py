@@ -9,6 +9,9 @@ learning rate is annealed per epoch (`CosineAnnealingLR` stepped once an epoch) 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -78,3 +81,82 @@ def adam(
         optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
         optax.scale_by_learning_rate(learning_rate),
     )
+
+
+class AveragingState(NamedTuple):
+    """`nt_asgd`'s state: the inner optimiser's, whether averaging has started, the average of
+    the iterates since (and how many), and the non-monotone trigger's memory of validation
+    losses: the last `nonmono` (`recent`, a ring, +inf where empty) and the least of the older
+    ones (`best_before`)."""
+
+    inner: optax.OptState
+    averaging: jax.Array  # bool
+    count: jax.Array  # int32: iterates averaged
+    average: optax.Params
+    recent: jax.Array  # (max(nonmono, 1),) float32
+    best_before: jax.Array  # float32
+    epochs: jax.Array  # int32: validation losses observed
+
+
+class AveragedSGD(NamedTuple):
+    """NT-ASGD (Merity et al. 2018, "Regularizing and Optimizing LSTM Language Models"), the
+    DARTS recurrent cell's evaluation optimiser: `transformation` is an optax transformation
+    that runs `inner` and, once averaging has started, keeps the running mean of the iterates
+    (PyTorch `ASGD(t0=0, lambd=0)`'s `ax`: the mean of the parameters after every step since the
+    switch); `observe(state, val_loss)` is the non-monotone trigger, called once an epoch with
+    the validation loss (pure, jittable); `params(state, params)` is what to evaluate: the
+    average once averaging has started, else `params`."""
+
+    transformation: optax.GradientTransformation
+    observe: Callable[[AveragingState, jax.Array], AveragingState]
+    params: Callable[[AveragingState, optax.Params], optax.Params]
+
+
+def nt_asgd(inner: optax.GradientTransformation, nonmono: int = 5) -> AveragedSGD:
+    """`inner` (the SGD of `sgd`) with non-monotonically triggered averaging: averaging starts
+    after the epoch whose validation loss is worse than the best of the losses before the last
+    `nonmono` epochs (quark0/darts `rnn/train.py`: `len(best_val_loss) > nonmono and val_loss >
+    min(best_val_loss[:-nonmono])`); `nonmono` 0 never averages."""
+    window = max(nonmono, 1)
+
+    def init(params):
+        return AveragingState(
+            inner=inner.init(params),
+            averaging=jnp.zeros((), bool),
+            count=jnp.zeros((), jnp.int32),
+            average=jax.tree.map(jnp.zeros_like, params),
+            recent=jnp.full((window,), jnp.inf, jnp.float32),
+            best_before=jnp.asarray(jnp.inf, jnp.float32),
+            epochs=jnp.zeros((), jnp.int32),
+        )
+
+    def update(updates, state, params=None):
+        if params is None:
+            raise ValueError("nt_asgd needs the parameters: tx.update(grads, state, params)")
+        updates, inner_state = inner.update(updates, state.inner, params)
+        count = state.count + state.averaging.astype(jnp.int32)
+        weight = state.averaging.astype(jnp.float32) / jnp.maximum(count, 1).astype(jnp.float32)
+
+        def mean(avg, p, u):
+            new = p + u
+            return avg + (weight * (new - avg)).astype(avg.dtype)
+
+        average = jax.tree.map(mean, state.average, params, updates)
+        return updates, state._replace(inner=inner_state, count=count, average=average)
+
+    def observe(state: AveragingState, val_loss) -> AveragingState:
+        val_loss = jnp.asarray(val_loss, jnp.float32)
+        worse = (nonmono > 0) & (state.epochs > nonmono) & (val_loss > state.best_before)
+        slot = state.epochs % window
+        leaving = jnp.where(state.epochs >= window, state.recent[slot], jnp.inf)
+        return state._replace(
+            averaging=state.averaging | worse,
+            recent=state.recent.at[slot].set(val_loss),
+            best_before=jnp.minimum(state.best_before, leaving),
+            epochs=state.epochs + 1,
+        )
+
+    def averaged(state: AveragingState, params):
+        return jax.tree.map(lambda a, p: jnp.where(state.averaging, a, p), state.average, params)
+
+    return AveragedSGD(optax.GradientTransformation(init, update), observe, averaged)

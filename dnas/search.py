@@ -128,9 +128,16 @@ def run(config: ml_collections.ConfigDict, workdir: str, select: Select | None =
     ckpt = checkpoint.Checkpointer(workdir)
     state = loop.resume(ckpt, state, clock)
     start = int(state.step)
-    train_iter = data.batches(su.weights_source, s.batch_size, seed=config.seed, start_step=start)
-    val_iter = data.batches(su.alphas_source, s.batch_size, seed=config.seed + 1, start_step=start)
-    batches = parallel.shard_batches(zip(train_iter, val_iter, strict=False), mesh)
+    if su.text is None:
+        train_iter = data.batches(su.weights_source, s.batch_size, seed=config.seed,
+                                  start_step=start)  # fmt: skip
+        val_iter = data.batches(su.alphas_source, s.batch_size, seed=config.seed + 1,
+                                start_step=start)  # fmt: skip
+        batches = parallel.shard_batches(zip(train_iter, val_iter, strict=False), mesh)
+    else:
+        from dnas import lm
+
+        batches = parallel.shard_batches(lm.search_batches(su.text, start), mesh)
     writer = metrics.MetricWriter(workdir)
     monitor = EpochMonitor(config, su, writer, workdir, mesh)
     # The supernet on the whole validation split (the alphas' half) at every epoch end, as the
@@ -143,6 +150,11 @@ def run(config: ml_collections.ConfigDict, workdir: str, select: Select | None =
     epoch_eval = lambda state: evaluate.over_source(
         eval_step, state, su.alphas_source, s.batch_size, mesh, fill="overlap"
     )
+    postfix = lambda m: {"loss": f"{m['train/loss']:.3f}", "acc": f"{m['val/accuracy']:.3f}"}
+    if su.text is not None:  # the supernet on the whole validation text, its state carried
+        epoch_eval = lm.supernet_evaluator(su, su.text.corpus.level)
+        postfix = lambda m: {"ppl": f"{m['train/perplexity']:.1f}",
+                             "val_ppl": f"{m['val/perplexity']:.1f}"}  # fmt: skip
     # A finished search (resumed for its selection phase, or stopped early) compiles nothing.
     if monitor.stopped() is None and start < su.total_steps:
         step_fn, compiled_record, batches = loop.compile_on_first(
@@ -152,10 +164,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, select: Select | None =
         state = loop.run(
             config, step_fn=step_fn, state=state, batches=batches, start=start,
             total_steps=su.total_steps, steps_per_epoch=su.steps_per_epoch, ckpt=ckpt,
-            writer=writer, desc="search",
-            postfix=lambda m: {"loss": f"{m['train/loss']:.3f}",
-                               "acc": f"{m['val/accuracy']:.3f}"},
-            on_epoch_end=monitor, epoch_eval=epoch_eval, clock=clock,
+            writer=writer, desc="search", postfix=postfix, on_epoch_end=monitor, epoch_eval=epoch_eval, clock=clock,
         )  # fmt: skip
         monitor.save_stop()  # loop.run returns once the checkpoints are written
     weights = jax.device_get(su.strategy.final_weights(state.alphas))

@@ -188,13 +188,16 @@ def make_step(
     learning_rate: optax.Schedule,
     alpha_start_step: int = 0,
     hardware_objective: HardwareObjective | None = None,
+    update_scale: Callable[[Batch], jax.Array] | None = None,
 ) -> Callable[[SearchState, Batch, Batch], tuple[SearchState, Metrics]]:
     """The pure search step: alpha update on `val_batch`, then weight update on `train_batch`.
     Before `alpha_start_step` (a weights-only warm-up, PC-DARTS / P-DARTS), at steps that are
     not a multiple of `strategy.alpha_every` (ProxylessNAS) and for strategies that do not learn
     alphas, the alphas stay and the validation loss is only evaluated. With `hardware_objective`
     the alphas minimise its objective of the validation loss and the expected cost instead of the
-    loss alone (`HardwareObjective.grad`)."""
+    loss alone (`HardwareObjective.grad`). `update_scale(train_batch)` scales the weights'
+    update after the optimiser (the DARTS recurrent search's learning rate times the segment's
+    length over bptt)."""
 
     def alpha_half(state: SearchState, train_batch: Batch, val_batch: Batch, key):
         g_alpha, val_metrics = strategy.alpha_grad(
@@ -257,6 +260,9 @@ def make_step(
             state.params, alphas, train_batch, k_weight, state.step, *extra
         )
         updates, weight_opt_state = weight_tx.update(g_w, state.weight_opt_state, state.params)
+        if update_scale is not None:
+            scale = update_scale(train_batch)
+            updates = jax.tree.map(lambda u: u * scale.astype(u.dtype), updates)
         params = optax.apply_updates(state.params, updates)
 
         new_state = state.replace(
@@ -296,6 +302,7 @@ class SearchSetup:
     alphas_source: Any
     steps_per_epoch: int
     total_steps: int
+    text: Any = None  # a text space's data (`lm.TextData`); None for images
 
 
 def setup(
@@ -308,6 +315,10 @@ def setup(
     in-memory dataset of your own)."""
     s = config.search
     space = spaces.get(config.space)
+    if space.modality == "text":
+        from dnas import lm
+
+        return lm.search_setup(config)
     info = info or data.get_info(config.dataset)
     splits = splits or data.load(config.dataset, data_dir=config.data_dir or None)
     weights_source, alphas_source = data.search_split(splits.train, s.train_portion)
@@ -406,16 +417,32 @@ def make_step_parts(
         strategy = strategies.build(config.strategy, ctx, config.strategy_args.to_dict())
     except (KeyError, ValueError) as err:
         raise configlib.ConfigError(str(err.args[0])) from None
-    loss_fn = make_loss_fn(model, strategy, info, Augmentation.from_config(s))
+    text = spaces.get(config.space).modality == "text"
+    if text:
+        from dnas import lm
+
+        loss_fn, update_scale = lm.make_loss_fn(model, strategy), lm.length_scale
+    else:
+        loss_fn, update_scale = (
+            make_loss_fn(model, strategy, info, Augmentation.from_config(s)),
+            None,
+        )
     step_fn = make_step(
         loss_fn, strategy, weight_tx, alpha_tx, learning_rate,
         alpha_start_step=s.alpha_warmup_epochs * steps_per_epoch,
         hardware_objective=make_hardware_objective(config, strategy, model, info),
+        update_scale=update_scale,
     )  # fmt: skip
+    if text:
+        step_fn = lm.carry_step(step_fn, config.text.tar_beta)
     return strategy, weight_tx, alpha_tx, learning_rate, loss_fn, step_fn
 
 
 def create_state(config: ml_collections.ConfigDict, su: SearchSetup) -> SearchState:
+    if su.text is not None:
+        from dnas import lm
+
+        return lm.init_search_state(config, su)
     root = jax.random.key(config.seed)
     k_params, k_alphas, k_steps = (jax.random.fold_in(root, i) for i in range(3))
     init = su.strategy.init_alphas or init_alphas

@@ -230,6 +230,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, genotype: Genotype | No
     _check_space(space, config)
     genotype.save(os.path.join(workdir, workdir_lib.GENOTYPE))
     loop.enable_compilation_cache(config.compilation_cache_dir)
+    if genotype.search_space.modality == "text":  # a language model: perplexity, NT-ASGD
+        from dnas import lm
+
+        return lm.train(config, workdir, genotype, clock)
     mesh = parallel.make_mesh(config.num_devices)
     parallel.check_batch_size(config.train.batch_size, mesh, "train.batch_size")
     su = setup(config, genotype)

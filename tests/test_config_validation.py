@@ -48,6 +48,7 @@ CASES = {
     "seed": ([-1, 0.5], 0),
     "dataset": (["mnist", None], "cifar10"),
     "data_dir": ([3], ""),
+    "data.text_dir": ([3], "/data/penn"),
     "space": (["nasnet"], "nb201"),
     "strategy": (["darts_v3"], "gdas"),
     "order": (["third"], "finite_difference"),
@@ -119,6 +120,20 @@ CASES = {
     "train.flip": (["maybe"], False),
     "train.cutout_length": ([-2], -1),
     "train.sep_impl": (["cudnn"], "depthwise"),
+    "text.level": (["bytes", 1], "char"),
+    "text.bptt": ([1, 35.0], 70),
+    "text.max_seq_len_delta": ([-1], 0),
+    "text.search_lengths": (["random"], "normal"),
+    "text.train_lengths": (["halved"], "fixed"),
+    "text.eval_batch_size": ([0], 1),
+    "text.test_batch_size": ([0], 10),
+    "text.tar_beta": ([-1e-3, NAN], 0.0),
+    "text.dropout": (["0.5", NAN], 0.5),
+    "text.dropouth": ([[0.1]], 0.1),
+    "text.dropoutx": (["x"], None),
+    "text.dropouti": ([NAN], 0.0),
+    "text.dropoute": ([True], 0.1),
+    "text.nonmono": ([-1, 2.5], 0),
     "sweep.seeds": ([7], "0-7"),
     "sweep.param": ([None], "search.lr", {"sweep__param_values": "1e-3"}),
     "sweep.param_values": ([1.0], "1e-3,1e-2", {"sweep__param": "search.lr"}),
@@ -597,9 +612,11 @@ def test_dnas_config_prints_every_field_with_its_doc_and_range(capsys):
     assert "strategy_args = {}  # the strategy's own keyword arguments" in out
     assert "(darts takes fd_eps=0.01)" in out
     assert [line for line in lines if line.startswith("#")] == [
+        "# data",
         "# search",
         "# hardware",
         "# train",
+        "# text",
         "# sweep",
     ]
     for key, line in zip(keys, fields, strict=True):

@@ -132,9 +132,35 @@ def parse(text: str, space: str | None = None) -> Genotype:
     raise ValueError(f"{show(text)} is not a genotype text; expected {', '.join(described)}")
 
 
-def load(spec: str | os.PathLike[str]) -> Genotype:
+def _in_space(space: Space, name: str) -> Genotype | None:
+    """A published genotype of `space` named `name`, or named so once the words of the space's
+    name are left out of both (`darts_v2` in darts_rnn is `darts_rnn_v2`); None if none is."""
+    if name in space.known:
+        return space.known[name]
+    own = set(space.name.split("_"))
+    short = lambda n: [w for w in n.split("_") if w not in own]
+    matches = [g for k, g in space.known.items() if short(k) == short(name)]
+    return matches[0] if len(matches) == 1 else None
+
+
+def load(spec: str | os.PathLike[str], space: str | None = None) -> Genotype:
     """Returns the genotype named by `spec`: a published name (`known()`, any case), the path of a
-    file holding genotype JSON or a genotype text, or a genotype text itself (see `parse`)."""
+    file holding genotype JSON or a genotype text, or a genotype text itself (see `parse`).
+    `space` looks names up in that space first (see `_in_space`) and refuses a genotype of
+    another space."""
+    if space is not None:
+        chosen = get(space)
+        if isinstance(spec, str):
+            found = _in_space(chosen, spec.strip().lower())
+            if found is not None:
+                return found
+        genotype = load(spec)
+        if genotype.space != chosen.name:
+            raise ValueError(
+                f"{show(str(spec))} is a {genotype.space} genotype, not a {chosen.name} one; "
+                f"published {chosen.name} genotypes: {', '.join(chosen.known) or 'none'}"
+            )
+        return genotype
     if isinstance(spec, os.PathLike):
         return _load_file(os.fspath(spec))
     if not isinstance(spec, str):

@@ -113,6 +113,12 @@ class Space(NamedTuple):
         NAS-Bench-201: 1 cell per stage); `configlib.validate` refuses configs with fewer.
       protocols: dataset -> function editing a config to the space's published protocol.
       topology: the `CellTopology` of a cell space (figures draw its cells), else None.
+      modality: 'image' (classifiers of images: `supernet` and `network` as above) or 'text'
+        (language models; `num_classes` is the vocabulary size, `C` the embedding width, and
+        the models follow `dnas.text`'s calling convention: `apply(variables, inputs_BL,
+        [mix_weights,] carry=, mask=, train=)` -> (logits_BLV, carry, hiddens_BLH), with
+        `init_carry(batch_size)`; `op_costs` and `candidates` take `input_shape` = (seq_len,)
+        and count per token).
     """
 
     name: str
@@ -142,6 +148,7 @@ class Space(NamedTuple):
     topology: CellTopology | None = None
     candidates: Callable[[nn.Module, tuple[int, ...]], list[Candidate]] | None = None
     mask: Mapping[str, np.ndarray] | None = None
+    modality: str = "image"
 
     @property
     def groups(self) -> tuple[str, ...]:
