@@ -164,7 +164,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, select: Select | None =
         state = loop.run(
             config, step_fn=step_fn, state=state, batches=batches, start=start,
             total_steps=su.total_steps, steps_per_epoch=su.steps_per_epoch, ckpt=ckpt,
-            writer=writer, desc="search", postfix=postfix, on_epoch_end=monitor, epoch_eval=epoch_eval, clock=clock,
+            writer=writer, desc="search", postfix=postfix, on_epoch_end=monitor,
+            epoch_eval=epoch_eval, clock=clock,
         )  # fmt: skip
         monitor.save_stop()  # loop.run returns once the checkpoints are written
     weights = jax.device_get(su.strategy.final_weights(state.alphas))
