@@ -129,6 +129,7 @@ def default_config() -> ml_collections.ConfigDict:
     # Language models (the text spaces, dnas/lm.py): batching, regularisation, NT-ASGD.
     c.text = x = ml_collections.ConfigDict()
     x.level = ""
+    x.max_tokens = 0
     x.bptt = 35
     x.max_seq_len_delta = 20
     x.search_lengths = "halve"
@@ -406,6 +407,8 @@ FIELDS: dict[str, Field] = {
                             one_of(lambda: ops.SEP_IMPLS)),
     "text.level": Field("dataset=text_dir: word (split on spaces, <eos> per line, as the DARTS "
                         "recurrent code) or char; '': word", one_of(lambda: ("", "word", "char"))),
+    "text.max_tokens": Field("use at most the first this many tokens of each split (quick runs "
+                             "and tests); 0: all", integer(0)),
     "text.bptt": Field("tokens per truncated back-propagation segment (DARTS: 35)", integer(2)),
     "text.max_seq_len_delta": Field("train_lengths=normal: a segment is at most bptt + this long",
                                     integer(0)),

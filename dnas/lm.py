@@ -72,10 +72,16 @@ def model_options(config: ml_collections.ConfigDict) -> dict[str, float]:
 
 
 def load_corpus(config: ml_collections.ConfigDict) -> text.Corpus:
-    return text.load_corpus(
+    """The corpus of `config.dataset`, each split cut to its first `text.max_tokens` tokens."""
+    corpus = text.load_corpus(
         config.dataset, data_dir=config.data_dir or None,
         text_dir=config.data.text_dir or None, level=config.text.level or None,
     )  # fmt: skip
+    n = config.text.max_tokens
+    if not n:
+        return corpus
+    cut = {split: getattr(corpus, split)[:n] for split in ("train", "valid", "test")}
+    return dataclasses.replace(corpus, **cut, provenance=corpus.provenance | {"max_tokens": n})
 
 
 def build(builder: Callable, *args, **kwargs):
@@ -328,9 +334,10 @@ def train_setup(config: ml_collections.ConfigDict, genotype: Genotype,
     t, x = config.train, config.text
     corpus = corpus or load_corpus(config)
     space = genotype.search_space
+    # The genotype gives the depth (train.layers is the image networks').
     model = build(
         space.network, genotype, corpus.vocab_size, input_shape=(x.bptt,), C=t.C,
-        layers=t.layers, **model_options(config),
+        **model_options(config),
     )  # fmt: skip
     rows = text.batchify(corpus.train, t.batch_size)
     stream = text.Stream(rows, x.bptt, mode=x.train_lengths, seed=config.seed + 2,
@@ -494,9 +501,13 @@ def with_mix(model, mix) -> _WithMix:
 def model_stats(model, seq_len: int) -> dict[str, int]:
     """Parameters (jax.eval_shape: nothing is initialised) and multiply-adds per token of a
     text network, counted by XLA's cost analysis of its forward on one sequence of `seq_len`
-    tokens (one-example batch, divided by `seq_len`)."""
-    x = jax.ShapeDtypeStruct((1, seq_len), jnp.int32)
+    tokens (one-example batch, divided by `seq_len`). A recurrent model (one with a carry) is
+    counted on one token: XLA counts a loop's body once, and its cost per token does not depend
+    on the length."""
     carry = model.init_carry(1)
+    if jax.tree.leaves(carry):
+        seq_len = 1
+    x = jax.ShapeDtypeStruct((1, seq_len), jnp.int32)
     shapes = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, carry=carry, train=False), x)
     params = sum(int(np.prod(v.shape)) for v in jax.tree.leaves(shapes["params"]))
     apply = lambda v, x: model.apply(v, x, carry=carry, train=False)[0]

@@ -340,7 +340,8 @@ def epoch_line(
 ) -> str:
     """The line a non-interactive log gets at the end of an epoch: the mean training loss and
     accuracy over the epoch's steps, and loss and accuracy over the whole validation split, e.g.
-    `search epoch 3/15 (step 27): train loss 1.234 acc 55.1% | val loss 1.101 acc 60.3% | 8.2 s`.
+    `search epoch 3/15 (step 27): train loss 1.234 acc 55.1% | val loss 1.101 acc 60.3% | 8.2 s`
+    (a language model's: `| val loss 1.101 ppl 3.007`).
     """
     parts = [f"{desc} epoch {epoch}/{epochs} (step {step}):"]
     if "train/loss" in train:
@@ -348,7 +349,11 @@ def epoch_line(
     if "train/accuracy" in train:
         parts.append(f"acc {100 * train['train/accuracy']:.1f}%")
     if val is not None:  # None: no validation split (tfds datasets in a retraining)
-        parts.append(f"| val loss {val['loss']:.4g} acc {100 * val['accuracy']:.1f}%")
+        parts.append(f"| val loss {val['loss']:.4g}")
+        if "accuracy" in val:
+            parts.append(f"acc {100 * val['accuracy']:.1f}%")
+        if "perplexity" in val:  # a language model's
+            parts.append(f"ppl {val['perplexity']:.4g}")
     parts.append(f"| {seconds:.1f} s")
     return " ".join(parts)
 

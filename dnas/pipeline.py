@@ -103,6 +103,16 @@ def format_summary(summary: dict) -> str:
         f"{summary['strategy']} ({summary['order']} order)  search {summary['search_wall_s']} s",
         f"{'cell':10} {'test acc':>9} {'params':>9} {'M MACs':>8} {'train s':>8}  genotype",
     ]
+    if any("test_perplexity" in r for r in summary["retrain"].values()):  # language models
+        lines[1] = (f"{'cell':10} {'test ppl':>9} {'val ppl':>9} {'params':>9} {'M MACs/tok':>10} "
+                    f"{'train s':>8}  genotype")  # fmt: skip
+        for name, r in summary["retrain"].items():
+            lines.append(
+                f"{name:10} {r['test_perplexity']:9.2f} {r['val_perplexity']:9.2f} "
+                f"{r['params']:>9,} {r['macs_per_token'] / 1e6:>10.3f} {r['train_wall_s']:>8}  "
+                f"{r['genotype']}"
+            )
+        return "\n".join(lines)
     for name, r in summary["retrain"].items():
         macs = r["macs"] if "macs" in r else r["flops"]  # results.json before `macs`
         lines.append(

@@ -121,6 +121,7 @@ CASES = {
     "train.cutout_length": ([-2], -1),
     "train.sep_impl": (["cudnn"], "depthwise"),
     "text.level": (["bytes", 1], "char"),
+    "text.max_tokens": ([-1, 1.5], 5000),
     "text.bptt": ([1, 35.0], 70),
     "text.max_seq_len_delta": ([-1], 0),
     "text.search_lengths": (["random"], "normal"),

@@ -18,7 +18,7 @@ from typing import Any
 
 from dnas import genotype as genotype_lib
 from dnas.genotype import Genotype, show
-from dnas.spaces import darts_cnn, fbnet, nb201, proxyless
+from dnas.spaces import darts_cnn, darts_rnn, fbnet, nb201, proxyless, transformer
 from dnas.spaces.base import CellTopology, Space, TextFormat
 
 SPACES: dict[str, Space] = {
@@ -26,6 +26,8 @@ SPACES: dict[str, Space] = {
     nb201.SPACE.name: nb201.SPACE,
     proxyless.SPACE.name: proxyless.SPACE,
     fbnet.SPACE.name: fbnet.SPACE,
+    darts_rnn.SPACE.name: darts_rnn.SPACE,
+    transformer.SPACE.name: transformer.SPACE,
 }
 DEFAULT = darts_cnn.SPACE.name  # the embedded default config's space
 

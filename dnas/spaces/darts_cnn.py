@@ -305,7 +305,11 @@ def build_network(
 FIELDS = ("normal", "normal_concat", "reduce", "reduce_concat")
 # A call of Genotype(...), maybe after comments and `NAME = `: what `spaces.parse` reads as this
 # format (anything else is another space's, or not a genotype).
-_DARTS_START = re.compile(r"\s*(#[^\n]*\n\s*)*([A-Za-z_]\w*\s*=\s*)?\(?\s*Genotype\s*\(")
+# A `Genotype(` call that does not start with `recurrent=` (the DARTS recurrent cell's format,
+# `darts_rnn`).
+_DARTS_START = re.compile(
+    r"\s*(#[^\n]*\n\s*)*([A-Za-z_]\w*\s*=\s*)?\(?\s*Genotype\s*\((?!\s*(#[^\n]*\n\s*)*recurrent\s*=)"
+)
 
 
 def _looks_like_darts(text: str) -> bool:
