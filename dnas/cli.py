@@ -118,12 +118,12 @@ def _info_parser(sub: argparse._SubParsersAction) -> None:
         "the DARTS or NAS-Bench-201 format), or a genotype JSON file",
     )
     what.add_argument("--supernet", help="a search space name (dnas.spaces.SPACES)")
-    p.add_argument("--space", help="look the --genotype name up in this space (e.g. --space "
-                   "darts_rnn --genotype darts_v2 is darts_rnn_v2)")  # fmt: skip
+    p.add_argument("--space", help="look the --genotype name up in this space first (its "
+                   "published names may leave out the space's own name)")  # fmt: skip
     p.add_argument("--dataset", default="cifar10", help="sets classes and input shape")
     p.add_argument("--vocab-size", type=_positive_int, help="a language model's vocabulary")
     p.add_argument("--size", type=_positive_int, help="a language model's embedding and hidden "
-                   "size (C; default: the paper's, darts_rnn: 850)")  # fmt: skip
+                   "size (C; default: the paper's evaluation size)")  # fmt: skip
     p.add_argument("--seq-len", type=_positive_int, default=35, help="a language model's "
                    "sequence length for the multiply-adds per token (default 35)")  # fmt: skip
     p.add_argument("--init-channels", type=_positive_int, help="C (default: the paper's setting)")

@@ -423,11 +423,11 @@ FIELDS: dict[str, Field] = {
     "text.tar_beta": Field("temporal activation regularisation of the weights' loss: beta * "
                            "mean (h_t+1 - h_t)^2 (DARTS: 1e-3); 0: off", NON_NEGATIVE),
     **{f"text.{k}": Field(f"{what}; none: the space's default for the stage", NUMBER_OR_NONE)
-       for k, what in (("dropout", "dropout on the model's outputs (transformer: on every "
-                        "residual branch)"), ("dropouth", "darts_rnn: dropout on the cell's "
-                        "hidden states"), ("dropoutx", "darts_rnn: dropout on the cell's input"),
-                       ("dropouti", "darts_rnn: dropout on the embedded tokens"),
-                       ("dropoute", "darts_rnn: drops whole words of the embedding"))},
+       for k, what in (("dropout", "dropout on the model's outputs (an attention model's: "
+                        "on every residual branch)"), ("dropouth", "the recurrent cell: dropout on its "
+                        "hidden states"), ("dropoutx", "the recurrent cell: dropout on its input"),
+                       ("dropouti", "the recurrent cell: dropout on the embedded tokens"),
+                       ("dropoute", "the recurrent cell: drops whole words of the embedding"))},
     "text.nonmono": Field("retraining: NT-ASGD starts averaging the weights once the validation "
                           "loss is worse than the best before the last nonmono epochs; 0: never",
                           integer(0)),
@@ -698,6 +698,14 @@ def _check_combinations(config: ml_collections.ConfigDict) -> None:
     _check_hardware(config)
     s, t = config.search, config.train
     space = spaces.get(config.space)
+    text = config.dataset not in data.DATASETS
+    if (space.modality == "text") != text:
+        kind = "a text dataset (dnas.text.CORPORA, e.g. pydoc)" if not text else "an image dataset"
+        raise ConfigError(
+            f"search space {space.name!r} models {'text' if not text else 'images'} but "
+            f"dataset={config.dataset!r} is {'images' if not text else 'text'}: set "
+            f"--config.dataset to {kind}, or choose a space for it"
+        )
     for group in ("search", "train"):
         g = config[group]
         if g.layers < space.min_layers:
@@ -726,14 +734,6 @@ def _check_combinations(config: ml_collections.ConfigDict) -> None:
         raise ConfigError(
             f"search.alpha_warmup_epochs={s.alpha_warmup_epochs} leaves no alpha step in "
             f"search.epochs={s.epochs}: the genotype would come from the initial alphas"
-        )
-    text = config.dataset not in data.DATASETS
-    if (space.modality == "text") != text:
-        kind = "a text dataset (dnas.text.CORPORA, e.g. pydoc)" if not text else "an image dataset"
-        raise ConfigError(
-            f"search space {space.name!r} models {'text' if not text else 'images'} but "
-            f"dataset={config.dataset!r} is {'images' if not text else 'text'}: set "
-            f"--config.dataset to {kind}, or choose a space for it"
         )
     if text:
         _check_text(config)
@@ -769,10 +769,14 @@ def _check_text(config: ml_collections.ConfigDict) -> None:
     refused = {
         "search.partial_channels": (s.partial_channels, 1),
         "search.single_op": (s.single_op, False),
-        "search.selection": (s.selection, ""),
         "search.hessian_every_epochs": (s.hessian_every_epochs, 0),
         "hardware.discretise": (config.hardware.discretise, ""),
     }
+    if s.selection == "pt":
+        raise ConfigError(
+            "search.selection='pt' (DARTS-PT's perturbation of convolutional edges) is not "
+            "supported for language models; random or evolution select with the supernet"
+        )
     for key, (value, default) in refused.items():
         if value != default:
             raise ConfigError(

@@ -34,7 +34,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from dnas import checkpoint, configlib, loop, metrics, optim, parallel, spaces, state, text
+from dnas import checkpoint, loop, metrics, optim, parallel, spaces, state, text
 from dnas import workdir as workdir_lib
 from dnas.configlib import ConfigError
 from dnas.genotype import Genotype
@@ -247,26 +247,20 @@ def search_batches(td: TextData, start: int) -> Iterator[tuple[Batch, Batch]]:
         yield pad(train, length), pad(val, length)
 
 
-def search_setup(config: ml_collections.ConfigDict):
-    """`search_step.setup` for a text space: the corpus' streams, the supernet over its
-    vocabulary, the text loss and the carrying step (`search_step.make_step_parts`)."""
-    from dnas import search_step
-
-    s = config.search
-    space = spaces.get(config.space)
-    td = search_data(config)
-    info = TextInfo(config.dataset, td.corpus.vocab_size, (config.text.bptt,), td.corpus.level)
-    model = build(
-        space.supernet, td.corpus.vocab_size, C=s.C, layers=s.layers, sep_impl=s.sep_impl,
-        remat=s.remat, partial_channels=s.partial_channels, single_op=s.single_op,
-        **model_options(config),
-    )  # fmt: skip
-    spe = td.train.steps_per_epoch
-    parts = search_step.make_step_parts(config, model, info, spe)
-    configlib.check_method_options(config, parts[0])
-    return search_step.SearchSetup(
-        space, info, model, *parts, None, None, spe, s.epochs * spe, text=td
-    )  # fmt: skip
+def stacked_search_batches(td: TextData, seeds: list[int], start: int) -> Iterator[tuple]:
+    """`search_batches` of several sweep members (`sweep.run`), stacked on a leading member
+    axis: member i's streams draw their lengths with its own seed (and seed + 1)."""
+    members = [
+        dataclasses.replace(
+            td,
+            train=dataclasses.replace(td.train, seed=seed),
+            val=dataclasses.replace(td.val, seed=seed + 1),
+        )
+        for seed in seeds
+    ]
+    iters = [search_batches(m, start) for m in members]
+    for group in zip(*iters, strict=False):
+        yield tuple({k: np.stack([g[i][k] for g in group]) for k in group[0][i]} for i in (0, 1))
 
 
 def init_search_state(config, su) -> TextSearchState:
@@ -310,6 +304,30 @@ def supernet_evaluator(su, level: str) -> Callable[[TextSearchState], dict[str, 
         return summarise(jax.device_get(sums), level)
 
     return run
+
+
+def selection_scorer(su, state: TextSearchState, segments: int | None) -> Callable:
+    """score(genotype) -> minus the supernet's validation loss (nats per token) under the
+    genotype's one-hot mixing weights, over the first `segments` validation segments (None:
+    all): the fitness of random search and evolution with the trained supernet on text."""
+    model, space = su.model, su.space
+    val = su.text.val_segments
+    if segments is not None:
+        val = {k: v[:segments] for k, v in val.items()}
+    B = val["inputs"].shape[1]
+
+    def apply(params_and_mix, inputs, carry, mask):
+        params, mix = params_and_mix
+        return model.apply({"params": params}, inputs, mix, carry=carry, mask=mask, train=False)
+
+    evaluate = jax.jit(make_evaluate(apply))
+
+    def score(genotype: Genotype) -> float:
+        mix = {g: jnp.asarray(w) for g, w in space.genotype_mix(genotype).items()}
+        sums = jax.device_get(evaluate((state.params, mix), val, model.init_carry(B)))
+        return -float(sums["nll_sum"]) / max(float(sums["tokens"]), 1.0)
+
+    return score
 
 
 # --------------------------------------------------------------------------------------------------

@@ -316,9 +316,7 @@ def setup(
     s = config.search
     space = spaces.get(config.space)
     if space.modality == "text":
-        from dnas import lm
-
-        return lm.search_setup(config)
+        return text_setup(config)
     info = info or data.get_info(config.dataset)
     splits = splits or data.load(config.dataset, data_dir=config.data_dir or None)
     weights_source, alphas_source = data.search_split(splits.train, s.train_portion)
@@ -333,6 +331,28 @@ def setup(
     return SearchSetup(
         space, info, model, *parts, weights_source, alphas_source, steps_per_epoch,
         s.epochs * steps_per_epoch,
+    )  # fmt: skip
+
+
+def text_setup(config: ml_collections.ConfigDict) -> SearchSetup:
+    """`setup` for a text space: the corpus' streams, the supernet over its
+    vocabulary, the text loss and the carrying step (`make_step_parts`)."""
+    from dnas import lm
+
+    s = config.search
+    space = spaces.get(config.space)
+    td = lm.search_data(config)
+    info = lm.TextInfo(config.dataset, td.corpus.vocab_size, (config.text.bptt,), td.corpus.level)
+    model = lm.build(
+        space.supernet, td.corpus.vocab_size, C=s.C, layers=s.layers, sep_impl=s.sep_impl,
+        remat=s.remat, partial_channels=s.partial_channels, single_op=s.single_op,
+        **lm.model_options(config),
+    )  # fmt: skip
+    spe = td.train.steps_per_epoch
+    parts = make_step_parts(config, model, info, spe)
+    configlib.check_method_options(config, parts[0])
+    return SearchSetup(
+        space, info, model, *parts, None, None, spe, s.epochs * spe, text=td
     )  # fmt: skip
 
 

@@ -131,6 +131,8 @@ def select_with_supernet(config, su, state, workdir: str, mesh, writer,
     (`selection_rerank.jsonl`). Nothing here is checkpointed (`clock` is not kept): a stop by
     a signal (`signals`, checked before each evaluation) means a resume selects again."""
     s = config.search
+    if su.text is not None:  # a language model: fitness is minus the validation loss
+        return _select_text(config, su, state, workdir, writer)
     acc_fn = make_accuracy_fn(su.model, su.info)
 
     def scorer(seed_offset: int, num_batches: int):
@@ -166,4 +168,46 @@ def select_with_supernet(config, su, state, workdir: str, mesh, writer,
         best, rescored = rerank(whole, history, s.selection_rerank)
         best_full = write("selection_rerank.jsonl", rescored)
         writer.write_scalars(int(state.step), {"selection/best_rerank_accuracy": best_full})
+    return best
+
+
+def _select_text(config, su, state, workdir: str, writer) -> Genotype:
+    """`select_with_supernet` for a language model: a genotype's fitness is minus the shared-
+    weight validation loss (nats per token) over the first `selection_batches` validation
+    segments (the whole validation text when re-ranking); `selection.jsonl` records each
+    genotype's `val_perplexity`."""
+    from dnas import lm
+
+    s = config.search
+
+    def scorer(segments: int | None):
+        score = lm.selection_scorer(su, state, segments)
+
+        def score_fn(g: Genotype) -> float:
+            signals.check(f"in the selection phase ({s.selection})", workdir)
+            return score(g)
+
+        return score_fn
+
+    def write(name: str, scored) -> float:
+        records = [{"genotype": g.to_string(), "val_perplexity": float(np.exp(-v))}
+                   for g, v in scored]  # fmt: skip
+        workdir_lib.write_jsonl(os.path.join(workdir, name), records)
+        return float(np.exp(-max(v for _, v in scored)))
+
+    score_fn = scorer(s.selection_batches)
+    if s.selection == "random":
+        best, history = random_search(score_fn, su.space, s.selection_archs, config.seed)
+    else:
+        population = s.evolution_population
+        best, history = evolution(
+            score_fn, su.space, population=population, sample_size=s.evolution_sample_size,
+            cycles=max(s.selection_archs - population, 0), seed=config.seed,
+        )  # fmt: skip
+    step = int(state.step)
+    writer.write_scalars(step, {"selection/best_val_perplexity": write("selection.jsonl", history)})
+    if s.selection_rerank > 0:
+        best, rescored = rerank(scorer(None), history, s.selection_rerank)
+        best_full = write("selection_rerank.jsonl", rescored)
+        writer.write_scalars(step, {"selection/best_rerank_perplexity": best_full})
     return best

@@ -130,12 +130,17 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[Genotype]:
     ckpt = checkpoint.Checkpointer(workdir)
     states = loop.resume(ckpt, states, clock)
     start = int(states.step[0])
-    train = _stacked_batches([(su.weights_source, m.seed) for m in ms], s.batch_size, start)
-    val = _stacked_batches([(su.alphas_source, m.seed + 1) for m in ms], s.batch_size, start)
+    if su.text is None:
+        train = _stacked_batches([(su.weights_source, m.seed) for m in ms], s.batch_size, start)
+        val = _stacked_batches([(su.alphas_source, m.seed + 1) for m in ms], s.batch_size, start)
+        batches = zip(train, val, strict=False)
+    else:  # a language model: each member's segments drawn with its seed
+        from dnas import lm
+
+        batches = lm.stacked_search_batches(su.text, [m.seed for m in ms], start)
     step = make_sweep_step(config, su, name, [m.value or 0.0 for m in ms])
     step_fn, compiled_record, batches = loop.compile_on_first(
-        step, f"sweep step ({len(ms)} members)", config.progress, states,
-        zip(train, val, strict=False), clock=clock,
+        step, f"sweep step ({len(ms)} members)", config.progress, states, batches, clock=clock,
     )  # fmt: skip
     writer = metrics.MetricWriter(workdir)
     writer.write_scalars(start, {f"search/{k}": v for k, v in compiled_record.items()})

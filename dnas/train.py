@@ -158,9 +158,13 @@ def create_state(config: ml_collections.ConfigDict, su: TrainSetup) -> TrainStat
 
 def resolve_genotype(config: ml_collections.ConfigDict, workdir: str | None = None) -> Genotype:
     """`config.train.genotype`; without one, the genotype of the training that `workdir` holds
-    (its `genotype.json`: a `dnas train` workdir or a `dnas run` retraining folder, resumed)."""
+    (its `genotype.json`: a `dnas train` workdir or a `dnas run` retraining folder, resumed).
+    A published name is looked up in `config.space` first (`darts_v2` with space darts_rnn is
+    the recurrent cell's)."""
     if config.train.genotype:
-        return spaces.load(config.train.genotype)
+        spec = config.train.genotype
+        own = spaces.in_space(spaces.get(config.space), spec.strip().lower())
+        return own if own is not None else spaces.load(spec)
     path = os.path.join(workdir or "", workdir_lib.GENOTYPE)
     if workdir is not None and os.path.exists(path):
         check_not_a_search(workdir)

@@ -38,7 +38,7 @@ from dnas import metrics, spaces
 from dnas import workdir as workdir_lib
 from dnas.genotype import Genotype
 from dnas.spaces import cells as cells_lib
-from dnas.spaces.base import CellTopology, Space
+from dnas.spaces.base import CellTopology, Diagram, Space
 
 _INSTALL_GRAPHVIZ = (
     "`apt-get install graphviz` (Debian/Ubuntu), `brew install graphviz` (macOS), "
@@ -443,11 +443,90 @@ def cell_figure(geno: Genotype, cells: Sequence[str] | None = None, title: str |
     return fig
 
 
+def diagram_graph(diagram: Diagram, *, title: str | None = None, name: str = "diagram"):
+    """A space's own `Diagram` (`Space.diagrams`) as a `graphviz.Digraph`, in the cell
+    diagrams' style (left to right; inputs green, nodes blue, outputs yellow)."""
+    graphviz = _require("graphviz")
+    g = graphviz.Digraph(
+        name=name, format="svg",
+        edge_attr={"fontsize": "14", "fontname": "helvetica", "penwidth": "1.5"},
+        node_attr={"style": "filled", "shape": "rect", "align": "center", "fontsize": "16",
+                   "height": "0.5", "width": "0.5", "penwidth": "2", "fontname": "helvetica"},
+        graph_attr={"rankdir": "LR"},
+    )  # fmt: skip
+    if title:
+        g.attr(label=title, labelloc="t", fontsize="18", fontname="helvetica")
+    for node, kind in diagram.nodes:
+        g.node(node, fillcolor=_COLOURS[kind])
+    for src, dst, label in diagram.edges:
+        g.edge(src, dst, label=label, fillcolor="gray")
+    return g
+
+
+def draw_diagram(ax, diagram: Diagram, title: str | None = None) -> None:
+    """A `Diagram` on a matplotlib Axes: nodes left to right in their order (inputs and
+    outputs on the middle line, the others in a zigzag), labelled arrows."""
+    from matplotlib.patches import FancyArrowPatch
+
+    pos, zig = {}, 0
+    for i, (node, kind) in enumerate(diagram.nodes):
+        y = 0.0
+        if kind == "node":
+            y, zig = (0.8 if zig % 2 == 0 else -0.8), zig + 1
+        pos[node] = (1.3 * i, y)
+    colours = {"input": "#b4eeb4", "node": "#add8e6", "output": "#eee8aa"}
+    for k, (src, dst, label) in enumerate(diagram.edges):
+        (x0, y0), (x1, y1) = pos[src], pos[dst]
+        bend = 0.25 if k % 2 else -0.25
+        ax.add_patch(FancyArrowPatch(
+            (x0, y0), (x1, y1), arrowstyle="-|>", mutation_scale=10, lw=1.0, color="0.35",
+            connectionstyle=f"arc3,rad={bend}", shrinkA=12, shrinkB=12, gid=f"{src}->{dst}",
+        ))  # fmt: skip
+        if label:
+            mx, my = (x0 + x1) / 2 + bend * (y1 - y0) / 2, (y0 + y1) / 2 - bend * (x1 - x0) / 2
+            ax.text(mx, my, label, fontsize=6, ha="center", va="center", zorder=4,
+                    gid=f"{src}->{dst}", bbox={"boxstyle": "round,pad=0.1", "fc": "white",
+                                               "ec": "none", "alpha": 0.8})  # fmt: skip
+    for node, kind in diagram.nodes:
+        x, y = pos[node]
+        ax.text(
+            x,
+            y,
+            node,
+            ha="center",
+            va="center",
+            fontsize=7,
+            gid=f"node:{node}",
+            zorder=3,
+            bbox={"boxstyle": "square,pad=0.3", "fc": colours[kind], "ec": "black"},
+        )
+    xs, ys = zip(*pos.values(), strict=True)
+    ax.set_xlim(min(xs) - 0.7, max(xs) + 0.7)
+    ax.set_ylim(min(ys) - 1.0, max(ys) + 1.0)
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title, fontsize=10)
+
+
 def save_cells(geno: Genotype, out_dir: str, fmt: str = "svg", prefix: str = "cell") -> list[str]:
     """Writes one diagram per cell type, `<prefix>_<cell>.<fmt>`: graphviz when `dot` is
-    installed, else the matplotlib drawing (a chain's blocks: `draw_blocks`); returns the
-    paths."""
+    installed, else the matplotlib drawing (a chain's blocks: `draw_blocks`); a space with its
+    own figures (`Space.diagrams`: the recurrent cell, a transformer's layers) writes those,
+    `<prefix>_<name>.<fmt>`. Returns the paths."""
     paths = []
+    diagrams = geno.search_space.diagrams
+    if diagrams is not None:
+        for name, diagram in diagrams(geno).items():
+            path = os.path.join(out_dir, f"{prefix}_{name}.{fmt}")
+            if dot_available():
+                save_graph(diagram_graph(diagram, title=name, name=name), path)
+            else:
+                width = max(4.0, 0.9 * len(diagram.nodes))
+                fig = _figure(figsize=(width, 2.8))
+                draw_diagram(fig.subplots(), diagram, name)
+                save_figure(fig, path)
+            paths.append(path)
+        return paths
     for cell in geno.search_space.groups:
         path = os.path.join(out_dir, f"{prefix}_{cell}.{fmt}")
         if geno.search_space.topology is None:  # a chain: its blocks in a row (matplotlib)

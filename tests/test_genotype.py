@@ -18,7 +18,7 @@ from published_genotypes import DXY_GDAS_V1, QUARK0_DARTS_V2
 
 from dnas import spaces
 from dnas.genotype import Genotype
-from dnas.spaces import cells, darts_cnn, nb201
+from dnas.spaces import cells, darts_cnn, darts_rnn, nb201, transformer
 
 KNOWN = spaces.KNOWN
 DARTS_NAMES = [name for name, g in KNOWN.items() if g.space == "darts_cnn"]
@@ -117,13 +117,16 @@ def test_registry_has_the_required_genotypes():
         assert g.search_space is spaces.get(g.space)
         assert g.search_space.known[name] is g
     chains = {"proxyless_gpu", "proxyless_cpu", "proxyless_mobile", "fbnet_a", "fbnet_b", "fbnet_c"}
-    assert set(darts_cnn.KNOWN) | set(nb201.KNOWN) | chains == set(KNOWN)
+    text = set(darts_rnn.KNOWN) | set(transformer.KNOWN)
+    assert set(darts_cnn.KNOWN) | set(nb201.KNOWN) | chains | text == set(KNOWN)
 
 
 def test_unknown_space_lists_the_valid_ones():
     with pytest.raises(KeyError) as error:
         spaces.get("darts")
-    _check_one_line_error(error, "'darts'", "darts_cnn, fbnet, nb201, proxyless")
+    _check_one_line_error(
+        error, "'darts'", "darts_cnn, darts_rnn, fbnet, nb201, proxyless, transformer"
+    )
 
 
 CELL_KNOWN = [n for n, g in KNOWN.items() if g.search_space.topology is not None]  # of cells

@@ -149,8 +149,8 @@ def test_every_experiment_config_loads_and_builds_its_strategy(path, arg):
         strategy = strategies.build(c.strategy, ctx, c.strategy_args.to_dict())
         assert isinstance(strategy, strategies.Strategy)
     assert c.search.selection in pipeline.SELECTIONS
-    if arg and arg.endswith("smoke"):
-        assert c.dataset == "digits"
+    if arg and arg.endswith("smoke"):  # the embedded data: digits, or Python's text
+        assert c.dataset == ("pydoc" if space.modality == "text" else "digits")
 
 
 def test_every_method_has_a_smoke_variant():

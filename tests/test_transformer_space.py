@@ -398,7 +398,8 @@ def test_detect_claims_no_other_format():
     assert all(fmt.detect(t) for t in ours)
     assert not any(fmt.detect(t) for t in theirs)
     for _, other in spaces.formats():
-        assert not any(other.detect(t) for t in ours), other.name
+        if other is not fmt:
+            assert not any(other.detect(t) for t in ours), other.name
 
 
 @pytest.mark.parametrize(

@@ -134,7 +134,7 @@ def parse(text: str, space: str | None = None) -> Genotype:
     raise ValueError(f"{show(text)} is not a genotype text; expected {', '.join(described)}")
 
 
-def _in_space(space: Space, name: str) -> Genotype | None:
+def in_space(space: Space, name: str) -> Genotype | None:
     """A published genotype of `space` named `name`, or named so once the words of the space's
     name are left out of both (`darts_v2` in darts_rnn is `darts_rnn_v2`); None if none is."""
     if name in space.known:
@@ -148,12 +148,12 @@ def _in_space(space: Space, name: str) -> Genotype | None:
 def load(spec: str | os.PathLike[str], space: str | None = None) -> Genotype:
     """Returns the genotype named by `spec`: a published name (`known()`, any case), the path of a
     file holding genotype JSON or a genotype text, or a genotype text itself (see `parse`).
-    `space` looks names up in that space first (see `_in_space`) and refuses a genotype of
+    `space` looks names up in that space first (see `in_space`) and refuses a genotype of
     another space."""
     if space is not None:
         chosen = get(space)
         if isinstance(spec, str):
-            found = _in_space(chosen, spec.strip().lower())
+            found = in_space(chosen, spec.strip().lower())
             if found is not None:
                 return found
         genotype = load(spec)
@@ -202,6 +202,7 @@ __all__ = [
     "TextFormat",
     "from_json",
     "get",
+    "in_space",
     "known",
     "load",
     "load_json",

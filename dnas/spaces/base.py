@@ -45,6 +45,16 @@ class TextFormat(NamedTuple):
     description: str = ""
 
 
+class Diagram(NamedTuple):
+    """A figure of a genotype for spaces that are neither DARTS-style cells nor chains of
+    blocks (`Space.diagrams`; `dnas.viz` draws it with graphviz or matplotlib): nodes in drawing
+    order, each (name, kind) with kind 'input', 'node' or 'output', and labelled edges
+    (source, destination, label; '' for none)."""
+
+    nodes: tuple[tuple[str, str], ...]
+    edges: tuple[tuple[str, str, str], ...]
+
+
 class Candidate(NamedTuple):
     """One candidate op at one mixed position of a supernet, as a standalone module: what a
     latency table times (`dnas lut`) and a cost model counts.
@@ -113,6 +123,8 @@ class Space(NamedTuple):
         NAS-Bench-201: 1 cell per stage); `configlib.validate` refuses configs with fewer.
       protocols: dataset -> function editing a config to the space's published protocol.
       topology: the `CellTopology` of a cell space (figures draw its cells), else None.
+      diagrams: genotype -> {figure name: `Diagram`}, the space's own figures of a genotype
+        (the recurrent cell, a transformer's layers); None: `topology` cells or chain blocks.
       modality: 'image' (classifiers of images: `supernet` and `network` as above) or 'text'
         (language models; `num_classes` is the vocabulary size, `C` the embedding width, and
         the models follow `dnas.text`'s calling convention: `apply(variables, inputs_BL,
@@ -149,6 +161,7 @@ class Space(NamedTuple):
     candidates: Callable[[nn.Module, tuple[int, ...]], list[Candidate]] | None = None
     mask: Mapping[str, np.ndarray] | None = None
     modality: str = "image"
+    diagrams: Callable[[Genotype], Mapping[str, Diagram]] | None = None
 
     @property
     def groups(self) -> tuple[str, ...]:

@@ -41,7 +41,7 @@ import numpy as np
 from dnas import literals, ops
 from dnas.genotype import Genotype, show
 from dnas.spaces import cells
-from dnas.spaces.base import CellTopology, Space, TextFormat
+from dnas.spaces.base import CellTopology, Diagram, Space, TextFormat
 from dnas.types import Array, MixWeights
 
 PRIMITIVES = ("none", "tanh", "relu", "sigmoid", "identity")
@@ -584,6 +584,20 @@ TEXT_FORMAT = TextFormat(
     "darts_rnn", from_string, to_string, detect=looks_like_darts_rnn,
     description="DARTS recurrent genotype string, Genotype(recurrent=[...], concat=...)",
 )  # fmt: skip
+
+
+def diagrams(genotype: Genotype) -> dict[str, Diagram]:
+    """The recurrent cell as the DARTS paper draws it (Fig. 4): x_t and h_{t-1} into node 0,
+    each node from its predecessor labelled with its op, the `concat` nodes averaged into h_t."""
+    steps = len(genotype.recurrent)
+    nodes = [("x_t", "input"), ("h_{t-1}", "input"), ("0", "node")]
+    nodes += [(str(i), "node") for i in range(1, steps + 1)] + [("h_t", "output")]
+    edges = [("x_t", "0", ""), ("h_{t-1}", "0", "")]
+    edges += [(str(pred), str(i), op) for i, (op, pred) in enumerate(genotype.recurrent, 1)]
+    edges += [(str(i), "h_t", "") for i in genotype.concat]
+    return {"recurrent": Diagram(tuple(nodes), tuple(edges))}
+
+
 SPACE = Space(
     name=TOPOLOGY.name,
     ops=PRIMITIVES,
@@ -610,6 +624,7 @@ SPACE = Space(
     topology=None,
     candidates=None,
     modality="text",
+    diagrams=diagrams,
 )
 
 

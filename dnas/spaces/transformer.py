@@ -75,7 +75,7 @@ import numpy as np
 
 from dnas import hardware, literals, ops
 from dnas.genotype import Genotype, show
-from dnas.spaces.base import Candidate, Space, TextFormat
+from dnas.spaces.base import Candidate, Diagram, Space, TextFormat
 from dnas.types import Alphas, Array, MixWeights, PRNGKey
 
 NAME = "transformer"
@@ -627,6 +627,21 @@ def sample_mix(key: PRNGKey, alphas: Alphas) -> MixWeights:
     return out
 
 
+def diagrams(genotype: Genotype) -> dict[str, Diagram]:
+    """The chosen layers in order: tokens, each layer's sequence mixer then feed-forward (a
+    skipped one shown as such), the decoder."""
+    nodes, edges, last = [("tokens", "input")], [], "tokens"
+    for i, (mixer, ffn) in enumerate(zip(genotype.mixer, genotype.ffn, strict=True)):
+        for op in (mixer, ffn):
+            name = f"{i}: {op}"
+            nodes.append((name, "node"))
+            edges.append((last, name, ""))
+            last = name
+    nodes.append(("logits", "output"))
+    edges.append((last, "logits", ""))
+    return {"layers": Diagram(tuple(nodes), tuple(edges))}
+
+
 def make_space(
     layers: int = DEFAULT_LAYERS, *, name: str = NAME, known: Mapping[str, Genotype] | None = None
 ) -> Space:
@@ -681,6 +696,7 @@ def make_space(
         candidates=candidates,
         mask=mask,
         modality="text",
+        diagrams=diagrams,
     )
     box.append(space)
     return space

@@ -1,8 +1,8 @@
 r"""DARTS recurrent cell search on Penn Treebank (Liu et al., ICLR 2019, Sec. 3.2 and A.1.2;
 quark0/darts `rnn/train_search.py`), then its evaluation protocol (`ptb_eval.py`'s) for `dnas run`.
 
-    dnas search --config experiments/darts_rnn/ptb_search.py --config.data.text_dir=data/penn
-    dnas search --config experiments/darts_rnn/ptb_search.py:second --config.data.text_dir=...
+    dnas search --config experiments/darts_rnn/ptb_search.py     # PTB in data/penn
+    dnas search --config experiments/darts_rnn/ptb_search.py:second --config.data.text_dir=DIR
     dnas run --config experiments/darts_rnn/ptb_search.py:embedded     # ~10 min on 2 CPU cores
     dnas search --config experiments/darts_rnn/ptb_search.py:smoke      # seconds
 
@@ -29,7 +29,7 @@ from dnas import configlib
 def get_config(arg: str | None = None):
     c = configlib.default_config()
     c.dataset = "text_dir"
-    c.data.text_dir = ""  # --config.data.text_dir=DIR (the PTB files)
+    c.data.text_dir = "data/penn"  # --config.data.text_dir=DIR: where the PTB files are
     c.space = "darts_rnn"
     c.strategy, c.order = "darts", "first"
     s = c.search
