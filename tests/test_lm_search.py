@@ -25,22 +25,21 @@ def smoke(path: str, *overrides: str):
     return configlib.override(configlib.load(os.path.join(ROOT, path) + ":smoke"), overrides)
 
 
-# A few steps of each method on the recurrent cell: (strategy, order, alphas learn).
+# A few steps of each method on the recurrent cell: (strategy, order). Random search with
+# weight sharing: `test_random_search_with_weight_sharing_on_text`; the finite-difference
+# hypergradient differs from `second` only inside bilevel.py (tested on the image spaces).
 METHODS = [
-    ("darts", "first", True),
-    ("darts", "second", True),
-    ("darts", "finite_difference", True),
-    ("gdas", "first", True),
-    ("snas", "first", True),
-    ("drnas", "first", True),
-    ("random_ws", "first", False),  # then selection=random picks with the supernet
+    ("darts", "first"),
+    ("darts", "second"),
+    ("gdas", "first"),
+    ("snas", "first"),
+    ("drnas", "first"),
 ]
 
 
-@pytest.mark.parametrize(("strategy", "order", "learns"), METHODS)
-def test_recurrent_cell_searches_with_the_shared_strategies(strategy, order, learns):
-    selection = [] if learns else ["search.selection=random"]
-    config = smoke(RNN, f"strategy={strategy}", f"order={order}", *selection)
+@pytest.mark.parametrize(("strategy", "order"), METHODS)
+def test_recurrent_cell_searches_with_the_shared_strategies(strategy, order):
+    config = smoke(RNN, f"strategy={strategy}", f"order={order}")
     configlib.validate(config)
     su = search_step.setup(config)
     state = search_step.create_state(config, su)
@@ -53,17 +52,17 @@ def test_recurrent_cell_searches_with_the_shared_strategies(strategy, order, lea
     assert all(np.isfinite(v).all() for v in out.values()), out
     # Three steps at lr 20 of a model that starts uniform (perplexity = the vocabulary's 103).
     assert 1 < out["train/perplexity"] < 5 * su.text.corpus.vocab_size
-    moved = not np.allclose(alphas0["recurrent"], jax.device_get(state.alphas)["recurrent"])
-    assert moved == learns
+    assert not np.allclose(alphas0["recurrent"], jax.device_get(state.alphas)["recurrent"])
     # The carried state is the one after the segment: nonzero after a real segment.
     assert float(np.abs(jax.device_get(state.carry["train"])).sum()) > 0
     genotype = su.strategy.select(su.space, jax.device_get(su.strategy.final_weights(state.alphas)))
     assert genotype.space == "darts_rnn" and len(genotype.recurrent) == 8
 
 
-@pytest.mark.parametrize("strategy", ["darts", "gdas"])
-def test_transformer_searches_with_the_shared_strategies(strategy):
-    config = smoke(TRANSFORMER, f"strategy={strategy}")
+def test_transformer_searches_with_gdas():
+    """GDAS: one sampled op per slot (hard Gumbel), straight-through; the full DARTS search runs
+    in `test_search_methods.py` through the transformer config's smoke variant."""
+    config = smoke(TRANSFORMER, "strategy=gdas")
     su = search_step.setup(config)
     state = search_step.create_state(config, su)
     step = jax.jit(su.step_fn)
@@ -82,14 +81,14 @@ def test_transformer_searches_with_the_shared_strategies(strategy):
 
 @pytest.fixture(scope="module")
 def rnn_tiny(tmp_path_factory):
-    """The recurrent smoke search over 3 epochs, checkpointing every 5 steps, as a file (the
-    killed subprocess reads it), and its uninterrupted run."""
+    """The recurrent smoke search, checkpointing every 5 steps, as a file (the killed
+    subprocess reads it), and its uninterrupted run."""
     root = tmp_path_factory.mktemp("lm")
     path = root / "rnn_tiny.py"
     path.write_text(
         "from dnas import configlib\n\n\ndef get_config(arg=None):\n"
         f"    c = configlib.load({os.path.join(ROOT, RNN) + ':smoke'!r})\n"
-        "    c.search.epochs, c.checkpoint_every_steps, c.progress = 3, 5, False\n"
+        "    c.checkpoint_every_steps, c.progress = 5, False\n"
         "    return c\n"
     )
     config = configlib.load(str(path))
@@ -103,25 +102,24 @@ def test_text_search_resumes_exactly_after_kill(rnn_tiny, search_killed_at_check
     root, path, config, expected = rnn_tiny
     workdir = root / "killed"
     saved = search_killed_at_checkpoint(path, workdir, workdir / "checkpoints", timeout=300)
-    assert saved and max(saved) < 57
+    assert saved and max(saved) < 19
     assert search.run(config, str(workdir)) == expected
     got, want = np.load(workdir / "alphas.npz"), np.load(root / "uninterrupted" / "alphas.npz")
     np.testing.assert_array_equal(got["recurrent"], want["recurrent"])
     records = [json.loads(line) for line in (root / "uninterrupted" / "metrics.jsonl").open()]
     evals = [r for r in records if "eval_val/perplexity" in r]
-    assert len(evals) == 3 and all(1 < r["eval_val/perplexity"] < 200 for r in evals)
+    assert len(evals) == 1 and 1 < evals[0]["eval_val/perplexity"] < 300
 
 
 def test_text_run_retrains_and_reports_perplexity(rnn_tiny, capsys):
     root, _, config, _ = rnn_tiny
-    config = configlib.override(config, ["search.epochs=1", "baseline=true"])
-    summary = pipeline.run(config, str(root / "run"))
-    assert set(summary["retrain"]) == {"searched", "random"}
+    summary = pipeline.run(config, str(root / "uninterrupted"))  # the search is done: retrains
+    assert set(summary["retrain"]) == {"searched"}
     for name, r in summary["retrain"].items():
         assert 1 < r["test_perplexity"] < 2 * r["vocab_size"], (name, r)
         assert math.isclose(r["test_bits_per_char"], math.log2(r["test_perplexity"]), rel_tol=1e-6)
         assert r["corpus"]["sha256"] and r["corpus"]["max_tokens"] == 600
-        with open(root / "run" / f"retrain_{name}" / "results.json") as f:
+        with open(root / "uninterrupted" / f"retrain_{name}" / "results.json") as f:
             assert json.load(f) == r
         # params: the reference's count (tied decoder once) at train.C = 8: vocab*8 + vocab +
         # (2*8)^2 + 8 nodes * 8 * 16.
@@ -167,7 +165,7 @@ def test_an_option_the_space_does_not_take_is_a_config_error():
         search_step.setup(config)
 
 
-def test_text_sweep_members_match_their_own_searches(tmp_path):
+def test_text_sweep_members_match_their_own_searches():
     """`dnas sweep` vmaps the text search over seeds, each member's segments drawn with its own
     seed: member 1's steps are a plain search's with seed 1 (compared over a few steps: at lr 20
     the recurrent search amplifies float rounding, so whole runs part after a dozen steps); the
@@ -192,10 +190,6 @@ def test_text_sweep_members_match_their_own_searches(tmp_path):
             np.testing.assert_allclose(out[f"m1/{key}"], out1[key], rtol=1e-5)
     np.testing.assert_allclose(states.alphas["recurrent"][1], state1.alphas["recurrent"],
                                rtol=1e-4, atol=1e-7)  # fmt: skip
-    genotypes = sweep.run(config, str(tmp_path / "sweep"))
-    assert [g.space for g in genotypes] == ["darts_rnn", "darts_rnn"]
-    for i in range(2):
-        assert np.load(tmp_path / "sweep" / f"m{i}" / "alphas.npz")["recurrent"].shape == (36, 5)
 
 
 def test_random_search_with_weight_sharing_on_text(tmp_path):
