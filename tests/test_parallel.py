@@ -7,6 +7,7 @@ The 8-device tests need `--xla_force_host_platform_device_count=8` before JAX st
 that already has 8 devices they run directly.
 """
 
+import itertools
 import json
 import os
 import subprocess
@@ -22,7 +23,7 @@ N = 8
 multidevice = pytest.mark.skipif(
     jax.device_count() < N, reason="needs 8 devices; test_on_8_simulated_devices runs it"
 )
-MULTIDEVICE_TESTS = 4
+MULTIDEVICE_TESTS = 5
 
 
 def test_on_8_simulated_devices():
@@ -149,3 +150,34 @@ def test_batch_that_does_not_split_is_refused(tmp_path):
     config.search.batch_size = 12
     with pytest.raises(ValueError, match="does not split over 8 devices"):
         search.run(config, str(tmp_path / "w"))
+
+
+@multidevice
+def test_sharded_text_search_step_equals_one_device():
+    """The recurrent cell's search (darts_rnn on the embedded text): segments split over the
+    devices by rows, the node BatchNorms' statistics over the whole batch, the carried states
+    replicated; two steps end where one device's do."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    config = configlib.load(os.path.join(root, "experiments/darts_rnn/ptb_search.py") + ":smoke")
+    config.search.batch_size = 8
+    from dnas import lm
+
+    results = []
+    for n in (1, N):
+        mesh = parallel.make_mesh(n)
+        su = search_step.setup(config)
+        state = parallel.replicate(search_step.create_state(config, su), mesh)
+        batches = list(parallel.shard_batches(itertools.islice(lm.search_batches(su.text, 0), 2),
+                                              mesh))  # fmt: skip
+        step, _ = loop.compile_step(su.step_fn, "step", False, state, *batches[0], mesh=mesh)
+        for batch in batches:
+            state, m = step(state, *batch)
+        if n == N:
+            _assert_replicated(state.alphas, mesh)
+        results.append((jax.device_get(state.alphas), jax.device_get(state.carry), m))
+    (a1, c1, m1), (a8, c8, m8) = results
+    np.testing.assert_allclose(a8["recurrent"], a1["recurrent"], rtol=1e-4, atol=1e-6)
+    for x, y in zip(jax.tree.leaves(c1), jax.tree.leaves(c8), strict=True):
+        np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
+    for k in ("train/loss", "val/loss"):
+        np.testing.assert_allclose(float(m8[k]), float(m1[k]), rtol=1e-4)
