@@ -657,9 +657,13 @@ _CURVES = (
 )
 
 
+_PERPLEXITY = ("perplexity", ("train/perplexity", "val/perplexity", "eval_val/perplexity"))
+
+
 def training_curves(run: Run, which: str = "search"):
-    """Loss, accuracy and learning rate over steps of the search (`which='search'`) or of a
-    retraining (`which='searched'`, `'random'`; a `dnas train` workdir is its own 'search')."""
+    """Loss, accuracy (a language model's: perplexity, log scale) and learning rate over steps
+    of the search (`which='search'`) or of a retraining (`which='searched'`, `'random'`; a
+    `dnas train` workdir is its own 'search')."""
     records = run.records if which == "search" else run.retrain.get(which)
     if records is None:
         raise ValueError(
@@ -671,13 +675,19 @@ def training_curves(run: Run, which: str = "search"):
             "no loss, accuracy or learning rate logged yet (they are written every "
             "log_every_steps steps and at epoch ends)"
         )
+    curves = list(_CURVES)
+    logged = lambda keys: any(len(run.series(k, records)[0]) for k in keys)
+    if not logged(_CURVES[1][1]) and logged(_PERPLEXITY[1]):  # a language model
+        curves[1] = _PERPLEXITY
     fig = _figure(figsize=(13, 3.2))
-    axes = fig.subplots(1, len(_CURVES), squeeze=False)[0]
-    for ax, (title, keys) in zip(axes, _CURVES, strict=True):
+    axes = fig.subplots(1, len(curves), squeeze=False)[0]
+    for ax, (title, keys) in zip(axes, curves, strict=True):
         for k in keys:
             steps, values = run.series(k, records)
             if len(steps):
                 ax.plot(steps, values, label=k, lw=1.2)
+        if title == _PERPLEXITY[0]:
+            ax.set_yscale("log")
         ax.set_title(title)
         ax.set_xlabel("step")
         if ax.lines:

@@ -205,3 +205,23 @@ def test_random_search_with_weight_sharing_on_text(tmp_path):
     assert len(rescored) == 2
     best = min(rescored, key=lambda r: r["val_perplexity"])
     assert best["genotype"] == genotype.to_string()
+
+
+def test_figures_of_the_recurrent_cell_and_the_transformer_layers(tmp_path):
+    """`dnas plot` / the search's cell diagrams: the recurrent cell's edges are the genotype's
+    (op, predecessor) pairs and its output averages the concat nodes; a transformer's layers
+    are its mixer and feed-forward choices in order."""
+    from dnas import spaces, viz
+
+    enas = spaces.load("enas_rnn")
+    diagram = enas.search_space.diagrams(enas)["recurrent"]
+    labelled = [(src, dst, op) for src, dst, op in diagram.edges if op]
+    assert labelled == [(str(p), str(i), op) for i, (op, p) in enumerate(enas.recurrent, 1)]
+    assert sorted(int(s) for s, d, _ in diagram.edges if d == "h_t") == list(enas.concat)
+    vanilla = spaces.load("transformer_vanilla")
+    layers = vanilla.search_space.diagrams(vanilla)["layers"]
+    chosen = [name for name, kind in layers.nodes if kind == "node"]
+    assert chosen == [f"{i}: {op}" for i in range(4) for op in ("attn4", "ffn4")]
+    for genotype, name in ((enas, "recurrent"), (vanilla, "layers")):
+        (path,) = viz.save_cells(genotype, str(tmp_path))
+        assert path.endswith(f"cell_{name}.svg") and os.path.getsize(path) > 1000
