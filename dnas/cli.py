@@ -502,7 +502,14 @@ def _lut(args: argparse.Namespace) -> int:
     config = _load_config(args)
     from dnas import data, hardware, search, spaces
 
-    space, info = spaces.get(config.space), data.get_info(config.dataset)
+    space = spaces.get(config.space)
+    if space.modality == "text":
+        raise ValueError(
+            f"dnas lut times image networks; search space {space.name!r} is a language model: "
+            "its hardware objectives use the space's cost model (params, macs, memory_access "
+            "per token), --config.hardware.lut=''"
+        )
+    info = data.get_info(config.dataset)
     if space.candidates is None:
         listing = [n for n, s in spaces.SPACES.items() if s.candidates is not None]
         raise ValueError(

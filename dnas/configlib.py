@@ -405,8 +405,9 @@ FIELDS: dict[str, Field] = {
                                  "default (the CIFAR protocols set 16)", integer(-1)),
     "train.sep_impl": Field("how separable convolutions are computed (ops.py)",
                             one_of(lambda: ops.SEP_IMPLS)),
-    "text.level": Field("dataset=text_dir: word (split on spaces, <eos> per line, as the DARTS "
-                        "recurrent code) or char; '': word", one_of(lambda: ("", "word", "char"))),
+    "text.level": Field("word (split on spaces, <eos> per line, as the DARTS recurrent code) or "
+                        "char; '': the corpus' own (text_dir: word; pydoc, tiny_shakespeare: "
+                        "char)", one_of(lambda: ("", "word", "char"))),
     "text.max_tokens": Field("use at most the first this many tokens of each split (quick runs "
                              "and tests); 0: all", integer(0)),
     "text.bptt": Field("tokens per truncated back-propagation segment (DARTS: 35)", integer(2)),
@@ -417,17 +418,21 @@ FIELDS: dict[str, Field] = {
                                  "the DARTS retraining)", one_of(lambda: _text().LENGTHS)),
     "text.train_lengths": Field("the retraining's segment lengths (fixed, halve, normal)",
                                 one_of(lambda: _text().LENGTHS)),
-    "text.eval_batch_size": Field("columns the validation text is evaluated in (DARTS: 10)",
+    "text.eval_batch_size": Field("rows the validation text is cut into for evaluation (DARTS: "
+                                  "10)",
                                   integer(1)),
-    "text.test_batch_size": Field("columns the test text is evaluated in (DARTS: 1)", integer(1)),
+    "text.test_batch_size": Field("rows the test text is cut into for evaluation (DARTS: 1)",
+                                  integer(1)),
     "text.tar_beta": Field("temporal activation regularisation of the weights' loss: beta * "
                            "mean (h_t+1 - h_t)^2 (DARTS: 1e-3); 0: off", NON_NEGATIVE),
     **{f"text.{k}": Field(f"{what}; none: the space's default for the stage", NUMBER_OR_NONE)
-       for k, what in (("dropout", "dropout on the model's outputs (an attention model's: "
-                        "on every residual branch)"), ("dropouth", "the recurrent cell: dropout on its "
-                        "hidden states"), ("dropoutx", "the recurrent cell: dropout on its input"),
-                       ("dropouti", "the recurrent cell: dropout on the embedded tokens"),
-                       ("dropoute", "the recurrent cell: drops whole words of the embedding"))},
+       for k, what in (
+           ("dropout", "dropout on the model's outputs (an attention model's: on every residual "
+                       "branch)"),
+           ("dropouth", "the recurrent cell: dropout on its hidden states"),
+           ("dropoutx", "the recurrent cell: dropout on its input"),
+           ("dropouti", "the recurrent cell: dropout on the embedded tokens"),
+           ("dropoute", "the recurrent cell: drops whole words of the embedding"))},
     "text.nonmono": Field("retraining: NT-ASGD starts averaging the weights once the validation "
                           "loss is worse than the best before the last nonmono epochs; 0: never",
                           integer(0)),
@@ -772,6 +777,11 @@ def _check_text(config: ml_collections.ConfigDict) -> None:
         "search.hessian_every_epochs": (s.hessian_every_epochs, 0),
         "hardware.discretise": (config.hardware.discretise, ""),
     }
+    if config.hardware.lut == MEASURE:
+        raise ConfigError(
+            "hardware.lut=measure times image networks; for a language model use the space's "
+            "cost model (hardware.lut='': params, macs, memory_access per token)"
+        )
     if s.selection == "pt":
         raise ConfigError(
             "search.selection='pt' (DARTS-PT's perturbation of convolutional edges) is not "

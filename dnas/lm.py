@@ -22,6 +22,7 @@ A text model is applied as `apply(variables, inputs_BL, [mix_weights,] carry=, m
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -34,7 +35,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from dnas import checkpoint, loop, metrics, optim, parallel, spaces, state, text
+from dnas import checkpoint, loop, metrics, optim, parallel, state, text
 from dnas import workdir as workdir_lib
 from dnas.configlib import ConfigError
 from dnas.genotype import Genotype
@@ -51,7 +52,13 @@ class TextSearchState(state.SearchState):
 
 
 class TextTrainState(state.TrainState):
+    """A retraining state with the carried recurrent state and, as the reference keeps the
+    model of its best validation epoch for the test, that epoch's evaluated weights (the
+    averaged ones once NT-ASGD averages) and validation loss."""
+
     carry: Any
+    best_params: Any
+    best_loss: jax.Array
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,13 +91,56 @@ def load_corpus(config: ml_collections.ConfigDict) -> text.Corpus:
     return dataclasses.replace(corpus, **cut, provenance=corpus.provenance | {"max_tokens": n})
 
 
+CORPUS = "corpus.json"  # a text run's corpus: what it was read from, and its fingerprint
+
+
+def fingerprint(corpus: text.Corpus) -> str:
+    """sha256 of the vocabulary and the three splits' token ids."""
+    h = hashlib.sha256("\n".join(corpus.vocab).encode())
+    for split in (corpus.train, corpus.valid, corpus.test):
+        h.update(np.ascontiguousarray(split, np.int32).tobytes())
+    return h.hexdigest()
+
+
+def check_corpus(workdir: str, corpus: text.Corpus) -> None:
+    """Writes `<workdir>/corpus.json` (the corpus' provenance and fingerprint) on a run's first
+    start; on a resume, a different corpus is a ConfigError: the embedded text changes between
+    Python versions, a text_dir's files may have been edited, and the checkpoint's weights and
+    data position belong to the text it was trained on."""
+    path = os.path.join(workdir, CORPUS)
+    record = {"name": corpus.name, "level": corpus.level, "vocab_size": corpus.vocab_size,
+              "fingerprint": fingerprint(corpus), "provenance": corpus.provenance}  # fmt: skip
+    if os.path.exists(path):
+        with open(path) as f:
+            before = json.load(f)
+        if before.get("fingerprint") != record["fingerprint"]:
+            was = {k: before.get(k) for k in ("name", "level", "vocab_size")}
+            was["python_version"] = before.get("provenance", {}).get("python_version")
+            now = {k: record[k] for k in ("name", "level", "vocab_size")}
+            now["python_version"] = corpus.provenance.get("python_version")
+            raise ConfigError(
+                f"{workdir} was trained on another text ({was}; now {now}, tokens differ): "
+                "resuming would continue on different data. Use a new --workdir, or the "
+                "Python version / text files it was started with"
+            )
+        return
+    if jax.process_index() == 0:
+        workdir_lib.atomic_write_text(path, json.dumps(record, indent=2) + "\n")
+
+
 def build(builder: Callable, *args, **kwargs):
-    """`builder(*args, **kwargs)` (a space's supernet or network), an option the space does not
-    take (a recurrent dropout for a transformer) a ConfigError."""
+    """`builder(*args, **kwargs)` (a space's supernet or network); a `text.*` option the
+    builder does not take (a recurrent dropout for a transformer) is a ConfigError."""
     try:
         return builder(*args, **kwargs)
     except TypeError as err:
-        raise ConfigError(f"{err}; unset the text.* option this space does not take") from None
+        message = str(err)
+        refused = [k for k in kwargs if k in DROPOUTS and f"'{k}'" in message]
+        if "unexpected keyword argument" not in message or not refused:
+            raise
+        raise ConfigError(
+            f"text.{refused[0]} is not an option of this space's models: unset it"
+        ) from None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -159,10 +209,16 @@ def carry_step(step_fn: Callable, tar_beta: float) -> Callable:
         new_state, out = step_fn(state, train_batch, val_batch)
         carry = {"train": out.pop("train/carry"), "val": out.pop("val/carry")}
         for split in ("train", "val"):
-            out[f"{split}/perplexity"] = jnp.exp(out[f"{split}/nll"])
+            out[f"{split}/perplexity"] = perplexity(out[f"{split}/nll"])
         return new_state.replace(carry=carry), out
 
     return step
+
+
+def perplexity(nll: jax.Array) -> jax.Array:
+    """exp(nll), capped at e^80 (float32's exp overflows past 88: a diverging run's loss is
+    finite, and its perplexity should not be what stops it)."""
+    return jnp.exp(jnp.minimum(nll, 80.0))
 
 
 def length_scale(batch: Batch) -> jax.Array:
@@ -196,9 +252,22 @@ def summarise(sums: dict, level: str) -> dict[str, float]:
     return out
 
 
-def eval_segments(ids: np.ndarray, batch_size: int, bptt: int) -> Batch:
-    segments = text.eval_segments(ids, batch_size, bptt)
+def eval_segments(ids: np.ndarray, batch_size: int, bptt: int, field: str = "") -> Batch:
+    """`text.eval_segments` as device arrays; a text too short for `batch_size` rows is a
+    ConfigError naming the config `field` that set it."""
+    segments = rows_or_error(text.eval_segments, field, ids, batch_size, bptt)
     return {k: jnp.asarray(v) for k, v in segments.items()}
+
+
+def rows_or_error(fn: Callable, field: str, ids: np.ndarray, batch_size: int, *args):
+    """`fn(ids, batch_size, *args)` (batchify, eval_segments); its error for a split with too
+    few tokens for `batch_size` rows re-raised as a ConfigError naming the config `field`."""
+    try:
+        return fn(ids, batch_size, *args)
+    except text.TextDataError as err:
+        if not field:
+            raise
+        raise ConfigError(f"{field}={batch_size}: {err}") from None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -219,12 +288,14 @@ class TextData:
 def search_data(config: ml_collections.ConfigDict) -> TextData:
     s, x = config.search, config.text
     corpus = load_corpus(config)
-    train_rows = text.batchify(corpus.train, s.batch_size)
-    val_rows = text.batchify(corpus.valid, s.batch_size)
+    train_rows = rows_or_error(text.batchify, "search.batch_size (training text)", corpus.train,
+                               s.batch_size)  # fmt: skip
+    val_rows = rows_or_error(text.batchify, "search.batch_size (validation text)", corpus.valid,
+                             s.batch_size)  # fmt: skip
     kw = {"max_seq_len_delta": x.max_seq_len_delta}
     train = text.Stream(train_rows, x.bptt, mode=x.search_lengths, seed=config.seed, **kw)
     val = text.Stream(val_rows, x.bptt, mode="fixed", seed=config.seed + 1, **kw)
-    segments = eval_segments(corpus.valid, x.eval_batch_size, x.bptt)
+    segments = eval_segments(corpus.valid, x.eval_batch_size, x.bptt, "text.eval_batch_size")
     return TextData(corpus, train, val, segments, x.bptt)
 
 
@@ -357,7 +428,7 @@ def train_setup(config: ml_collections.ConfigDict, genotype: Genotype,
         space.network, genotype, corpus.vocab_size, input_shape=(x.bptt,), C=t.C,
         **model_options(config),
     )  # fmt: skip
-    rows = text.batchify(corpus.train, t.batch_size)
+    rows = rows_or_error(text.batchify, "train.batch_size", corpus.train, t.batch_size)
     stream = text.Stream(rows, x.bptt, mode=x.train_lengths, seed=config.seed + 2,
                          max_seq_len_delta=x.max_seq_len_delta)  # fmt: skip
     spe = stream.steps_per_epoch
@@ -383,14 +454,13 @@ def train_setup(config: ml_collections.ConfigDict, genotype: Genotype,
             return nll + x.tar_beta * temporal_activation(hiddens, mask), (nll, carry)
 
         (loss, (nll, carry)), grads = jax.value_and_grad(loss_fn, has_aux=True)(st.params)
-        updates, opt_state = tx.update(grads, st.opt_state, st.params)
         scale = length_scale(batch)
-        updates = jax.tree.map(lambda u: u * scale.astype(u.dtype), updates)
+        updates, opt_state = tx.update(grads, st.opt_state, st.params, scale=scale)
         new = st.replace(
             step=st.step + 1, params=optax.apply_updates(st.params, updates),
             opt_state=opt_state, carry=jax.lax.stop_gradient(carry),
         )  # fmt: skip
-        return new, {"train/loss": loss, "train/nll": nll, "train/perplexity": jnp.exp(nll),
+        return new, {"train/loss": loss, "train/nll": nll, "train/perplexity": perplexity(nll),
                      "lr": learning_rate(st.step) * scale,
                      "averaging": opt_state.averaging.astype(jnp.float32)}  # fmt: skip
 
@@ -408,11 +478,12 @@ def init_train_state(config, su: TrainSetup) -> TextTrainState:
         step=jnp.zeros((), jnp.int32), params=params, batch_stats={},
         opt_state=su.asgd.transformation.init(params), rng=k_steps,
         carry=su.model.init_carry(config.train.batch_size),
+        best_params=jax.tree.map(jnp.copy, params), best_loss=jnp.asarray(jnp.inf, jnp.float32),
     )  # fmt: skip
 
 
 def network_evaluator(su: TrainSetup) -> Callable:
-    """evaluate(state, segments) -> sums, with the averaged weights once NT-ASGD averages."""
+    """evaluate(params, segments) -> sums over the segments (`make_evaluate`), jitted."""
 
     def apply(params, inputs, carry, mask):
         return su.model.apply({"params": params}, inputs, carry=carry, mask=mask, train=False)
@@ -420,8 +491,7 @@ def network_evaluator(su: TrainSetup) -> Callable:
     evaluate = make_evaluate(apply)
 
     @jax.jit
-    def run(st: TextTrainState, segments: Batch):
-        params = su.asgd.params(st.opt_state, st.params)
+    def run(params, segments: Batch):
         return evaluate(params, segments, su.model.init_carry(segments["inputs"].shape[1]))
 
     return run
@@ -430,12 +500,14 @@ def network_evaluator(su: TrainSetup) -> Callable:
 def train(config: ml_collections.ConfigDict, workdir: str, genotype: Genotype,
           clock: loop.Clock) -> dict:  # fmt: skip
     """`train.run` for a text space (its workdir already prepared): retrains `genotype` on the
-    corpus, switching to averaged SGD by NT-ASGD, and returns the results (validation and test
-    loss, perplexity, bits per token; parameters; multiply-adds per token)."""
+    corpus, switching to averaged SGD by NT-ASGD, and returns the results of the weights of the
+    best validation epoch (validation perplexity; test loss, perplexity and bits per token;
+    parameters; multiply-adds per token)."""
     x = config.text
     mesh = parallel.make_mesh(config.num_devices)
     parallel.check_batch_size(config.train.batch_size, mesh, "train.batch_size")
     su = train_setup(config, genotype)
+    check_corpus(workdir, su.corpus)
     st = parallel.replicate(init_train_state(config, su), mesh)
     ckpt = checkpoint.Checkpointer(workdir)
     st = loop.resume(ckpt, st, clock)
@@ -447,16 +519,25 @@ def train(config: ml_collections.ConfigDict, workdir: str, genotype: Genotype,
     writer = metrics.MetricWriter(workdir)
     writer.write_scalars(start, {f"train/{k}": v for k, v in compiled_record.items()})
     evaluate = network_evaluator(su)
+    evaluated = jax.jit(su.asgd.params)  # the averaged weights once NT-ASGD averages
     level = su.corpus.level
-    val_segments = eval_segments(su.corpus.valid, x.eval_batch_size, x.bptt)
+    val_segments = eval_segments(su.corpus.valid, x.eval_batch_size, x.bptt, "text.eval_batch_size")
     last = {}
 
     def epoch_eval(st):
-        last["val"] = summarise(jax.device_get(evaluate(st, val_segments)), level)
+        last["val"] = summarise(
+            jax.device_get(evaluate(evaluated(st.opt_state, st.params), val_segments)), level
+        )
         return last["val"]
 
-    def observe(st, step):  # NT-ASGD's trigger, from this epoch's validation loss
-        return st.replace(opt_state=su.asgd.observe(st.opt_state, last["val"]["loss"]))
+    def observe(st, step):
+        """At an epoch end: the best validation epoch's weights kept (the reference saves its
+        model then), and NT-ASGD's trigger fed this epoch's validation loss."""
+        loss = last["val"]["loss"]
+        if loss < float(st.best_loss):
+            st = st.replace(best_params=evaluated(st.opt_state, st.params),
+                            best_loss=jnp.asarray(loss, jnp.float32))  # fmt: skip
+        return st.replace(opt_state=su.asgd.observe(st.opt_state, loss))
 
     st = loop.run(
         config, step_fn=step_fn, state=st, batches=batches, start=start,
@@ -465,9 +546,11 @@ def train(config: ml_collections.ConfigDict, workdir: str, genotype: Genotype,
         on_epoch_end=lambda st, step: None, update_state=observe, epoch_eval=epoch_eval,
         clock=clock,
     )  # fmt: skip
-    val = summarise(jax.device_get(evaluate(st, val_segments)), level)
-    test_segments = eval_segments(su.corpus.test, x.test_batch_size, x.bptt)
-    test = summarise(jax.device_get(evaluate(st, test_segments)), level)
+    # The best validation epoch's weights (the final ones if no epoch ended: nothing to pick).
+    best = st.best_params if bool(np.isfinite(float(st.best_loss))) else st.params
+    val = summarise(jax.device_get(evaluate(best, val_segments)), level)
+    test_segments = eval_segments(su.corpus.test, x.test_batch_size, x.bptt, "text.test_batch_size")
+    test = summarise(jax.device_get(evaluate(best, test_segments)), level)
     stats = model_stats(su.model, x.bptt)
     totals = clock.totals()
     results = {
@@ -536,13 +619,6 @@ def model_stats(model, seq_len: int) -> dict[str, int]:
     except Exception:  # a backend without cost analysis
         macs = -1
     return {"params": params, "macs_per_token": macs}
-
-
-def check_text_space(config: ml_collections.ConfigDict) -> spaces.Space:
-    space = spaces.get(config.space)
-    if space.modality != "text":
-        raise ConfigError(f"search space {space.name!r} is not a text space")
-    return space
 
 
 __all__ = [

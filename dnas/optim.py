@@ -101,13 +101,14 @@ class AveragingState(NamedTuple):
 class AveragedSGD(NamedTuple):
     """NT-ASGD (Merity et al. 2018, "Regularizing and Optimizing LSTM Language Models"), the
     DARTS recurrent cell's evaluation optimiser: `transformation` is an optax transformation
-    that runs `inner` and, once averaging has started, keeps the running mean of the iterates
+    that runs `inner`, multiplies its update by `update(..., scale=)` (a per-step factor on
+    the learning rate) and, once averaging has started, keeps the running mean of the iterates
     (PyTorch `ASGD(t0=0, lambd=0)`'s `ax`: the mean of the parameters after every step since the
     switch); `observe(state, val_loss)` is the non-monotone trigger, called once an epoch with
     the validation loss (pure, jittable); `params(state, params)` is what to evaluate: the
     average once averaging has started, else `params`."""
 
-    transformation: optax.GradientTransformation
+    transformation: optax.GradientTransformationExtraArgs
     observe: Callable[[AveragingState, jax.Array], AveragingState]
     params: Callable[[AveragingState, optax.Params], optax.Params]
 
@@ -130,10 +131,13 @@ def nt_asgd(inner: optax.GradientTransformation, nonmono: int = 5) -> AveragedSG
             epochs=jnp.zeros((), jnp.int32),
         )
 
-    def update(updates, state, params=None):
+    def update(updates, state, params=None, *, scale=1.0):
         if params is None:
             raise ValueError("nt_asgd needs the parameters: tx.update(grads, state, params)")
         updates, inner_state = inner.update(updates, state.inner, params)
+        # The step's own factor on the learning rate (the segment's length / bptt), before the
+        # average is taken: the average is of the iterates training visits.
+        updates = jax.tree.map(lambda u: u * jnp.asarray(scale, u.dtype), updates)
         count = state.count + state.averaging.astype(jnp.int32)
         weight = state.averaging.astype(jnp.float32) / jnp.maximum(count, 1).astype(jnp.float32)
 
@@ -159,4 +163,4 @@ def nt_asgd(inner: optax.GradientTransformation, nonmono: int = 5) -> AveragedSG
     def averaged(state: AveragingState, params):
         return jax.tree.map(lambda a, p: jnp.where(state.averaging, a, p), state.average, params)
 
-    return AveragedSGD(optax.GradientTransformation(init, update), observe, averaged)
+    return AveragedSGD(optax.GradientTransformationExtraArgs(init, update), observe, averaged)

@@ -137,6 +137,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, select: Select | None =
     else:
         from dnas import lm
 
+        lm.check_corpus(workdir, su.text.corpus)
         batches = parallel.shard_batches(lm.search_batches(su.text, start), mesh)
     writer = metrics.MetricWriter(workdir)
     monitor = EpochMonitor(config, su, writer, workdir, mesh)

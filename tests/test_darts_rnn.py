@@ -321,8 +321,7 @@ def test_detection_between_the_darts_formats(registered):
     assert not darts_rnn.looks_like_darts_rnn(cnn)
     assert not darts_rnn.looks_like_darts_rnn("|none~0|")
     rnn = QUARK0_DARTS_V2
-    if darts_cnn.DARTS_STRING.detect(rnn):
-        pytest.skip("darts_cnn's detect claims DARTS recurrent strings (fix in darts_cnn.py)")
+    assert not darts_cnn.DARTS_STRING.detect(rnn)
     assert spaces.parse(rnn) == KNOWN["darts_rnn_v2"]
     assert spaces.parse(cnn) == darts_cnn.KNOWN["darts_v2"]
 

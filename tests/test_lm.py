@@ -111,3 +111,41 @@ def test_uniform_model_perplexity_is_the_vocabulary_size():
     out = lm.summarise(jax.device_get(sums), "char")
     assert math.isclose(out["perplexity"], V, rel_tol=1e-5)
     assert math.isclose(out["bits_per_char"], math.log2(V), rel_tol=1e-5)
+
+
+def test_nt_asgd_averages_the_iterates_of_scaled_steps():
+    """The retraining scales each step's update by its segment's length / bptt; the average is
+    of the parameters training actually visits, so the scale applies before averaging."""
+    asgd = optim.nt_asgd(optax.sgd(0.5), nonmono=1)
+    params = {"w": jnp.array([1.0, -2.0])}
+    state = asgd.transformation.init(params)
+    for loss in (0.5, 1.0, 0.7):
+        state = asgd.observe(state, loss)
+    rng = np.random.default_rng(1)
+    iterates = []
+    for scale in (0.5, 1.5, 0.2):
+        grads = {"w": jnp.asarray(rng.normal(size=2), jnp.float32)}
+        updates, state = asgd.transformation.update(grads, state, params, scale=scale)
+        np.testing.assert_allclose(updates["w"], -0.5 * scale * grads["w"], rtol=1e-6)
+        params = optax.apply_updates(params, updates)
+        iterates.append(np.asarray(params["w"]))
+    np.testing.assert_allclose(state.average["w"], np.mean(iterates, 0), rtol=1e-6)
+
+
+def test_a_resumed_run_refuses_a_changed_corpus(tmp_path):
+    from dnas import text
+    from dnas.configlib import ConfigError
+
+    def corpus(words: str):
+        d = tmp_path / words.replace(" ", "_")
+        d.mkdir(exist_ok=True)
+        for name in ("train.txt", "valid.txt", "test.txt"):
+            (d / name).write_text(words + "\n")
+        return text.load_text_dir(str(d))
+
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    lm.check_corpus(str(workdir), corpus("a b c"))
+    lm.check_corpus(str(workdir), corpus("a b c"))  # the same text: fine
+    with pytest.raises(ConfigError, match="trained on another text"):
+        lm.check_corpus(str(workdir), corpus("a b d"))

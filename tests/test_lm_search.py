@@ -151,6 +151,7 @@ def test_dnas_info_prints_the_papers_parameter_count(capsys):
         (["dataset=text_dir", "data.text_dir="], "set --config.data.text_dir=DIR"),
         (["search.partial_channels=2"], "not supported for language models"),
         (["text.dropout=1.0"], r"text.dropout=1.0 is out of range"),
+        (["hardware.lut=measure", "hardware.objective=mul_logpow"], "cost model"),
     ],
 )
 def test_text_configs_that_make_no_sense_are_refused(overrides, message):
@@ -161,7 +162,14 @@ def test_text_configs_that_make_no_sense_are_refused(overrides, message):
 
 def test_an_option_the_space_does_not_take_is_a_config_error():
     config = smoke(TRANSFORMER, "text.dropouth=0.1")
-    with pytest.raises(ConfigError, match="dropouth"):
+    with pytest.raises(ConfigError, match=r"text\.dropouth is not an option"):
+        search_step.setup(config)
+
+
+def test_a_batch_the_text_cannot_fill_names_its_field():
+    """600 characters cannot make 400 rows: the error names the field to change."""
+    config = smoke(RNN, "search.batch_size=400")
+    with pytest.raises(ConfigError, match=r"search.batch_size \(training text\)=400"):
         search_step.setup(config)
 
 

@@ -537,7 +537,9 @@ def from_string(text: str) -> Genotype:
     """Parses a genotype string as in quark0/darts rnn/genotypes.py: keywords (or positional
     arguments in field order), lists or tuples, either quotes, `concat=range(a, b)` or a list,
     comments, newlines, an optional `NAME = ` prefix. Anything else raises a one-line
-    ValueError naming the character position and what was expected there."""
+    ValueError naming the character position and what was expected there. `spaces.parse`
+    recognises the keyword form (`Genotype(recurrent=...`); the positional form reads here
+    only (positionally it looks like a convolutional DARTS genotype)."""
     if not isinstance(text, str):
         raise ValueError(f"a {_WHAT} must be a str, got {type(text).__name__}")
     args, close = literals.read_call(text, "Genotype", FIELDS, _WHAT)
