@@ -565,6 +565,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, genotype: Genotype,
         "params": stats["params"],
         "macs_per_token": stats["macs_per_token"],
         "averaging": bool(jax.device_get(st.opt_state.averaging)),
+        # Training tokens over the training loop's time (its steps, epoch-end evaluations and
+        # checkpoints), summed over every process that ran it.
+        "tokens_per_s": round(su.stream.tokens(su.total_steps) / max(totals["loop_s"], 1e-9)),
         "train_wall_s": round(totals["loop_s"], 1),
         "compile_s": round(totals["compile_s"], 1),
         "wall_s": round(totals["wall_s"], 1),

@@ -523,6 +523,16 @@ class Stream:
         start = int(starts[slot])
         return start, int(lengths[slot]), float(start == 0)
 
+    def tokens(self, steps: int) -> int:
+        """Real (target) tokens in the batches of steps 0 .. steps - 1, over all rows."""
+        spe, total = self.steps_per_epoch, 0
+        for epoch in range(-(-steps // spe)):
+            _, lengths = _epoch_plan(
+                self.columns, self.bptt, self.mode, self.seed, self.max_seq_len_delta, epoch
+            )
+            total += int(np.sum(lengths[: min(spe, steps - epoch * spe)]))
+        return total * self.batch_size
+
     def batch(self, step: int) -> TextBatch:
         """Training batch `step`, every array with leading axis B:
 

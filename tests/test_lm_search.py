@@ -119,6 +119,7 @@ def test_text_run_retrains_and_reports_perplexity(rnn_tiny, capsys):
         assert 1 < r["test_perplexity"] < 2 * r["vocab_size"], (name, r)
         assert math.isclose(r["test_bits_per_char"], math.log2(r["test_perplexity"]), rel_tol=1e-6)
         assert r["corpus"]["sha256"] and r["corpus"]["max_tokens"] == 600
+        assert r["tokens_per_s"] > 0 and r["macs_per_token"] > 0
         with open(root / "uninterrupted" / f"retrain_{name}" / "results.json") as f:
             assert json.load(f) == r
         # params: the reference's count (tied decoder once) at train.C = 8: vocab*8 + vocab +

@@ -441,3 +441,15 @@ def test_corpus_repr_is_short():
     shown = repr(text.load_corpus("pydoc_words"))
     assert shown.startswith("Corpus(name='pydoc_words', level='word', vocab_size=")
     assert len(shown) < 200
+
+
+def test_stream_tokens_count_the_real_targets():
+    from dnas import text
+
+    rows = text.batchify(np.arange(230), 2)
+    for mode in text.LENGTHS:
+        stream = text.Stream(rows, 7, mode=mode, seed=3)
+        steps = 2 * stream.steps_per_epoch + 3
+        direct = sum(stream.segment(k)[1] for k in range(steps)) * 2
+        assert stream.tokens(steps) == direct
+        assert int(stream.batch(5)["mask"].sum()) == 2 * stream.segment(5)[1]
