@@ -120,6 +120,22 @@ def evolution(
     return best, history
 
 
+def search_with(
+    config, space: Space, score_fn: Callable[[Genotype], float]
+) -> tuple[Genotype, list[tuple[Genotype, float]]]:
+    """`search.selection`'s search with `score_fn` as fitness: random search over
+    `selection_archs` samples, or regularised evolution (population `evolution_population`,
+    tournament `evolution_sample_size`, `selection_archs` evaluations in all)."""
+    s = config.search
+    if s.selection == "random":
+        return random_search(score_fn, space, s.selection_archs, config.seed)
+    population = s.evolution_population
+    return evolution(
+        score_fn, space, population=population, sample_size=s.evolution_sample_size,
+        cycles=max(s.selection_archs - population, 0), seed=config.seed,
+    )  # fmt: skip
+
+
 def select_with_supernet(config, su, state, workdir: str, mesh, writer,
                          clock=None) -> Genotype:  # fmt: skip
     """`search.selection`: the genotype chosen by the trained supernet's validation accuracy,
@@ -152,15 +168,7 @@ def select_with_supernet(config, su, state, workdir: str, mesh, writer,
         workdir_lib.write_jsonl(os.path.join(workdir, name), records)
         return max(a for _, a in scored)
 
-    score_fn = scorer(3, s.selection_batches)
-    if s.selection == "random":
-        best, history = random_search(score_fn, su.space, s.selection_archs, config.seed)
-    else:
-        population = s.evolution_population
-        best, history = evolution(
-            score_fn, su.space, population=population, sample_size=s.evolution_sample_size,
-            cycles=max(s.selection_archs - population, 0), seed=config.seed,
-        )  # fmt: skip
+    best, history = search_with(config, su.space, scorer(3, s.selection_batches))
     best_accuracy = write("selection.jsonl", history)
     writer.write_scalars(int(state.step), {"selection/best_val_accuracy": best_accuracy})
     if s.selection_rerank > 0:  # the top ones again, on the whole validation split
@@ -195,15 +203,7 @@ def _select_text(config, su, state, workdir: str, writer) -> Genotype:
         workdir_lib.write_jsonl(os.path.join(workdir, name), records)
         return float(np.exp(-max(v for _, v in scored)))
 
-    score_fn = scorer(s.selection_batches)
-    if s.selection == "random":
-        best, history = random_search(score_fn, su.space, s.selection_archs, config.seed)
-    else:
-        population = s.evolution_population
-        best, history = evolution(
-            score_fn, su.space, population=population, sample_size=s.evolution_sample_size,
-            cycles=max(s.selection_archs - population, 0), seed=config.seed,
-        )  # fmt: skip
+    best, history = search_with(config, su.space, scorer(s.selection_batches))
     step = int(state.step)
     writer.write_scalars(step, {"selection/best_val_perplexity": write("selection.jsonl", history)})
     if s.selection_rerank > 0:

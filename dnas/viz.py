@@ -301,18 +301,8 @@ def cell_graph(geno: Genotype, cell: str = "normal", *, title: str | None = None
     intermediate nodes blue, output yellow; edges labelled with ops). A notebook displays it
     inline; `save_graph` writes it. Building it needs only the graphviz Python package;
     rendering needs `dot`."""
-    graphviz = _require("graphviz")
     space = topology_of(geno.search_space)
-    g = graphviz.Digraph(
-        name=f"{cell}_cell",
-        format="svg",
-        edge_attr={"fontsize": "14", "fontname": "helvetica", "penwidth": "1.5"},
-        node_attr={"style": "filled", "shape": "rect", "align": "center", "fontsize": "16",
-                   "height": "0.5", "width": "0.5", "penwidth": "2", "fontname": "helvetica"},
-        graph_attr={"rankdir": "LR"},
-    )  # fmt: skip
-    if title:
-        g.attr(label=title, labelloc="t", fontsize="18", fontname="helvetica")
+    g = _digraph(f"{cell}_cell", title)
     edges = cell_edges(geno, cell)
     names = [node_names(space)[i] for i in range(space.num_inputs)]
     names += [node_names(space)[n] for n in space.nodes]
@@ -322,6 +312,22 @@ def cell_graph(geno: Genotype, cell: str = "normal", *, title: str | None = None
         g.node(name, fillcolor=_COLOURS[_node_kind(space, name)])
     for src, dst, label in edges:
         g.edge(src, dst, label=label, fillcolor="gray")
+    return g
+
+
+def _digraph(name: str, title: str | None):
+    """An empty `graphviz.Digraph` in the cell diagrams' style (left to right, filled boxes,
+    helvetica), titled `title`."""
+    graphviz = _require("graphviz")
+    g = graphviz.Digraph(
+        name=name, format="svg",
+        edge_attr={"fontsize": "14", "fontname": "helvetica", "penwidth": "1.5"},
+        node_attr={"style": "filled", "shape": "rect", "align": "center", "fontsize": "16",
+                   "height": "0.5", "width": "0.5", "penwidth": "2", "fontname": "helvetica"},
+        graph_attr={"rankdir": "LR"},
+    )  # fmt: skip
+    if title:
+        g.attr(label=title, labelloc="t", fontsize="18", fontname="helvetica")
     return g
 
 
@@ -446,16 +452,7 @@ def cell_figure(geno: Genotype, cells: Sequence[str] | None = None, title: str |
 def diagram_graph(diagram: Diagram, *, title: str | None = None, name: str = "diagram"):
     """A space's own `Diagram` (`Space.diagrams`) as a `graphviz.Digraph`, in the cell
     diagrams' style (left to right; inputs green, nodes blue, outputs yellow)."""
-    graphviz = _require("graphviz")
-    g = graphviz.Digraph(
-        name=name, format="svg",
-        edge_attr={"fontsize": "14", "fontname": "helvetica", "penwidth": "1.5"},
-        node_attr={"style": "filled", "shape": "rect", "align": "center", "fontsize": "16",
-                   "height": "0.5", "width": "0.5", "penwidth": "2", "fontname": "helvetica"},
-        graph_attr={"rankdir": "LR"},
-    )  # fmt: skip
-    if title:
-        g.attr(label=title, labelloc="t", fontsize="18", fontname="helvetica")
+    g = _digraph(name, title)
     for node, kind in diagram.nodes:
         g.node(node, fillcolor=_COLOURS[kind])
     for src, dst, label in diagram.edges:

@@ -58,8 +58,12 @@ def test_ctrl_c_in_a_command_that_is_not_a_stage_is_one_line():
         "train.evaluate_trained = lambda *a, **k: (print('ready', flush=True), time.sleep(60))\n"
         "sys.exit(cli.main(['eval', 'somewhere']))\n"
     )
+    # The child starts with SIGINT's default action: an ignored SIGINT is inherited across exec,
+    # and something in a full session's worker (not dnas: it never ignores SIGINT) left it so.
+    default_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)
     proc = subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_sigint)  # fmt: skip
     assert proc.stdout.readline() == "ready\n"  # inside the command
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
