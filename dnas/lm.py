@@ -356,23 +356,31 @@ def init_search_state(config, su) -> TextSearchState:
     )  # fmt: skip
 
 
-def supernet_evaluator(su, level: str) -> Callable[[TextSearchState], dict[str, float]]:
-    """The supernet under the strategy's final mixing weights on the whole validation text,
-    as the DARTS recurrent search's `evaluate(val_data, eval_batch_size)` at every epoch end."""
-    model, strategy = su.model, su.strategy
-    segments = su.text.val_segments
-    B = segments["inputs"].shape[1]
+def supernet_sums(model) -> Callable:
+    """jit(params, mix, segments) -> `make_evaluate`'s sums of the supernet under the mixing
+    weights `mix`, in evaluation mode, its state carried from zero across the segments."""
 
     def apply(params_and_mix, inputs, carry, mask):
         params, mix = params_and_mix
         return model.apply({"params": params}, inputs, mix, carry=carry, mask=mask, train=False)
 
-    evaluate = jax.jit(make_evaluate(apply))
+    evaluate = make_evaluate(apply)
+
+    @jax.jit
+    def run(params, mix, segments: Batch):
+        return evaluate((params, mix), segments, model.init_carry(segments["inputs"].shape[1]))
+
+    return run
+
+
+def supernet_evaluator(su, level: str) -> Callable[[TextSearchState], dict[str, float]]:
+    """The supernet under the strategy's final mixing weights on the whole validation text,
+    as the DARTS recurrent search's `evaluate(val_data, eval_batch_size)` at every epoch end."""
+    sums = supernet_sums(su.model)
 
     def run(state: TextSearchState) -> dict[str, float]:
-        mix = strategy.final_weights(state.alphas)
-        sums = evaluate((state.params, mix), segments, model.init_carry(B))
-        return summarise(jax.device_get(sums), level)
+        mix = su.strategy.final_weights(state.alphas)
+        return summarise(jax.device_get(sums(state.params, mix, su.text.val_segments)), level)
 
     return run
 
@@ -381,22 +389,14 @@ def selection_scorer(su, state: TextSearchState, segments: int | None) -> Callab
     """score(genotype) -> minus the supernet's validation loss (nats per token) under the
     genotype's one-hot mixing weights, over the first `segments` validation segments (None:
     all): the fitness of random search and evolution with the trained supernet on text."""
-    model, space = su.model, su.space
     val = su.text.val_segments
     if segments is not None:
         val = {k: v[:segments] for k, v in val.items()}
-    B = val["inputs"].shape[1]
-
-    def apply(params_and_mix, inputs, carry, mask):
-        params, mix = params_and_mix
-        return model.apply({"params": params}, inputs, mix, carry=carry, mask=mask, train=False)
-
-    evaluate = jax.jit(make_evaluate(apply))
+    sums = supernet_sums(su.model)
 
     def score(genotype: Genotype) -> float:
-        mix = {g: jnp.asarray(w) for g, w in space.genotype_mix(genotype).items()}
-        sums = jax.device_get(evaluate((state.params, mix), val, model.init_carry(B)))
-        return -float(sums["nll_sum"]) / max(float(sums["tokens"]), 1.0)
+        mix = {g: jnp.asarray(w) for g, w in su.space.genotype_mix(genotype).items()}
+        return -summarise(jax.device_get(sums(state.params, mix, val)), su.info.level)["loss"]
 
     return score
 
