@@ -481,10 +481,10 @@ def _export_parser(sub: argparse._SubParsersAction) -> None:
 LUT_HELP = (
     "time every candidate op of a space's supernet on this device: a latency table",
     " (JSON, dnas.hardware's format) for the hardware objectives (--config.hardware.lut) and "
-    "`dnas latency`. The supernet is the config's search supernet (space, dataset input shape, "
-    "search.C, search.layers); each distinct op module is compiled and timed at inference "
-    "(median and interquartile range of --runs calls), and the fixed part (stem, head, what the "
-    "per-op sum misses) estimated on random networks.",
+    "`dnas latency`. The supernet is the config's search supernet (space, dataset input shape "
+    "or a text space's text.bptt tokens, search.C, search.layers); each distinct op module is "
+    "compiled and timed at inference (median and interquartile range of --runs calls), and the "
+    "fixed part (stem, head, what the per-op sum misses) estimated on random networks.",
 )
 LATENCY_HELP = (
     "time discrete networks on this device against a latency table's prediction",
@@ -503,13 +503,11 @@ def _lut(args: argparse.Namespace) -> int:
     from dnas import data, hardware, search, spaces
 
     space = spaces.get(config.space)
-    if space.modality == "text":
-        raise ValueError(
-            f"dnas lut times image networks; search space {space.name!r} is a language model: "
-            "its hardware objectives use the space's cost model (params, macs, memory_access "
-            "per token), --config.hardware.lut=''"
-        )
-    info = data.get_info(config.dataset)
+    if space.modality == "text":  # token sequences of text.bptt over the corpus' vocabulary
+        inputs = f"{config.text.bptt}-token {config.dataset} sequences"
+    else:
+        inputs = f"{'x'.join(map(str, data.get_info(config.dataset).input_shape))} " \
+            f"{config.dataset} inputs"  # fmt: skip
     if space.candidates is None:
         listing = [n for n, s in spaces.SPACES.items() if s.candidates is not None]
         raise ValueError(
@@ -517,9 +515,8 @@ def _lut(args: argparse.Namespace) -> int:
             f"so dnas cannot time them; spaces that do: {', '.join(listing) or 'none'}"
         )
     C, layers = config.search.C, config.search.layers
-    print(f"timing the candidates of {space.name} (C={C}, layers={layers}) on "
-          f"{'x'.join(map(str, info.input_shape))} {config.dataset} inputs, batch {args.batch}, "
-          f"{args.runs} runs after {args.warmup} warm-up calls each")  # fmt: skip
+    print(f"timing the candidates of {space.name} (C={C}, layers={layers}) on {inputs}, batch "
+          f"{args.batch}, {args.runs} runs after {args.warmup} warm-up calls each")  # fmt: skip
     table = search.config_table(
         config, batch=args.batch, runs=args.runs, warmup=args.warmup, dtype=args.dtype,
         fixed_samples=args.fixed_samples, log=print, verbose=args.verbose,

@@ -777,10 +777,11 @@ def _check_text(config: ml_collections.ConfigDict) -> None:
         "search.hessian_every_epochs": (s.hessian_every_epochs, 0),
         "hardware.discretise": (config.hardware.discretise, ""),
     }
-    if config.hardware.lut == MEASURE:
+    if config.hardware.lut == MEASURE and spaces.get(config.space).candidates is None:
         raise ConfigError(
-            "hardware.lut=measure times image networks; for a language model use the space's "
-            "cost model (hardware.lut='': params, macs, memory_access per token)"
+            f"hardware.lut=measure times a space's candidate ops; {config.space!r} lists none "
+            "(its recurrent cell's ops share one matrix product): use the space's cost model "
+            "(hardware.lut='': params, macs, memory_access per token)"
         )
     if s.selection == "pt":
         raise ConfigError(

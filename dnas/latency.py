@@ -97,12 +97,18 @@ def _input(batch: int, input_shape: Sequence[int], dtype: Any, seed: int = 0) ->
     return jnp.asarray(x, dtype)
 
 
+def _tokens(batch: int, input_shape: Sequence[int], vocab_size: int, seed: int = 0) -> jax.Array:
+    """A language model's input: token ids, uniform over the vocabulary."""
+    x = np.random.default_rng(seed).integers(0, vocab_size, (batch, *input_shape))
+    return jnp.asarray(x, jnp.int32)
+
+
 def time_module(
     module: nn.Module, input_shape: Sequence[int], *, batch: int, runs: int, warmup: int,
     dtype: Any = "float32",
 ) -> tuple[float, float]:  # fmt: skip
     """`time_fn` of a candidate op's jitted inference, `module.apply(variables, x, False)`, on a
-    batch of `input_shape` (H, W, C)."""
+    batch of the candidate's `input_shape` ((H, W, C), or a text space's (seq_len, C))."""
     x = _input(batch, input_shape, dtype)
     variables = host_variables(lambda k: module.init(k, x, False), dtype)
     apply = jax.jit(lambda v, x: module.apply(v, x, False)).lower(variables, x).compile()
@@ -114,9 +120,14 @@ def time_network(
     C: int | None, layers: int | None, batch: int, runs: int, warmup: int,
     dtype: Any = "float32",
 ) -> tuple[float, float]:  # fmt: skip
-    """`time_fn` of the discrete network of `genotype` (`space.network`) at inference."""
+    """`time_fn` of the discrete network of `genotype` (`space.network`) at inference: on
+    images of `input_shape` (H, W, C), or for a text space (`Space.modality`) on token ids of
+    `input_shape` (seq_len,) over a vocabulary of `num_classes`."""
     model = space.network(genotype, num_classes, input_shape=tuple(input_shape), C=C, layers=layers)
-    x = _input(batch, input_shape, dtype)
+    if space.modality == "text":
+        x = _tokens(batch, input_shape, num_classes)
+    else:
+        x = _input(batch, input_shape, dtype)
     rngs = lambda k: {"params": k, "dropout": k}
     variables = host_variables(lambda k: model.init(rngs(k), x, train=False), dtype)
     apply = jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(variables, x).compile()
@@ -146,7 +157,8 @@ def measure_table(
 ) -> hardware.CostTable:  # fmt: skip
     """The latency table (`latency_ms` per (group, position, row, op), its `spread_ms` in
     `extra`) of the supernet `space.supernet(num_classes, C=C, layers=layers)` on inputs of
-    `input_shape` (H, W, C) at `batch`, measured on the running JAX backend (see the module
+    `input_shape` (H, W, C; a text space's (seq_len,) with `num_classes` its vocabulary size) at
+    `batch`, measured on the running JAX backend (see the module
     docstring), with the fixed part estimated on `fixed_samples` random genotypes (drawn with
     `seed`; 0: fixed part 0). `meta` adds provenance (e.g. the dataset); `log` gets a line per
     alpha group and one for the fixed part, and with `verbose` one per timed op."""

@@ -51,13 +51,21 @@ Select = Callable[..., Genotype]
 def config_table(config: ml_collections.ConfigDict, **options: Any):
     """The latency table (`latency.measure_table`) of `config`'s search supernet (space, dataset
     input shape and classes, search.C, search.layers) on this device, random networks drawn with
-    its seed; `options` are `measure_table`'s (batch, runs, log, ...). `dnas lut` and
+    its seed; `options` are `measure_table`'s (batch, runs, log, ...). A text space is timed on
+    sequences of `text.bptt` tokens over its corpus' vocabulary. `dnas lut` and
     `hardware.lut=measure` both measure with it."""
     from dnas import latency, spaces  # the timing tools, only where a table is measured
 
-    space, info = spaces.get(config.space), data.get_info(config.dataset)
+    space = spaces.get(config.space)
+    if space.modality == "text":
+        from dnas import lm
+
+        input_shape, num_classes = (config.text.bptt,), lm.load_corpus(config).vocab_size
+    else:
+        info = data.get_info(config.dataset)
+        input_shape, num_classes = info.input_shape, info.num_classes
     return latency.measure_table(
-        space, info.input_shape, num_classes=info.num_classes, C=config.search.C,
+        space, input_shape, num_classes=num_classes, C=config.search.C,
         layers=config.search.layers, seed=config.seed, meta={"dataset": config.dataset},
         **options,
     )  # fmt: skip

@@ -433,23 +433,56 @@ def test_full_mode_runs_search_steps():
 # The configs' smoke runs (they need the chain spaces).
 
 
-# ~2-3 minutes each on 2 cores: the table measured, the step compiled (35-65 s), 7 steps.
-@pytest.mark.parametrize("method,space", [("fbnet", "fbnet"), ("proxylessnas", "proxyless")])
-def test_smoke_config_searches(method, space, tmp_path):
-    """The config's :smoke search runs with its latency objective: the table measured on this
-    device at the start (<workdir>/lut.json), E[latency] and the objective logged."""
-    from dnas import pipeline
-
+def _smoke_config(method: str, space: str):
     path = ROOT / "experiments" / method / "imagenet_search.py"
     config = configlib.validate(configlib.load(f"{path}:smoke"))
     assert config.strategy == method and config.space == space
     assert config.hardware.lut == "measure" and config.hardware.resource == "latency_ms"
-    workdir = tmp_path / method
+    return config
+
+
+# ~2-3 minutes on 2 cores: the table measured, the step compiled (35-65 s), 7 steps. FBNet's
+# config: `test_fbnet_smoke_config_measures_its_table_and_prices_its_alphas` (its step over
+# the 22 x 9 MBConvs compiles in over a minute; its steps run in test_strategies).
+def test_proxylessnas_smoke_config_searches(tmp_path):
+    """The config's :smoke search runs with its latency objective: the table measured on this
+    device at the start (<workdir>/lut.json), E[latency] and the objective logged."""
+    from dnas import pipeline
+
+    config = _smoke_config("proxylessnas", "proxyless")
+    workdir = tmp_path / "proxylessnas"
     genotype = pipeline.search_genotype(config, str(workdir))
-    assert genotype.space == space
+    assert genotype.space == "proxyless"
     table = json.loads((workdir / "lut.json").read_text())
-    assert table["space"] == space and table["meta"]["backend"] == jax.default_backend()
+    assert table["space"] == "proxyless" and table["meta"]["backend"] == jax.default_backend()
     records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     latencies = [r["val/expected_latency_ms"] for r in records if "val/expected_latency_ms" in r]
     assert latencies and all(np.isfinite(latencies)) and min(latencies) > 0
     assert any("val/objective" in r for r in records)
+
+
+def test_fbnet_smoke_config_measures_its_table_and_prices_its_alphas(tmp_path):
+    """FBNet's :smoke config up to its first step: the table measured on this device as the
+    search measures it (`search.measured_lut`, written once to the workdir), the search set up
+    with it, and the objective's E[latency] of the initial alphas under their Gumbel sample
+    (`hardware.sampled`) equal to the table's fixed part plus each row's entries weighted by
+    that sample, computed here in numpy."""
+    from dnas import search
+
+    config = _smoke_config("fbnet", "fbnet")
+    measured = search.measured_lut(config, str(tmp_path))
+    assert measured.hardware.lut == str(tmp_path / "lut.json")
+    su = search_step.setup(measured)
+    alphas = (su.strategy.init_alphas or search_step.init_alphas)(
+        su.space, jax.random.key(0), measured.search.alpha_init_scale
+    )  # as `create_state`, without initialising the supernet's weights
+    hw = search_step.make_hardware_objective(measured, su.strategy, su.model, su.info)
+    assert hw.sampled and hw.table.meta["backend"] == jax.default_backend()
+    key = jax.random.key(3)
+    cost = float(hw.cost(alphas, key, 0))
+    weights = su.strategy.mix_weights(alphas, search_step.loss_keys(key)[1], 0)
+    w = np.asarray(weights["blocks"], np.float64)  # (rows, ops)
+    entries = np.asarray(hw.table.per_group["blocks"], np.float64)[0, ..., 0]
+    assert np.isclose(w.sum(-1), 1, atol=1e-5).all() and not np.allclose(w, w[:, :1])
+    expected = float(hw.table.fixed[0]) + float((w * entries).sum())
+    assert cost == pytest.approx(expected, rel=1e-5) and cost > 0

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from test_space_recipe import SPACE as CHAIN  # a registered-in-test space without candidates
 
-from dnas import cli, hardware, latency, spaces
+from dnas import cli, configlib, hardware, latency, search_step, spaces
 
 NB201 = spaces.get("nb201")
 SHAPE = (8, 8, 1)  # digits
@@ -244,3 +244,30 @@ def test_host_variables_are_positive_and_shaped_like_init():
     shapes = jax.eval_shape(init, jax.random.key(0))
     assert jax.tree.structure(variables) == jax.tree.structure(shapes)
     assert all((np.asarray(v) > 0).all() for v in jax.tree.leaves(variables))
+
+
+def test_dnas_lut_and_dnas_latency_on_the_transformer_text_space(tmp_path, capsys):
+    """A text space's table: its candidates timed on (batch, bptt, C) activations, its networks
+    on token ids; the entries are where the cost model puts the same ops, and `dnas latency`
+    times the table's networks again."""
+    path = tmp_path / "lut.json"
+    config = "experiments/transformer/char_search.py:smoke"
+    code, out, err = _run(capsys, "lut", "--config", config, "--batch", "2", "--runs", "2",
+                          "--warmup", "1", "--fixed-samples", "1", "--out", str(path))  # fmt: skip
+    assert code == 0, err
+    assert "8-token pydoc sequences" in out and "wrote" in out
+    space = spaces.get("transformer")
+    table = hardware.load_table(path, space.ops, space.alpha_shapes, space="transformer")
+    assert table.meta["input_shape"] == [8] and table.meta["num_classes"] > 50
+    model = space.supernet(table.meta["num_classes"], C=8, layers=table.meta["layers"])
+    params = space.op_costs(model, (8,))  # the cost model: params > 0 exactly where timed
+    for group, entries in table.per_group.items():
+        timed = entries[..., 0] > 0
+        assert timed.any() and (timed == (params[group][..., 0] > 0)).all(), group
+    # The search takes it as its table (hardware.lut=FILE): its setting is the config's.
+    search = configlib.override(configlib.load(config), [f"hardware.lut={path}"])
+    assert search_step.cost_table(search, space, model, (8,)).meta == table.meta
+    code, out, err = _run(capsys, "latency", "--lut", str(path), "--random", "2", "--runs", "2")
+    assert code == 0, err
+    archs = [json.loads(line) for line in out.splitlines()[:-1]]
+    assert len(archs) == 2 and all(a["measured_ms"] > 0 for a in archs)

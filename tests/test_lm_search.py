@@ -58,10 +58,13 @@ def test_recurrent_cell_searches_with_the_shared_strategies(strategy, order):
     assert genotype.space == "darts_rnn" and len(genotype.recurrent) == 8
 
 
-def test_transformer_searches_with_gdas():
-    """GDAS: one sampled op per slot (hard Gumbel), straight-through; the full DARTS search runs
-    in `test_search_methods.py` through the transformer config's smoke variant."""
-    config = smoke(TRANSFORMER, "strategy=gdas")
+def test_transformer_searches_with_gdas_and_a_hardware_objective():
+    """GDAS: one sampled op per slot (hard Gumbel), straight-through, with the alphas under
+    ProxylessNAS' objective of the cost model's multiply-adds per token; the full DARTS search
+    runs in `test_search_methods.py` through the transformer config's smoke variant."""
+    config = smoke(TRANSFORMER, "strategy=gdas", "hardware.objective=mul_logpow",
+                   "hardware.resource=macs", "hardware.target=1000")  # fmt: skip
+    configlib.validate(config)
     su = search_step.setup(config)
     state = search_step.create_state(config, su)
     step = jax.jit(su.step_fn)
@@ -70,6 +73,7 @@ def test_transformer_searches_with_gdas():
         state, out = step(state, *next(batches))
     out = jax.device_get(out)
     assert all(np.isfinite(v).all() for v in out.values()), out
+    assert out["val/expected_macs"] > 0, sorted(out)
     weights = jax.device_get(su.strategy.final_weights(state.alphas))
     # Masked columns (the other group's ops) stay at exactly 0.
     for group, mask in su.space.mask.items():

@@ -23,19 +23,35 @@ N = 8
 multidevice = pytest.mark.skipif(
     jax.device_count() < N, reason="needs 8 devices; test_on_8_simulated_devices runs it"
 )
-MULTIDEVICE_TESTS = 5
+# The 8-device tests in three subprocesses of about a minute each, which the session's
+# workers run side by side.
+MULTIDEVICE_GROUPS = {
+    "steps": ["test_sharded_search_step_equals_one_device",
+              "test_sharded_train_step_equals_one_device",
+              "test_batch_that_does_not_split_is_refused"],
+    "run": ["test_search_run_on_8_devices_ends_where_1_device_ends"],
+    "text": ["test_sharded_text_search_step_equals_one_device"],
+}  # fmt: skip
 
 
-def test_on_8_simulated_devices():
+@pytest.mark.parametrize("group", list(MULTIDEVICE_GROUPS))
+def test_on_8_simulated_devices(group):
     if jax.device_count() >= N:
         pytest.skip("this session has 8 devices: the tests below run directly")
     flags = os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={N}"
     env = {**os.environ, "XLA_FLAGS": flags.strip()}
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__]
+    tests = [f"{__file__}::{name}" for name in MULTIDEVICE_GROUPS[group]]
+    cmd = [sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", *tests]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout[-8000:] + proc.stderr[-4000:]
     # All of them ran (none skipped) and passed.
-    assert f"{MULTIDEVICE_TESTS} passed, 1 skipped" in proc.stdout, proc.stdout[-2000:]
+    assert f"{len(tests)} passed in" in proc.stdout, proc.stdout[-2000:]
+
+
+def test_every_8_device_test_is_in_a_group():
+    names = {n for n in globals() if n.startswith("test_") and getattr(globals()[n], "pytestmark",
+             None) and any(m.name == "skipif" for m in globals()[n].pytestmark)}  # fmt: skip
+    assert names == {n for group in MULTIDEVICE_GROUPS.values() for n in group}
 
 
 def _tiny(space: str, order: str = "first") -> configlib.ml_collections.ConfigDict:

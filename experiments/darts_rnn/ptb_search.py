@@ -3,7 +3,7 @@ quark0/darts `rnn/train_search.py`), then its evaluation protocol (`ptb_eval.py`
 
     dnas search --config experiments/darts_rnn/ptb_search.py     # PTB in data/penn
     dnas search --config experiments/darts_rnn/ptb_search.py:second --config.data.text_dir=DIR
-    dnas run --config experiments/darts_rnn/ptb_search.py:embedded     # ~10 min on 2 CPU cores
+    dnas run --config experiments/darts_rnn/ptb_search.py:embedded     # ~8 min on 2 CPU cores
     dnas search --config experiments/darts_rnn/ptb_search.py:smoke      # seconds
 
 Penn Treebank is not in tensorflow-datasets: put the Mikolov PTB files (`ptb.train.txt` ...
@@ -73,13 +73,13 @@ def eval_protocol(c):
 def embedded(c):
     """The embedded pydoc text at character level, small enough for ~10 minutes on 2 CPU cores:
     size 64, batch 32, BPTT 35, 2 search epochs at lr 5 (the paper's 20 diverges here: this
-    supernet's loss rose above the uniform model's within an epoch); retraining size 128 for 3
+    supernet's loss rose above the uniform model's within an epoch); retraining size 128 for 2
     epochs at lr 20."""
     c.dataset = "pydoc"
     s, t = c.search, c.train
     s.C, s.batch_size, s.epochs = 64, 32, 2
     s.lr = s.lr_min = 5.0
-    t.C, t.batch_size, t.epochs = 128, 32, 3
+    t.C, t.batch_size, t.epochs = 128, 32, 2
     c.text.dropout = c.text.dropoutx = 0.25  # a small model on a small text: lighter dropout
     c.checkpoint_every_steps, c.log_every_steps = 200, 20
     return c
