@@ -158,10 +158,10 @@ def measure_table(
     """The latency table (`latency_ms` per (group, position, row, op), its `spread_ms` in
     `extra`) of the supernet `space.supernet(num_classes, C=C, layers=layers)` on inputs of
     `input_shape` (H, W, C; a text space's (seq_len,) with `num_classes` its vocabulary size) at
-    `batch`, measured on the running JAX backend (see the module
-    docstring), with the fixed part estimated on `fixed_samples` random genotypes (drawn with
-    `seed`; 0: fixed part 0). `meta` adds provenance (e.g. the dataset); `log` gets a line per
-    alpha group and one for the fixed part, and with `verbose` one per timed op."""
+    `batch`, measured on the running JAX backend (see the module docstring), with the fixed
+    part estimated on `fixed_samples` random genotypes (drawn with `seed`; 0: fixed part 0).
+    `meta` adds provenance (e.g. the dataset); `log` gets a line per alpha group and one for the
+    fixed part, and with `verbose` one per timed op."""
     _refuse_without_candidates(space)
     if warmup < 1:
         raise ValueError(

@@ -458,15 +458,21 @@ def make_step_parts(
     return strategy, weight_tx, alpha_tx, learning_rate, loss_fn, step_fn
 
 
+def initial_alphas(config: ml_collections.ConfigDict, su: SearchSetup) -> tuple:
+    """(alphas, params key, steps key) of a search's start, from `config.seed`: the strategy's
+    (or the space's) alpha initialisation at `search.alpha_init_scale`."""
+    root = jax.random.key(config.seed)
+    k_params, k_alphas, k_steps = (jax.random.fold_in(root, i) for i in range(3))
+    init = su.strategy.init_alphas or init_alphas
+    return init(su.space, k_alphas, config.search.alpha_init_scale), k_params, k_steps
+
+
 def create_state(config: ml_collections.ConfigDict, su: SearchSetup) -> SearchState:
     if su.text is not None:
         from dnas import lm
 
         return lm.init_search_state(config, su)
-    root = jax.random.key(config.seed)
-    k_params, k_alphas, k_steps = (jax.random.fold_in(root, i) for i in range(3))
-    init = su.strategy.init_alphas or init_alphas
-    alphas = init(su.space, k_alphas, config.search.alpha_init_scale)
+    alphas, k_params, k_steps = initial_alphas(config, su)
     x = jnp.zeros((1, *su.info.input_shape), jnp.float32)
     params = init_variables(su.model, k_params, x, su.strategy.final_weights(alphas))["params"]
     return SearchState(

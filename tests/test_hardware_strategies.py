@@ -473,9 +473,7 @@ def test_fbnet_smoke_config_measures_its_table_and_prices_its_alphas(tmp_path):
     measured = search.measured_lut(config, str(tmp_path))
     assert measured.hardware.lut == str(tmp_path / "lut.json")
     su = search_step.setup(measured)
-    alphas = (su.strategy.init_alphas or search_step.init_alphas)(
-        su.space, jax.random.key(0), measured.search.alpha_init_scale
-    )  # as `create_state`, without initialising the supernet's weights
+    alphas, _, _ = search_step.initial_alphas(measured, su)  # no supernet weights: no compile
     hw = search_step.make_hardware_objective(measured, su.strategy, su.model, su.info)
     assert hw.sampled and hw.table.meta["backend"] == jax.default_backend()
     key = jax.random.key(3)

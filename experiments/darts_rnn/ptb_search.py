@@ -72,12 +72,12 @@ def eval_protocol(c):
 
 def embedded(c):
     """The embedded pydoc text at character level, small enough for ~10 minutes on 2 CPU cores:
-    size 64, batch 32, BPTT 35, 2 search epochs at lr 5 (the paper's 20 diverges here: this
+    size 32, batch 32, BPTT 35, 2 search epochs at lr 5 (the paper's 20 diverges here: a size-64
     supernet's loss rose above the uniform model's within an epoch); retraining size 128 for 2
-    epochs at lr 20."""
+    epochs at lr 20. (Size 32 steps in 0.21 s here, 64 in 0.45 s and batch 64 in 1.2 s.)"""
     c.dataset = "pydoc"
     s, t = c.search, c.train
-    s.C, s.batch_size, s.epochs = 64, 32, 2
+    s.C, s.batch_size, s.epochs = 32, 32, 2
     s.lr = s.lr_min = 5.0
     t.C, t.batch_size, t.epochs = 128, 32, 2
     c.text.dropout = c.text.dropoutx = 0.25  # a small model on a small text: lighter dropout
