@@ -337,9 +337,7 @@ def stacked_search_batches(td: TextData, seeds: list[int], start: int) -> Iterat
 def init_search_state(config, su) -> TextSearchState:
     """The search's initial state: `search_step.create_state`'s keys and alphas, the supernet
     initialised on a token batch, zero carries."""
-    from dnas import search_step
-
-    alphas, k_params, k_steps = search_step.initial_alphas(config, su)
+    alphas, k_params, k_steps = state.initial_alphas(config, su)
     x = jnp.zeros((1, su.text.train.max_len), jnp.int32)
     params = state.init_variables(
         su.model, k_params, x, su.strategy.final_weights(alphas), carry=su.model.init_carry(1),

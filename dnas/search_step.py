@@ -21,8 +21,7 @@ import ml_collections
 import optax
 
 from dnas import configlib, data, evaluate, hardware, optim, spaces, strategies
-from dnas.spaces.base import init_alphas
-from dnas.state import SearchState, init_variables
+from dnas.state import SearchState, init_variables, initial_alphas
 from dnas.types import Batch, Metrics
 
 
@@ -456,15 +455,6 @@ def make_step_parts(
     if text:
         step_fn = lm.carry_step(step_fn, config.text.tar_beta)
     return strategy, weight_tx, alpha_tx, learning_rate, loss_fn, step_fn
-
-
-def initial_alphas(config: ml_collections.ConfigDict, su: SearchSetup) -> tuple:
-    """(alphas, params key, steps key) of a search's start, from `config.seed`: the strategy's
-    (or the space's) alpha initialisation at `search.alpha_init_scale`."""
-    root = jax.random.key(config.seed)
-    k_params, k_alphas, k_steps = (jax.random.fold_in(root, i) for i in range(3))
-    init = su.strategy.init_alphas or init_alphas
-    return init(su.space, k_alphas, config.search.alpha_init_scale), k_params, k_steps
 
 
 def create_state(config: ml_collections.ConfigDict, su: SearchSetup) -> SearchState:

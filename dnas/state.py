@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from dnas.spaces.base import init_alphas
 from dnas.types import Alphas, Array, Params, PRNGKey
 
 
@@ -45,3 +46,13 @@ def init_variables(model: nn.Module, key: PRNGKey, x: Array, *args: Any, **kwarg
     init_key = jax.random.wrap_key_data(bits, impl="unsafe_rbg")
     init = jax.jit(lambda k, x, args: model.init(k, x, *args, **kwargs))
     return init(init_key, jnp.asarray(x[:1]), args)
+
+
+def initial_alphas(config: Any, su: Any) -> tuple[Alphas, PRNGKey, PRNGKey]:
+    """(alphas, params key, steps key) of a search's start (`su` a `search_step.SearchSetup`),
+    from `config.seed`: the strategy's (or the space's) alpha initialisation at
+    `search.alpha_init_scale`. The image and the text search states both start from it."""
+    root = jax.random.key(config.seed)
+    k_params, k_alphas, k_steps = (jax.random.fold_in(root, i) for i in range(3))
+    init = su.strategy.init_alphas or init_alphas
+    return init(su.space, k_alphas, config.search.alpha_init_scale), k_params, k_steps

@@ -26,7 +26,7 @@ else:
 # Tests of a minute or more on 2 cores (`--durations`), started first: a long test started last
 # would run alone at the end.
 SLOW_FIRST = (
-    "test_hardware_strategies.py::test_proxylessnas_smoke_config_searches",
+    "test_hardware_strategies.py::test_smoke_config_measures_its_table_and_prices_its_alphas",
     "test_parallel.py::test_on_8_simulated_devices",
     "test_search_methods.py::test_early_stop_hessian_and_evolution",
     "test_search_methods.py::test_pdarts_stages",

@@ -3,7 +3,7 @@ quark0/darts `rnn/train_search.py`), then its evaluation protocol (`ptb_eval.py`
 
     dnas search --config experiments/darts_rnn/ptb_search.py     # PTB in data/penn
     dnas search --config experiments/darts_rnn/ptb_search.py:second --config.data.text_dir=DIR
-    dnas run --config experiments/darts_rnn/ptb_search.py:embedded     # ~8 min on 2 CPU cores
+    dnas run --config experiments/darts_rnn/ptb_search.py:embedded     # ~6.5 min on 2 CPU cores
     dnas search --config experiments/darts_rnn/ptb_search.py:smoke      # seconds
 
 Penn Treebank is not in tensorflow-datasets: put the Mikolov PTB files (`ptb.train.txt` ...
@@ -71,7 +71,7 @@ def eval_protocol(c):
 
 
 def embedded(c):
-    """The embedded pydoc text at character level, small enough for ~10 minutes on 2 CPU cores:
+    """The embedded pydoc text at character level, about 6.5 minutes on 2 CPU cores:
     size 32, batch 32, BPTT 35, 2 search epochs at lr 5 (the paper's 20 diverges here: a size-64
     supernet's loss rose above the uniform model's within an epoch); retraining size 128 for 2
     epochs at lr 20. (Size 32 steps in 0.21 s here, 64 in 0.45 s and batch 64 in 1.2 s.)"""

@@ -4,7 +4,7 @@ convolutions of kernel 3/7/15, a gated linear unit or nothing, then a mixed feed
 expansion 1/2/4 or nothing; pre-norm residual layers, tied embedding).
 
     dnas run --config experiments/transformer/char_search.py            # tiny_shakespeare
-    dnas run --config experiments/transformer/char_search.py:embedded   # ~10 min on 2 CPU cores
+    dnas run --config experiments/transformer/char_search.py:embedded   # ~5-6 min on 2 CPU cores
     dnas search --config experiments/transformer/char_search.py:smoke   # seconds
 
 Not a published protocol (the space is dnas' own): DARTS first order, 4 layers of width 128,
