@@ -79,7 +79,7 @@ def default_config() -> ml_collections.ConfigDict:
     s.alpha_init_scale = 1e-3
     s.alpha_warmup_epochs = 0
     s.fd_clip = False
-    s.sep_impl = "fused"
+    s.sep_impl = "auto"  # the fastest form on this device (autotune.py)
     s.remat = False
     s.partial_channels = 1
     s.single_op = False
@@ -124,7 +124,7 @@ def default_config() -> ml_collections.ConfigDict:
     t.crop_padding = -1
     t.flip = None
     t.cutout_length = -1
-    t.sep_impl = "fused"
+    t.sep_impl = "auto"
 
     # Language models (the text spaces, dnas/lm.py): batching, regularisation, NT-ASGD.
     c.text = x = ml_collections.ConfigDict()
@@ -150,6 +150,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.sweep.param_values = ""
 
     c.num_devices = 0
+    c.precision = "float32"
     c.compilation_cache_dir = "~/.cache/dnas/xla"
     c.baseline = True
     c.checkpoint_every_steps = 200
@@ -211,6 +212,17 @@ def number(low: float, high: float | None = None, *, open_low=False, open_high=F
     else:
         words = f"a number {low:g} {lo} x {hi} {high:g}"
     return Check(ok, lambda: words, True)
+
+
+PRECISIONS = ("float32", "bfloat16")
+
+
+def compute_dtype(config: ml_collections.ConfigDict):
+    """The dtype of activations and convolutions (`precision`): what the steps cast the images
+    to; everything else stays float32."""
+    import jax.numpy as jnp
+
+    return jnp.dtype(config.get("precision", "float32"))
 
 
 def one_of(names: Callable[[], Sequence[str]]) -> Check:
@@ -318,9 +330,11 @@ FIELDS: dict[str, Field] = {
     "search.fd_clip": Field("order=finite_difference: clip the virtual step's gradient at "
                             "grad_clip too (the DARTS reference does not; order=second "
                             "differentiates through the real, clipped weight step)", BOOL),
-    "search.sep_impl": Field("how separable convolutions are computed (ops.py): the same "
-                             "function, other speed and compile time",
-                             one_of(lambda: ops.SEP_IMPLS)),
+    "search.sep_impl": Field("how separable convolutions (and pooling, the chains' depthwise "
+                             "convolutions) are computed (ops.py): auto: the fastest form per "
+                             "op and shape, measured on this device and cached (autotune.py); "
+                             "a form forces it; the same function either way",
+                             one_of(lambda: (ops.AUTO, *ops.SEP_IMPLS))),
     "search.remat": Field("jax.checkpoint per edge: less memory, more compute; the CIFAR configs "
                           "turn it on (BENCHMARKS.md)", BOOL),
     "search.partial_channels": Field("PC-DARTS' K: 1/K of the channels go through the mixed "
@@ -403,8 +417,8 @@ FIELDS: dict[str, Field] = {
     **{f"train.{k}": f for k, f in _AUGMENTATION.items()},
     "train.cutout_length": Field("cutout square's side in pixels, 0: none; -1: the dataset's "
                                  "default (the CIFAR protocols set 16)", integer(-1)),
-    "train.sep_impl": Field("how separable convolutions are computed (ops.py)",
-                            one_of(lambda: ops.SEP_IMPLS)),
+    "train.sep_impl": Field("how separable convolutions are computed (ops.py; as "
+                            "search.sep_impl)", one_of(lambda: (ops.AUTO, *ops.SEP_IMPLS))),
     "text.level": Field("word (split on spaces, <eos> per line, as the DARTS recurrent code) or "
                         "char; '': the corpus' own (text_dir: word; pydoc, tiny_shakespeare: "
                         "char)", one_of(lambda: ("", "word", "char"))),
@@ -442,6 +456,10 @@ FIELDS: dict[str, Field] = {
     "sweep.param_values": Field("dnas sweep: its values, e.g. 1e-3,1e-2", TEXT),
     "num_devices": Field("data parallel over this many devices; 0: all (batch sizes are global)",
                          integer(0)),
+    "precision": Field("float32, or bfloat16: activations and convolutions in bfloat16; "
+                       "parameters, optimiser states, alphas and their relaxations, BatchNorm "
+                       "statistics and the loss in float32 (image spaces; for TPUs and GPUs "
+                       "with bfloat16 units)", one_of(lambda: PRECISIONS)),
     "compilation_cache_dir": Field("persistent XLA compilation cache (a rerun of the same config "
                                    "skips compiling); '': off; JAX_COMPILATION_CACHE_DIR, when "
                                    "set, wins", TEXT),
@@ -776,6 +794,7 @@ def _check_text(config: ml_collections.ConfigDict) -> None:
         "search.single_op": (s.single_op, False),
         "search.hessian_every_epochs": (s.hessian_every_epochs, 0),
         "hardware.discretise": (config.hardware.discretise, ""),
+        "precision": (config.precision, "float32"),
     }
     if config.hardware.lut == MEASURE and spaces.get(config.space).candidates is None:
         raise ConfigError(
@@ -869,7 +888,6 @@ def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     s.C, s.layers = 4, spaces.get(c.space).tiny_layers
     s.epochs, s.batch_size, s.train_portion = 2, 64, 0.5
     s.crop_padding, s.cutout_length, s.remat, s.flip = -1, 0, False, None
-    s.sep_impl = "fused"
     s.alpha_warmup_epochs = min(s.alpha_warmup_epochs, 1)
     if s.partial_channels > 1:
         s.C = 4 * s.partial_channels
@@ -1011,6 +1029,7 @@ def load_json(path: str) -> ml_collections.ConfigDict:
         raise ConfigError(f"config file {path!r} is not readable JSON: {err}") from None
     if not isinstance(saved, dict):
         raise ConfigError(f"config file {path!r} holds {show(saved)}, not a config (a JSON object)")
+    saved.pop(workdir_lib.AUTOTUNE, None)  # what the run's autotuner chose (autotune.py)
     known = leaf_keys(default_config())
 
     def merge(into: dict, new: dict, prefix: str) -> None:
@@ -1123,7 +1142,7 @@ def override(config: ml_collections.ConfigDict, assignments: Sequence[str]):
 # not change them either): a workdir may be resumed with other values.
 RESULT_NEUTRAL = (
     "progress", "log_every_steps", "checkpoint_every_steps", "compilation_cache_dir",
-    "num_devices", "data_dir",
+    "num_devices", "data_dir", "search.sep_impl", "train.sep_impl",
 )  # fmt: skip
 # Fields a stage's workdir does not read (prefixes end with "."): they may differ too.
 UNREAD = {

@@ -669,8 +669,11 @@ def preprocess(
     crop_padding: int | None = None,
     flip: bool | None = None,
     cutout_length: int | None = None,
+    dtype: Any = jnp.float32,
 ) -> Array:
-    """A batch of [0, 1] images -> network input, in quark0/darts `_data_transforms_cifar10` order.
+    """A batch of [0, 1] images -> network input in `dtype` (the compute dtype: bfloat16 under
+    `precision=bfloat16`; the augmentation itself runs in float32), in quark0/darts
+    `_data_transforms_cifar10` order.
 
     Training: RandomCrop(padding) with zero fill, RandomHorizontalFlip, Normalize, then Cutout,
     which therefore zeroes a square in normalised space (the reference appends Cutout after
@@ -681,7 +684,7 @@ def preprocess(
     """
     images = jnp.asarray(images, jnp.float32)
     if not train:
-        return normalize(images, info.mean, info.std)
+        return normalize(images, info.mean, info.std).astype(dtype)
     if key is None:
         raise ValueError("train=True needs a PRNG key")
     crop_padding = info.crop_padding if crop_padding is None else crop_padding
@@ -693,4 +696,4 @@ def preprocess(
     if flip:
         images = random_flip(key_flip, images)
     images = normalize(images, info.mean, info.std)
-    return cutout(key_cut, images, cutout_length)
+    return cutout(key_cut, images, cutout_length).astype(dtype)

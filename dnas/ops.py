@@ -17,15 +17,25 @@ slices times per-channel weights (reference FLOPs, elementwise work that XLA fus
 pointwise convolution; on CPUs it is the fastest of the three in the supernet and slower than
 `fused` in the discrete DARTS_V2 network (BENCHMARKS.md).
 Multiply-adds are always counted in the reference form (`count_macs`).
+
+Forms chosen by measurement. Every op with several equivalent forms takes `impl`: a form's name
+(forced), or an `ImplTable` of the forms `dnas/autotune.py` measured fastest per call site (its
+`kind`, per-image input shape, dtype and the op's arguments, `site_key`), or `'auto'` while the
+autotuner records the sites (`recording_sites`). The kinds and their forms are `IMPL_FORMS`:
+separable convolutions (`sep_conv_*`, `dil_conv_*`), the depthwise convolutions of the chain
+spaces' MBConvs, and pooling (shifted views, `views`, or XLA's `reduce_window`, `window`). A
+name of another kind's form (`fused` for a pooling) means that kind's default, its first form.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import functools
 import math
 from collections.abc import Callable, Iterator
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
@@ -36,6 +46,109 @@ from jax import lax
 from dnas.types import Array
 
 SEP_IMPLS = ("fused", "depthwise", "shifted")
+AUTO = "auto"  # the autotuner chooses (`autotune.py`)
+
+# The ops with several equivalent forms, each kind's default first.
+IMPL_FORMS: dict[str, tuple[str, ...]] = {
+    "separable": SEP_IMPLS,
+    "depthwise": ("depthwise", "shifted"),
+    "pool": ("views", "window"),
+}
+ALL_FORMS = tuple(dict.fromkeys(f for forms in IMPL_FORMS.values() for f in forms))
+
+
+@dataclasses.dataclass(frozen=True)
+class ImplTable:
+    """The form of each call site (`site_key` -> form), as `autotune.choose` measured them; a
+    site it does not list (another input shape than the one tuned) gets its kind's default."""
+
+    choices: tuple[tuple[str, str], ...] = ()
+
+    def form(self, kind: str, key: str) -> str:
+        return dict(self.choices).get(key, IMPL_FORMS[kind][0])
+
+    def as_dict(self) -> dict[str, str]:
+        return dict(self.choices)
+
+
+Impl = str | ImplTable
+
+
+class Site(NamedTuple):
+    """A call of an op with several forms, as the autotuner times it: `kind` (`IMPL_FORMS`),
+    `key` (`site_key`: the per-image shape, dtype and arguments), the full input `shape` (batch
+    included), `dtype` and the op's arguments `spec` ((name, value) pairs)."""
+
+    kind: str
+    key: str
+    shape: tuple[int, ...]
+    dtype: str
+    spec: tuple[tuple[str, int | str], ...]
+
+
+def site_key(kind: str, shape: tuple[int, ...], dtype, spec: dict) -> str:
+    """`separable[k=3,s=1,p=1,d=1,out=16] 8x8x16 float32`: the kind, the op's arguments, the
+    per-image input shape (H, W, C) and the dtype. The batch is not part of it: a table tuned at
+    the training batch serves the evaluation batch too."""
+    args = ",".join(f"{k}={v}" for k, v in sorted(spec.items()))
+    return f"{kind}[{args}] {'x'.join(map(str, shape[1:]))} {jnp.dtype(dtype).name}"
+
+
+_SITES: contextvars.ContextVar[list[Site] | None] = contextvars.ContextVar(
+    "dnas_sites", default=None
+)
+
+
+@contextlib.contextmanager
+def recording_sites() -> Iterator[list[Site]]:
+    """Records the call sites of ops with several forms traced inside (`Site`s, in call order)."""
+    box: list[Site] = []
+    token = _SITES.set(box)
+    try:
+        yield box
+    finally:
+        _SITES.reset(token)
+
+
+@contextlib.contextmanager
+def not_recording() -> Iterator[None]:
+    """Calls traced inside are neither sites nor counted multiply-adds (a parameter
+    initialiser's call on a dummy input, which flax traces again on every apply)."""
+    token, macs = _SITES.set(None), _MACS.set(None)
+    try:
+        yield
+    finally:
+        _MACS.reset(macs)
+        _SITES.reset(token)
+
+
+def check_impl(impl: Impl) -> None:
+    if not isinstance(impl, ImplTable) and impl != AUTO and impl not in ALL_FORMS:
+        raise ValueError(
+            f"unknown implementation {impl!r}; valid: {AUTO!r} (chosen by measurement), or one "
+            f"of {SEP_IMPLS} (separable convolutions)"
+        )
+
+
+def choose_form(kind: str, impl: Impl, x: Array, **spec: int | str) -> str:
+    """The form op `kind` computes at this call: the table's choice for the site, the kind's
+    default under `'auto'` (recording the site when `recording_sites` is on), or the forced
+    form (another kind's form name: the default)."""
+    if isinstance(impl, ImplTable) or impl == AUTO:
+        key = site_key(kind, x.shape, x.dtype, spec)
+        sites = _SITES.get()
+        if sites is not None:
+            sites.append(
+                Site(
+                    kind, key, tuple(x.shape), jnp.dtype(x.dtype).name, tuple(sorted(spec.items()))
+                )
+            )
+        return impl.form(kind, key) if isinstance(impl, ImplTable) else IMPL_FORMS[kind][0]
+    if impl in IMPL_FORMS[kind]:
+        return impl
+    check_impl(impl)
+    return IMPL_FORMS[kind][0]
+
 
 # ---------------------------------------------------------------------------------------------
 # Multiply-add counting (the papers' "mult-adds": convolutions and dense layers, per image).
@@ -245,11 +358,13 @@ def separable_conv(
     stride: int,
     padding: int,
     dilation: int = 1,
-    impl: str = "fused",
+    impl: Impl = "fused",
 ) -> Array:
     """`Conv2d(C, C, k, groups=C)` followed by `Conv2d(C, D, 1)`, both without bias."""
     k, _, c = dw_KxKxC.shape
     d = pw_CxD.shape[-1]
+    spec = {"k": k, "s": stride, "p": padding, "d": dilation, "out": d}
+    impl = choose_form("separable", impl, x, **spec)
     if impl == "fused":
         kernel = dw_KxKxC[..., None] * pw_CxD  # kernel[i, j, c, d] = dw[i, j, c] * pw[c, d]
         y = conv2d(x, kernel, stride, padding, dilation, count=False)
@@ -299,19 +414,68 @@ def _valid_counts(size: int, n_in: int, window: int, stride: int, padding: int) 
 # max's gradient is shared between the tied inputs (PyTorch gives it to one of them).
 
 
-def max_pool(x: Array, size: int, stride: int, padding: int) -> Array:
+# `impl='window'` is XLA's `reduce_window` (select-and-scatter gradient of the max), the usual
+# winner on accelerators.
+
+
+def _reduce_window(x: Array, init, combine, size: int, stride: int, padding: int) -> Array:
+    pads = ((0, 0), (padding, padding), (padding, padding), (0, 0))
+    init = np.array(init, x.dtype)  # concrete: JAX differentiates max / add windows only
+    return lax.reduce_window(x, init, combine, (1, size, size, 1), (1, stride, stride, 1), pads)
+
+
+def max_pool(x: Array, size: int, stride: int, padding: int, impl: Impl = "views") -> Array:
+    spec = {"op": "max", "k": size, "s": stride, "p": padding}
+    if choose_form("pool", impl, x, **spec) == "window":
+        return _reduce_window(x, -jnp.inf, lax.max, size, stride, padding)
     y = _window_1d(x, 1, size, stride, padding, -jnp.inf, jnp.maximum)
     return _window_1d(y, 2, size, stride, padding, -jnp.inf, jnp.maximum)
 
 
-def avg_pool(x: Array, size: int, stride: int, padding: int) -> Array:
+def avg_pool(x: Array, size: int, stride: int, padding: int, impl: Impl = "views") -> Array:
     """Average pooling that does not count the padding (PyTorch `count_include_pad=False`)."""
-    y = _window_1d(x, 1, size, stride, padding, 0.0, jnp.add)
-    y = _window_1d(y, 2, size, stride, padding, 0.0, jnp.add)
+    spec = {"op": "avg", "k": size, "s": stride, "p": padding}
+    if choose_form("pool", impl, x, **spec) == "window":
+        y = _reduce_window(x, 0.0, lax.add, size, stride, padding)
+    else:
+        y = _window_1d(x, 1, size, stride, padding, 0.0, jnp.add)
+        y = _window_1d(y, 2, size, stride, padding, 0.0, jnp.add)
     count_h = _valid_counts(y.shape[1], x.shape[1], size, stride, padding)
     count_w = _valid_counts(y.shape[2], x.shape[2], size, stride, padding)
     count = np.outer(count_h, count_w)[None, :, :, None].astype(np.float32)
     return y / jnp.asarray(count, y.dtype)
+
+
+# Mixed precision: a supernet computes in its input's dtype (bfloat16 under `precision=bfloat16`)
+# with float32 mixing weights. `weighted` scales an op's output by its weight in the output's
+# dtype and accumulates the weight's gradient (a sum over the whole batch and feature map: the
+# hypergradient) in float32.
+
+
+@jax.custom_vjp
+def _weighted_low(w: Array, y: Array) -> Array:
+    return w.astype(y.dtype) * y
+
+
+def _weighted_fwd(w, y):
+    return _weighted_low(w, y), (w, y)
+
+
+def _weighted_bwd(residuals, g):
+    w, y = residuals
+    dw = jnp.sum(y.astype(jnp.float32) * g.astype(jnp.float32)).astype(w.dtype)
+    return dw, (w.astype(g.dtype) * g).astype(y.dtype)
+
+
+_weighted_low.defvjp(_weighted_fwd, _weighted_bwd)
+
+
+def weighted(w: Array, y: Array) -> Array:
+    """w * y for a scalar mixing weight w (float32) and an op's output y, in y's dtype; the
+    gradient of w is accumulated in float32 when y is in a lower precision."""
+    if jnp.dtype(y.dtype).itemsize >= jnp.dtype(jnp.float32).itemsize:
+        return w * y
+    return _weighted_low(w, y)
 
 
 def batch_moments(x: Array) -> tuple[Array, Array]:
@@ -424,6 +588,7 @@ class Pool(nn.Module):
     mode: str
     affine: bool = True
     track_running_stats: bool = True
+    impl: Impl = "views"
 
     def setup(self):
         if self.C_in != self.C_out:
@@ -433,8 +598,8 @@ class Pool(nn.Module):
 
     def pool(self, x: Array) -> Array:
         if self.mode == "max":
-            return max_pool(x, 3, self.stride, 1)
-        return avg_pool(x, 3, self.stride, 1)
+            return max_pool(x, 3, self.stride, 1, self.impl)
+        return avg_pool(x, 3, self.stride, 1, self.impl)
 
     def __call__(self, x: Array, train: bool = True) -> Array:
         if self.C_in != self.C_out:
@@ -474,7 +639,7 @@ class ReLUConvBN(_Conv):
 class _Separable(_Conv):
     """The fields of the separable convolution ops (`impl`: see `separable_conv`)."""
 
-    impl: str = "fused"
+    impl: Impl = "fused"
 
 
 class SepConv(_Separable):
@@ -579,9 +744,8 @@ def _nor(k):
 
 
 def _pool(mode):
-    def make(C_in, C_out, stride, affine=True, track_running_stats=True, impl=None, **kw):
-        del impl
-        return Pool(C_in, C_out, stride, mode, affine, track_running_stats, **kw)
+    def make(C_in, C_out, stride, affine=True, track_running_stats=True, impl="views", **kw):
+        return Pool(C_in, C_out, stride, mode, affine, track_running_stats, impl, **kw)
 
     return make
 
@@ -617,19 +781,19 @@ def make_op(
     *,
     affine: bool = True,
     track_running_stats: bool = True,
-    impl: str = "fused",
+    impl: Impl = "fused",
     **module_kwargs,
 ) -> nn.Module:
     """Builds primitive `op`; an unknown name raises a KeyError listing the valid ones.
 
-    `module_kwargs` (`name`, `parent`) go to the module's constructor.
+    `impl`: the form of its separable convolution or pooling (`choose_form`). `module_kwargs`
+    (`name`, `parent`) go to the module's constructor.
     """
     try:
         factory = OPS[op]
     except KeyError:
         raise KeyError(f"unknown operation {op!r}; valid operations: {', '.join(OPS)}") from None
-    if impl not in SEP_IMPLS:
-        raise ValueError(f"unknown separable convolution impl {impl!r}; valid: {SEP_IMPLS}")
+    check_impl(impl)
     return factory(
         C_in, C_out, stride, affine=affine, track_running_stats=track_running_stats, impl=impl,
         **module_kwargs,
@@ -703,13 +867,13 @@ def grouped_conv2d(
 
 
 def depthwise_conv2d(
-    x: Array, dw_KxKxC: Array, stride: int, padding: int, impl: str = "depthwise"
+    x: Array, dw_KxKxC: Array, stride: int, padding: int, impl: Impl = "depthwise"
 ) -> Array:
     """Depthwise k x k convolution (`Conv2d(C, C, k, groups=C)`): XLA's grouped convolution, or
     `impl='shifted'` (`depthwise_shifted`: no dense C x C weight gradient on CPUs). Counts
     k^2 C multiply-adds per output pixel."""
     k, _, c = dw_KxKxC.shape
-    if impl == "shifted":
+    if choose_form("depthwise", impl, x, k=k, s=stride, p=padding) == "shifted":
         y = depthwise_shifted(x, dw_KxKxC.astype(x.dtype), stride, padding, 1)
     else:
         y = lax.conv_general_dilated(
@@ -769,7 +933,7 @@ class MBConv(nn.Module):
     affine: bool = True
     track_running_stats: bool = True
     epsilon: float = 1e-5
-    impl: str = "depthwise"
+    impl: Impl = "depthwise"
 
     @nn.compact
     def __call__(self, x: Array, train: bool = True) -> Array:

@@ -171,7 +171,7 @@ def run(config, su: search_step.SearchSetup, state: SearchState, workdir: str, m
     alphas = dict(state.alphas) | {k: jnp.asarray(v) for k, v in projection_init(space).items()}
     alpha_tx = alpha_optimizer(base_alpha_tx, alphas)
     aug = search_step.Augmentation.from_config(s)
-    loss_fn = search_step.make_loss_fn(su.model, strategy, su.info, aug)
+    loss_fn = search_step.make_loss_fn(su.model, strategy, su.info, aug, su.dtype)
     step_fn = search_step.make_step(loss_fn, strategy, weight_tx, alpha_tx, lr)
     # The fine-tuning donates its state: start from copies, so the searched state stays valid.
     state, alphas = jax.tree.map(lambda x: x.copy(), (state, alphas))
@@ -187,7 +187,7 @@ def run(config, su: search_step.SearchSetup, state: SearchState, workdir: str, m
         for b, _ in zip(data.batches(su.alphas_source, s.batch_size, seed=config.seed + 12),
                         range(s.pt_eval_batches), strict=False)
     ]  # fmt: skip
-    acc_fn = selection.make_accuracy_fn(su.model, su.info)
+    acc_fn = selection.make_accuracy_fn(su.model, su.info, su.dtype)
     pt_dir = os.path.join(workdir, "pt")
     log_path = os.path.join(pt_dir, "pt_decisions.jsonl")
     ckpt = checkpoint.Checkpointer(pt_dir)

@@ -126,6 +126,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, select: Select | None =
     parallel.check_batch_size(config.search.batch_size, mesh, "search.batch_size")
     config = measured_lut(config, workdir)
     su = search_step.setup(config)
+    workdir_lib.record_autotune(workdir, "search", su.autotune)
     budget = None  # hardware.discretise=budget: its table; a budget nothing meets fails now
     if config.hardware.discretise == "budget":
         budget = search_step.cost_table(config, su.space, su.model, su.info.input_shape)
@@ -153,7 +154,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, select: Select | None =
     # DARTS reference's `infer` (`eval_val/`).
     rep, split = parallel.replicated(mesh), parallel.batch_sharded(mesh)
     eval_step = jax.jit(
-        search_step.make_eval_step(su.model, su.strategy, su.info),
+        search_step.make_eval_step(su.model, su.strategy, su.info, su.dtype),
         in_shardings=(rep, split), out_shardings=rep,
     )  # fmt: skip
     epoch_eval = lambda state: evaluate.over_source(

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from dnas import configlib, data, evaluate, hardware, optim, spaces, strategies
+from dnas import autotune, configlib, data, evaluate, hardware, optim, spaces, strategies
 from dnas.state import SearchState, init_variables, initial_alphas
 from dnas.types import Batch, Metrics
 
@@ -46,15 +46,19 @@ def loss_keys(key):
     return jax.random.split(key)
 
 
-def make_loss_fn(model, strategy: strategies.Strategy, info: data.DatasetInfo, aug: Augmentation):
+def make_loss_fn(
+    model, strategy: strategies.Strategy, info: data.DatasetInfo, aug: Augmentation,
+    dtype: Any = jnp.float32,
+):  # fmt: skip
     """loss_fn(params, alphas, batch, key, step, mix=None) -> (loss, metrics) of the supernet;
-    `mix` replaces the strategy's mixing weights of `alphas` (SDARTS' perturbed weight step)."""
+    `mix` replaces the strategy's mixing weights of `alphas` (SDARTS' perturbed weight step).
+    The supernet computes in `dtype` (`configlib.compute_dtype`); the loss in float32."""
 
     def loss_fn(params, alphas, batch: Batch, key, step, mix=None):
         k_aug, k_mix = loss_keys(key)
         x = data.preprocess(
             k_aug, batch["image"], info, train=True, crop_padding=aug.crop_padding,
-            flip=aug.flip, cutout_length=aug.cutout_length,
+            flip=aug.flip, cutout_length=aug.cutout_length, dtype=dtype,
         )  # fmt: skip
         if mix is None:
             mix = strategy.mix_weights(alphas, k_mix, step)
@@ -65,6 +69,7 @@ def make_loss_fn(model, strategy: strategies.Strategy, info: data.DatasetInfo, a
                 {"params": params}, x, mix, train=True, skip_dropout=strategy.skip_dropout(step),
                 rngs={"dropout": jax.random.fold_in(key, 2)},
             )  # fmt: skip
+        logits = logits.astype(jnp.float32)
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
         return loss, {"loss": loss, "accuracy": evaluate.accuracy(logits, batch["label"])}
 
@@ -155,7 +160,7 @@ def make_hardware_objective(
 
 
 def make_eval_step(
-    model, strategy: strategies.Strategy, info: data.DatasetInfo
+    model, strategy: strategies.Strategy, info: data.DatasetInfo, dtype: Any = jnp.float32
 ) -> Callable[[SearchState, Batch], Metrics]:
     """eval_step(state, batch) -> sums over the batch's counted examples (`mask`) of the
     supernet's loss and correct predictions, and their number (`{"loss", "correct", "n"}`, as
@@ -168,9 +173,9 @@ def make_eval_step(
         model = model.clone(single_op=False)
 
     def eval_step(state: SearchState, batch: Batch):
-        x = data.preprocess(None, batch["image"], info, train=False)
+        x = data.preprocess(None, batch["image"], info, train=False, dtype=dtype)
         mix = strategy.final_weights(state.alphas)
-        logits = model.apply({"params": state.params}, x, mix, train=True)
+        logits = model.apply({"params": state.params}, x, mix, train=True).astype(jnp.float32)
         mask = batch["mask"].astype(jnp.float32)
         ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
         correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
@@ -302,6 +307,8 @@ class SearchSetup:
     steps_per_epoch: int
     total_steps: int
     text: Any = None  # a text space's data (`lm.TextData`); None for images
+    autotune: dict = dataclasses.field(default_factory=dict)  # `autotune.tuned`'s record
+    dtype: Any = jnp.float32  # the compute dtype (`precision`)
 
 
 def setup(
@@ -321,16 +328,32 @@ def setup(
     weights_source, alphas_source = data.search_split(splits.train, s.train_portion)
     steps_per_epoch = data.steps_per_epoch(weights_source, s.batch_size)
     data.steps_per_epoch(alphas_source, s.batch_size)  # fail early: too few validation examples
-    model = space.supernet(
-        info.num_classes, C=s.C, layers=s.layers, sep_impl=s.sep_impl, remat=s.remat,
-        partial_channels=s.partial_channels, single_op=s.single_op,
-    )  # fmt: skip
+
+    def build(impl):
+        return space.supernet(
+            info.num_classes, C=s.C, layers=s.layers, sep_impl=impl, remat=s.remat,
+            partial_channels=s.partial_channels, single_op=s.single_op,
+        )  # fmt: skip
+
+    mix = {g: jnp.zeros(shape, jnp.float32) for g, shape in space.alpha_shapes.items()}
+    x = tuning_input(config, s.batch_size, info)
+    model, tuning = autotune.tuned(
+        build, lambda m: m.init(jax.random.key(0), x, mix, train=True), s.sep_impl
+    )
     parts = make_step_parts(config, model, info, steps_per_epoch)
     configlib.check_method_options(config, parts[0])
     return SearchSetup(
         space, info, model, *parts, weights_source, alphas_source, steps_per_epoch,
-        s.epochs * steps_per_epoch,
+        s.epochs * steps_per_epoch, autotune=tuning, dtype=configlib.compute_dtype(config),
     )  # fmt: skip
+
+
+def tuning_input(config: ml_collections.ConfigDict, batch_size: int, info) -> jax.ShapeDtypeStruct:
+    """The input one device's step applies the model to: its share of the batch (data parallel
+    over `num_devices`), in the compute dtype (`precision`). What the autotuner times at."""
+    devices = config.num_devices or jax.device_count()
+    per_device = max(batch_size // devices, 1)
+    return jax.ShapeDtypeStruct((per_device, *info.input_shape), configlib.compute_dtype(config))
 
 
 def text_setup(config: ml_collections.ConfigDict) -> SearchSetup:
@@ -443,7 +466,9 @@ def make_step_parts(
         loss_fn, update_scale = lm.make_loss_fn(model, strategy), lm.length_scale
     else:
         loss_fn, update_scale = (
-            make_loss_fn(model, strategy, info, Augmentation.from_config(s)),
+            make_loss_fn(
+                model, strategy, info, Augmentation.from_config(s), configlib.compute_dtype(config)
+            ),
             None,
         )
     step_fn = make_step(

@@ -30,7 +30,7 @@ from dnas.types import Batch, MixWeights
 
 
 def make_accuracy_fn(
-    model, info: data.DatasetInfo
+    model, info: data.DatasetInfo, dtype: Any = jnp.float32
 ) -> Callable[[Any, MixWeights, Batch], jax.Array]:
     """jit((params, mix, batch) -> accuracy) of the supernet under the given mixing weights, on
     images preprocessed as for evaluation (normalised, no augmentation). The supernet computes
@@ -39,8 +39,8 @@ def make_accuracy_fn(
         model = model.clone(single_op=False)
 
     def accuracy(params, mix, batch):
-        x = data.preprocess(None, batch["image"], info, train=False)
-        logits = model.apply({"params": params}, x, mix, train=True)
+        x = data.preprocess(None, batch["image"], info, train=False, dtype=dtype)
+        logits = model.apply({"params": params}, x, mix, train=True).astype(jnp.float32)
         return evaluate.accuracy(logits, batch["label"])
 
     return jax.jit(accuracy)
@@ -149,7 +149,7 @@ def select_with_supernet(config, su, state, workdir: str, mesh, writer,
     s = config.search
     if su.text is not None:  # a language model: fitness is minus the validation loss
         return _select_text(config, su, state, workdir, writer)
-    acc_fn = make_accuracy_fn(su.model, su.info)
+    acc_fn = make_accuracy_fn(su.model, su.info, su.dtype)
 
     def scorer(seed_offset: int, num_batches: int):
         """Mean accuracy of a genotype on `num_batches` validation batches of that seed."""

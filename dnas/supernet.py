@@ -78,7 +78,7 @@ class MixedCell(nn.Module):
     reduction: bool = False
     group: str = "normal"  # the alpha group whose mixing weights this cell takes (cost tables)
     bn_after_pool: bool = False  # DARTS MixedOp appends BatchNorm(affine=False) to pooling ops
-    sep_impl: str = "fused"
+    sep_impl: ops.Impl = "fused"
     remat: bool = False
     partial_channels: int = 1
     single_op: bool = False
@@ -111,9 +111,10 @@ class MixedCell(nn.Module):
             keys = jax.random.split(rng, num_edges)
             stacked = {}
             for i, (op, module) in enumerate(modules.items()):
-                variables = jax.vmap(lambda k, m=module: m.init(k, dummy, True))(
-                    jax.vmap(jax.random.fold_in, (0, None))(keys, i)
-                )
+                with ops.not_recording():
+                    variables = jax.vmap(lambda k, m=module: m.init(k, dummy, True))(
+                        jax.vmap(jax.random.fold_in, (0, None))(keys, i)
+                    )
                 if "params" in variables:
                     stacked[op] = variables["params"]
             return stacked
@@ -141,6 +142,7 @@ class MixedCell(nn.Module):
         if cells is not None:
             cells.append((self, tuple(inputs[0].shape[1:3])))
         dtype = inputs[0].dtype
+        acc = jnp.promote_types(dtype, jnp.float32)  # nodes sum their edges in float32 at least
         inputs_I = jnp.stack(inputs)
         nodes = None
         for group, from_inputs in (("input_edges", True), ("node_edges", False)):
@@ -150,7 +152,7 @@ class MixedCell(nn.Module):
             params = self._stacked_params(group, modules, len(rows))
             srcs = jnp.array([space.edges[r][0] for r in rows], jnp.int32)
             dsts = jnp.array([space.edges[r][1] - space.num_inputs for r in rows], jnp.int32)
-            w_GxK = w_ExK[jnp.array(rows)].astype(dtype)
+            w_GxK = w_ExK[jnp.array(rows)]  # float32: ops.weighted casts per term
             # P-DARTS: dropout on the identity skip connections (stride 1), a key per edge.
             drop_skip = skip_dropout is not None and stride == 1 and "skip_connect" in modules
             keys = jax.random.split(self.make_rng("dropout"), len(rows)) if drop_skip else None
@@ -162,6 +164,7 @@ class MixedCell(nn.Module):
                     x = lax.dynamic_index_in_dim(inputs_I, src, keepdims=False)
                 else:
                     x = lax.dynamic_index_in_dim(nodes, src - space.num_inputs, keepdims=False)
+                    x = x.astype(dtype)
                 x_ops = x[..., : self.op_channels]
 
                 def term(op):
@@ -173,7 +176,7 @@ class MixedCell(nn.Module):
                         rate = jnp.asarray(skip_dropout, y.dtype)
                         keep = jax.random.bernoulli(key, 1.0 - rate, y.shape)
                         y = jnp.where(keep, y / (1.0 - rate), 0.0)
-                    return w_K[space.op_index(op)] * y
+                    return w_K[space.op_index(op)] * y.astype(acc)
 
                 if self.single_op:  # run only the op of largest weight (one-hot mixing)
                     names = list(modules)
@@ -184,9 +187,9 @@ class MixedCell(nn.Module):
                         branches.append(lambda: jnp.zeros(shape, dtype))
                         columns.append(space.op_index("none"))
                     which = jnp.argmax(w_K[jnp.array(columns)])
-                    out = lax.switch(which, branches)
+                    out = lax.switch(which, branches).astype(acc)
                 else:
-                    out = sum(term(op) for op in modules)
+                    out = sum(term(op).astype(acc) for op in modules)
                 if K > 1:  # PC-DARTS: the other channels bypass, weighted by the edge's total
                     bypass = x[..., self.op_channels :]
                     if stride == 2:
@@ -194,7 +197,7 @@ class MixedCell(nn.Module):
                         bypass = (
                             ops.max_pool(bypass, 2, 2, 0) if even else ops.max_pool(bypass, 3, 2, 1)
                         )
-                    out = jnp.concatenate([out, jnp.sum(w_K) * bypass], axis=-1)
+                    out = jnp.concatenate([out, ops.weighted(jnp.sum(w_K), bypass)], axis=-1)
                     out = ops.channel_shuffle(out, K)
                 node = lax.dynamic_index_in_dim(nodes, dst, keepdims=False)
                 return lax.dynamic_update_index_in_dim(nodes, node + out, dst, 0), None
@@ -203,10 +206,10 @@ class MixedCell(nn.Module):
                 edge = jax.checkpoint(edge)
             if nodes is None:  # every op maps (N, H, W, C) to the pooling's output shape
                 shape = jax.eval_shape(lambda x, s=stride: ops.max_pool(x, 3, s, 1), inputs[0])
-                nodes = jnp.zeros((space.num_intermediate, *shape.shape), dtype)
+                nodes = jnp.zeros((space.num_intermediate, *shape.shape), acc)
             with ops.mac_scale(len(rows)):
                 nodes, _ = lax.scan(edge, nodes, (params, w_GxK, srcs, dsts, keys))
-        return nodes
+        return nodes.astype(dtype)
 
 
 # ---------------------------------------------------------------------------------------------

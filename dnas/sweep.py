@@ -126,6 +126,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[Genotype]:
     loop.enable_compilation_cache(config.compilation_cache_dir)
     workdir = configlib.prepare_workdir(workdir, config, "sweep")
     su = search_step.setup(config)
+    workdir_lib.record_autotune(workdir, "search", su.autotune)
     states = _stack([search_step.create_state(member_config(config, name, m), su) for m in ms])
     ckpt = checkpoint.Checkpointer(workdir)
     states = loop.resume(ckpt, states, clock)

@@ -20,7 +20,19 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from dnas import checkpoint, configlib, data, evaluate, loop, metrics, optim, parallel, spaces
+from dnas import (
+    autotune,
+    checkpoint,
+    configlib,
+    data,
+    evaluate,
+    loop,
+    metrics,
+    optim,
+    parallel,
+    search_step,
+    spaces,
+)
 from dnas import workdir as workdir_lib
 from dnas.configlib import ConfigError
 from dnas.genotype import Genotype
@@ -32,14 +44,17 @@ from dnas.types import Batch
 def make_train_step(
     model, tx: optax.GradientTransformation, info: data.DatasetInfo, aug: Augmentation, *,
     auxiliary_weight: float, drop_path_prob: float, epochs: int, steps_per_epoch: int,
-    learning_rate: optax.Schedule,
+    learning_rate: optax.Schedule, dtype=jnp.float32,
 ) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:  # fmt: skip
+    """The retraining step; the network computes in `dtype` (`configlib.compute_dtype`), the
+    parameters, optimiser state, BatchNorm statistics and loss stay float32."""
+
     def step_fn(state: TrainState, batch: Batch):
         key = jax.random.fold_in(state.rng, state.step)
         k_aug, k_drop = jax.random.split(key)
         x = data.preprocess(
             k_aug, batch["image"], info, train=True, crop_padding=aug.crop_padding,
-            flip=aug.flip, cutout_length=aug.cutout_length,
+            flip=aug.flip, cutout_length=aug.cutout_length, dtype=dtype,
         )  # fmt: skip
         epoch = (state.step // steps_per_epoch).astype(jnp.float32)
         rate = drop_path_prob * epoch / epochs  # the reference ramps it per epoch
@@ -51,9 +66,10 @@ def make_train_step(
                 mutable=["batch_stats"],
             )  # fmt: skip
             ce = optax.softmax_cross_entropy_with_integer_labels
+            logits = logits.astype(jnp.float32)
             loss = ce(logits, batch["label"]).mean()
             if aux is not None:
-                loss = loss + auxiliary_weight * ce(aux, batch["label"]).mean()
+                loss = loss + auxiliary_weight * ce(aux.astype(jnp.float32), batch["label"]).mean()
             return loss, (logits, updates.get("batch_stats", {}))
 
         (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
@@ -76,13 +92,16 @@ def make_train_step(
     return step_fn
 
 
-def make_eval_step(model, info: data.DatasetInfo) -> Callable[[TrainState, Batch], dict]:
+def make_eval_step(
+    model, info: data.DatasetInfo, dtype=jnp.float32
+) -> Callable[[TrainState, Batch], dict]:
     """Sums (not means) over the real examples of a padded batch, so batches add up."""
 
     def eval_step(state: TrainState, batch: Batch):
-        x = data.preprocess(None, batch["image"], info, train=False)
+        x = data.preprocess(None, batch["image"], info, train=False, dtype=dtype)
         variables = {"params": state.params, "batch_stats": state.batch_stats}
         logits, _ = model.apply(variables, x, train=False)
+        logits = logits.astype(jnp.float32)
         mask = batch["mask"].astype(jnp.float32)
         ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
         correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
@@ -103,6 +122,8 @@ class TrainSetup:
     splits: data.Splits
     steps_per_epoch: int
     total_steps: int
+    autotune: dict = dataclasses.field(default_factory=dict)  # `autotune.tuned`'s record
+    dtype: object = jnp.float32  # the compute dtype (`precision`)
 
 
 def setup(
@@ -121,24 +142,32 @@ def setup(
     # benchmark's protocol) ignore train.auxiliary / train.drop_path_prob (and the logged
     # drop_path_rate stays 0).
     space = genotype.search_space
-    model = space.network(
-        genotype, info.num_classes, input_shape=info.input_shape, C=t.C, layers=t.layers,
-        auxiliary=t.auxiliary and space.auxiliary_head, sep_impl=t.sep_impl,
-    )  # fmt: skip
+
+    def build(impl):
+        return space.network(
+            genotype, info.num_classes, input_shape=info.input_shape, C=t.C, layers=t.layers,
+            auxiliary=t.auxiliary and space.auxiliary_head, sep_impl=impl,
+        )  # fmt: skip
+
+    x = search_step.tuning_input(config, t.batch_size, info)
+    model, tuning = autotune.tuned(
+        build, lambda m: m.init(jax.random.key(0), x, train=True), t.sep_impl
+    )
     learning_rate = optim.cosine_schedule(t.lr, t.lr_min, t.epochs, steps_per_epoch)
     tx = optim.sgd(
         learning_rate, momentum=t.momentum, weight_decay=t.weight_decay, grad_clip=t.grad_clip
     )
     aug = Augmentation.from_config(t)
+    dtype = configlib.compute_dtype(config)
     step_fn = make_train_step(
         model, tx, info, aug, auxiliary_weight=t.auxiliary_weight,
         drop_path_prob=t.drop_path_prob if space.drop_path else 0.0, epochs=t.epochs,
         steps_per_epoch=steps_per_epoch,
-        learning_rate=learning_rate,
+        learning_rate=learning_rate, dtype=dtype,
     )  # fmt: skip
     return TrainSetup(
-        info, genotype, model, tx, learning_rate, step_fn, make_eval_step(model, info), splits,
-        steps_per_epoch, t.epochs * steps_per_epoch,
+        info, genotype, model, tx, learning_rate, step_fn, make_eval_step(model, info, dtype),
+        splits, steps_per_epoch, t.epochs * steps_per_epoch, tuning, dtype,
     )  # fmt: skip
 
 
@@ -241,6 +270,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, genotype: Genotype | No
     mesh = parallel.make_mesh(config.num_devices)
     parallel.check_batch_size(config.train.batch_size, mesh, "train.batch_size")
     su = setup(config, genotype)
+    workdir_lib.record_autotune(workdir, "train", su.autotune)
     t = config.train
     state = parallel.replicate(create_state(config, su), mesh)
     ckpt = checkpoint.Checkpointer(workdir)

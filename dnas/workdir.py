@@ -324,6 +324,7 @@ def prepare(
     if os.path.exists(path):
         with open(path) as f:
             previous = json.load(f)
+        previous.pop(AUTOTUNE, None)  # what the last run measured, not part of the config
         implied = defaults(previous) if callable(defaults) else defaults
         changed = config_changes(previous, config, implied)
         if changed and not has_progress(workdir):
@@ -344,6 +345,20 @@ def prepare(
 
 
 ATTEMPTS = "attempts"  # what earlier attempts that completed no step left
+AUTOTUNE = "autotune"  # config.json's record of the forms the autotuner chose, per stage
+
+
+def record_autotune(workdir: str, stage: str, record: dict) -> None:
+    """Adds `record` (`autotune.tuned`'s: device, site -> form chosen, the timings) to the
+    workdir's `config.json` under `autotune.<stage>` (atomically); nothing when it is empty."""
+    if not record:
+        return
+    path = os.path.join(workdir, CONFIG)
+    with open(path) as f:
+        saved = json.load(f)
+    kept = {k: record[k] for k in ("device", "sites", "ms", "disabled") if k in record}
+    saved.setdefault(AUTOTUNE, {})[stage] = kept
+    atomic_write_text(path, json.dumps(saved, indent=2, sort_keys=True) + "\n")
 
 
 def _set_aside_attempt(workdir: str) -> None:

@@ -1,6 +1,7 @@
 """One persistent XLA compilation cache for the whole test session and the subprocesses it
 starts (set before JAX is imported), so a step compiled by one test is loaded by the next; the
-slowest tests are started first, so the two workers end together.
+autotuner off unless a test turns it on; the slowest tests are started first, so the two workers
+end together.
 
 (XLA's backend optimisation off, `--xla_backend_optimization_level=0`, compiles the suite's
 small programs about a fifth faster but runs the chain supernets' steps several times slower,
@@ -23,6 +24,15 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 else:
     _CACHE = None
+# The autotuner (dnas/autotune.py) is off in tests: every op computes its kind's default form,
+# so results do not depend on timings. tests/test_autotune.py and the :smoke tests turn it on,
+# with one choice cache for the session (a temporary directory, never the user's).
+os.environ.setdefault("DNAS_AUTOTUNE", "0")
+if "DNAS_CACHE_DIR" not in os.environ:
+    _TUNE_CACHE = tempfile.mkdtemp(prefix="dnas-tests-autotune-")
+    os.environ["DNAS_CACHE_DIR"] = _TUNE_CACHE
+else:
+    _TUNE_CACHE = None
 # Tests of a minute or more on 2 cores (`--durations`), started first: a long test started last
 # would run alone at the end.
 SLOW_FIRST = (
@@ -48,8 +58,10 @@ def pytest_collection_modifyitems(session, config, items):
 
 
 def pytest_sessionfinish(session, exitstatus):
-    if _CACHE is not None and not hasattr(session.config, "workerinput"):
-        shutil.rmtree(_CACHE, ignore_errors=True)
+    if not hasattr(session.config, "workerinput"):
+        for cache in (_CACHE, _TUNE_CACHE):
+            if cache is not None:
+                shutil.rmtree(cache, ignore_errors=True)
 
 
 @pytest.fixture

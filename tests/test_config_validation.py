@@ -139,6 +139,7 @@ CASES = {
     "sweep.param": ([None], "search.lr", {"sweep__param_values": "1e-3"}),
     "sweep.param_values": ([1.0], "1e-3,1e-2", {"sweep__param": "search.lr"}),
     "num_devices": ([-1], 0),
+    "precision": (["float16", "fp32"], "bfloat16"),
     "compilation_cache_dir": ([None], ""),
     "baseline": (["true"], False),
     "checkpoint_every_steps": ([0, -200], 1),
@@ -188,8 +189,8 @@ def test_the_range_words_are_the_ones_documented():
         ("order", ("first", "second", "finite_difference")),
         ("search.selection", pipeline.SELECTIONS),
         ("search.early_stop", search.EARLY_STOP),
-        ("search.sep_impl", ("fused", "depthwise", "shifted")),
-        ("train.sep_impl", ("fused", "depthwise", "shifted")),
+        ("search.sep_impl", ("auto", "fused", "depthwise", "shifted")),
+        ("train.sep_impl", ("auto", "fused", "depthwise", "shifted")),
     ],
 )
 def test_an_unknown_name_is_one_line_with_the_valid_names(key, valid):

@@ -258,7 +258,7 @@ class Block(_Site):
     shortcut where the row has one; an op that computes nothing leaves the shortcut alone."""
 
     op: str
-    impl: str = "depthwise"
+    impl: ops.Impl = "depthwise"
     affine: bool = True
     track_running_stats: bool = True
 
@@ -280,7 +280,7 @@ class MixedBlock(_Site):
     """A searchable block: sum_k w_K[k] op_k(x) (+ the shortcut), every op's parameters under its
     name; see the module docstring for `single_op`, active paths and `fold`."""
 
-    impl: str = "depthwise"
+    impl: ops.Impl = "depthwise"
     single_op: bool = False
     fold: bool = True
     fold_depthwise: bool = False
@@ -303,7 +303,8 @@ class MixedBlock(_Site):
         position[[ops_.index(op) for op in padded]] = np.arange(len(padded))
 
         def mbconv() -> Array:
-            return w_K[a] * padded_mbconv(x, jnp.asarray(position)[a], modules, params, padded)
+            y = padded_mbconv(x, jnp.asarray(position)[a], modules, params, padded)
+            return ops.weighted(w_K[a], y)
 
         return lax.switch(jnp.asarray(branch)[a], [mbconv, *(branches[k] for k in others)])
 
@@ -325,11 +326,12 @@ class MixedBlock(_Site):
             for op in spec.ops
         }
         dummy = jnp.zeros((1, 4, 4, self.C_in), jnp.float32)
-        params = {
-            op: self.param(op, lambda rng, m=m: m.init(rng, dummy, True)["params"])
-            for op, m in modules.items()
-            if m is not None
-        }
+
+        def init(rng, m):
+            with ops.not_recording():
+                return m.init(rng, dummy, True)["params"]
+
+        params = {op: self.param(op, init, m) for op, m in modules.items() if m is not None}
         n, h, w, _ = x.shape
         shape = (n, -(-h // self.stride), -(-w // self.stride), self.C_out)
 
@@ -337,7 +339,7 @@ class MixedBlock(_Site):
             op = spec.ops[k]
             if modules[op] is None:
                 return jnp.zeros(shape, x.dtype)
-            return w_K[k] * modules[op].apply({"params": params[op]}, x, train)
+            return ops.weighted(w_K[k], modules[op].apply({"params": params[op]}, x, train))
 
         branches = [functools.partial(term, k) for k in range(len(spec.ops))]
         if active_J is not None:  # binarised paths: only these ops, each by its weight
@@ -467,8 +469,10 @@ def folded_mbconvs(
 
     # (iv) one BatchNorm over every op's output, then sum_op w[op] y_op.
     y_NxHxWxKxC = bn(cat(projected, axis=-2))
-    w_K = w_K[np.array([list(op_names).index(op) for op in order])].astype(y_NxHxWxKxC.dtype)
-    return jnp.einsum("nhwkc,k->nhwc", y_NxHxWxKxC, w_K)
+    w_K = w_K[np.array([list(op_names).index(op) for op in order])]
+    # In float32 at least (the mixing weights' gradient sums over the batch), then y's dtype.
+    wide = jnp.promote_types(y_NxHxWxKxC.dtype, jnp.float32)
+    return jnp.einsum("nhwkc,k->nhwc", y_NxHxWxKxC, w_K.astype(wide)).astype(y_NxHxWxKxC.dtype)
 
 
 def paddable(modules: Mapping[str, nn.Module | None]) -> tuple[str, ...]:
@@ -547,7 +551,7 @@ class ChainSupernet(nn.Module):
     spec: ChainSpec
     num_classes: int
     C: int | None = None
-    impl: str = "depthwise"
+    impl: ops.Impl = "depthwise"
     single_op: bool = False
     fold: bool = True
     fold_depthwise: bool = False
@@ -594,7 +598,7 @@ class ChainNetwork(nn.Module):
     genotype: Genotype
     num_classes: int
     C: int | None = None
-    impl: str = "depthwise"
+    impl: ops.Impl = "depthwise"
 
     @nn.compact
     def __call__(
@@ -617,17 +621,17 @@ class ChainNetwork(nn.Module):
         return ops.Linear(self.num_classes, name="classifier")(jnp.mean(x, axis=(1, 2))), None
 
 
-def _impl(sep_impl: str) -> str:
-    """The depthwise convolution of the MBConvs: `shifted` as asked, else XLA's grouped conv
-    (`fused` has no meaning with a BN and an activation between depthwise and pointwise)."""
-    if sep_impl not in ops.SEP_IMPLS:
-        raise ValueError(f"unknown separable convolution impl {sep_impl!r}; valid: {ops.SEP_IMPLS}")
-    return "shifted" if sep_impl == "shifted" else "depthwise"
+def _impl(sep_impl: ops.Impl) -> ops.Impl:
+    """The depthwise convolution of the MBConvs: the form asked (`ops.choose_form`; `fused`,
+    which has no meaning with a BN and an activation between depthwise and pointwise, means XLA's
+    grouped convolution), or the autotuner's choices."""
+    ops.check_impl(sep_impl)
+    return sep_impl
 
 
 def build_supernet(
     spec: ChainSpec, num_classes: int, *, C: int | None = None, layers: int | None = None,
-    sep_impl: str = "fused", remat: bool = False, partial_channels: int = 1,
+    sep_impl: ops.Impl = "fused", remat: bool = False, partial_channels: int = 1,
     single_op: bool = False, fold: bool = True, pad_paths: bool = True,
 ) -> ChainSupernet:  # fmt: skip
     """The search network of stem width C (None: the paper's); `layers` and `remat` are ignored
@@ -649,7 +653,7 @@ def build_supernet(
 def build_network(
     spec: ChainSpec, genotype: Genotype, num_classes: int, *,
     input_shape: Sequence[int] | None = None, C: int | None = None, layers: int | None = None,
-    auxiliary: bool = False, sep_impl: str = "fused",
+    auxiliary: bool = False, sep_impl: ops.Impl = "fused",
 ) -> ChainNetwork:  # fmt: skip
     """The network of `genotype` at stem width C (None: the genotype's widths, else the paper's);
     the strides follow the input the network is applied to; `layers` is ignored."""

@@ -65,7 +65,7 @@ class DartsSearchCell(nn.Module):
     C: int
     reduction: bool
     reduction_prev: bool
-    sep_impl: str = "fused"
+    sep_impl: ops.Impl = "fused"
     remat: bool = False
     partial_channels: int = 1
     single_op: bool = False
@@ -114,7 +114,7 @@ class DartsSupernet(nn.Module):
     C: int = 16
     layers: int = 8
     stem_multiplier: int = 3
-    sep_impl: str = "fused"
+    sep_impl: ops.Impl = "fused"
     remat: bool = False
     partial_channels: int = 1  # PC-DARTS' K
     single_op: bool = False  # run only each edge's largest-weight op (one-hot mixing: GDAS)
@@ -151,7 +151,7 @@ class DartsCell(nn.Module):
     C: int
     reduction: bool
     reduction_prev: bool
-    sep_impl: str = "fused"
+    sep_impl: ops.Impl = "fused"
 
     @nn.compact
     def __call__(self, s0: Array, s1: Array, train: bool, masks: Array | None = None) -> Array:
@@ -232,7 +232,7 @@ class _EvalNetwork(nn.Module):
     C: int = 36
     layers: int = 20
     auxiliary: bool = False
-    sep_impl: str = "fused"
+    sep_impl: ops.Impl = "fused"
 
     @nn.compact
     def __call__(
@@ -274,7 +274,7 @@ class NetworkImageNet(_EvalNetwork):
 
 
 def build_supernet(
-    num_classes: int, *, C: int = 16, layers: int = 8, sep_impl: str = "fused",
+    num_classes: int, *, C: int = 16, layers: int = 8, sep_impl: ops.Impl = "fused",
     remat: bool = False, partial_channels: int = 1, single_op: bool = False,
 ) -> DartsSupernet:  # fmt: skip
     """The search network: `layers` cells (the paper: 8) of C (16) channels."""
@@ -287,7 +287,7 @@ def build_supernet(
 def build_network(
     genotype: Genotype, num_classes: int, *, input_shape: Sequence[int] = (32, 32, 3),
     C: int | None = None, layers: int | None = None, auxiliary: bool = False,
-    sep_impl: str = "fused",
+    sep_impl: ops.Impl = "fused",
 ) -> nn.Module:  # fmt: skip
     """The evaluation network of `genotype`: the ImageNet network for inputs of 128 pixels or
     more, the CIFAR network otherwise; `C` and `layers` default to the paper's settings (CIFAR
@@ -454,7 +454,6 @@ def cifar10_protocol(c):
     s.alpha_lr, s.alpha_b1, s.alpha_b2, s.alpha_weight_decay = 3e-4, 0.5, 0.999, 1e-3
     s.crop_padding, s.cutout_length = 4, 0  # flip: CIFAR's default, on
     s.remat = True  # per-edge jax.checkpoint: batch 64 needs it for second order (BENCHMARKS.md)
-    s.sep_impl = "shifted"  # fastest search step on CPUs, slower to compile (BENCHMARKS.md)
     t = c.train
     t.C, t.layers, t.epochs, t.batch_size = 36, 20, 600, 96
     t.lr, t.lr_min = 0.025, 0.0

@@ -95,6 +95,7 @@ class NB201Supernet(nn.Module):
     remat: bool = False
     partial_channels: int = 1
     single_op: bool = False
+    impl: ops.Impl = "views"  # the pooling ops' form (`ops.choose_form`)
 
     @nn.compact
     def __call__(
@@ -108,8 +109,9 @@ class NB201Supernet(nn.Module):
                 x = ResNetBasicBlock(C_curr, 2, False, name=f"cell_{i}")(x, train)
             else:
                 cell = supernet.MixedCell(
-                    TOPOLOGY, C_curr, remat=self.remat, partial_channels=self.partial_channels,
-                    single_op=self.single_op, name=f"cell_{i}",
+                    TOPOLOGY, C_curr, sep_impl=self.impl, remat=self.remat,
+                    partial_channels=self.partial_channels, single_op=self.single_op,
+                    name=f"cell_{i}",
                 )  # fmt: skip
                 x = cell([x], mix_weights["normal"], train, skip_dropout)[-1]
         x = jax.nn.relu(ops.BatchNorm(track_running_stats=False, name="lastact")(x, train))
@@ -122,6 +124,7 @@ class NB201Cell(nn.Module):
 
     genotype: Genotype
     C: int
+    impl: ops.Impl = "views"  # the average pooling's form (`ops.choose_form`)
 
     @nn.compact
     def __call__(self, x: Array, train: bool) -> Array:
@@ -131,7 +134,9 @@ class NB201Cell(nn.Module):
             for op, src in edges:
                 if op == "none":
                     continue
-                module = ops.make_op(op, self.C, self.C, 1, name=f"edge_{src}_{node}_{op}")
+                module = ops.make_op(
+                    op, self.C, self.C, 1, impl=self.impl, name=f"edge_{src}_{node}_{op}"
+                )
                 total = total + module(states[src], train)
             states.append(total)
         return states[-1]
@@ -145,6 +150,7 @@ class NB201Network(nn.Module):
     num_classes: int
     C: int = 16
     N: int = 5
+    impl: ops.Impl = "views"
 
     @nn.compact
     def __call__(
@@ -157,36 +163,35 @@ class NB201Network(nn.Module):
             if reduction:
                 x = ResNetBasicBlock(C_curr, 2, name=f"cell_{i}")(x, train)
             else:
-                x = NB201Cell(self.genotype, C_curr, name=f"cell_{i}")(x, train)
+                x = NB201Cell(self.genotype, C_curr, self.impl, name=f"cell_{i}")(x, train)
         x = jax.nn.relu(ops.BatchNorm(name="lastact")(x, train))
         return ops.Linear(self.num_classes, name="classifier")(jnp.mean(x, axis=(1, 2))), None
 
 
 def build_supernet(
-    num_classes: int, *, C: int = 16, layers: int = 5, sep_impl: str = "fused",
+    num_classes: int, *, C: int = 16, layers: int = 5, sep_impl: ops.Impl = "fused",
     remat: bool = False, partial_channels: int = 1, single_op: bool = False,
 ) -> NB201Supernet:  # fmt: skip
     """The search network: `layers` (N) cells per stage (the benchmark: 5) of C (16) channels;
-    `sep_impl` is unused (no separable convolutions here)."""
-    del sep_impl
+    `sep_impl` gives the pooling ops' form (there are no separable convolutions here)."""
     return NB201Supernet(
         num_classes, C, layers, remat=remat, partial_channels=partial_channels,
-        single_op=single_op,
+        single_op=single_op, impl=sep_impl,
     )  # fmt: skip
 
 
 def build_network(
     genotype: Genotype, num_classes: int, *, input_shape: Sequence[int] = (32, 32, 3),
     C: int | None = None, layers: int | None = None, auxiliary: bool = False,
-    sep_impl: str = "fused",
+    sep_impl: ops.Impl = "fused",
 ) -> NB201Network:  # fmt: skip
     """The network of `genotype`: N = `layers` cells per stage (default 5) of C (16) channels.
-    It has no auxiliary head; `input_shape` and `sep_impl` do not change it."""
-    del input_shape, sep_impl
+    It has no auxiliary head; `input_shape` does not change it, `sep_impl` is the pooling's form."""
+    del input_shape
     if auxiliary:
         raise ValueError("the NAS-Bench-201 network has no auxiliary head")
     kw = {k: v for k, v in (("C", C), ("N", layers)) if v is not None}
-    return NB201Network(genotype, num_classes, **kw)
+    return NB201Network(genotype, num_classes, **kw, impl=sep_impl)
 
 
 # --------------------------------------------------------------------------------------------------
