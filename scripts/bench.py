@@ -39,9 +39,7 @@ forwards (the backward computes the input and the weight gradients, one forward 
   search_first    6 forwards per image: the alpha half (fwd+bwd on a validation batch, 3) and
                   the weight half (fwd+bwd on a training batch, 3);
                   ref = 2 * 3 * 2 * MACs * batch (~58 GFLOP at C=16, 8 cells, 32x32, batch 16:
-                  ~300 M MACs per image; dnas's count is 1.2% above the hand count there, as
-                  it includes the 4x4 dummy forwards of the supernet's stacked-parameter
-                  initialiser that flax traces in apply to check shapes: see
+                  300.3 M MACs per image, dnas's count equal to a hand count:
                   tests/test_bench_script.py);
   search_second,  15 forwards per image, the DARTS paper's accounting of its unrolled step
   search_fd       (Liu et al. 2019, Sec. 2.3 and eq. 7-8): the virtual weight step w' (fwd+bwd
