@@ -29,6 +29,10 @@ strategies whose weights are not one-hot. `skip_dropout=rate` (a call argument, 
 be traced; needs a "dropout" rng) drops entries of the identity skip connections' outputs
 (P-DARTS' search-space regularisation).
 
+Precision. A cell computes its ops in its inputs' dtype (bfloat16 under `precision=bfloat16`)
+and sums a node's edges, each times its float32 mixing weight, in float32, so the alphas'
+gradient accumulates in float32; its outputs are cast back to the inputs' dtype.
+
 Batch normalisation. Every BatchNorm in a supernet normalises with the statistics of the batch it is
 given, in training and in evaluation, and keeps no running averages (NAS-Bench-201's
 `track_running_stats=False`). The reference DARTS code tracks running statistics but only reads
