@@ -20,7 +20,8 @@ device measures nothing. Processes on one host share the file under a lock, so c
 same program. A corrupt cache file is set aside with a warning and measured again.
 `DNAS_AUTOTUNE=0` skips measuring (every site gets its kind's default form).
 
-The forms agree to float rounding (tests/test_ops.py checks every pair), so a choice changes
+The forms agree to float rounding (tests/test_ops.py and tests/test_autotune.py check every
+pair in float64), so a choice changes
 speed, not results beyond the last bits. The run records its choices in its `config.json`
 (`autotune` entry, `workdir.record_autotune`).
 """

@@ -447,35 +447,15 @@ def avg_pool(x: Array, size: int, stride: int, padding: int, impl: Impl = "views
 
 
 # Mixed precision: a supernet computes in its input's dtype (bfloat16 under `precision=bfloat16`)
-# with float32 mixing weights. `weighted` scales an op's output by its weight in the output's
-# dtype and accumulates the weight's gradient (a sum over the whole batch and feature map: the
-# hypergradient) in float32.
-
-
-@jax.custom_vjp
-def _weighted_low(w: Array, y: Array) -> Array:
-    return w.astype(y.dtype) * y
-
-
-def _weighted_fwd(w, y):
-    return _weighted_low(w, y), (w, y)
-
-
-def _weighted_bwd(residuals, g):
-    w, y = residuals
-    dw = jnp.sum(y.astype(jnp.float32) * g.astype(jnp.float32)).astype(w.dtype)
-    return dw, (w.astype(g.dtype) * g).astype(y.dtype)
-
-
-_weighted_low.defvjp(_weighted_fwd, _weighted_bwd)
+# with float32 mixing weights.
 
 
 def weighted(w: Array, y: Array) -> Array:
-    """w * y for a scalar mixing weight w (float32) and an op's output y, in y's dtype; the
-    gradient of w is accumulated in float32 when y is in a lower precision."""
-    if jnp.dtype(y.dtype).itemsize >= jnp.dtype(jnp.float32).itemsize:
-        return w * y
-    return _weighted_low(w, y)
+    """w * y for a scalar mixing weight w (float32) and an op's output y, in y's dtype: the
+    product is taken in float32 at least and rounded once, and autodiff then accumulates w's
+    gradient (a sum over the whole batch and feature map: the hypergradient) in float32."""
+    wide = jnp.promote_types(y.dtype, jnp.float32)
+    return (w * y.astype(wide)).astype(y.dtype)
 
 
 def batch_moments(x: Array) -> tuple[Array, Array]:

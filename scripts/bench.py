@@ -222,8 +222,7 @@ def worker(args: argparse.Namespace) -> dict:
     what, batch, layers, devices = args.measure[0], args.batch[0], args.layers[0], args.devices[0]
     mesh = parallel.make_mesh(devices)
     config = configlib.default_config()
-    if args.precision != "float32" or "precision" in config:
-        config.precision = args.precision
+    config.precision = args.precision
     t0 = time.perf_counter()
     if what == "train":
         batch, C, layers = args.train_batch, args.train_C, args.train_layers
