@@ -201,3 +201,36 @@ def test_table_shows_missing_columns_as_dashes():
     header, line = table.splitlines()
     assert header.split() == list(bench.HEADER)
     assert "58.3" in line and " - " in line
+
+
+def test_levers_forms_compute_the_same_functions():
+    """scripts/bench_levers.py times forms of one function: the im2col weight gradient and the
+    NCHW layout against XLA's NHWC depthwise convolution (values and both gradients, float64),
+    and a scan over identical cells against the same cells unrolled, their parameters stacked."""
+    levers = _load("bench_levers")
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((2, 9, 9, 5)))
+    w = jnp.asarray(rng.standard_normal((3, 3, 1, 5)))
+    with jax.enable_x64(True):
+        x, w = x.astype(jnp.float64), w.astype(jnp.float64)
+        for stride in (1, 2):
+            ref = levers._fwd_bwd(levers._dw("NHWC", stride, 1), x, w)(x, w)
+            got = levers._fwd_bwd(levers.depthwise_im2col(stride, 1), x, w)(x, w)
+            to_nchw = lambda a: jnp.transpose(a, (0, 3, 1, 2))
+            nchw = levers._fwd_bwd(levers._dw("NCHW", stride, 1), to_nchw(x),
+                                   jnp.transpose(w, (3, 2, 0, 1)))  # fmt: skip
+            dx, dw = nchw(to_nchw(x), jnp.transpose(w, (3, 2, 0, 1)))
+            for a, b in zip(ref, got, strict=True):
+                np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-10)
+            np.testing.assert_allclose(jnp.transpose(dx, (0, 2, 3, 1)), ref[0], rtol=1e-10)
+            np.testing.assert_allclose(jnp.transpose(dw, (2, 3, 1, 0)), ref[1], rtol=1e-10)
+    s = jnp.asarray(rng.standard_normal((2, 8, 8, 16)), jnp.float32)
+    unrolled, scanned = levers._Cells(3, False, C=4), levers._Cells(3, True, C=4)
+    v = unrolled.init(jax.random.key(0), s, s)
+    stack = lambda col: jax.tree.map(lambda *a: jnp.stack(a), *[v[col][f"cell_{i}"] for i in
+                                                                range(3)])  # fmt: skip
+    stacked = {col: {"cells": {"cell": stack(col)}} for col in ("params", "batch_stats")}
+    assert jax.tree.structure(stacked) == jax.tree.structure(scanned.init(jax.random.key(0), s, s))
+    a, _ = unrolled.apply(v, s, s, mutable=["batch_stats"])
+    b, _ = scanned.apply(stacked, s, s, mutable=["batch_stats"])
+    np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)

@@ -14,7 +14,7 @@ import optax
 import pytest
 
 from dnas import bilevel, configlib, data, optim, relaxations, search_step, spaces, strategies
-from dnas.state import SearchState, initial_alphas
+from dnas.state import SearchState, init_variables, initial_alphas
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS, OPS = 4, 5
@@ -346,7 +346,7 @@ def test_the_weight_step_and_the_alpha_step_compute_only_their_paths():
     model = ToyChain()
     alphas = random_alphas()
     x = _batch(0)["image"]
-    params = model.init(jax.random.key(0), x, s.final_weights(alphas))["params"]
+    params = init_variables(model, jax.random.key(0), x, s.final_weights(alphas))["params"]
     info = data.get_info("digits")
     loss_fn = search_step.make_loss_fn(model, s, info, search_step.Augmentation())
     weight_grad = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))
@@ -381,7 +381,8 @@ def _run_steps(strategy, alpha_tx, steps, alphas=None):
         search_step.make_step(loss_fn, strategy, weight_tx, alpha_tx, optax.constant_schedule(0.05))
     )
     alphas = alphas or random_alphas(scale=1e-3)
-    params = model.init(jax.random.key(2), _batch(0)["image"], strategy.final_weights(alphas))
+    x = _batch(0)["image"]
+    params = init_variables(model, jax.random.key(2), x, strategy.final_weights(alphas))
     state = SearchState(
         step=jnp.zeros((), jnp.int32), params=params["params"], alphas=alphas,
         weight_opt_state=weight_tx.init(params["params"]), alpha_opt_state=alpha_tx.init(alphas),

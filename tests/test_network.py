@@ -7,6 +7,7 @@ import pytest
 
 from dnas import evaluate, network, spaces
 from dnas.spaces import darts_cnn
+from dnas.state import init_variables
 
 NB201_CONV3 = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"  # noqa: E501
 NB201_SKIP = "|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|skip_connect~1|skip_connect~2|"  # noqa: E501
@@ -85,7 +86,7 @@ def test_forward_on_digit_shaped_inputs(spec):
     kw = dict(C=4, layers=3) if geno.space == "darts_cnn" else dict(C=4, layers=1)
     model = _network(spec, 10, (8, 8, 1), auxiliary=geno.space == "darts_cnn", **kw)
     x = jax.random.normal(jax.random.key(0), (3, 8, 8, 1))
-    variables = model.init(jax.random.key(1), x)
+    variables = init_variables(model, jax.random.key(1), x)
     logits, aux = model.apply(variables, x)
     assert logits.shape == (3, 10) and aux is None
     (logits, aux), _ = model.apply(
@@ -100,7 +101,7 @@ def test_forward_on_digit_shaped_inputs(spec):
 def test_drop_path_rate_zero_is_identity_and_positive_rate_drops_samples(monkeypatch):
     model = _network("darts_v2", 10, (8, 8, 1), C=4, layers=3)
     x = jax.random.normal(jax.random.key(0), (8, 8, 8, 1))
-    variables = model.init(jax.random.key(1), x)
+    variables = init_variables(model, jax.random.key(1), x)
 
     def run(rate, key=2):
         (logits, _), _ = model.apply(
