@@ -69,8 +69,10 @@ def _tiny(space: str, order: str = "first") -> configlib.ml_collections.ConfigDi
 
 
 def _search_steps(config, mesh, steps: int = 2):
+    """(state after `steps` steps, their metrics, the initial alphas)."""
     su = search_step.setup(config)
     state = parallel.replicate(search_step.create_state(config, su), mesh)
+    initial = jax.device_get(state.alphas)
     b = config.search.batch_size
     batches = [
         (
@@ -85,7 +87,7 @@ def _search_steps(config, mesh, steps: int = 2):
     for batch in sharded:
         state, m = step(state, *batch)
         out.append(m)
-    return state, out
+    return state, out, initial
 
 
 def _assert_replicated(tree, mesh):
@@ -99,9 +101,9 @@ def _assert_replicated(tree, mesh):
 @multidevice
 def test_sharded_search_step_equals_one_device():
     config = _tiny("darts_cnn")
-    one, m_one = _search_steps(config, parallel.make_mesh(1))
+    one, m_one, initial = _search_steps(config, parallel.make_mesh(1))
     mesh = parallel.make_mesh(N)
-    eight, m_eight = _search_steps(config, mesh)
+    eight, m_eight, _ = _search_steps(config, mesh)
     _assert_replicated(eight.alphas, mesh)
     _assert_replicated(eight.params, mesh)
     close = dict(rtol=2e-4, atol=2e-6)
@@ -114,7 +116,6 @@ def test_sharded_search_step_equals_one_device():
         np.testing.assert_allclose(got, [float(m[k]) for m in m_one], rtol=1e-4)
     # The steps did move the alphas (the comparison above is not between two initial states):
     # Adam moves each alpha by about alpha_lr a step, far beyond the comparison's tolerance.
-    initial = jax.device_get(search_step.create_state(config, search_step.setup(config)).alphas)
     alpha_lr = config.search.alpha_lr
     for cell in ("normal", "reduce"):
         moved = np.abs(np.asarray(eight.alphas[cell]) - initial[cell])
@@ -127,10 +128,9 @@ def test_bfloat16_sharded_search_step_agrees_with_one_device():
     on 8 devices point where one device's do, and the losses agree to bfloat16's precision."""
     config = _tiny("nb201")
     config.precision, config.search.remat = "bfloat16", True
-    initial = jax.device_get(search_step.create_state(config, search_step.setup(config)).alphas)
-    one, m_one = _search_steps(config, parallel.make_mesh(1))
+    one, m_one, initial = _search_steps(config, parallel.make_mesh(1))
     mesh = parallel.make_mesh(N)
-    eight, m_eight = _search_steps(config, mesh)
+    eight, m_eight, _ = _search_steps(config, mesh)
     _assert_replicated(eight.alphas, mesh)
     assert {x.dtype.name for x in jax.tree.leaves((eight.params, eight.alphas))} == {"float32"}
     for k in ("train/loss", "val/loss"):
@@ -153,8 +153,9 @@ def test_sharded_train_step_equals_one_device():
     for n in (1, N):
         mesh = parallel.make_mesh(n)
         su = train.setup(config, geno)
-        initial = jax.device_get(train.create_state(config, su).params)
-        state = parallel.replicate(train.create_state(config, su), mesh)
+        state = train.create_state(config, su)
+        initial = jax.device_get(state.params)
+        state = parallel.replicate(state, mesh)
         batch = parallel.shard_batch(data.batch_at(su.splits.train, 16, 0, seed=2), mesh)
         step, _ = loop.compile_step(su.step_fn, "step", False, state, batch, mesh=mesh)
         state, m = step(state, batch)
