@@ -21,6 +21,13 @@ def _info(args: argparse.Namespace) -> int:
     space = spaces.get(args.supernet or args.space) if args.supernet or args.space else None
     geno = None if args.supernet else spaces.load(args.genotype, space=args.space)
     space = space or geno.search_space
+    truth = None
+    if args.benchmark:  # before the network is built: a wrong table or genotype fails at once
+        from dnas import benchmarks
+
+        if geno is None:
+            raise ValueError("--benchmark gives a genotype's accuracies: use it with --genotype")
+        truth = benchmarks.load_nb201(args.benchmark).lookup(geno)
     if space.modality == "text":
         return _info_text(args, space, geno)
     info = data.get_info(args.dataset)
@@ -52,6 +59,8 @@ def _info(args: argparse.Namespace) -> int:
     fields = model.__dataclass_fields__
     out |= {k: getattr(model, k) for k in ("C", "layers", "N", "auxiliary") if k in fields}
     out |= stats
+    if truth is not None:  # NAS-Bench-201's accuracies (percent) of the benchmark's network
+        out["nb201"] = truth | {"table": os.path.abspath(args.benchmark)}
     print(json.dumps(out, indent=2))
     return 0
 
@@ -130,6 +139,8 @@ def _info_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--layers", type=_positive_int, help="depth, as the space counts it (e.g. "
                    "cells, or cells per stage)")  # fmt: skip
     p.add_argument("--auxiliary", action="store_true", help="include the auxiliary head")
+    p.add_argument("--benchmark", metavar="FILE", help="a NAS-Bench-201 table (CSV, "
+                   "dnas/benchmarks.py): adds the --genotype's published accuracies")  # fmt: skip
     p.set_defaults(func=_info)
 
 

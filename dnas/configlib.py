@@ -116,6 +116,10 @@ def default_config() -> ml_collections.ConfigDict:
     h.b = None
     h.scale = None
 
+    # Ground truth of benchmark spaces (dnas/benchmarks.py): logged, never used by the search.
+    c.benchmark = ml_collections.ConfigDict()
+    c.benchmark.nb201 = ""
+
     c.train = t = _stage_config(C=8, layers=5, epochs=30, batch_size=64, lr=0.05, lr_min=0.0)
     t.genotype = ""
     t.auxiliary = True
@@ -404,6 +408,10 @@ FIELDS: dict[str, Field] = {
                         NUMBER_OR_NONE),
     "hardware.scale": Field("the objective's scale (add_linear, add_abs); none: its paper's value",
                             NUMBER_OR_NONE),
+    "benchmark.nb201": Field("a NAS-Bench-201 table (CSV of the 15,625 architectures' "
+                             "accuracies, dnas/benchmarks.py): an nb201 search logs the true "
+                             "accuracy of its derived cell every epoch (nb201/<column>); '': none",
+                             TEXT),
     **_stage_fields("train", "network", "retraining epochs", "examples per step (global over "
                     "devices), at most the training split", " (DARTS: 0.025 with batch 96 for 600 "
                     "epochs; digits trains for 30)", ""),
@@ -721,6 +729,17 @@ def _check_combinations(config: ml_collections.ConfigDict) -> None:
     _check_hardware(config)
     s, t = config.search, config.train
     space = spaces.get(config.space)
+    table = config.benchmark.nb201
+    if table and space.name != "nb201":
+        raise ConfigError(
+            f"benchmark.nb201 is NAS-Bench-201's ground truth, for searches of the nb201 space; "
+            f"space={space.name!r}: set --config.benchmark.nb201='' or --config.space=nb201"
+        )
+    if table and not os.path.isfile(os.path.expanduser(table)):
+        raise ConfigError(
+            f"benchmark.nb201={table!r} is not a file: give the path of a NAS-Bench-201 table "
+            f"(CSV; scripts/nb201_to_csv.py writes one from the official files)"
+        )
     text = config.dataset not in data.DATASETS
     if (space.modality == "text") != text:
         kind = "a text dataset (dnas.text.CORPORA, e.g. pydoc)" if not text else "an image dataset"
@@ -1142,14 +1161,15 @@ def override(config: ml_collections.ConfigDict, assignments: Sequence[str]):
 # not change them either): a workdir may be resumed with other values.
 RESULT_NEUTRAL = (
     "progress", "log_every_steps", "checkpoint_every_steps", "compilation_cache_dir",
-    "num_devices", "data_dir", "search.sep_impl", "train.sep_impl",
+    "num_devices", "data_dir", "search.sep_impl", "train.sep_impl", "benchmark.nb201",
 )  # fmt: skip
 # Fields a stage's workdir does not read (prefixes end with "."): they may differ too.
 UNREAD = {
     "search": ("train.", "sweep.", "baseline"),
     "sweep": ("train.", "baseline"),
-    "train": ("search.", "sweep.", "strategy", "strategy_args.", "order", "baseline", "hardware."),
-}
+    "train": ("search.", "sweep.", "strategy", "strategy_args.", "order", "baseline", "hardware.",
+              "benchmark."),
+}  # fmt: skip
 
 
 def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, stage: str = "search") -> str:

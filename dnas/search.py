@@ -22,6 +22,7 @@ import ml_collections
 import numpy as np
 
 from dnas import (
+    benchmarks,
     checkpoint,
     configlib,
     data,
@@ -120,6 +121,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, select: Select | None =
     configlib.validate(config)
     clock = loop.Clock()
     check_monitor_options(config)
+    if config.benchmark.nb201:  # checked whole (cached for the monitor) before the workdir
+        benchmarks.load_nb201(config.benchmark.nb201)
     workdir = configlib.prepare_workdir(workdir, config)
     loop.enable_compilation_cache(config.compilation_cache_dir)
     mesh = parallel.make_mesh(config.num_devices)
@@ -308,6 +311,10 @@ class EpochMonitor:
         self.su, self.s, self.writer, self.workdir = su, s, writer, workdir
         self.stop_path = os.path.join(workdir, "early_stop.json")
         self.stop_record: dict | None = None
+        # NAS-Bench-201's ground truth (benchmarks.py; `run` read it before the workdir).
+        self.benchmark = None
+        if config.benchmark.nb201:
+            self.benchmark = benchmarks.load_nb201(config.benchmark.nb201)
         self.hessian = None
         if s.hessian_every_epochs > 0:
             batch = next(data.batches(su.alphas_source, s.batch_size, seed=config.seed + 2))
@@ -343,6 +350,9 @@ class EpochMonitor:
         first = su.space.groups[0]  # DARTS+ counts the normal cell's
         skips = diagnostics.count_op(genotype, "skip_connect", first)
         scalars[f"skip_connections/{first}"] = skips
+        if self.benchmark is not None:  # the derived cell's published accuracies, percent
+            truth = self.benchmark.lookup(genotype)
+            scalars |= {f"nb201/{column}": value for column, value in truth.items()}
         if self.hessian is not None and epoch % s.hessian_every_epochs == 0:
             value = self.hessian(state.params, state.alphas, self.val_batch, state.step)
             scalars["hessian/eigenvalue"] = float(value)

@@ -618,13 +618,17 @@ def genotype_strip(run: Run, cell: str = "normal", max_cells: int = 6):
     return fig
 
 
+_PANEL_TITLES = {"nb201": "NAS-Bench-201 accuracy of the derived cell (%)"}
+
+
 def diagnostics(run: Run):
     """Mean entropy of the mixing weights per cell type, skip connections in the normal cell and
-    parameter-free ops per cell type, over epochs (and the Hessian eigenvalue when logged)."""
+    parameter-free ops per cell type, over epochs (and, when logged, the Hessian eigenvalue and
+    the derived cell's NAS-Bench-201 accuracies: `benchmark.nb201`)."""
     recs = run.epoch_records()
     keys = sorted({k for r in recs for k in r
                    if k.startswith(("alpha_entropy/", "skip_connections/", "parameter_free_ops/",
-                                    "hessian/"))})  # fmt: skip
+                                    "hessian/", "nb201/"))})  # fmt: skip
     if not keys:
         raise ValueError("no epoch has ended yet: the diagnostics are logged at epoch ends")
     groups = {}
@@ -636,7 +640,7 @@ def diagnostics(run: Run):
         for k in ks:
             epochs = [r["epoch"] for r in recs if k in r]
             ax.plot(epochs, [r[k] for r in recs if k in r], marker="o", ms=3, label=k)
-        ax.set_title(group.replace("_", " "))
+        ax.set_title(_PANEL_TITLES.get(group, group.replace("_", " ")))
         ax.set_xlabel("epoch")
         ax.ticklabel_format(axis="y", useOffset=False)  # entropy stays near log(ops) early on
         ax.legend(fontsize=8)

@@ -87,12 +87,12 @@ def test_forward_on_digit_shaped_inputs(spec):
     model = _network(spec, 10, (8, 8, 1), auxiliary=geno.space == "darts_cnn", **kw)
     x = jax.random.normal(jax.random.key(0), (3, 8, 8, 1))
     variables = init_variables(model, jax.random.key(1), x)
-    logits, aux = model.apply(variables, x)
+    logits, aux = jax.jit(model.apply)(variables, x)  # compiled: faster than op by op
     assert logits.shape == (3, 10) and aux is None
-    (logits, aux), _ = model.apply(
-        variables, x, train=True, drop_path_rate=0.2, rngs={"dropout": jax.random.key(2)},
+    (logits, aux), _ = jax.jit(lambda v: model.apply(
+        v, x, train=True, drop_path_rate=0.2, rngs={"dropout": jax.random.key(2)},
         mutable=["batch_stats"],
-    )  # fmt: skip
+    ))(variables)  # fmt: skip
     assert logits.shape == (3, 10)
     if geno.space == "darts_cnn":
         assert aux.shape == (3, 10)
@@ -103,6 +103,7 @@ def test_drop_path_rate_zero_is_identity_and_positive_rate_drops_samples(monkeyp
     x = jax.random.normal(jax.random.key(0), (8, 8, 8, 1))
     variables = init_variables(model, jax.random.key(1), x)
 
+    @jax.jit
     def run(rate, key=2):
         (logits, _), _ = model.apply(
             variables, x, train=True, drop_path_rate=rate, rngs={"dropout": jax.random.key(key)},
@@ -114,8 +115,10 @@ def test_drop_path_rate_zero_is_identity_and_positive_rate_drops_samples(monkeyp
     # then skip the multiplication); no mask is drawn: without a dropout rng, drawing would raise.
     with monkeypatch.context() as m:
         m.setattr(network, "drop_path_inputs", lambda module, shape, train, rate: None)
-        (no_drop, _), _ = model.apply(variables, x, train=True, mutable=["batch_stats"])
-    np.testing.assert_allclose(run(0.0), no_drop, rtol=1e-6)
+        plain = jax.jit(lambda v: model.apply(v, x, train=True, mutable=["batch_stats"]))
+        (no_drop, _), _ = plain(variables)
+    # Two compiled programs (one multiplies by masks of ones): equal up to their fusions' rounding.
+    np.testing.assert_allclose(run(0.0), no_drop, rtol=1e-5, atol=1e-5)
     assert not np.allclose(run(0.3), run(0.0))
     masks = network.drop_path_masks(jax.random.key(3), jnp.float32(0.25), (200_000,))
     np.testing.assert_allclose(np.unique(masks), [0.0, 1 / 0.75], rtol=1e-6)
