@@ -42,15 +42,17 @@ def test_one_hot_mixing_equals_the_chosen_ops(space_name, reduction, bn_after_po
         inputs = [jax.random.normal(k, (2, 8, 8, C), jnp.float64) for k in keys]
         cell = supernet.MixedCell(space, C, reduction, bn_after_pool=bn_after_pool)
         w = jnp.full((space.num_edges, space.num_ops), 1 / space.num_ops, jnp.float64)
-        params = cell.init(jax.random.key(1), inputs, w, True)["params"]
-        params = jax.tree.map(lambda p: p.astype(jnp.float64), params)
+        init = jax.jit(lambda key: cell.init(key, inputs, w, True))
+        params = init(jax.random.key(1, impl="unsafe_rbg"))
+        params = jax.tree.map(lambda p: p.astype(jnp.float64), params["params"])
+        apply = jax.jit(lambda w: cell.apply({"params": params}, inputs, w, True))  # compiled once
         rng = np.random.default_rng(0)
         # Every op on some edge, the rest random: covers every op and the node sums.
         for trial in range(3):
             choice = rng.integers(0, space.num_ops, space.num_edges)
             choice[: space.num_ops] = np.roll(np.arange(space.num_ops), trial)
             one_hot = jax.nn.one_hot(choice, space.num_ops, dtype=jnp.float64)
-            nodes = cell.apply({"params": params}, inputs, one_hot, True)
+            nodes = apply(one_hot)
             expected = _reference_cell(space, params, inputs, choice, reduction, bn_after_pool)
             for got, want in zip(nodes, expected, strict=True):
                 np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
@@ -67,7 +69,7 @@ def test_mixing_is_linear_in_the_weights():
         # Node 1 has one incoming edge: its output is exactly sum_k w_k op_k(x).
         w1 = jax.random.uniform(jax.random.key(2), w.shape, jnp.float64)
         one_hots = [jnp.zeros_like(w).at[0, k].set(1.0) for k in range(space.num_ops)]
-        node1 = lambda w: cell.apply({"params": params}, [x], w, True)[0]
+        node1 = jax.jit(lambda w: cell.apply({"params": params}, [x], w, True)[0])
         mixed = sum(w1[0, k] * node1(one_hots[k]) for k in range(space.num_ops))
         np.testing.assert_allclose(node1(w1.at[1:].set(0.0)), mixed, rtol=1e-10, atol=1e-12)
 
@@ -115,7 +117,7 @@ def test_supernet_forward_and_wrong_mixing_weights():
     x = jnp.ones((2, 8, 8, 1))
     mix = {k: jnp.full(s, 1 / s[1]) for k, s in space.alpha_shapes.items()}
     variables = jax.jit(model.init)(jax.random.key(0, impl="unsafe_rbg"), x, mix)
-    assert model.apply(variables, x, mix).shape == (2, 10)
+    assert jax.jit(model.apply)(variables, x, mix).shape == (2, 10)
     with pytest.raises(ValueError, match=r"must be \{'normal': \(14, 8\), 'reduce': \(14, 8\)\}"):
         model.apply(variables, x, {"normal": mix["normal"]})
 
