@@ -104,6 +104,7 @@ CASES = {
     "hardware.a": (["x", NAN], 0.1),
     "hardware.b": (["x"], None),
     "hardware.scale": ([[1]], 2.0),
+    "benchmark.nb201": ([3, None], ""),  # a path (its file and space: test_benchmarks.py)
     "train.C": ([0, -3], 1),
     "train.layers": ([0], 3),
     "train.epochs": ([0, -1], 1),
@@ -617,6 +618,7 @@ def test_dnas_config_prints_every_field_with_its_doc_and_range(capsys):
         "# data",
         "# search",
         "# hardware",
+        "# benchmark",
         "# train",
         "# text",
         "# sweep",
