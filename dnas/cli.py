@@ -23,11 +23,12 @@ def _info(args: argparse.Namespace) -> int:
     space = space or geno.search_space
     truth = None
     if args.benchmark:  # before the network is built: a wrong table or genotype fails at once
-        from dnas import benchmarks
-
         if geno is None:
-            raise ValueError("--benchmark gives a genotype's accuracies: use it with --genotype")
-        truth = benchmarks.load_nb201(args.benchmark).lookup(geno)
+            raise ValueError("--benchmark gives a genotype's published results: use --genotype")
+        if space.ground_truth is None:
+            raise ValueError(f"search space {space.name!r} has no benchmark table "
+                             "(Space.ground_truth): --benchmark is for NAS-Bench-201")  # fmt: skip
+        truth = space.ground_truth(args.benchmark).lookup(geno)
     if space.modality == "text":
         return _info_text(args, space, geno)
     info = data.get_info(args.dataset)
@@ -59,8 +60,8 @@ def _info(args: argparse.Namespace) -> int:
     fields = model.__dataclass_fields__
     out |= {k: getattr(model, k) for k in ("C", "layers", "N", "auxiliary") if k in fields}
     out |= stats
-    if truth is not None:  # NAS-Bench-201's accuracies (percent) of the benchmark's network
-        out["nb201"] = truth | {"table": os.path.abspath(args.benchmark)}
+    if truth is not None:  # the benchmark's published results of this architecture
+        out["benchmark"] = truth | {"table": os.path.abspath(args.benchmark)}
     print(json.dumps(out, indent=2))
     return 0
 
@@ -139,8 +140,9 @@ def _info_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--layers", type=_positive_int, help="depth, as the space counts it (e.g. "
                    "cells, or cells per stage)")  # fmt: skip
     p.add_argument("--auxiliary", action="store_true", help="include the auxiliary head")
-    p.add_argument("--benchmark", metavar="FILE", help="a NAS-Bench-201 table (CSV, "
-                   "dnas/benchmarks.py): adds the --genotype's published accuracies")  # fmt: skip
+    p.add_argument("--benchmark", metavar="FILE", help="the space's benchmark table (NAS-Bench-"
+                   "201's: a CSV, scripts/nb201_to_csv.py): adds the --genotype's published "
+                   "accuracies")  # fmt: skip
     p.set_defaults(func=_info)
 
 

@@ -116,9 +116,9 @@ def default_config() -> ml_collections.ConfigDict:
     h.b = None
     h.scale = None
 
-    # Ground truth of benchmark spaces (dnas/benchmarks.py): logged, never used by the search.
+    # Ground truth of a benchmark space (Space.ground_truth): logged, never used by the search.
     c.benchmark = ml_collections.ConfigDict()
-    c.benchmark.nb201 = ""
+    c.benchmark.table = ""
 
     c.train = t = _stage_config(C=8, layers=5, epochs=30, batch_size=64, lr=0.05, lr_min=0.0)
     t.genotype = ""
@@ -408,10 +408,9 @@ FIELDS: dict[str, Field] = {
                         NUMBER_OR_NONE),
     "hardware.scale": Field("the objective's scale (add_linear, add_abs); none: its paper's value",
                             NUMBER_OR_NONE),
-    "benchmark.nb201": Field("a NAS-Bench-201 table (CSV of the 15,625 architectures' "
-                             "accuracies, dnas/benchmarks.py): an nb201 search logs the true "
-                             "accuracy of its derived cell every epoch (nb201/<column>); '': none",
-                             TEXT),
+    "benchmark.table": Field("the space's benchmark table (NAS-Bench-201: a CSV of its 15,625 "
+                             "architectures' accuracies): the search logs the true results of "
+                             "its derived cell every epoch (benchmark/<column>); '': none", TEXT),
     **_stage_fields("train", "network", "retraining epochs", "examples per step (global over "
                     "devices), at most the training split", " (DARTS: 0.025 with batch 96 for 600 "
                     "epochs; digits trains for 30)", ""),
@@ -729,16 +728,17 @@ def _check_combinations(config: ml_collections.ConfigDict) -> None:
     _check_hardware(config)
     s, t = config.search, config.train
     space = spaces.get(config.space)
-    table = config.benchmark.nb201
-    if table and space.name != "nb201":
+    table = config.benchmark.table
+    if table and space.ground_truth is None:
+        benchmarks = [s.name for s in spaces.SPACES.values() if s.ground_truth is not None]
         raise ConfigError(
-            f"benchmark.nb201 is NAS-Bench-201's ground truth, for searches of the nb201 space; "
-            f"space={space.name!r}: set --config.benchmark.nb201='' or --config.space=nb201"
+            f"benchmark.table: search space {space.name!r} has no benchmark of published "
+            f"results (spaces with one: {', '.join(benchmarks)}); set --config.benchmark.table=''"
         )
     if table and not os.path.isfile(os.path.expanduser(table)):
         raise ConfigError(
-            f"benchmark.nb201={table!r} is not a file: give the path of a NAS-Bench-201 table "
-            f"(CSV; scripts/nb201_to_csv.py writes one from the official files)"
+            f"benchmark.table={table!r} is not a file: give the path of the space's benchmark "
+            f"table (NAS-Bench-201: scripts/nb201_to_csv.py writes it from the official files)"
         )
     text = config.dataset not in data.DATASETS
     if (space.modality == "text") != text:
@@ -1161,7 +1161,7 @@ def override(config: ml_collections.ConfigDict, assignments: Sequence[str]):
 # not change them either): a workdir may be resumed with other values.
 RESULT_NEUTRAL = (
     "progress", "log_every_steps", "checkpoint_every_steps", "compilation_cache_dir",
-    "num_devices", "data_dir", "search.sep_impl", "train.sep_impl", "benchmark.nb201",
+    "num_devices", "data_dir", "search.sep_impl", "train.sep_impl", "benchmark.table",
 )  # fmt: skip
 # Fields a stage's workdir does not read (prefixes end with "."): they may differ too.
 UNREAD = {

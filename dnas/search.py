@@ -22,7 +22,6 @@ import ml_collections
 import numpy as np
 
 from dnas import (
-    benchmarks,
     checkpoint,
     configlib,
     data,
@@ -34,6 +33,7 @@ from dnas import (
     parallel,
     search_step,
     signals,
+    spaces,
 )
 from dnas import workdir as workdir_lib
 from dnas.genotype import Genotype
@@ -55,7 +55,7 @@ def config_table(config: ml_collections.ConfigDict, **options: Any):
     its seed; `options` are `measure_table`'s (batch, runs, log, ...). A text space is timed on
     sequences of `text.bptt` tokens over its corpus' vocabulary. `dnas lut` and
     `hardware.lut=measure` both measure with it."""
-    from dnas import latency, spaces  # the timing tools, only where a table is measured
+    from dnas import latency  # the timing tools, only where a table is measured
 
     space = spaces.get(config.space)
     if space.modality == "text":
@@ -121,8 +121,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, select: Select | None =
     configlib.validate(config)
     clock = loop.Clock()
     check_monitor_options(config)
-    if config.benchmark.nb201:  # checked whole (cached for the monitor) before the workdir
-        benchmarks.load_nb201(config.benchmark.nb201)
+    if config.benchmark.table:  # read and checked whole (cached for the monitor) before the
+        spaces.get(config.space).ground_truth(config.benchmark.table)  # workdir exists
     workdir = configlib.prepare_workdir(workdir, config)
     loop.enable_compilation_cache(config.compilation_cache_dir)
     mesh = parallel.make_mesh(config.num_devices)
@@ -311,10 +311,10 @@ class EpochMonitor:
         self.su, self.s, self.writer, self.workdir = su, s, writer, workdir
         self.stop_path = os.path.join(workdir, "early_stop.json")
         self.stop_record: dict | None = None
-        # NAS-Bench-201's ground truth (benchmarks.py; `run` read it before the workdir).
+        # The space's benchmark of published results (Space.ground_truth; `run` read it).
         self.benchmark = None
-        if config.benchmark.nb201:
-            self.benchmark = benchmarks.load_nb201(config.benchmark.nb201)
+        if config.benchmark.table:
+            self.benchmark = su.space.ground_truth(config.benchmark.table)
         self.hessian = None
         if s.hessian_every_epochs > 0:
             batch = next(data.batches(su.alphas_source, s.batch_size, seed=config.seed + 2))
@@ -352,7 +352,7 @@ class EpochMonitor:
         scalars[f"skip_connections/{first}"] = skips
         if self.benchmark is not None:  # the derived cell's published accuracies, percent
             truth = self.benchmark.lookup(genotype)
-            scalars |= {f"nb201/{column}": value for column, value in truth.items()}
+            scalars |= {f"benchmark/{column}": value for column, value in truth.items()}
         if self.hessian is not None and epoch % s.hessian_every_epochs == 0:
             value = self.hessian(state.params, state.alphas, self.val_batch, state.step)
             scalars["hessian/eigenvalue"] = float(value)

@@ -618,17 +618,17 @@ def genotype_strip(run: Run, cell: str = "normal", max_cells: int = 6):
     return fig
 
 
-_PANEL_TITLES = {"nb201": "NAS-Bench-201 accuracy of the derived cell (%)"}
+_PANEL_TITLES = {"benchmark": "the derived cell's published results (benchmark.table)"}
 
 
 def diagnostics(run: Run):
     """Mean entropy of the mixing weights per cell type, skip connections in the normal cell and
     parameter-free ops per cell type, over epochs (and, when logged, the Hessian eigenvalue and
-    the derived cell's NAS-Bench-201 accuracies: `benchmark.nb201`)."""
+    the derived cell's published results: `benchmark.table`, e.g. NAS-Bench-201's)."""
     recs = run.epoch_records()
     keys = sorted({k for r in recs for k in r
                    if k.startswith(("alpha_entropy/", "skip_connections/", "parameter_free_ops/",
-                                    "hessian/", "nb201/"))})  # fmt: skip
+                                    "hessian/", "benchmark/"))})  # fmt: skip
     if not keys:
         raise ValueError("no epoch has ended yet: the diagnostics are logged at epoch ends")
     groups = {}

@@ -1,5 +1,6 @@
-"""Writes the NAS-Bench-201 table dnas reads (`dnas/benchmarks.py`) from the official files, with
-their own API packages (the files are pickles and torch archives; dnas reads only the CSV).
+"""Writes the NAS-Bench-201 table dnas reads (`dnas/spaces/nb201.py`) from the
+official files, with their own API packages (the files are pickles and torch archives; dnas reads
+only the CSV).
 
     pip install nats_bench          # NATS-Bench's topology search space (= NAS-Bench-201)
     python scripts/nb201_to_csv.py --nats ~/.torch/NATS-tss-v1_0-3ffb9-simple --out nb201.csv
@@ -7,7 +8,7 @@ their own API packages (the files are pickles and torch archives; dnas reads onl
     pip install nas-bench-201 torch # the original NAS-Bench-201 v1.1 file
     python scripts/nb201_to_csv.py --nb201 NAS-Bench-201-v1_1-096897.pth --out nb201.csv
 
-Then: `dnas search ... --config.space=nb201 --config.benchmark.nb201=nb201.csv` logs the true
+Then: `dnas search ... --config.space=nb201 --config.benchmark.table=nb201.csv` logs the true
 accuracy of the derived cell every epoch, and `dnas info --genotype ARCH --benchmark nb201.csv`
 prints an architecture's.
 
@@ -19,7 +20,7 @@ Columns, all percent after 200 epochs (`hp='200'`), the mean over the benchmark'
   validation accuracy of `cifar100` and `ImageNet16-120`.
 
 The table is written to a temporary file and renamed when complete, then read back with
-`dnas.benchmarks.load_nb201`, which checks all 15,625 architectures are there.
+`dnas.spaces.nb201.load_table`, which checks all 15,625 architectures are there.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import os
 import sys
 import tempfile
 
-from dnas import benchmarks
+from dnas.spaces import nb201 as benchmarks
 
 # column -> (the API's dataset name, the key of get_more_info's result)
 SOURCES = {
@@ -68,7 +69,7 @@ def write_table(api, out: str, hp: str = "200") -> benchmarks.NB201Table:
             writer.writerow(["arch", *columns])
             for arch, values in rows(api, hp):
                 writer.writerow([arch, *(f"{values[c]:.4f}" for c in columns)])
-        table = benchmarks.load_nb201(tmp)
+        table = benchmarks.load_table(tmp)
         os.replace(tmp, out)
     except BaseException:
         os.unlink(tmp)

@@ -1,8 +1,9 @@
-"""NAS-Bench-201 ground truth (dnas/benchmarks.py): a table of all 15,625 architectures written
-here (accuracies made up, each a known function of the architecture's index), read back and
-queried by arch string and by genotype; every way a table can be wrong refused on one line
-naming the file and line; `dnas info --benchmark`; a search logging its derived cell's
-accuracies every epoch; and scripts/nb201_to_csv.py against a stand-in of the official API."""
+"""NAS-Bench-201 ground truth (dnas/spaces/nb201.py, the nb201 space's ground_truth):
+a table of all 15,625 architectures written here (accuracies made up, each a known function of
+the architecture's index), read back and queried by arch string and by genotype; every way a
+table can be wrong refused on one line naming the file and line; `dnas info --benchmark`; a
+search logging its derived cell's accuracies every epoch; and scripts/nb201_to_csv.py against a
+stand-in of the official API."""
 
 import csv
 import importlib.util
@@ -14,7 +15,8 @@ from typing import ClassVar
 
 import pytest
 
-from dnas import benchmarks, configlib, pipeline, spaces, viz
+from dnas import configlib, pipeline, spaces, viz
+from dnas.spaces import nb201 as benchmarks
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCHS = list(benchmarks.all_arch_strings())
@@ -53,7 +55,7 @@ def test_all_architectures_once_in_canonical_form():
 
 
 def test_table_answers_by_arch_string_and_by_genotype(table_path):
-    table = benchmarks.load_nb201(table_path)
+    table = benchmarks.load_table(table_path)
     assert table.columns == benchmarks.COLUMNS and len(table.rows) == 15625
     i = ARCHS.index(NAMED)
     want = {c: accuracy(i, c) for c in benchmarks.COLUMNS}
@@ -65,7 +67,7 @@ def test_table_answers_by_arch_string_and_by_genotype(table_path):
         "nor_conv_3x3~1|"
     )
     assert table.lookup(shuffled) == want
-    assert benchmarks.load_nb201(table_path) is table  # read once per file version
+    assert benchmarks.load_table(table_path) is table  # read once per file version
     with pytest.raises(benchmarks.BenchmarkError, match="nb201 space, got a darts_cnn genotype"):
         table.lookup(spaces.load("DARTS_V2"))
     with pytest.raises(benchmarks.BenchmarkError, match="NAS-Bench-201 arch string"):
@@ -77,7 +79,7 @@ def test_test_columns_alone_make_a_table_rows_in_any_order_and_a_bom(tmp_path):
     rows[0][0] = "  " + rows[0][0] + " "  # surrounding whitespace is ignored
     path = write(tmp_path / "t.csv", rows, ("arch", *benchmarks.TEST_COLUMNS))
     path.write_text("\ufeff" + path.read_text())  # saved by a spreadsheet: a byte-order mark
-    table = benchmarks.load_nb201(path)
+    table = benchmarks.load_table(path)
     assert table.columns == benchmarks.TEST_COLUMNS
     assert table.lookup(ALL_SKIP) == {c: accuracy(ARCHS.index(ALL_SKIP), c) for c in table.columns}
 
@@ -85,7 +87,7 @@ def test_test_columns_alone_make_a_table_rows_in_any_order_and_a_bom(tmp_path):
 def _refused(tmp_path, rows, match, header=("arch", *benchmarks.COLUMNS)):
     path = write(tmp_path / "bad.csv", rows, header)
     with pytest.raises(benchmarks.BenchmarkError, match=match) as err:
-        benchmarks.load_nb201(path)
+        benchmarks.load_table(path)
     assert str(path) in str(err.value) and "\n" not in str(err.value)
     return str(err.value)
 
@@ -121,22 +123,22 @@ def test_every_wrong_table_is_refused_with_its_line(tmp_path):
     _refused(tmp_path, [], r"0 of NAS-Bench-201's")
     (tmp_path / "empty.csv").write_text("")
     with pytest.raises(benchmarks.BenchmarkError, match=r"empty.csv:1: empty file"):
-        benchmarks.load_nb201(tmp_path / "empty.csv")
+        benchmarks.load_table(tmp_path / "empty.csv")
     with pytest.raises(benchmarks.BenchmarkError, match=r"cannot be read \(No such file"):
-        benchmarks.load_nb201(tmp_path / "absent.csv")
+        benchmarks.load_table(tmp_path / "absent.csv")
 
 
 def test_config_refuses_a_benchmark_for_another_space_or_a_missing_file(table_path, tmp_path):
     c = configlib.default_config()
-    c.space, c.benchmark.nb201 = "nb201", str(table_path)
+    c.space, c.benchmark.table = "nb201", str(table_path)
     configlib.validate(c)
     c.space = "darts_cnn"
-    with pytest.raises(configlib.ConfigError, match="for searches of the nb201 space"):
+    with pytest.raises(configlib.ConfigError, match="'darts_cnn' has no benchmark of published"):
         configlib.validate(c)
-    c.space, c.benchmark.nb201 = "nb201", str(tmp_path / "absent.csv")
+    c.space, c.benchmark.table = "nb201", str(tmp_path / "absent.csv")
     with pytest.raises(configlib.ConfigError, match="is not a file"):
         configlib.validate(c)
-    assert "benchmark.nb201" in configlib.RESULT_NEUTRAL  # added to a run, it resumes
+    assert "benchmark.table" in configlib.RESULT_NEUTRAL  # added to a run, it resumes
 
 
 def _dnas(*args):
@@ -150,7 +152,7 @@ def test_info_adds_the_published_accuracies(table_path, tmp_path):
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     i = ARCHS.index(NAMED)
-    assert out["nb201"] == {c: accuracy(i, c) for c in benchmarks.COLUMNS} | {
+    assert out["benchmark"] == {c: accuracy(i, c) for c in benchmarks.COLUMNS} | {
         "table": str(table_path)
     }
     assert out["genotype"] == NAMED and out["params"] > 0
@@ -160,12 +162,12 @@ def test_info_adds_the_published_accuracies(table_path, tmp_path):
     assert proc.stderr.startswith("dnas info: error: ") and proc.stderr.count("\n") == 1
     assert "100 of NAS-Bench-201's 15,625" in proc.stderr
     proc = _dnas("info", "--genotype", "DARTS_V2", "--benchmark", str(table_path))
-    assert proc.returncode == 2 and "nb201 space, got a darts_cnn genotype" in proc.stderr
+    assert proc.returncode == 2 and "'darts_cnn' has no benchmark table" in proc.stderr
 
 
 def test_search_logs_its_derived_cells_accuracies_every_epoch(table_path, tmp_path):
     c = configlib.default_config()
-    c.space, c.benchmark.nb201 = "nb201", str(table_path)
+    c.space, c.benchmark.table = "nb201", str(table_path)
     s = c.search
     # test_search_methods' tiny search: the same program, loaded from the session's cache.
     s.C, s.layers, s.epochs, s.batch_size = 2, 1, 3, 128
@@ -178,19 +180,20 @@ def test_search_logs_its_derived_cells_accuracies_every_epoch(table_path, tmp_pa
     for record, arch in zip(epochs, derived, strict=True):
         i = ARCHS.index(benchmarks.arch_string(spaces.load(arch)))
         for column in benchmarks.COLUMNS:
-            assert record[f"nb201/{column}"] == accuracy(i, column)
+            assert record[f"benchmark/{column}"] == accuracy(i, column)
     assert benchmarks.arch_string(geno) == benchmarks.arch_string(spaces.load(derived[-1]))
     # `dnas plot`'s diagnostics figure has the curves (the NAS-Bench-201 paper's figure).
     fig = viz.diagnostics(viz.load_run(str(tmp_path / "run")))
-    (ax,) = [a for a in fig.axes if a.get_title().startswith("NAS-Bench-201")]
+    (ax,) = [a for a in fig.axes if a.get_title().startswith("the derived cell's published")]
     lines = {line.get_label(): list(line.get_ydata()) for line in ax.get_lines()}
-    assert lines == {f"nb201/{c}": [r[f"nb201/{c}"] for r in epochs] for c in benchmarks.COLUMNS}
+    keys = [f"benchmark/{c}" for c in benchmarks.COLUMNS]
+    assert lines == {k: [r[k] for r in epochs] for k in keys}
 
 
 def test_a_bad_table_stops_the_search_before_its_workdir(tmp_path):
     c = configlib.default_config()
     c.space, c.progress = "nb201", False
-    c.benchmark.nb201 = str(write(tmp_path / "short.csv", full_rows()[:10]))
+    c.benchmark.table = str(write(tmp_path / "short.csv", full_rows()[:10]))
     with pytest.raises(benchmarks.BenchmarkError, match="10 of NAS-Bench-201's"):
         pipeline.search_genotype(c, str(tmp_path / "run"))
     assert not (tmp_path / "run").exists()

@@ -104,7 +104,7 @@ CASES = {
     "hardware.a": (["x", NAN], 0.1),
     "hardware.b": (["x"], None),
     "hardware.scale": ([[1]], 2.0),
-    "benchmark.nb201": ([3, None], ""),  # a path (its file and space: test_benchmarks.py)
+    "benchmark.table": ([3, None], ""),  # a path (its file and space: test_benchmarks.py)
     "train.C": ([0, -3], 1),
     "train.layers": ([0], 3),
     "train.epochs": ([0, -1], 1),

@@ -550,8 +550,8 @@ def test_hessian_eigenvalue_matches_dense_eigendecomposition():
             logits = jnp.mean(node, (1, 2)) @ head
             return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
 
-        dense = jax.jacrev(
-            jax.jacrev(lambda a: loss({"normal": a.reshape(alphas["normal"].shape)}))
+        dense = jax.jit(  # compiled: an eager jacrev of jacrev through the scans is slow
+            jax.jacrev(jax.jacrev(lambda a: loss({"normal": a.reshape(alphas["normal"].shape)})))
         )(alphas["normal"].ravel())
         eig = np.linalg.eigvalsh(np.asarray(dense))
         want = eig[np.argmax(np.abs(eig))]

@@ -38,7 +38,8 @@ def as_f64(tree):
 def init_supernet(model, seed: int = 0):
     """float64 parameters of `model` (call inside `jax.enable_x64`)."""
     w = uniform(model.layers)
-    return as_f64(model.init(jax.random.key(seed), tokens(), w, train=False))
+    init = jax.jit(lambda key: model.init(key, tokens(), w, train=False))  # compiles fast
+    return as_f64(init(jax.random.key(seed, impl="unsafe_rbg")))
 
 
 def subtree(tree, like):

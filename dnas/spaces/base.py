@@ -131,6 +131,9 @@ class Space(NamedTuple):
         [mix_weights,] carry=, mask=, train=)` -> (logits_BLV, carry, hiddens_BLH), with
         `init_carry(batch_size)`; `op_costs` and `candidates` take `input_shape` = (seq_len,)
         and count per token).
+      ground_truth: path -> the published results of every architecture of a benchmark space,
+        read from a user's table: an object with `columns` and `lookup(genotype)` -> {column:
+        value} (NAS-Bench-201: `nb201.py`); None where the space has no benchmark.
     """
 
     name: str
@@ -162,6 +165,7 @@ class Space(NamedTuple):
     mask: Mapping[str, np.ndarray] | None = None
     modality: str = "image"
     diagrams: Callable[[Genotype], Mapping[str, Diagram]] | None = None
+    ground_truth: Callable[[str], Any] | None = None
 
     @property
     def groups(self) -> tuple[str, ...]:
