@@ -102,11 +102,11 @@ def group_rows(runs: Sequence[RunResult], confidence: float = 0.95) -> list[dict
         groups.setdefault(r.group, []).append(r)
     rows = []
     for group, members in groups.items():
+        members = sorted(members, key=lambda r: r.seed)
         seeds = [r.seed for r in members]
         if len(set(seeds)) != len(seeds):
             raise ValueError(f"group {group!r} has seed {seeds} more than once")
-        members = sorted(members, key=lambda r: r.seed)
-        row = _row(group, [r.seed for r in members], [r.value for r in members], confidence)
+        row = _row(group, seeds, [r.value for r in members], confidence)
         row |= {
             "params": _mean([r.params for r in members]),
             "macs": _mean([r.macs for r in members]),

@@ -121,8 +121,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, select: Select | None =
     configlib.validate(config)
     clock = loop.Clock()
     check_monitor_options(config)
-    if config.benchmark.table:  # read and checked whole (cached for the monitor) before the
-        spaces.get(config.space).ground_truth(config.benchmark.table)  # workdir exists
+    benchmark = None  # the space's published results, read and checked before the workdir
+    if config.benchmark.table:
+        benchmark = spaces.get(config.space).ground_truth(config.benchmark.table)
     workdir = configlib.prepare_workdir(workdir, config)
     loop.enable_compilation_cache(config.compilation_cache_dir)
     mesh = parallel.make_mesh(config.num_devices)
@@ -152,7 +153,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, select: Select | None =
         lm.check_corpus(workdir, su.text.corpus)
         batches = parallel.shard_batches(lm.search_batches(su.text, start), mesh)
     writer = metrics.MetricWriter(workdir)
-    monitor = EpochMonitor(config, su, writer, workdir, mesh)
+    monitor = EpochMonitor(config, su, writer, workdir, mesh, benchmark)
     # The supernet on the whole validation split (the alphas' half) at every epoch end, as the
     # DARTS reference's `infer` (`eval_val/`).
     rep, split = parallel.replicated(mesh), parallel.batch_sharded(mesh)
@@ -298,7 +299,8 @@ class EpochMonitor:
     """What runs at every epoch end of a search: the derived genotype and alpha statistics go to
     the writer, with the collapse diagnostics (skip connections in the normal cell; every
     `search.hessian_every_epochs` epochs the dominant eigenvalue of the validation-loss Hessian
-    w.r.t. the alphas, on one fixed validation batch), and DARTS+ early stopping decides whether
+    w.r.t. the alphas, on one fixed validation batch; with `benchmark`, the space's table of
+    published results, the derived cell's), and DARTS+ early stopping decides whether
     to stop (`search.early_stop`: 'skip' when the normal cell has `early_stop_skips` skip
     connections, 'stable' when the ranking of the learnable ops' weights on every edge has not
     changed for `early_stop_patience` epochs). The diagnostic's validation batch is augmented as
@@ -306,15 +308,14 @@ class EpochMonitor:
     The rankings of earlier epochs come from the workdir's `alpha_history/`, so they survive a
     resume; a stop writes `early_stop.json`, and a resumed stopped search does not go on."""
 
-    def __init__(self, config, su: search_step.SearchSetup, writer, workdir: str, mesh):
+    def __init__(
+        self, config, su: search_step.SearchSetup, writer, workdir: str, mesh, benchmark=None
+    ):
         s = config.search
         self.su, self.s, self.writer, self.workdir = su, s, writer, workdir
         self.stop_path = os.path.join(workdir, "early_stop.json")
         self.stop_record: dict | None = None
-        # The space's benchmark of published results (Space.ground_truth; `run` read it).
-        self.benchmark = None
-        if config.benchmark.table:
-            self.benchmark = su.space.ground_truth(config.benchmark.table)
+        self.benchmark = benchmark  # Space.ground_truth's table (benchmark.table), or None
         self.hessian = None
         if s.hessian_every_epochs > 0:
             batch = next(data.batches(su.alphas_source, s.batch_size, seed=config.seed + 2))

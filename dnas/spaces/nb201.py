@@ -208,7 +208,12 @@ def to_string(genotype: Genotype) -> str:
     """The NAS-Bench-201 arch string, e.g. `|nor_conv_3x3~0|+|none~0|skip_connect~1|+...`, the
     key of the benchmark's `query_index_by_arch`."""
     cells.check_space(TOPOLOGY, genotype)
-    return "+".join("|" + "".join(f"{op}~{src}|" for op, src in node) for node in genotype.normal)
+    return _arch_text(genotype.normal)
+
+
+def _arch_text(nodes) -> str:
+    """Nodes of (op, input) edges as an arch string: `|op~input|...` per node, joined by `+`."""
+    return "+".join("|" + "".join(f"{op}~{src}|" for op, src in node) for node in nodes)
 
 
 _NB201 = "NAS-Bench-201 arch string"
@@ -345,8 +350,7 @@ def arch_string(genotype: Genotype) -> str:
             f"NAS-Bench-201's table answers for genotypes of the nb201 space, got a "
             f"{genotype.space} genotype"
         )
-    nodes = (sorted(node, key=lambda edge: edge[1]) for node in genotype.normal)
-    return "+".join("|" + "".join(f"{op}~{src}|" for op, src in node) for node in nodes)
+    return _arch_text(sorted(node, key=lambda edge: edge[1]) for node in genotype.normal)
 
 
 def all_arch_strings() -> Iterator[str]:
@@ -354,9 +358,7 @@ def all_arch_strings() -> Iterator[str]:
     nodes = TOPOLOGY.nodes  # (1, 2, 3): node j has an edge from each of 0..j-1
     for choice in itertools.product(PRIMITIVES, repeat=TOPOLOGY.num_edges):
         ops = iter(choice)
-        yield "+".join(
-            "|" + "".join(f"{next(ops)}~{src}|" for src in range(node)) for node in nodes
-        )
+        yield _arch_text([[(next(ops), src) for src in range(node)] for node in nodes])
 
 
 class NB201Table(NamedTuple):
@@ -454,11 +456,6 @@ def _parse(path: str, reader) -> NB201Table:
     return NB201Table(path, columns, rows)
 
 
-def ground_truth(path: str) -> NB201Table:
-    """NAS-Bench-201's published accuracies of every architecture, from the user's CSV table."""
-    return load_table(path)
-
-
 KNOWN: dict[str, Genotype] = {}  # filled below, once the space exists
 ARCH_STRING = TextFormat(
     "nb201", lambda text: from_string(text), to_string,
@@ -467,7 +464,7 @@ ARCH_STRING = TextFormat(
 )  # fmt: skip
 SPACE = cells.cell_space(
     TOPOLOGY, supernet=build_supernet, network=build_network, concat_field=False,
-    formats=(ARCH_STRING,), known=KNOWN, tiny_layers=1, ground_truth=ground_truth,
+    formats=(ARCH_STRING,), known=KNOWN, tiny_layers=1, ground_truth=load_table,
     protocols={d: (lambda c, d=d: protocol(c, d)) for d in DATASETS},
 )  # fmt: skip
 
