@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import importlib
 import json
@@ -279,7 +280,14 @@ def _plot(args: argparse.Namespace) -> int:
     fronts = [w for w in args.workdirs if os.path.isfile(os.path.join(w, viz.PARETO))]
     for root in fronts:  # a latency-target sweep (scripts/pareto.py): its Pareto front
         print(f"{root}: Pareto front in {viz.save_pareto(root, args.out, args.format)}")
-    args.workdirs = [w for w in args.workdirs if w not in fronts]
+    studies = [w for w in args.workdirs if os.path.isfile(os.path.join(w, "study.json"))]
+    for root in studies:  # a study (dnas study): its table of the trials finished so far
+        from dnas import study
+
+        study.table(root)
+        print(f"{root}: study figure in {viz.save_study(root, args.out, args.format)} "
+              f"(table: {os.path.join(root, 'results.md')})")  # fmt: skip
+    args.workdirs = [w for w in args.workdirs if w not in fronts and w not in studies]
     if not args.workdirs:
         return 0
     if len(args.workdirs) > 1 and not args.out:
@@ -331,7 +339,7 @@ def _plot_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "workdirs",
         nargs="+",
-        help="workdirs of dnas search / train / run, or the "
+        help="workdirs of dnas search / train / run, a study's folder (dnas study), or the "
         "root of a latency-target sweep (its pareto.json: scripts/pareto.py)",
     )
     p.add_argument("--out", help="output folder (default: <workdir>/figures)")
@@ -646,6 +654,69 @@ def _latency_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fit", action="store_true", help="fit and store the table's correction")
 
 
+STUDY_HELP = (
+    "run a study's trials (configs x grid x seeds) on Ray and tabulate them against random cells",
+    "STUDY.py's get_study() returns a dnas.study.Study: groups (configs and overrides), seeds, "
+    "a grid of overrides, what a trial runs (search + retrain, search alone scored by a benchmark "
+    "table, or retraining given cells) and each trial's Ray resources. Each trial is a dnas run "
+    "in DIR/<group>/seed<k>; running the study again skips finished trials and resumes the "
+    "others from their checkpoints. Writes DIR/results.md, .csv and .json (mean +- std, 95%% "
+    "intervals, cost, the paired comparison with each seed's random cell); dnas plot DIR draws "
+    "them. Without --address, a local Ray cluster.",
+)
+
+
+def _study(args: argparse.Namespace) -> int:
+    from dnas import signals, study
+
+    directory = args.dir or os.path.join(
+        "runs", "study-" + os.path.splitext(os.path.basename(args.study))[0]
+    )
+    if args.table_only:
+        rows, _, metric = study.table(directory)
+        from dnas import results
+
+        print(results.markdown(rows, metric), end="")
+        return 0
+    spec = study.load(args.study)
+    if args.seeds is not None:
+        from dnas import configlib
+
+        spec = dataclasses.replace(spec, seeds=configlib.parse_seeds(args.seeds))
+    resume = shlex.join(["dnas", "study", args.study, "--dir", os.path.abspath(directory)])
+    with signals.deferred():
+        try:
+            failed = study.run(
+                spec, directory, source=args.study, address=args.address,
+                max_concurrent=args.max_concurrent, report_every_s=args.report_every,
+            )  # fmt: skip
+        except signals.Interrupted as stopped:
+            print(f"dnas study: stopped by {stopped.signal_name}; the running trials "
+                  f"checkpointed; resume: {resume}", file=sys.stderr)  # fmt: skip
+            return stopped.exit_code
+    if failed:
+        print(f"dnas study: {failed} trial(s) failed (their logs above); after fixing the cause, "
+              f"run again to retry them: {resume}", file=sys.stderr)  # fmt: skip
+        return 1
+    return 0
+
+
+def _study_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("study", help=STUDY_HELP[0], description=STUDY_HELP[1])
+    p.add_argument("study", help="a study file (Python with get_study())")
+    p.add_argument("--dir", help="the study's folder (default: runs/study-<file name>); an "
+                   "existing one is resumed")  # fmt: skip
+    p.add_argument("--address", help="a running Ray cluster to join (HOST:PORT, or auto); "
+                   "default: start a local one")  # fmt: skip
+    p.add_argument("--max-concurrent", type=_positive_int, help="trials at a time (default: as "
+                   "many as the cluster's resources allow)")  # fmt: skip
+    p.add_argument("--seeds", help="these seeds instead of the study's, e.g. 0-4 or 0,2")
+    p.add_argument("--report-every", type=float, default=60.0, metavar="SECONDS",
+                   help="print the running trials' progress this often")  # fmt: skip
+    p.add_argument("--table-only", action="store_true", help="only tabulate the finished trials")
+    p.set_defaults(func=_study)
+
+
 COMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
     "run": _stage_parser("run", _run, "search, retrain the found and a random cell, summarise"),
     "search": _stage_parser("search", _search, "search a cell, write its genotype"),
@@ -664,6 +735,7 @@ COMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
     "export": _export_parser,
     "lut": _lut_parser,
     "latency": _latency_parser,
+    "study": _study_parser,
 }
 
 

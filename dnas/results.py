@@ -6,7 +6,7 @@ difference, its interval and the paired t-test). Written as Markdown, CSV and JS
 
 A run is read from its `summary.json` (what `dnas run` writes last), so only finished runs
 count; the random genotype of a seed may have been retrained by any run of that seed
-(`--config.baseline`: `scripts/methods_table.py` retrains it once per seed).
+(`--config.baseline`: a study, `dnas.study`, retrains it once per seed).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from dnas import stats
+from dnas import spaces, stats
 from dnas import workdir as workdir_lib
 
 SUMMARY = "summary.json"
@@ -43,6 +43,8 @@ class RunResult(NamedTuple):
     search_s: float
     retrain_s: float
     genotype: str
+    benchmark: dict[str, float] = {}  # noqa: RUF012  the searched cell's published results
+    random_benchmark: dict[str, float] = {}  # noqa: RUF012  the random cell's, if it counts
 
 
 def read_run(workdir: str, group: str, seed: int) -> RunResult:
@@ -63,6 +65,23 @@ def read_run(workdir: str, group: str, seed: int) -> RunResult:
 
 
 def _result(summary: dict, workdir: str, group: str, seed: int) -> RunResult:
+    truth = summary.get("benchmark", {})  # the benchmark table's results, percent
+    if "retrain" not in summary:  # a search alone (a study's "search" trials)
+        if not truth.get("searched"):
+            raise ValueError(
+                "a search without retraining has a result only from the space's benchmark table: "
+                "set --config.benchmark.table (or retrain the cells)"
+            )
+        column = next(iter(truth["searched"]))  # the table's first: e.g. cifar10_test
+        random = truth.get("random", {})
+        return RunResult(
+            group=group, seed=int(seed), workdir=workdir, metric=f"benchmark/{column}",
+            value=float(truth["searched"][column]),
+            random_value=float(random[column]) if column in random else None,
+            params=math.nan, macs=math.nan, search_s=float(summary.get("search_wall_s", math.nan)),
+            retrain_s=math.nan, genotype=spaces.from_json(summary["genotype"]).to_string(),
+            benchmark=dict(truth["searched"]), random_benchmark=dict(random),
+        )  # fmt: skip
     searched = summary["retrain"]["searched"]
     text = "test_perplexity" in searched
     metric = "test_perplexity" if text else "test_accuracy"
@@ -78,6 +97,8 @@ def _result(summary: dict, workdir: str, group: str, seed: int) -> RunResult:
         macs=float(searched.get("macs", searched.get("macs_per_token", math.nan))),
         search_s=float(summary.get("search_wall_s", math.nan)),
         retrain_s=float(searched.get("wall_s", math.nan)), genotype=str(searched["genotype"]),
+        benchmark=dict(truth.get("searched", {})),
+        random_benchmark=dict(truth.get("random", {})) if random is not None else {},
     )  # fmt: skip
 
 
@@ -94,9 +115,11 @@ def group_rows(runs: Sequence[RunResult], confidence: float = 0.95) -> list[dict
     if len(metrics) != 1:
         raise ValueError(f"runs report different metrics {sorted(metrics)}: tabulate them apart")
     random: dict[int, float] = {}
+    random_truth: dict[int, dict[str, float]] = {}
     for r in runs:
         if r.random_value is not None:
             random.setdefault(r.seed, r.random_value)
+            random_truth.setdefault(r.seed, r.random_benchmark)
     groups: dict[str, list[RunResult]] = {}
     for r in runs:
         groups.setdefault(r.group, []).append(r)
@@ -113,7 +136,7 @@ def group_rows(runs: Sequence[RunResult], confidence: float = 0.95) -> list[dict
             "search_s": _mean([r.search_s for r in members]),
             "retrain_s": _mean([r.retrain_s for r in members]),
             "genotypes": [r.genotype for r in members],
-        }
+        } | _benchmark_means([r.benchmark for r in members])
         pairs = [(r.value, random[r.seed]) for r in members if r.seed in random]
         if pairs:
             p = stats.paired([a for a, _ in pairs], [b for _, b in pairs], confidence)
@@ -123,8 +146,15 @@ def group_rows(runs: Sequence[RunResult], confidence: float = 0.95) -> list[dict
         rows.append(row)
     if random:
         seeds = sorted(random)
-        rows.append(_row(RANDOM_GROUP, seeds, [random[s] for s in seeds], confidence))
+        row = _row(RANDOM_GROUP, seeds, [random[s] for s in seeds], confidence)
+        rows.append(row | _benchmark_means([random_truth[s] for s in seeds]))
     return rows
+
+
+def _benchmark_means(truths: list[dict[str, float]]) -> dict[str, float]:
+    """`benchmark/<column>`: the mean of the benchmark table's results over runs that have them."""
+    columns = dict.fromkeys(c for t in truths for c in t)
+    return {f"benchmark/{c}": _mean([t[c] for t in truths if c in t]) for c in columns}
 
 
 def _row(group: str, seeds: list[int], values: list[float], confidence: float) -> dict:
@@ -139,12 +169,25 @@ def _num(value: Any, digits: int = 2) -> str:
     return f"{value:,.{digits}f}"
 
 
+def _unit(metric: str) -> str:
+    if metric.startswith("benchmark/"):
+        return f"{metric.removeprefix('benchmark/')} (%, published)"
+    return "test acc (%)" if metric == "test_accuracy" else "test ppl"
+
+
+def _benchmark_columns(rows: Sequence[dict], metric: str) -> list[str]:
+    keys = dict.fromkeys(k for r in rows for k in r if k.startswith("benchmark/"))
+    return [k for k in keys if k != metric]
+
+
 def markdown(rows: Sequence[dict], metric: str = "test_accuracy") -> str:
-    unit = "test acc (%)" if metric == "test_accuracy" else "test ppl"
+    """The rows as a Markdown table: the metric, its interval, cost, the paired comparison with
+    the random genotypes, and the benchmark table's published results (percent) if any."""
+    extra = _benchmark_columns(rows, metric)
     lines = [
-        f"| group | seeds | {unit} mean +- std | 95% CI | params | M MACs | search s | retrain s "
-        "| vs random (paired) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        f"| group | seeds | {_unit(metric)} mean +- std | 95% CI | params | M MACs | search s "
+        f"| retrain s | vs random (paired) |{''.join(f' {_unit(k)} |' for k in extra)}",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |" + " ---: |" * len(extra),
     ]
     for r in rows:
         vs = "-"
@@ -158,6 +201,7 @@ def markdown(rows: Sequence[dict], metric: str = "test_accuracy") -> str:
             f"| [{_num(r['ci_low'])}, {_num(r['ci_high'])}] | {_num(r.get('params'), 0)} "
             f"| {_num(None if macs is None else macs / 1e6)} | {_num(r.get('search_s'), 0)} "
             f"| {_num(r.get('retrain_s'), 0)} | {vs} |"
+            + "".join(f" {_num(r.get(k))} |" for k in extra)
         )
     return "\n".join(lines) + "\n"
 
@@ -167,13 +211,15 @@ CSV_COLUMNS = ("group", "n", "mean", "std", "ci_low", "ci_high", "params", "macs
                "vs_random_ci_high", "vs_random_t", "vs_random_p", "seeds", "values")  # fmt: skip
 
 
-def to_csv(rows: Sequence[dict]) -> str:
+def to_csv(rows: Sequence[dict], metric: str = "test_accuracy") -> str:
+    """The rows as CSV: `CSV_COLUMNS`, then the benchmark table's columns, if any."""
+    columns = [*CSV_COLUMNS, *_benchmark_columns(rows, metric)]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
+    writer.writerow(columns)
     for r in rows:
         cells = []
-        for c in CSV_COLUMNS:
+        for c in columns:
             v = r.get(c)
             cells.append(" ".join(map(str, v)) if isinstance(v, list) else "" if v is None else v)
         writer.writerow(cells)
@@ -184,7 +230,7 @@ def write_tables(rows: Sequence[dict], directory: str, metric: str = "test_accur
     """`results.md`, `results.csv`, `results.json` in `directory`, each written atomically."""
     finite = [{k: None if isinstance(v, float) and not math.isfinite(v) else v
                for k, v in r.items()} for r in rows]  # fmt: skip  # JSON has no NaN: null
-    texts = (markdown(rows, metric), to_csv(rows),
+    texts = (markdown(rows, metric), to_csv(rows, metric),
              json.dumps({"metric": metric, "rows": finite}, indent=1) + "\n")  # fmt: skip
     paths = [os.path.join(directory, name) for name in FILES]
     for path, text in zip(paths, texts, strict=True):

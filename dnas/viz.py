@@ -874,6 +874,68 @@ def pareto_figure(points: Sequence[Mapping[str, Any]], reference: Sequence[Mappi
     return fig
 
 
+def study_figure(rows: Sequence[Mapping[str, Any]], metric: str = "test_accuracy"):
+    """A study's table (`results.group_rows`) drawn: per group (the random genotypes last) a box
+    of its seeds' metric with each seed a dot and the mean's 95% interval as a bar beside it;
+    then the groups' mean metric against their mean cost, parameters and search + retraining
+    time, with std bars (a panel only where the groups have that cost)."""
+    fig = _figure(figsize=(12.0, 3.8))
+    axes = fig.subplots(1, 3, width_ratios=(1.4, 1, 1))
+    label = {"test_accuracy": "test accuracy (%)", "test_perplexity": "test perplexity"}.get(
+        metric, f"{metric.removeprefix('benchmark/')} (%, published)"
+    )
+    ax = axes[0]
+    values = [r["values"] for r in rows]
+    positions = np.arange(len(rows))
+    ax.boxplot(values, positions=positions, widths=0.5, showfliers=False,
+               medianprops={"color": "tab:orange"})  # fmt: skip
+    rng = np.random.default_rng(0)  # a fixed jitter: the same study draws the same figure
+    for i, v in enumerate(values):
+        ax.scatter(i + rng.uniform(-0.12, 0.12, len(v)), v, s=16, color="k", zorder=3)
+        r = rows[i]
+        if np.isfinite(r.get("ci_low") or np.nan):
+            ax.errorbar(i + 0.33, r["mean"], yerr=[[r["mean"] - r["ci_low"]],
+                        [r["ci_high"] - r["mean"]]], fmt="o", color="tab:blue", ms=4,
+                        capsize=3)  # fmt: skip
+    ax.set_xticks(positions, [r["group"] for r in rows], rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel(label)
+    ax.set_title("per group: seeds, box, mean's 95% interval", fontsize=9)
+    ax.grid(alpha=0.3, axis="y")
+    costs = (("params", "parameters"), ("time_s", "search + retraining time (s)"))
+    for ax, (key, xlabel) in zip(axes[1:], costs, strict=True):
+        shown = 0
+        for r in rows:
+            cost = r.get(key)
+            if key == "time_s":
+                parts = [r.get("search_s"), r.get("retrain_s")]
+                parts = [p for p in parts if p is not None and np.isfinite(p)]
+                cost = sum(parts) if parts else None
+            if cost is None or not np.isfinite(cost):
+                continue
+            std = r.get("std")
+            ax.errorbar(cost, r["mean"], yerr=std if std is not None and np.isfinite(std) else None,
+                        fmt="o", capsize=3, label=r["group"])  # fmt: skip
+            shown += 1
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        if shown:
+            ax.legend(fontsize=7)
+        else:
+            ax.text(0.5, 0.5, "no group has this cost", ha="center", va="center",
+                    transform=ax.transAxes, fontsize=9)  # fmt: skip
+    return fig
+
+
+def save_study(study_dir: str, out_dir: str | None = None, fmt: str = "png") -> str:
+    """`study_figure` of a study's `results.json` as `<out_dir or study_dir>/results.<fmt>`."""
+    with open(os.path.join(study_dir, "results.json")) as f:
+        data = json.load(f)
+    none_to_nan = lambda r: {k: np.nan if v is None else v for k, v in r.items()}
+    fig = study_figure([none_to_nan(r) for r in data["rows"]], data["metric"])
+    return os.path.abspath(save_figure(fig, os.path.join(out_dir or study_dir, f"results.{fmt}")))
+
+
 PARETO = "pareto.json"  # a latency-target sweep's results (scripts/pareto.py)
 
 

@@ -36,9 +36,10 @@ else:
 # Tests of a minute or more on 2 cores (`--durations`), started first: a long test started last
 # would run alone at the end.
 SLOW_FIRST = (
+    "test_notebooks.py::test_a_killed_study_resumed_by_notebook_3_ends_with_the_uninterrupted_table",
     "test_hardware_strategies.py::test_smoke_config_measures_its_table_and_prices_its_alphas",
     "test_parallel.py::test_on_8_simulated_devices",
-    "test_precision.py::test_a_short_bfloat16_search_and_retraining_end_within_1pct_of_float32",
+    "test_precision.py::test_a_short_bfloat16_search_and_retraining_end_within_2pct_of_float32",
     "test_search_methods.py::test_early_stop_hessian_and_evolution",
     "test_search_methods.py::test_pdarts_stages",
     "test_chain_spaces.py::test_active_paths_equal_the_full_mixture_and_its_gradients",

@@ -13,9 +13,10 @@ import sys
 from pathlib import Path
 from typing import ClassVar
 
+import numpy as np
 import pytest
 
-from dnas import configlib, pipeline, spaces, viz
+from dnas import configlib, pipeline, results, spaces, viz
 from dnas.spaces import nb201 as benchmarks
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -188,6 +189,24 @@ def test_search_logs_its_derived_cells_accuracies_every_epoch(table_path, tmp_pa
     lines = {line.get_label(): list(line.get_ydata()) for line in ax.get_lines()}
     keys = [f"benchmark/{c}" for c in benchmarks.COLUMNS]
     assert lines == {k: [r[k] for r in epochs] for k in keys}
+    # A study's "search" trial: the finished search summarised with the table's accuracies of
+    # its cell and of the seed's random cell (no retraining), which the study's table reports.
+    summary = pipeline.run(c, str(tmp_path / "run"), retrain=False)
+    random = spaces.get("nb201").random_genotype(np.random.default_rng(c.seed))
+    truth = lambda g: {k: accuracy(ARCHS.index(benchmarks.arch_string(g)), k)
+                       for k in benchmarks.COLUMNS}  # fmt: skip
+    assert "retrain" not in summary
+    assert summary["benchmark"] == {"searched": truth(geno), "random": truth(random)}
+    run = results.read_run(str(tmp_path / "run"), "darts", c.seed)
+    assert run.metric == "benchmark/cifar10_test"
+    assert (run.value, run.random_value) == (truth(geno)["cifar10_test"],
+                                             truth(random)["cifar10_test"])  # fmt: skip
+    (row, random_row) = results.group_rows([run])
+    assert row["benchmark/cifar100_test"] == truth(geno)["cifar100_test"]
+    assert random_row["benchmark/cifar100_test"] == truth(random)["cifar100_test"]
+    table = results.markdown([row, random_row], run.metric)
+    assert "cifar10_test (%, published) mean +- std" in table
+    assert f"| darts | 1 | {truth(geno)['cifar10_test']:.2f} +- - |" in table
 
 
 def test_a_bad_table_stops_the_search_before_its_workdir(tmp_path):

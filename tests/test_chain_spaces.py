@@ -173,7 +173,7 @@ def test_the_folded_mixture_equals_one_module_per_op_and_so_do_its_gradients(nam
         return jnp.sum(jnp.sin(y)), y
 
     def close(a, b):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(np.abs(b).max()))
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4 * float(np.abs(b).max()))
 
     folds = ({"fold": False}, {"fold": True}, {"fold": True, "fold_depthwise": True})
     grads = [jax.value_and_grad(functools.partial(loss, f), (0, 1, 2), has_aux=True) for f in folds]
@@ -183,7 +183,8 @@ def test_the_folded_mixture_equals_one_module_per_op_and_so_do_its_gradients(nam
     for (_, got), got_grads in folded:
         close(got, want)
         # float32 rounding: sums of many terms (a mixing weight's or a kernel's gradient sums over
-        # the batch and the pixels) differ by up to ~1e-5 of the largest entry, not of each one.
+        # the batch and the pixels) differ by up to ~1e-5 of the largest entry (2.5e-5 on an
+        # AVX-512 CPU), not of each one.
         for a, b in zip(jax.tree.leaves(got_grads), jax.tree.leaves(want_grads), strict=True):
             close(a, b)
     # The supernet folds by default, in the same parameter layout as unfolded.

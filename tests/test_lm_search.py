@@ -200,8 +200,11 @@ def test_text_sweep_members_match_their_own_searches():
         state1, out1 = step1(state1, *batch1)
         for key in ("train/loss", "val/loss", "grad_norm/weights"):
             np.testing.assert_allclose(out[f"m1/{key}"], out1[key], rtol=1e-5)
-    np.testing.assert_allclose(states.alphas["recurrent"][1], state1.alphas["recurrent"],
-                               rtol=1e-4, atol=1e-7)  # fmt: skip
+    # To 1e-3 of the largest alpha: an alpha whose gradient is near zero moves by rounding (on an
+    # AVX-512 CPU one entry of 180 by 2e-4 of the largest); another seed's differ entirely.
+    want = np.asarray(state1.alphas["recurrent"])
+    np.testing.assert_allclose(states.alphas["recurrent"][1], want, rtol=1e-4,
+                               atol=1e-3 * float(np.abs(want).max()))  # fmt: skip
 
 
 def test_random_search_with_weight_sharing_on_text(tmp_path):

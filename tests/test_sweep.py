@@ -72,7 +72,12 @@ def test_sweep_equals_separate_searches(swept):
         got = np.load(root / "sweep" / f"m{i}" / "alphas.npz")
         want = np.load(root / f"single{i}" / "alphas.npz")
         for cell in want.files:
-            np.testing.assert_allclose(got[cell], want[cell], rtol=1e-4, atol=1e-7)
+            # "Up to float summation order": vmapped convolutions sum in another order, and
+            # Adam's sign-like first steps amplify that where a gradient is near zero (on an
+            # AVX-512 CPU up to 0.2% of the largest alpha after 9 steps). Another seed or value
+            # would differ by about the alphas' own size.
+            atol = 1e-2 * float(np.abs(want[cell]).max())
+            np.testing.assert_allclose(got[cell], want[cell], rtol=1e-4, atol=atol)
         alphas[i] = want["normal"]
         stored = spaces.load_json(root / "sweep" / f"m{i}" / "genotype.json")
         assert stored == geno
