@@ -691,8 +691,9 @@ def _study(args: argparse.Namespace) -> int:
                 max_concurrent=args.max_concurrent, report_every_s=args.report_every,
             )  # fmt: skip
         except signals.Interrupted as stopped:
-            print(f"dnas study: stopped by {stopped.signal_name}; the running trials "
-                  f"checkpointed; resume: {resume}", file=sys.stderr)  # fmt: skip
+            print(f"dnas study: stopped by {stopped.signal_name}; each running trial stopped at "
+                  f"its next step, checkpointed (its log in DIR/logs says where); resume: "
+                  f"{resume}", file=sys.stderr)  # fmt: skip
             return stopped.exit_code
     if failed:
         print(f"dnas study: {failed} trial(s) failed (their logs above); after fixing the cause, "

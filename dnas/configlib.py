@@ -998,6 +998,25 @@ def method_variant(
     return c
 
 
+def call_user_file(path: str, function: str, what: str, error: type[Exception], *args: Any) -> Any:
+    """Executes the Python file at `path` (a config or a study: the user's code) and returns its
+    `function(*args)`; whatever goes wrong is `error` with a one-line message naming the file."""
+    if not os.path.isfile(path):
+        raise error(f"{what} {path!r} does not exist")
+    module_spec = importlib.util.spec_from_file_location(f"dnas_user_{function}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as err:  # the user's file: report it, whatever it raised
+        raise error(f"{what} {path!r} failed to load: {type(err).__name__}: {err}") from err
+    if not hasattr(module, function):
+        raise error(f"{what} {path!r} has no {function}() function")
+    try:
+        return getattr(module, function)(*args)
+    except Exception as err:  # the user's code: report it, whatever it raised
+        raise error(f"{function}() in {path!r} failed: {type(err).__name__}: {err}") from err
+
+
 def load(spec: str | None) -> ml_collections.ConfigDict:
     """`None` -> the default; `path.py` or `path.py:arg` -> that file's `get_config(arg)`;
     `path.json`, or a workdir holding `config.json` -> that config (`load_json`)."""
@@ -1013,22 +1032,7 @@ def load(spec: str | None) -> ml_collections.ConfigDict:
             f"--config expects a Python file path[.py][:arg], a config.json or a workdir holding "
             f"one, got {spec!r}"
         )
-    if not os.path.isfile(path):
-        raise ConfigError(f"config file {path!r} does not exist")
-    module_spec = importlib.util.spec_from_file_location("dnas_user_config", path)
-    module = importlib.util.module_from_spec(module_spec)
-    try:
-        module_spec.loader.exec_module(module)
-    except Exception as err:  # the user's file: report it, whatever it raised
-        message = f"config file {path!r} failed to load: {type(err).__name__}: {err}"
-        raise ConfigError(message) from err
-    if not hasattr(module, "get_config"):
-        raise ConfigError(f"config file {path!r} has no get_config() function")
-    try:
-        config = module.get_config(arg) if arg else module.get_config()
-    except Exception as err:  # the user's code: report it, whatever it raised
-        message = f"get_config() in {path!r} failed: {type(err).__name__}: {err}"
-        raise ConfigError(message) from err
+    config = call_user_file(path, "get_config", "config file", ConfigError, *([arg] if arg else []))
     if not isinstance(config, ml_collections.ConfigDict):
         raise ConfigError(f"get_config() in {path!r} must return an ml_collections.ConfigDict")
     return config

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib.util
 import itertools
 import json
 import logging
@@ -136,19 +135,7 @@ class Trial:
 
 def load(path: str) -> Study:
     """The `Study` of a study file's `get_study()`; a `StudyError` saying what is wrong."""
-    if not os.path.isfile(path):
-        raise StudyError(f"study file {path!r} does not exist")
-    spec = importlib.util.spec_from_file_location("dnas_user_study", path)
-    module = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(module)
-        study = module.get_study()
-    except AttributeError as err:
-        if not hasattr(module, "get_study"):
-            raise StudyError(f"study file {path!r} has no get_study() function") from None
-        raise StudyError(f"study file {path!r} failed: AttributeError: {err}") from err
-    except Exception as err:  # the user's code: report it, whatever it raised
-        raise StudyError(f"study file {path!r} failed: {type(err).__name__}: {err}") from err
+    study = configlib.call_user_file(path, "get_study", "study file", StudyError)
     if not isinstance(study, Study):
         raise StudyError(
             f"get_study() in {path!r} must return a dnas.study.Study, got {type(study).__name__}"
@@ -265,14 +252,16 @@ def _logging_to_stderr() -> Iterator[None]:
     logger = logging.getLogger("dnas")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
-    level = logger.level
+    level, propagate = logger.level, logger.propagate
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+    logger.propagate = False  # once: Ray's workers give the root logger a handler too
     try:
         yield
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
+        logger.propagate = propagate
 
 
 def run_trial(trial: Trial, kind: str) -> dict:
@@ -289,7 +278,11 @@ def run_trial(trial: Trial, kind: str) -> dict:
                 from dnas import spaces
 
                 genotype = spaces.load(trial.genotype)
-            pipeline.run(trial.config, trial.workdir, genotype, retrain=kind != "search")
+            try:
+                pipeline.run(trial.config, trial.workdir, genotype, retrain=kind != "search")
+            except signals.Interrupted as stopped:  # ray.cancel, Ctrl-C: say where it stood
+                print(f"# stopped: {stopped.describe(root=trial.workdir)}", flush=True)
+                raise
     with open(os.path.join(trial.workdir, results.SUMMARY)) as f:
         return json.load(f)
 
@@ -342,8 +335,11 @@ def table(study_dir: str) -> tuple[list[dict], list[results.RunResult], str]:
     return rows, runs, runs[0].metric
 
 
-def _status(trial: Trial) -> str:
-    """Where a running trial stands: its newest metrics file's phase and last step."""
+def _status(trial: Trial, since: float) -> str:
+    """Where a submitted trial stands: queued (its log not written since `since`), or its newest
+    metrics file's phase and last step."""
+    if not os.path.isfile(trial.log) or os.path.getmtime(trial.log) < since:
+        return "queued"
     newest, when = None, -1.0
     for root, dirs, files in os.walk(trial.workdir):
         dirs[:] = [d for d in dirs if d not in ("checkpoints", "tb", "alpha_history")]
@@ -352,18 +348,21 @@ def _status(trial: Trial) -> str:
             if mtime > when:
                 newest, when = os.path.join(root, "metrics.jsonl"), mtime
     if newest is None:
-        return "starting"
+        return "starting (compiling)"
     phase = os.path.relpath(os.path.dirname(newest), trial.workdir)
     phase = "search" if phase == "." else phase
     with open(newest, "rb") as f:
-        f.seek(max(0, os.path.getsize(newest) - 4096))
-        lines = f.read().decode(errors="replace").splitlines()[1:] or [""]
+        start = max(0, os.path.getsize(newest) - 4096)
+        f.seek(start)
+        lines = f.read().decode(errors="replace").splitlines()[1 if start else 0 :]
     step, epoch = None, None
     for line in reversed(lines):
         with contextlib.suppress(ValueError):
             record = json.loads(line)
             step = record.get("step") if step is None else step
             epoch = record.get("epoch") if epoch is None else epoch
+    if step is None:
+        return f"{phase}: compiling"
     return f"{phase} step {step}" + (f" epoch {epoch}" if epoch is not None else "")
 
 
@@ -392,20 +391,22 @@ def run(
 
     base_dir = os.path.dirname(os.path.abspath(source)) if source else "."
     all_trials = trials(study, study_dir, base_dir)
-    os.makedirs(study_dir, exist_ok=True)
-    write_description(study, all_trials, study_dir, source)
     todo = [t for t in all_trials if not t.finished]
     print_fn(f"study {study_dir}: {len(all_trials)} trials, {len(all_trials) - len(todo)} "
              f"finished, {len(todo)} to run")  # fmt: skip
     failed = 0
-    if todo:
+    if not todo:
+        write_description(study, all_trials, study_dir, source)
+    else:
         started = time.time()
         with warnings.catch_warnings():  # JAX's, as Ray forks and executes its processes
             warnings.filterwarnings("ignore", "os.fork", RuntimeWarning)
             ray.init(address=address, include_dashboard=False, log_to_driver=False,
                      runtime_env={"env_vars": _environment()})  # fmt: skip
         try:
-            _check_resources(ray, study.resources, address, print_fn)
+            _check_resources(ray, study.resources, address, print_fn)  # before any file
+            os.makedirs(study_dir, exist_ok=True)
+            write_description(study, all_trials, study_dir, source)
             failed = _drive(ray, study, todo, max_concurrent, report_every_s, print_fn, started)
         finally:
             ray.shutdown()
@@ -462,13 +463,14 @@ def _drive(ray, study, todo, max_concurrent, report_every_s, print_fn, started) 
                          f"{time.time() - since:.0f} s: {_score(summary)}")  # fmt: skip
             if running and time.time() - last_report >= report_every_s:
                 last_report = time.time()
-                print_fn(f"study: {done} done, {failed} failed, {len(running)} running, "
-                         f"{len(pending)} waiting, {time.time() - started:.0f} s")  # fmt: skip
+                print_fn(f"study: {done} done, {failed} failed, {len(running)} submitted to "
+                         f"Ray, {len(pending)} waiting, {time.time() - started:.0f} s")  # fmt: skip
                 for trial, since in running.values():
-                    print_fn(f"  {trial.name}: {_status(trial)} ({time.time() - since:.0f} s)")
+                    status = _status(trial, since)
+                    print_fn(f"  {trial.name}: {status} ({time.time() - since:.0f} s)")
     except BaseException:  # a signal (KeyboardInterrupt, dnas.signals) or an error: stop them
         for ref in running:
-            ray.cancel(ref)  # SIGINT in the worker: the trial checkpoints and stops
+            ray.cancel(ref)  # SIGINT in the worker: the trial checkpoints its step and stops
         with contextlib.suppress(Exception):
             ray.wait(list(running), num_returns=len(running), timeout=60.0)
         raise

@@ -147,3 +147,12 @@ def test_table_only_and_plot_read_the_finished_trials(tmp_path, capsys):
     assert rows[1]["vs_random_diff"] == pytest.approx(((70 - 50) + (60 - 60)) / 2)
     assert cli.main(["plot", str(tmp_path), "--format", "svg"]) == 0
     assert (tmp_path / "results.svg").read_text().startswith("<?xml")
+
+
+def test_a_resource_request_the_local_cluster_cannot_meet_is_refused(tmp_path):
+    """A trial asking for a GPU on a local cluster without one would wait forever: refused
+    before anything is written (a joined cluster only warns: an autoscaler may add nodes)."""
+    s = Study(groups=[Group("a", DARTS)], seeds=(0,), resources={"num_gpus": 1})
+    with pytest.raises(StudyError, match=r"asks for \{'num_gpus': 1\} but the cluster has"):
+        study.run(s, str(tmp_path / "study"))
+    assert not (tmp_path / "study").exists()
