@@ -660,7 +660,7 @@ STUDY_HELP = (
     "a grid of overrides, what a trial runs (search + retrain, search alone scored by a benchmark "
     "table, or retraining given cells) and each trial's Ray resources. Each trial is a dnas run "
     "in DIR/<group>/seed<k>; running the study again skips finished trials and resumes the "
-    "others from their checkpoints. Writes DIR/results.md, .csv and .json (mean +- std, 95%% "
+    "others from their checkpoints. Writes DIR/results.md, .csv and .json (mean +- std, 95% "
     "intervals, cost, the paired comparison with each seed's random cell); dnas plot DIR draws "
     "them. Without --address, a local Ray cluster.",
 )
@@ -683,7 +683,10 @@ def _study(args: argparse.Namespace) -> int:
         from dnas import configlib
 
         spec = dataclasses.replace(spec, seeds=configlib.parse_seeds(args.seeds))
-    resume = shlex.join(["dnas", "study", args.study, "--dir", os.path.abspath(directory)])
+    resume = ["dnas", "study", args.study, "--dir", os.path.abspath(directory)]
+    resume += [*(["--seeds", args.seeds] if args.seeds else []),
+               *(["--address", args.address] if args.address else [])]  # fmt: skip
+    resume = shlex.join(resume)
     with signals.deferred():
         try:
             failed = study.run(

@@ -217,7 +217,7 @@ def trials(study: Study, study_dir: str, base_dir: str = ".") -> list[Trial]:
                     f"{where}: a 'search' study scores each cell by the space's benchmark table: "
                     "set benchmark.table (Study.overrides), or use kind='run'"
                 )
-            directory = name.replace(" ", "_")
+            directory = re.sub(r"[^A-Za-z0-9._=-]", "_", name)  # a grid value may hold '/
             out.append(Trial(name=f"{directory}/seed{seed}", group=name, seed=seed,
                              workdir=os.path.join(study_dir, directory, f"seed{seed}"),
                              config=config, genotype=group.genotype))  # fmt: skip
