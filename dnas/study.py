@@ -154,7 +154,7 @@ def _assignments(overrides: Mapping[str, Any] | Sequence[str], where: str) -> li
     if isinstance(overrides, str):
         raise StudyError(f"{where}: overrides must be a dict or a list of 'key=value', not a str")
     if isinstance(overrides, Mapping):
-        return [f"{k}={v if isinstance(v, str) else repr(v)}" for k, v in overrides.items()]
+        return [f"{k}={_value_text(v)}" for k, v in overrides.items()]
     return [str(o) for o in overrides]
 
 
