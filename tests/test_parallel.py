@@ -182,7 +182,7 @@ def test_search_run_on_8_devices_ends_where_1_device_ends(tmp_path):
     for n in (1, N):
         config = _tiny("nb201")
         config.num_devices = n
-        config.search.batch_size, config.search.epochs = 64, 2  # 18 steps, a checkpoint
+        config.search.batch_size, config.search.epochs = 64, 1  # 9 steps, a checkpoint
         geno = search.run(config, str(tmp_path / f"dev{n}"))
         alphas[n] = np.load(tmp_path / f"dev{n}" / "alphas.npz")
         assert spaces.load_json(tmp_path / f"dev{n}" / "genotype.json") == geno
@@ -216,6 +216,7 @@ def test_sharded_text_search_step_equals_one_device():
         mesh = parallel.make_mesh(n)
         su = search_step.setup(config)
         state = parallel.replicate(search_step.create_state(config, su), mesh)
+        initial = jax.device_get(state.alphas)
         batches = list(parallel.shard_batches(itertools.islice(lm.search_batches(su.text, 0), 2),
                                               mesh))  # fmt: skip
         step, _ = loop.compile_step(su.step_fn, "step", False, state, *batches[0], mesh=mesh)
@@ -225,7 +226,13 @@ def test_sharded_text_search_step_equals_one_device():
             _assert_replicated(state.alphas, mesh)
         results.append((jax.device_get(state.alphas), jax.device_get(state.carry), m))
     (a1, c1, m1), (a8, c8, m8) = results
-    np.testing.assert_allclose(a8["recurrent"], a1["recurrent"], rtol=1e-4, atol=1e-6)
+    # Adam moves each alpha by about alpha_lr (3e-3) a step whatever its gradient's size, so
+    # two roundings of a near-zero gradient part by more than a relative tolerance allows: one
+    # of 180 alphas was 4e-6 apart on one CPU. The tolerance is 1% of one step, and the steps
+    # moved most alphas by half a step or more.
+    alpha_lr = config.search.alpha_lr
+    np.testing.assert_allclose(a8["recurrent"], a1["recurrent"], rtol=1e-4, atol=1e-2 * alpha_lr)
+    assert np.median(np.abs(a8["recurrent"] - initial["recurrent"])) > alpha_lr / 2
     for x, y in zip(jax.tree.leaves(c1), jax.tree.leaves(c8), strict=True):
         np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
     for k in ("train/loss", "val/loss"):
