@@ -28,8 +28,8 @@ def smoke(path: str, *overrides: str):
 # A few steps of each method on the recurrent cell: (strategy, order). Random search with
 # weight sharing: `test_random_search_with_weight_sharing_on_text`; the finite-difference
 # hypergradient differs from `second` only inside bilevel.py (tested on the image spaces), and
-# SNAS from GDAS only in the relaxation (soft, not hard, Gumbel samples: test_strategies.py),
-# which computes what DARTS' softmax mixture computes here.
+# SNAS from GDAS only in the relaxation (soft, not hard, Gumbel samples: test_strategies.py):
+# the recurrent cell then mixes every op by weight, as it does under DARTS above.
 METHODS = [
     ("darts", "second"),  # first order: the resume, run, sweep and parallel tests
     ("gdas", "first"),
