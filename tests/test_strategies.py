@@ -196,18 +196,19 @@ def test_pdarts_skip_dropout_mask_and_schedule():
         np.testing.assert_allclose(float(s.skip_dropout(10 * epoch + 3)), want, rtol=1e-6)
     assert strategies.build("pdarts", ctx(NB201)).skip_dropout is None
     # Through the DARTS supernet: identity skips only (the reduction cells' stride-2 skips are
-    # FactorizedReduce); a different key drops differently, rate None is the plain forward.
+    # FactorizedReduce); a different key drops differently, rate 0 is the plain forward (the
+    # rate is traced: one compilation of the dropping supernet for every rate).
     model = DARTS.supernet(10, C=2, layers=2)
     xs = jax.random.normal(jax.random.key(4), (2, 8, 8, 1))
     mix = {c: jax.nn.one_hot(jnp.full((14,), DARTS.op_index("skip_connect")), 8) for c in
            ("normal", "reduce")}  # fmt: skip
     v = init_variables(model, jax.random.key(5), xs, mix)
     plain = jax.jit(model.apply)(v, xs, mix)
-    drop = jax.jit(lambda key: model.apply(v, xs, mix, skip_dropout=0.5, rngs={"dropout": key}))
-    a, b = drop(jax.random.key(6)), drop(jax.random.key(7))
+    drop = jax.jit(lambda key, rate: model.apply(v, xs, mix, skip_dropout=rate,
+                                                 rngs={"dropout": key}))  # fmt: skip
+    a, b = drop(jax.random.key(6), 0.5), drop(jax.random.key(7), 0.5)
     assert not np.allclose(a, plain) and not np.allclose(a, b)
-    none = jax.jit(lambda v: model.apply(v, xs, mix, skip_dropout=None))(v)
-    np.testing.assert_allclose(none, plain, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(drop(jax.random.key(6), 0.0), plain, rtol=1e-6, atol=1e-6)
 
 
 def test_channel_shuffle_matches_pytorch_index_rule():
