@@ -8,6 +8,7 @@ small programs about a fifth faster but runs the chain supernets' steps several 
 and moves sharded and vmapped steps further from the single-device step than the tests'
 tolerances: measured, not used.)"""
 
+import json
 import os
 import shutil
 import signal
@@ -49,6 +50,28 @@ SLOW_FIRST = (
     "test_lm_search.py::test_text_sweep_members_match_their_own_searches",
     "test_supernet.py::test_remat_gives_the_same_loss_and_gradients",
 )
+
+
+# DNAS_TEST_COMPILE_LOG=FILE: each test phase's wall time and the XLA compilation seconds spent
+# in this process during it (JAX's own backend-compile event; not a subprocess's), one JSON line
+# per phase appended to FILE: which tests are compilation and which are computation.
+_COMPILE_LOG = os.environ.get("DNAS_TEST_COMPILE_LOG")
+_compile_s = [0.0]
+if _COMPILE_LOG:
+    import jax
+
+    def _on_duration(event: str, seconds: float, **kwargs) -> None:
+        if event == "/jax/core/compile/backend_compile_duration":
+            _compile_s[0] += seconds
+
+    jax.monitoring.register_event_duration_secs_listener(_on_duration)
+
+    def pytest_runtest_logreport(report):
+        seconds = {"wall_s": round(report.duration, 2), "compile_s": round(_compile_s[0], 2)}
+        record = {"test": report.nodeid, "when": report.when, **seconds}
+        _compile_s[0] = 0.0
+        with open(_COMPILE_LOG, "a") as f:
+            f.write(json.dumps(record) + "\n")
 
 
 def pytest_collection_modifyitems(session, config, items):
