@@ -67,6 +67,8 @@ if _COMPILE_LOG:
     jax.monitoring.register_event_duration_secs_listener(_on_duration)
 
     def pytest_runtest_logreport(report):
+        if getattr(report, "node", None) is not None:  # an xdist worker's, forwarded: it wrote it
+            return
         seconds = {"wall_s": round(report.duration, 2), "compile_s": round(_compile_s[0], 2)}
         record = {"test": report.nodeid, "when": report.when, **seconds}
         _compile_s[0] = 0.0
