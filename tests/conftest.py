@@ -52,26 +52,45 @@ SLOW_FIRST = (
 )
 
 
-# DNAS_TEST_COMPILE_LOG=FILE: each test phase's wall time and the XLA compilation seconds spent
-# in this process during it (JAX's own backend-compile event; not a subprocess's), one JSON line
-# per phase appended to FILE: which tests are compilation and which are computation.
+# DNAS_TEST_COMPILE_LOG=FILE: each test phase's wall time and the XLA compilations in this process
+# during it (JAX's own events; not a subprocess's), one JSON line per phase appended to FILE: the
+# seconds spent compiling or loading from the persistent cache, how many programs, how many the
+# cache held and missed, and the slowest programs by name (which tests are compilation, which
+# computation, and which programs several tests compile alike).
 _COMPILE_LOG = os.environ.get("DNAS_TEST_COMPILE_LOG")
-_compile_s = [0.0]
+_compiles: list = []
+_cache = {"hits": 0, "misses": 0}
 if _COMPILE_LOG:
     import jax
 
     def _on_duration(event: str, seconds: float, **kwargs) -> None:
         if event == "/jax/core/compile/backend_compile_duration":
-            _compile_s[0] += seconds
+            _compiles.append((kwargs.get("fun_name", "?"), seconds))
+
+    def _on_event(event: str, **kwargs) -> None:
+        for name in _cache:
+            if event == f"/jax/compilation_cache/cache_{name}":
+                _cache[name] += 1
 
     jax.monitoring.register_event_duration_secs_listener(_on_duration)
+    jax.monitoring.register_event_listener(_on_event)
 
     def pytest_runtest_logreport(report):
         if getattr(report, "node", None) is not None:  # an xdist worker's, forwarded: it wrote it
             return
-        seconds = {"wall_s": round(report.duration, 2), "compile_s": round(_compile_s[0], 2)}
-        record = {"test": report.nodeid, "when": report.when, **seconds}
-        _compile_s[0] = 0.0
+        slowest = sorted(_compiles, key=lambda c: -c[1])[:8]
+        record = {
+            "test": report.nodeid,
+            "when": report.when,
+            "wall_s": round(report.duration, 2),
+            "compile_s": round(sum(s for _, s in _compiles), 2),
+            "compiles": len(_compiles),
+            "cache_hits": _cache["hits"],
+            "cache_misses": _cache["misses"],
+            "slowest": [[name, round(s, 2)] for name, s in slowest if s >= 0.5],
+        }
+        _compiles.clear()
+        _cache.update(hits=0, misses=0)
         with open(_COMPILE_LOG, "a") as f:
             f.write(json.dumps(record) + "\n")
 
