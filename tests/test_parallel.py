@@ -24,15 +24,16 @@ N = 8
 multidevice = pytest.mark.skipif(
     jax.device_count() < N, reason="needs 8 devices; test_on_8_simulated_devices runs it"
 )
-# The 8-device tests in three subprocesses of about a minute each, which the session's
-# workers run side by side.
+# The 8-device tests in two subprocesses, which the session's workers run side by side. The
+# search step and the search run share one group, in this order, so that the run loads the
+# one-device and eight-device steps of `_tiny("nb201")` that the first test compiled.
 MULTIDEVICE_GROUPS = {
-    "steps": ["test_sharded_search_step_equals_one_device",
-              "test_sharded_train_step_equals_one_device",
-              "test_batch_that_does_not_split_is_refused"],
-    "run": ["test_search_run_on_8_devices_ends_where_1_device_ends",
-            "test_bfloat16_sharded_search_step_agrees_with_one_device"],
-    "text": ["test_sharded_text_search_step_equals_one_device"],
+    "search": ["test_sharded_search_step_equals_one_device",
+               "test_search_run_on_8_devices_ends_where_1_device_ends",
+               "test_batch_that_does_not_split_is_refused"],
+    "bf16_train_text": ["test_bfloat16_sharded_search_step_agrees_with_one_device",
+                        "test_sharded_train_step_equals_one_device",
+                        "test_sharded_text_search_step_equals_one_device"],
 }  # fmt: skip
 
 
@@ -181,9 +182,9 @@ def test_sharded_train_step_equals_one_device():
 def test_search_run_on_8_devices_ends_where_1_device_ends(tmp_path):
     alphas = {}
     for n in (1, N):
-        config = _tiny("nb201")
+        config = _tiny("nb201")  # the steps of the first test: loaded from the cache
         config.num_devices = n
-        config.search.batch_size, config.search.epochs = 64, 1  # 9 steps, a checkpoint
+        config.checkpoint_every_steps = 1000  # one checkpoint, the epoch's end
         geno = search.run(config, str(tmp_path / f"dev{n}"))
         alphas[n] = np.load(tmp_path / f"dev{n}" / "alphas.npz")
         assert spaces.load_json(tmp_path / f"dev{n}" / "genotype.json") == geno
