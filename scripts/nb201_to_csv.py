@@ -21,6 +21,11 @@ Columns, all percent after 200 epochs (`hp='200'`), the mean over the benchmark'
 
 The table is written to a temporary file and renamed when complete, then read back with
 `dnas.spaces.nb201.load_table`, which checks all 15,625 architectures are there.
+
+`scripts/verify_nb201_to_csv.py` checks this script against `nats_bench`'s own API on a
+synthetic archive in the official `-simple` format (every cell of the CSV; nats_bench 1.8:
+0 mismatches). The `--nb201` path calls `nas_201_api`'s `get_more_info`, whose code for these
+queries is NAS-Bench-201 v2.1's same as NATS-Bench's, but it needs torch and was not run here.
 """
 
 from __future__ import annotations
