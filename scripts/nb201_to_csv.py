@@ -24,8 +24,8 @@ The table is written to a temporary file and renamed when complete, then read ba
 
 `scripts/verify_nb201_to_csv.py` checks this script against `nats_bench`'s own API on a
 synthetic archive in the official `-simple` format (every cell of the CSV; nats_bench 1.8:
-0 mismatches). The `--nb201` path calls `nas_201_api`'s `get_more_info`, whose code for these
-queries is NAS-Bench-201 v2.1's same as NATS-Bench's, but it needs torch and was not run here.
+0 mismatches). The `--nb201` path's `get_more_info` (nas-bench-201 2.1's `nas_201_api`)
+answers these queries with the same code as NATS-Bench's: read, not run (it needs torch).
 """
 
 from __future__ import annotations
