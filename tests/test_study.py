@@ -1,5 +1,5 @@
 """dnas study's grid and its refusals, without Ray: which trials a study has, with which configs,
-and what is refused before anything runs. A study run on Ray, killed and run again, is in
+and what is refused before anything runs; a "retrain" trial run in this process. A study run on Ray, killed and run again, is in
 tests/test_notebooks.py (notebook 3 runs the same study)."""
 
 import json
@@ -156,3 +156,30 @@ def test_a_resource_request_the_local_cluster_cannot_meet_is_refused(tmp_path):
     with pytest.raises(StudyError, match=r"asks for \{'num_gpus': 1\} but the cluster has"):
         study.run(s, str(tmp_path / "study"))
     assert not (tmp_path / "study").exists()
+
+
+def test_a_retrain_trial_retrains_its_groups_cell_and_searches_nothing(tmp_path):
+    """kind="retrain": a trial retrains its group's genotype (no search ran: none of a search's
+    files, search time 0) and its summary and results name that cell; run again, a finished
+    trial is read back, not run."""
+    from dnas import spaces
+
+    cell = "|nor_conv_3x3~0|+|skip_connect~0|avg_pool_3x3~1|+|none~0|nor_conv_1x1~1|none~2|"
+    s = Study(groups=[Group("given", DARTS, genotype=cell)], seeds=(3,), kind="retrain",
+              baseline=False,
+              overrides={"train.layers": 1, "train.epochs": 1, "train.batch_size": 64})  # fmt: skip
+    (trial,) = study.trials(s, str(tmp_path))
+    summary = study.run_trial(trial, s.kind)
+    genotype = spaces.load(cell)
+    assert summary["genotype"] == genotype.to_json()
+    assert (summary["strategy"], summary["search_wall_s"]) == ("", 0)
+    assert list(summary["retrain"]) == ["searched"]
+    workdir = Path(trial.workdir)
+    retrained = json.loads((workdir / "retrain_searched" / "results.json").read_text())
+    assert retrained == summary["retrain"]["searched"]
+    assert retrained["genotype"] == genotype.to_string()
+    assert sorted(os.listdir(workdir)) == ["retrain_searched", results.SUMMARY]
+    assert trial.finished
+    (workdir / "retrain_searched" / "results.json").unlink()  # a rerun would write it again
+    assert study.run_trial(trial, s.kind) == summary
+    assert not (workdir / "retrain_searched" / "results.json").exists()
