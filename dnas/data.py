@@ -326,10 +326,29 @@ _DIGITS_SPLIT_SEED = 0
 
 
 @functools.cache
-def _digits_indices() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits as (images (1797, 8, 8) float64 0..16, labels (1797,) int), what
+    `sklearn.datasets.load_digits()` returns, read from the CSV scikit-learn ships
+    (`sklearn/datasets/data/digits.csv.gz`, found without importing scikit-learn, whose
+    `sklearn.datasets` import takes ~1 s of every `dnas` process); `load_digits()` itself if
+    that file is not where it has been since scikit-learn 0.x."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")
+    for root in (spec.submodule_search_locations or []) if spec else []:
+        path = os.path.join(root, "datasets", "data", "digits.csv.gz")
+        if os.path.isfile(path):
+            table = np.loadtxt(path, delimiter=",")
+            return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(int)
     from sklearn.datasets import load_digits
 
-    labels = load_digits().target
+    digits = load_digits()
+    return digits.images, digits.target
+
+
+@functools.cache
+def _digits_indices() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    labels = _digits_arrays()[1]
     rng = np.random.RandomState(_DIGITS_SPLIT_SEED)
     train, val, test = [], [], []
     for c in range(10):
@@ -356,11 +375,9 @@ def digits_splits() -> Splits:
     The data ships inside scikit-learn: nothing is downloaded. Arrays are read-only and shared
     between calls.
     """
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    images = (digits.images / 16.0).astype(np.float32)[..., None]
-    labels = digits.target.astype(np.int32)
+    raw_images, raw_labels = _digits_arrays()
+    images = (raw_images / 16.0).astype(np.float32)[..., None]
+    labels = raw_labels.astype(np.int32)
     sources = []
     for idx in _digits_indices():
         split_images, split_labels = images[idx], labels[idx]

@@ -7,6 +7,7 @@ crop, the mirror of a flip, the rectangle of a cutout), not against the keys the
 
 import dataclasses
 import functools
+import sys
 import time
 
 import jax
@@ -98,6 +99,19 @@ def test_digits_split_never_changes(digits):
     for a, b in zip(digits, again, strict=True):
         np.testing.assert_array_equal(a.images, b.images)
         np.testing.assert_array_equal(a.labels, b.labels)
+
+
+def test_digits_read_from_the_shipped_csv_are_scikit_learns(monkeypatch):
+    """`_digits_arrays` reads scikit-learn's CSV itself: the very arrays `load_digits()`
+    returns, without importing `sklearn.datasets` (here made unimportable)."""
+    from sklearn.datasets import load_digits
+
+    want = load_digits()
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)  # `import` raises ImportError
+    images, labels = data._digits_arrays.__wrapped__()  # not the cached result
+    np.testing.assert_array_equal(images, want.images)
+    np.testing.assert_array_equal(labels, want.target)
+    assert images.dtype == want.images.dtype and images.shape == (1797, 8, 8)
 
 
 def test_digits_arrays_are_read_only(digits):
