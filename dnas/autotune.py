@@ -23,7 +23,8 @@ same program. A corrupt cache file is set aside with a warning and measured agai
 The forms agree to float rounding (tests/test_ops.py and tests/test_autotune.py check every
 pair in float64), so a choice changes
 speed, not results beyond the last bits. The run records its choices in its `config.json`
-(`autotune` entry, `workdir.record_autotune`).
+(`autotune` entry, `workdir.record_autotune`), and a resumed run takes them again (`tuned`'s
+`prior`), wherever it resumes.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -265,19 +266,45 @@ def _agree_across_processes(sites: Sequence[ops.Site], choices: dict[str, str]) 
 
 def tuned(
     build: Callable[[ops.Impl], Any], trace: Callable[[Any], Any], impl: ops.Impl,
-    *, timer: Timer | None = None,
+    *, timer: Timer | None = None, prior: Mapping[str, Any] | None = None,
 ) -> tuple[Any, dict[str, Any]]:  # fmt: skip
     """(model, record): `build(impl)` as it is when `impl` is a form's name (forced; record
     empty); under `'auto'`, `build(table)` with the fastest forms of the sites that
-    `trace(build('auto'))` calls (`choose`; traced abstractly)."""
+    `trace(build('auto'))` calls (`choose`; traced abstractly).
+
+    `prior` is the record of the run being resumed (`workdir.recorded_autotune`): its forms are
+    taken again when they cover every site, measuring nothing, so that a run resumed on another
+    machine, or after the cache changed, goes on computing what it computed (the forms agree
+    only to rounding, and a search amplifies rounding). A prior made with autotuning off gives
+    the default forms again. A forced `impl` still wins: the user's explicit choice."""
     if impl != ops.AUTO:
         return build(impl), {}
-    if not enabled():
+    if prior is not None and prior.get("disabled"):
+        return build(ops.ImplTable()), dict(prior)
+    if not enabled() and prior is None:
         return build(ops.ImplTable()), {"device": device_key(), "sites": {}, "disabled": ENABLE_ENV}
     model = build(ops.AUTO)
     sites = record_sites(lambda: trace(model))
     if not sites:
         return model, {}
+    if prior is not None:
+        known = prior.get("sites") or {}
+        if all(known.get(s.key) in ops.IMPL_FORMS[s.kind] for s in sites):
+            choices = _agree_across_processes(sites, {s.key: known[s.key] for s in sites})
+            ms = prior.get("ms") or {}
+            record = {"device": prior.get("device", "?"), "sites": choices, "measured": [],
+                      "ms": {k: ms[k] for k in choices if k in ms}, "resumed": True}  # fmt: skip
+            log.info("autotune: the %d forms the run chose on %s, again", len(sites),
+                     record["device"])  # fmt: skip
+            return build(ops.ImplTable(tuple(sorted(choices.items())))), record
+        log.warning(
+            "autotune: the resumed run's record names %d of these %d sites (another dnas "
+            "version?); choosing their forms again", sum(s.key in known for s in sites),
+            len(sites),
+        )  # fmt: skip
+        if not enabled():
+            return build(ops.ImplTable()), {"device": device_key(), "sites": {},
+                                            "disabled": ENABLE_ENV}  # fmt: skip
     table, record = choose(sites, timer=timer)
     if record["measured"]:
         log.info(

@@ -316,9 +316,11 @@ def setup(
     *,
     info: data.DatasetInfo | None = None,
     splits: data.Splits | None = None,
+    autotune_prior: dict | None = None,
 ) -> SearchSetup:
     """Builds the search from `config`; `info` and `splits` replace the config's dataset (e.g. an
-    in-memory dataset of your own)."""
+    in-memory dataset of your own); `autotune_prior`: the resumed run's forms
+    (`workdir.recorded_autotune`)."""
     s = config.search
     space = spaces.get(config.space)
     if space.modality == "text":
@@ -338,8 +340,9 @@ def setup(
     mix = {g: jnp.zeros(shape, jnp.float32) for g, shape in space.alpha_shapes.items()}
     x = tuning_input(config, s.batch_size, info)
     model, tuning = autotune.tuned(
-        build, lambda m: m.init(jax.random.key(0), x, mix, train=True), s.sep_impl
-    )
+        build, lambda m: m.init(jax.random.key(0), x, mix, train=True), s.sep_impl,
+        prior=autotune_prior,
+    )  # fmt: skip
     parts = make_step_parts(config, model, info, steps_per_epoch)
     configlib.check_method_options(config, parts[0])
     return SearchSetup(

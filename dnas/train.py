@@ -132,8 +132,10 @@ def setup(
     *,
     info: data.DatasetInfo | None = None,
     splits: data.Splits | None = None,
+    autotune_prior: dict | None = None,
 ) -> TrainSetup:
-    """Builds the retraining from `config`; `info` and `splits` replace the config's dataset."""
+    """Builds the retraining from `config`; `info` and `splits` replace the config's dataset;
+    `autotune_prior`: the resumed run's forms (`workdir.recorded_autotune`)."""
     t = config.train
     info = info or data.get_info(config.dataset)
     splits = splits or data.load(config.dataset, data_dir=config.data_dir or None)
@@ -151,8 +153,9 @@ def setup(
 
     x = search_step.tuning_input(config, t.batch_size, info)
     model, tuning = autotune.tuned(
-        build, lambda m: m.init(jax.random.key(0), x, train=True), t.sep_impl
-    )
+        build, lambda m: m.init(jax.random.key(0), x, train=True), t.sep_impl,
+        prior=autotune_prior,
+    )  # fmt: skip
     learning_rate = optim.cosine_schedule(t.lr, t.lr_min, t.epochs, steps_per_epoch)
     tx = optim.sgd(
         learning_rate, momentum=t.momentum, weight_decay=t.weight_decay, grad_clip=t.grad_clip
@@ -259,6 +262,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, genotype: Genotype | No
     if not resuming:  # a resume with another config.space: the guard's message says more
         _check_space(space, config)
     _check_same_genotype(workdir, genotype)
+    prior = workdir_lib.recorded_autotune(workdir, "train")  # before config.json is rewritten
     workdir = configlib.prepare_workdir(workdir, config, "train")
     _check_space(space, config)
     genotype.save(os.path.join(workdir, workdir_lib.GENOTYPE))
@@ -269,7 +273,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, genotype: Genotype | No
         return lm.train(config, workdir, genotype, clock)
     mesh = parallel.make_mesh(config.num_devices)
     parallel.check_batch_size(config.train.batch_size, mesh, "train.batch_size")
-    su = setup(config, genotype)
+    su = setup(config, genotype, autotune_prior=prior)
     workdir_lib.record_autotune(workdir, "train", su.autotune)
     t = config.train
     state = parallel.replicate(create_state(config, su), mesh)

@@ -361,6 +361,22 @@ def record_autotune(workdir: str, stage: str, record: dict) -> None:
     atomic_write_text(path, json.dumps(saved, indent=2, sort_keys=True) + "\n")
 
 
+def recorded_autotune(workdir: str, stage: str) -> dict | None:
+    """The autotuner's record at `stage` (`record_autotune`) of the run `workdir` holds, when
+    that run has completed a step (`has_progress`): a resume takes its forms again
+    (`autotune.tuned`'s `prior`). None for a new run, or a record missing or unreadable. Read
+    before `prepare` rewrites `config.json` without it."""
+    path = os.path.join(workdir, CONFIG)
+    if not os.path.isfile(path) or not has_progress(workdir):
+        return None
+    try:
+        with open(path) as f:
+            record = json.load(f).get(AUTOTUNE, {}).get(stage)
+    except (OSError, ValueError, AttributeError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def _set_aside_attempt(workdir: str) -> None:
     moving = sorted(n for n in os.listdir(workdir) if n not in (ATTEMPTS, LOCK))
     if not moving:

@@ -226,6 +226,13 @@ def test_a_search_records_its_choices_in_config_json_and_resumes(tuning_on, tmp_
     assert tuned["device"] == autotune.device_key()
     assert tuned["sites"] and set(tuned["sites"].values()) == {"views"}  # NB201: its pools
     assert all(k.startswith("pool[") for k in tuned["sites"])
+    # Resumed where the timings favour the other form and the cache is empty (another
+    # machine): the run's own forms again, nothing measured.
+    monkeypatch.setattr(autotune, "time_site", lambda s, f: 2.0 if f in defaults else 1.0)
+    monkeypatch.setenv(autotune.CACHE_ENV, str(tmp_path / "elsewhere"))
+    search.run(config, str(workdir))
+    again = json.loads((workdir / "config.json").read_text())[workdir_lib.AUTOTUNE]["search"]
+    assert again["sites"] == tuned["sites"] and not (tmp_path / "elsewhere").exists()
     # The record is not part of the config: the workdir's config loads, and resumes.
     loaded = configlib.load_json(str(workdir / "config.json"))
     assert loaded.search.sep_impl == "auto" and "autotune" not in loaded
@@ -233,6 +240,78 @@ def test_a_search_records_its_choices_in_config_json_and_resumes(tuning_on, tmp_
     # Forcing another form on resume is allowed (the same function).
     config.search.sep_impl = "fused"
     configlib.prepare_workdir(str(workdir), config)
+
+
+def test_a_resumed_run_takes_its_recorded_forms_again(tuning_on, monkeypatch):
+    """`tuned(prior=...)`: the resumed run's forms, measuring nothing, with autotuning on or off;
+    a prior made with autotuning off gives the defaults; a prior missing a site is chosen again;
+    a forced form wins."""
+    c = _tiny_config()
+    space = spaces.get(c.space)
+    mix = {g: jnp.zeros(s) for g, s in space.alpha_shapes.items()}
+    x = jax.ShapeDtypeStruct((16, 8, 8, 1), jnp.float32)
+    build = lambda impl: space.supernet(10, C=4, layers=3, sep_impl=impl)
+    trace = lambda m: m.init(jax.random.key(0), x, mix, train=True)
+    sites = _sites()
+    chosen = {s.key: ops.IMPL_FORMS[s.kind][-1] for s in sites}  # no kind's default
+    prior = {"device": "gpu:NVIDIA H100 jax 9.9", "sites": chosen, "ms": {}}
+
+    def unmeasured(site, form):
+        raise AssertionError(f"measured {site.key}")
+
+    for enabled in ("1", "0"):
+        monkeypatch.setenv(autotune.ENABLE_ENV, enabled)
+        model, record = autotune.tuned(build, trace, ops.AUTO, timer=unmeasured, prior=prior)
+        assert model.sep_impl.as_dict() == chosen == record["sites"]
+        assert record["device"] == prior["device"] and record["measured"] == []
+    monkeypatch.setenv(autotune.ENABLE_ENV, "1")
+    off = {"device": "cpu", "sites": {}, "disabled": autotune.ENABLE_ENV}
+    model, record = autotune.tuned(build, trace, ops.AUTO, timer=unmeasured, prior=off)
+    assert model.sep_impl == ops.ImplTable() and record == off
+    partial = {"sites": dict(list(chosen.items())[1:])}
+    ms = {"fused": 1.0, "depthwise": 2.0, "shifted": 3.0, "views": 2.0, "window": 1.0}
+    calls = []
+    model, record = autotune.tuned(build, trace, ops.AUTO, timer=_stub(ms, calls), prior=partial)
+    assert calls and sorted(record["measured"]) == sorted(chosen)
+    model, record = autotune.tuned(build, trace, "shifted", timer=unmeasured, prior=prior)
+    assert model.sep_impl == "shifted" and record == {}
+
+
+def test_the_record_a_resume_reads_is_a_progressed_runs(tmp_path):
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    record = {"device": "cpu", "sites": {"pool[k=3] 8x8x4 float32": "views"}}
+    (workdir / "config.json").write_text(json.dumps({"seed": 0, "autotune": {"search": record}}))
+    assert workdir_lib.recorded_autotune(str(workdir), "search") is None  # no step completed
+    (workdir / "checkpoints" / "0").mkdir(parents=True)
+    assert workdir_lib.recorded_autotune(str(workdir), "search") is None  # the seed's state
+    (workdir / "checkpoints" / "3").mkdir()
+    assert workdir_lib.recorded_autotune(str(workdir), "search") == record
+    assert workdir_lib.recorded_autotune(str(workdir), "train") is None
+    (workdir / "config.json").write_text('{"autotune": ')
+    assert workdir_lib.recorded_autotune(str(workdir), "search") is None
+
+
+def test_a_resumed_retraining_builds_with_its_record(tmp_path, monkeypatch):
+    config = _tiny_config()
+    workdir = tmp_path / "retrain_searched"
+    configlib.prepare_workdir(str(workdir), config, "train")
+    saved = json.loads((workdir / "config.json").read_text())
+    record = {"device": "cpu", "sites": {"pool[k=3] 8x8x4 float32": "views"}}
+    saved[workdir_lib.AUTOTUNE] = {"train": record}
+    (workdir / "config.json").write_text(json.dumps(saved))
+    (workdir / "checkpoints" / "3").mkdir(parents=True)
+
+    class Built(Exception):
+        pass
+
+    def setup(config, genotype, **kwargs):
+        raise Built(kwargs)
+
+    monkeypatch.setattr(train, "setup", setup)
+    with pytest.raises(Built) as built:
+        train.run(config, str(workdir), spaces.load("DARTS_V2"))
+    assert built.value.args[0] == {"autotune_prior": record}
 
 
 def test_autotune_off_gives_the_default_forms(monkeypatch):
