@@ -18,12 +18,13 @@ device measures nothing. Processes on one host share the file under a lock, so c
 (a sweep's trials) measure a site once and agree on its form; with several JAX processes
 (multi-host), process 0's choices are broadcast to all, since every process must compile the
 same program. A corrupt cache file is set aside with a warning and measured again.
-`DNAS_AUTOTUNE=0` skips measuring (every site gets its kind's default form).
+`DNAS_AUTOTUNE=0` skips measuring (every site gets its kind's default form; a resumed run,
+the forms it recorded).
 
 The forms agree to float rounding (tests/test_ops.py and tests/test_autotune.py check every
-pair in float64), so a choice changes
-speed, not results beyond the last bits. The run records its choices in its `config.json`
-(`autotune` entry, `workdir.record_autotune`), and a resumed run takes them again (`tuned`'s
+pair in float64), but a search amplifies rounding: two choices of forms can end a float32
+search in different cells. The run records its choices in its `config.json` (`autotune` entry,
+`workdir.record_autotune`, kept on resume), and a resumed run takes them again (`tuned`'s
 `prior`), wherever it resumes.
 """
 
@@ -272,11 +273,13 @@ def tuned(
     empty); under `'auto'`, `build(table)` with the fastest forms of the sites that
     `trace(build('auto'))` calls (`choose`; traced abstractly).
 
-    `prior` is the record of the run being resumed (`workdir.recorded_autotune`): its forms are
-    taken again when they cover every site, measuring nothing, so that a run resumed on another
-    machine, or after the cache changed, goes on computing what it computed (the forms agree
-    only to rounding, and a search amplifies rounding). A prior made with autotuning off gives
-    the default forms again. A forced `impl` still wins: the user's explicit choice."""
+    `prior` is the record of the run being resumed (`workdir.recorded_autotune`): the forms it
+    names are taken again, measuring nothing, wherever the run resumes (another machine, an
+    emptied cache): the forms agree only to rounding, and a search amplifies rounding. Sites it
+    does not name (another dnas version) are chosen as usual. A prior made with autotuning off
+    gives the default forms again, and a prior's forms are kept under `DNAS_AUTOTUNE=0` too: the
+    variable is the machine's, the forms the run's. A forced `impl` (`sep_impl`, part of the
+    config) still wins."""
     if impl != ops.AUTO:
         return build(impl), {}
     if prior is not None and prior.get("disabled"):
@@ -287,28 +290,36 @@ def tuned(
     sites = record_sites(lambda: trace(model))
     if not sites:
         return model, {}
-    if prior is not None:
-        known = prior.get("sites") or {}
-        if all(known.get(s.key) in ops.IMPL_FORMS[s.kind] for s in sites):
-            choices = _agree_across_processes(sites, {s.key: known[s.key] for s in sites})
-            ms = prior.get("ms") or {}
-            record = {"device": prior.get("device", "?"), "sites": choices, "measured": [],
-                      "ms": {k: ms[k] for k in choices if k in ms}, "resumed": True}  # fmt: skip
-            log.info("autotune: the %d forms the run chose on %s, again", len(sites),
-                     record["device"])  # fmt: skip
-            return build(ops.ImplTable(tuple(sorted(choices.items())))), record
+    known = (prior or {}).get("sites") or {}
+    kept = {s.key: known[s.key] for s in sites if known.get(s.key) in ops.IMPL_FORMS[s.kind]}
+    rest = [s for s in sites if s.key not in kept]
+    if prior is not None and rest:
         log.warning(
-            "autotune: the resumed run's record names %d of these %d sites (another dnas "
-            "version?); choosing their forms again", sum(s.key in known for s in sites),
-            len(sites),
+            "autotune: the resumed run's record gives a valid form for %d of these %d sites "
+            "(another dnas version?); choosing the other %d again", len(kept), len(sites),
+            len(rest),
         )  # fmt: skip
-        if not enabled():
-            return build(ops.ImplTable()), {"device": device_key(), "sites": {},
-                                            "disabled": ENABLE_ENV}  # fmt: skip
-    table, record = choose(sites, timer=timer)
-    if record["measured"]:
-        log.info(
-            "autotune: measured %d of %d sites in %.1f s (%s)", len(record["measured"]),
-            len(sites), record["seconds"], cache_path(),
-        )  # fmt: skip
-    return build(table), record
+    record = {"device": device_key(), "sites": {}, "measured": [], "ms": {}}
+    if prior is not None:
+        ms = prior.get("ms") or {}
+        record = {"device": prior.get("device", "?"), "sites": dict(kept), "measured": [],
+                  "ms": {k: ms[k] for k in kept if k in ms}, "resumed": True}  # fmt: skip
+        log.info("autotune: %d forms the run chose on %s, again", len(kept), record["device"])
+    if rest and enabled():
+        _, chosen = choose(rest, timer=timer)
+        if chosen["measured"]:
+            log.info(
+                "autotune: measured %d of %d sites in %.1f s (%s)", len(chosen["measured"]),
+                len(sites), chosen["seconds"], cache_path(),
+            )  # fmt: skip
+        if prior is None:
+            record = chosen
+        else:
+            record["sites"] |= chosen["sites"]
+            record["ms"] |= chosen["ms"]
+            record["measured"] = chosen["measured"]
+    elif rest:  # autotuning off: the defaults for what the prior does not name
+        record["sites"] |= {s.key: ops.IMPL_FORMS[s.kind][0] for s in rest}
+    choices = _agree_across_processes(sites, {s.key: record["sites"][s.key] for s in sites})
+    record["sites"] = choices
+    return build(ops.ImplTable(tuple(sorted(choices.items())))), record

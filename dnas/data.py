@@ -335,15 +335,20 @@ def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     import importlib.util
 
     spec = importlib.util.find_spec("sklearn")
-    for root in (spec.submodule_search_locations or []) if spec else []:
-        path = os.path.join(root, "datasets", "data", "digits.csv.gz")
-        if os.path.isfile(path):
-            table = np.loadtxt(path, delimiter=",")
-            return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(int)
-    from sklearn.datasets import load_digits
+    roots = list(spec.submodule_search_locations or []) if spec is not None else []
+    found = [os.path.join(r, "datasets", "data", "digits.csv.gz") for r in roots]
+    found = [path for path in found if os.path.isfile(path)]
+    if found:
+        table = np.loadtxt(found[0], delimiter=",")
+        images, labels = table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(int)
+    else:
+        from sklearn.datasets import load_digits
 
-    digits = load_digits()
-    return digits.images, digits.target
+        digits = load_digits()
+        images, labels = digits.images, digits.target
+    images.flags.writeable = False  # cached: shared by every caller
+    labels.flags.writeable = False
+    return images, labels
 
 
 @functools.cache

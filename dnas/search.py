@@ -124,13 +124,12 @@ def run(config: ml_collections.ConfigDict, workdir: str, select: Select | None =
     benchmark = None  # the space's published results, read and checked before the workdir
     if config.benchmark.table:
         benchmark = spaces.get(config.space).ground_truth(config.benchmark.table)
-    prior = workdir_lib.recorded_autotune(workdir, "search")  # before config.json is rewritten
     workdir = configlib.prepare_workdir(workdir, config)
     loop.enable_compilation_cache(config.compilation_cache_dir)
     mesh = parallel.make_mesh(config.num_devices)
     parallel.check_batch_size(config.search.batch_size, mesh, "search.batch_size")
     config = measured_lut(config, workdir)
-    su = search_step.setup(config, autotune_prior=prior)
+    su = search_step.setup(config, autotune_prior=workdir_lib.recorded_autotune(workdir, "search"))
     workdir_lib.record_autotune(workdir, "search", su.autotune)
     budget = None  # hardware.discretise=budget: its table; a budget nothing meets fails now
     if config.hardware.discretise == "budget":

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -316,7 +316,7 @@ def setup(
     *,
     info: data.DatasetInfo | None = None,
     splits: data.Splits | None = None,
-    autotune_prior: dict | None = None,
+    autotune_prior: Mapping[str, Any] | None = None,
 ) -> SearchSetup:
     """Builds the search from `config`; `info` and `splits` replace the config's dataset (e.g. an
     in-memory dataset of your own); `autotune_prior`: the resumed run's forms

@@ -124,9 +124,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[Genotype]:
                 "there: run those members with dnas search"
             )
     loop.enable_compilation_cache(config.compilation_cache_dir)
-    prior = workdir_lib.recorded_autotune(workdir, "search")  # before config.json is rewritten
     workdir = configlib.prepare_workdir(workdir, config, "sweep")
-    su = search_step.setup(config, autotune_prior=prior)
+    su = search_step.setup(config, autotune_prior=workdir_lib.recorded_autotune(workdir, "search"))
     workdir_lib.record_autotune(workdir, "search", su.autotune)
     states = _stack([search_step.create_state(member_config(config, name, m), su) for m in ms])
     ckpt = checkpoint.Checkpointer(workdir)

@@ -13,7 +13,8 @@ import contextlib
 import dataclasses
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -132,7 +133,7 @@ def setup(
     *,
     info: data.DatasetInfo | None = None,
     splits: data.Splits | None = None,
-    autotune_prior: dict | None = None,
+    autotune_prior: Mapping[str, Any] | None = None,
 ) -> TrainSetup:
     """Builds the retraining from `config`; `info` and `splits` replace the config's dataset;
     `autotune_prior`: the resumed run's forms (`workdir.recorded_autotune`)."""
@@ -262,7 +263,6 @@ def run(config: ml_collections.ConfigDict, workdir: str, genotype: Genotype | No
     if not resuming:  # a resume with another config.space: the guard's message says more
         _check_space(space, config)
     _check_same_genotype(workdir, genotype)
-    prior = workdir_lib.recorded_autotune(workdir, "train")  # before config.json is rewritten
     workdir = configlib.prepare_workdir(workdir, config, "train")
     _check_space(space, config)
     genotype.save(os.path.join(workdir, workdir_lib.GENOTYPE))
@@ -273,7 +273,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, genotype: Genotype | No
         return lm.train(config, workdir, genotype, clock)
     mesh = parallel.make_mesh(config.num_devices)
     parallel.check_batch_size(config.train.batch_size, mesh, "train.batch_size")
-    su = setup(config, genotype, autotune_prior=prior)
+    su = setup(config, genotype, autotune_prior=workdir_lib.recorded_autotune(workdir, "train"))
     workdir_lib.record_autotune(workdir, "train", su.autotune)
     t = config.train
     state = parallel.replicate(create_state(config, su), mesh)

@@ -321,10 +321,11 @@ def prepare(
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
     path = os.path.join(workdir, CONFIG)
+    tuned = None  # the autotuner's record of a run being resumed, kept (`recorded_autotune`)
     if os.path.exists(path):
         with open(path) as f:
             previous = json.load(f)
-        previous.pop(AUTOTUNE, None)  # what the last run measured, not part of the config
+        tuned = previous.pop(AUTOTUNE, None)  # what the run measured, not part of the config
         implied = defaults(previous) if callable(defaults) else defaults
         changed = config_changes(previous, config, implied)
         if changed and not has_progress(workdir):
@@ -340,6 +341,8 @@ def prepare(
                     f"with this config would mix two experiments{reasons}. Use a new --workdir, "
                     f"or resume with --config {path}."
                 )
+    if tuned is not None and has_progress(workdir):
+        config = {**config, AUTOTUNE: tuned}
     atomic_write_text(path, json.dumps(config, indent=2, sort_keys=True) + "\n")
     return workdir
 
@@ -363,9 +366,9 @@ def record_autotune(workdir: str, stage: str, record: dict) -> None:
 
 def recorded_autotune(workdir: str, stage: str) -> dict | None:
     """The autotuner's record at `stage` (`record_autotune`) of the run `workdir` holds, when
-    that run has completed a step (`has_progress`): a resume takes its forms again
-    (`autotune.tuned`'s `prior`). None for a new run, or a record missing or unreadable. Read
-    before `prepare` rewrites `config.json` without it."""
+    that run has completed a step (`has_progress`; `prepare` keeps the record then): a resume
+    takes its forms again (`autotune.tuned`'s `prior`). None for a new run, or a record
+    missing, unreadable or malformed."""
     path = os.path.join(workdir, CONFIG)
     if not os.path.isfile(path) or not has_progress(workdir):
         return None
@@ -374,7 +377,14 @@ def recorded_autotune(workdir: str, stage: str) -> dict | None:
             record = json.load(f).get(AUTOTUNE, {}).get(stage)
     except (OSError, ValueError, AttributeError):
         return None
-    return record if isinstance(record, dict) else None
+    if not isinstance(record, dict):
+        return None
+    sites, ms = record.get("sites", {}), record.get("ms", {})
+    if not isinstance(sites, dict) or not isinstance(ms, dict):
+        return None
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in sites.items()):
+        return None
+    return record
 
 
 def _set_aside_attempt(workdir: str) -> None:

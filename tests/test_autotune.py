@@ -268,11 +268,22 @@ def test_a_resumed_run_takes_its_recorded_forms_again(tuning_on, monkeypatch):
     off = {"device": "cpu", "sites": {}, "disabled": autotune.ENABLE_ENV}
     model, record = autotune.tuned(build, trace, ops.AUTO, timer=unmeasured, prior=off)
     assert model.sep_impl == ops.ImplTable() and record == off
-    partial = {"sites": dict(list(chosen.items())[1:])}
-    ms = {"fused": 1.0, "depthwise": 2.0, "shifted": 3.0, "views": 2.0, "window": 1.0}
+    # A prior without a valid form for some sites (another dnas version): those are chosen
+    # again (measured; with autotuning off, the defaults), the others kept.
+    first, second = sites[0], sites[1]
+    partial = {"sites": {k: f for k, f in chosen.items() if k != first.key} | {second.key: "?"}}
+    ms = {"fused": 3.0, "depthwise": 2.0, "shifted": 1.0, "views": 1.0, "window": 2.0}
     calls = []
     model, record = autotune.tuned(build, trace, ops.AUTO, timer=_stub(ms, calls), prior=partial)
-    assert calls and sorted(record["measured"]) == sorted(chosen)
+    assert {k for k, _ in calls} == {first.key, second.key}
+    fastest = {"separable": "shifted", "pool": "views"}
+    want = chosen | {s.key: fastest[s.kind] for s in (first, second)}
+    assert model.sep_impl.as_dict() == want == record["sites"]
+    monkeypatch.setenv(autotune.ENABLE_ENV, "0")
+    model, record = autotune.tuned(build, trace, ops.AUTO, timer=unmeasured, prior=partial)
+    defaults = {s.key: ops.IMPL_FORMS[s.kind][0] for s in (first, second)}
+    assert model.sep_impl.as_dict() == chosen | defaults
+    monkeypatch.setenv(autotune.ENABLE_ENV, "1")
     model, record = autotune.tuned(build, trace, "shifted", timer=unmeasured, prior=prior)
     assert model.sep_impl == "shifted" and record == {}
 
@@ -288,18 +299,58 @@ def test_the_record_a_resume_reads_is_a_progressed_runs(tmp_path):
     (workdir / "checkpoints" / "3").mkdir()
     assert workdir_lib.recorded_autotune(str(workdir), "search") == record
     assert workdir_lib.recorded_autotune(str(workdir), "train") is None
-    (workdir / "config.json").write_text('{"autotune": ')
-    assert workdir_lib.recorded_autotune(str(workdir), "search") is None
+    for bad in ('{"autotune": ', '{"autotune": {"search": {"sites": ["views"]}}}',
+                '{"autotune": {"search": {"sites": {"k": 1}}}}'):  # fmt: skip
+        (workdir / "config.json").write_text(bad)
+        assert workdir_lib.recorded_autotune(str(workdir), "search") is None
+
+
+def test_a_resume_keeps_the_record_in_config_json(tmp_path):
+    """`prepare` rewrites config.json on every start; the autotuner's record of a run that has
+    made progress stays (a process stopped before it records its choices again loses nothing);
+    a run that has not is a new start, which chooses again."""
+    config = _tiny_config()
+    workdir = tmp_path / "run"
+    configlib.prepare_workdir(str(workdir), config)
+    record = {"device": "cpu", "sites": {"pool[k=3] 8x8x4 float32": "views"}}
+    workdir_lib.record_autotune(str(workdir), "search", record)
+    configlib.prepare_workdir(str(workdir), config)
+    assert workdir_lib.AUTOTUNE not in json.loads((workdir / "config.json").read_text())
+    workdir_lib.record_autotune(str(workdir), "search", record)
+    (workdir / "checkpoints" / "3").mkdir(parents=True)
+    configlib.prepare_workdir(str(workdir), config)
+    assert workdir_lib.recorded_autotune(str(workdir), "search") == record
+
+
+def test_a_resumed_sweep_builds_with_its_record(tmp_path, monkeypatch):
+    from dnas import sweep
+
+    config = _tiny_config()
+    config.sweep.seeds = "0-1"
+    workdir = tmp_path / "sweep"
+    configlib.prepare_workdir(str(workdir), config, "sweep")
+    record = {"device": "cpu", "sites": {"pool[k=3] 8x8x4 float32": "views"}}
+    workdir_lib.record_autotune(str(workdir), "search", record)
+    (workdir / "checkpoints" / "3").mkdir(parents=True)
+
+    class Built(Exception):
+        pass
+
+    def setup(config, **kwargs):
+        raise Built(kwargs)
+
+    monkeypatch.setattr(search_step, "setup", setup)
+    with pytest.raises(Built) as built:
+        sweep.run(config, str(workdir))
+    assert built.value.args[0] == {"autotune_prior": record}
 
 
 def test_a_resumed_retraining_builds_with_its_record(tmp_path, monkeypatch):
     config = _tiny_config()
     workdir = tmp_path / "retrain_searched"
     configlib.prepare_workdir(str(workdir), config, "train")
-    saved = json.loads((workdir / "config.json").read_text())
     record = {"device": "cpu", "sites": {"pool[k=3] 8x8x4 float32": "views"}}
-    saved[workdir_lib.AUTOTUNE] = {"train": record}
-    (workdir / "config.json").write_text(json.dumps(saved))
+    workdir_lib.record_autotune(str(workdir), "train", record)
     (workdir / "checkpoints" / "3").mkdir(parents=True)
 
     class Built(Exception):

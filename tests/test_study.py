@@ -1,6 +1,6 @@
 """dnas study's grid and its refusals, without Ray: which trials a study has, with which configs,
-and what is refused before anything runs; a "retrain" trial run in this process. A study run on Ray, killed and run again, is in
-tests/test_notebooks.py (notebook 3 runs the same study)."""
+and what is refused before anything runs; a "retrain" trial run in this process. A study run on
+Ray, killed and run again, is in tests/test_notebooks.py (notebook 3 runs the same study)."""
 
 import json
 import os
