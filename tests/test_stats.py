@@ -58,6 +58,11 @@ def test_one_seed_or_no_spread_has_no_interval_or_test():
     assert p.mean_diff == 1.0 and all(math.isnan(v) for v in (p.ci_low, p.t, p.p_value))
     p = stats.paired([94.0, 95.0], [93.0, 94.0])  # every pair differs by exactly 1
     assert p.mean_diff == 1.0 and p.ci_low == p.ci_high == 1.0 and math.isnan(p.p_value)
+    # Equal up to rounding (accuracies of 360 test images as percent): no p of 3e-15.
+    a, b = [100 * 353 / 360, 100 * 354 / 360], [100 * 358 / 360, 100 * 359 / 360]
+    assert a[0] - b[0] != a[1] - b[1]
+    p = stats.paired(a, b)
+    assert p.mean_diff == pytest.approx(-5 / 3.6) and math.isnan(p.p_value) and math.isnan(p.t)
 
 
 def test_bad_inputs_are_refused():
