@@ -322,47 +322,37 @@ def test_a_resume_keeps_the_record_in_config_json(tmp_path):
     assert workdir_lib.recorded_autotune(str(workdir), "search") == record
 
 
-def test_a_resumed_sweep_builds_with_its_record(tmp_path, monkeypatch):
-    from dnas import sweep
-
+def _setup_kwargs_on_resume(monkeypatch, tmp_path, stage, module, run):
+    """`module.setup`'s keyword arguments when `run(config, workdir)` resumes a run that made
+    progress and recorded its forms at `stage` (setup stops it there)."""
     config = _tiny_config()
     config.sweep.seeds = "0-1"
-    workdir = tmp_path / "sweep"
-    configlib.prepare_workdir(str(workdir), config, "sweep")
+    workdir = tmp_path / stage
+    configlib.prepare_workdir(str(workdir), config, stage)
     record = {"device": "cpu", "sites": {"pool[k=3] 8x8x4 float32": "views"}}
-    workdir_lib.record_autotune(str(workdir), "search", record)
+    workdir_lib.record_autotune(str(workdir), "train" if stage == "train" else "search", record)
     (workdir / "checkpoints" / "3").mkdir(parents=True)
 
     class Built(Exception):
         pass
 
-    def setup(config, **kwargs):
+    def setup(*args, **kwargs):
         raise Built(kwargs)
 
-    monkeypatch.setattr(search_step, "setup", setup)
+    monkeypatch.setattr(module, "setup", setup)
     with pytest.raises(Built) as built:
-        sweep.run(config, str(workdir))
-    assert built.value.args[0] == {"autotune_prior": record}
+        run(config, str(workdir))
+    return built.value.args[0], record
 
 
-def test_a_resumed_retraining_builds_with_its_record(tmp_path, monkeypatch):
-    config = _tiny_config()
-    workdir = tmp_path / "retrain_searched"
-    configlib.prepare_workdir(str(workdir), config, "train")
-    record = {"device": "cpu", "sites": {"pool[k=3] 8x8x4 float32": "views"}}
-    workdir_lib.record_autotune(str(workdir), "train", record)
-    (workdir / "checkpoints" / "3").mkdir(parents=True)
+def test_a_resumed_sweep_or_retraining_builds_with_its_record(tmp_path, monkeypatch):
+    from dnas import sweep
 
-    class Built(Exception):
-        pass
-
-    def setup(config, genotype, **kwargs):
-        raise Built(kwargs)
-
-    monkeypatch.setattr(train, "setup", setup)
-    with pytest.raises(Built) as built:
-        train.run(config, str(workdir), spaces.load("DARTS_V2"))
-    assert built.value.args[0] == {"autotune_prior": record}
+    got, record = _setup_kwargs_on_resume(monkeypatch, tmp_path, "sweep", search_step, sweep.run)
+    assert got == {"autotune_prior": record}
+    retrain = lambda c, w: train.run(c, w, spaces.load("DARTS_V2"))
+    got, record = _setup_kwargs_on_resume(monkeypatch, tmp_path, "train", train, retrain)
+    assert got == {"autotune_prior": record}
 
 
 def test_autotune_off_gives_the_default_forms(monkeypatch):
