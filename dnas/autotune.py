@@ -290,36 +290,34 @@ def tuned(
     sites = record_sites(lambda: trace(model))
     if not sites:
         return model, {}
-    known = (prior or {}).get("sites") or {}
+    if prior is None:
+        table, record = choose(sites, timer=timer)
+        if record["measured"]:
+            log.info(
+                "autotune: measured %d of %d sites in %.1f s (%s)", len(record["measured"]),
+                len(sites), record["seconds"], cache_path(),
+            )  # fmt: skip
+        return build(table), record
+    known = prior.get("sites") or {}
     kept = {s.key: known[s.key] for s in sites if known.get(s.key) in ops.IMPL_FORMS[s.kind]}
+    ms = prior.get("ms") or {}
+    record = {"device": prior.get("device", "?"), "sites": kept, "measured": [],
+              "ms": {k: ms[k] for k in kept if k in ms}, "resumed": True}  # fmt: skip
+    log.info("autotune: %d forms the run chose on %s, again", len(kept), record["device"])
     rest = [s for s in sites if s.key not in kept]
-    if prior is not None and rest:
+    if rest:
         log.warning(
             "autotune: the resumed run's record gives a valid form for %d of these %d sites "
             "(another dnas version?); choosing the other %d again", len(kept), len(sites),
             len(rest),
         )  # fmt: skip
-    record = {"device": device_key(), "sites": {}, "measured": [], "ms": {}}
-    if prior is not None:
-        ms = prior.get("ms") or {}
-        record = {"device": prior.get("device", "?"), "sites": dict(kept), "measured": [],
-                  "ms": {k: ms[k] for k in kept if k in ms}, "resumed": True}  # fmt: skip
-        log.info("autotune: %d forms the run chose on %s, again", len(kept), record["device"])
-    if rest and enabled():
-        _, chosen = choose(rest, timer=timer)
-        if chosen["measured"]:
-            log.info(
-                "autotune: measured %d of %d sites in %.1f s (%s)", len(chosen["measured"]),
-                len(sites), chosen["seconds"], cache_path(),
-            )  # fmt: skip
-        if prior is None:
-            record = chosen
-        else:
+        if enabled():
+            _, chosen = choose(rest, timer=timer)
             record["sites"] |= chosen["sites"]
             record["ms"] |= chosen["ms"]
             record["measured"] = chosen["measured"]
-    elif rest:  # autotuning off: the defaults for what the prior does not name
-        record["sites"] |= {s.key: ops.IMPL_FORMS[s.kind][0] for s in rest}
+        else:  # autotuning off: the defaults for what the prior does not name
+            record["sites"] |= {s.key: ops.IMPL_FORMS[s.kind][0] for s in rest}
     choices = _agree_across_processes(sites, {s.key: record["sites"][s.key] for s in sites})
     record["sites"] = choices
     return build(ops.ImplTable(tuple(sorted(choices.items())))), record

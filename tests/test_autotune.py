@@ -31,14 +31,21 @@ def _tiny_config(**search):
     return c
 
 
-def _sites(config=None, dtype=jnp.float32):
-    """The sites of the default space's tiny supernet at batch 16."""
+def _build_and_trace(config=None, dtype=jnp.float32):
+    """(build(impl), trace(model)) of the default space's tiny supernet at batch 16, as
+    `autotune.tuned` takes them."""
     c = config or _tiny_config()
     space = spaces.get(c.space)
-    model = space.supernet(10, C=c.search.C, layers=c.search.layers, sep_impl=ops.AUTO)
     mix = {g: jnp.zeros(s) for g, s in space.alpha_shapes.items()}
     x = jax.ShapeDtypeStruct((16, 8, 8, 1), dtype)
-    return autotune.record_sites(lambda: model.init(jax.random.key(0), x, mix, train=True))
+    build = lambda impl: space.supernet(10, C=c.search.C, layers=c.search.layers, sep_impl=impl)
+    return build, lambda model: model.init(jax.random.key(0), x, mix, train=True)
+
+
+def _sites(config=None, dtype=jnp.float32):
+    """The sites of the default space's tiny supernet at batch 16."""
+    build, trace = _build_and_trace(config, dtype)
+    return autotune.record_sites(lambda: trace(build(ops.AUTO)))
 
 
 # Every form computes the same function (forward and gradients), in float64.
@@ -246,12 +253,7 @@ def test_a_resumed_run_takes_its_recorded_forms_again(tuning_on, monkeypatch):
     """`tuned(prior=...)`: the resumed run's forms, measuring nothing, with autotuning on or off;
     a prior made with autotuning off gives the defaults; a prior missing a site is chosen again;
     a forced form wins."""
-    c = _tiny_config()
-    space = spaces.get(c.space)
-    mix = {g: jnp.zeros(s) for g, s in space.alpha_shapes.items()}
-    x = jax.ShapeDtypeStruct((16, 8, 8, 1), jnp.float32)
-    build = lambda impl: space.supernet(10, C=4, layers=3, sep_impl=impl)
-    trace = lambda m: m.init(jax.random.key(0), x, mix, train=True)
+    build, trace = _build_and_trace()
     sites = _sites()
     chosen = {s.key: ops.IMPL_FORMS[s.kind][-1] for s in sites}  # no kind's default
     prior = {"device": "gpu:NVIDIA H100 jax 9.9", "sites": chosen, "ms": {}}
