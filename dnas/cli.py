@@ -499,6 +499,29 @@ def _export_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="output folder (default: WORKDIR/export)")
 
 
+def _logits(args: argparse.Namespace) -> int:
+    from dnas import distill
+
+    summary = distill.write_logits(args.workdir, args.out, batch_size=args.batch_size)
+    teacher = summary["teacher"]
+    out, accuracy = summary["out"], 100 * summary["train_accuracy"]
+    print(f"wrote the {teacher['kind']} teacher's logits of {summary['examples']} training "
+          f"examples (train accuracy {accuracy:.2f}%) to {out}; distil from them with "
+          f"--config.train.teacher={out}")  # fmt: skip
+    return 0
+
+
+def _logits_parser(sub: argparse._SubParsersAction) -> None:
+    text = "write a teacher's logits of every training example, for distillation"
+    p = _command(sub, "logits", _logits, text, " (train.teacher=FILE.npz): the teacher's "
+                 "forward pass once, on the un-augmented images, instead of in every step. "
+                 "WORKDIR is a dnas train workdir, a dnas run retraining folder or a dnas "
+                 "search workdir (its supernet under the final mixing weights).")  # fmt: skip
+    p.add_argument("workdir", help="the teacher's workdir")
+    p.add_argument("--out", required=True, help="the .npz file to write")
+    p.add_argument("--batch-size", type=_positive_int, default=256, help="default: 256")
+
+
 LUT_HELP = (
     "time every candidate op of a space's supernet on this device: a latency table",
     " (JSON, dnas.hardware's format) for the hardware objectives (--config.hardware.lut) and "
@@ -737,6 +760,7 @@ COMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
     "list": _list_parser,
     "eval": _eval_parser,
     "export": _export_parser,
+    "logits": _logits_parser,
     "lut": _lut_parser,
     "latency": _latency_parser,
     "study": _study_parser,

@@ -129,6 +129,9 @@ def default_config() -> ml_collections.ConfigDict:
     t.flip = None
     t.cutout_length = -1
     t.sep_impl = "auto"
+    t.teacher = ""  # knowledge distillation (dnas/distill.py): '' off
+    t.kd_weight = 0.9
+    t.kd_temperature = 4.0
 
     # Language models (the text spaces, dnas/lm.py): batching, regularisation, NT-ASGD.
     c.text = x = ml_collections.ConfigDict()
@@ -426,6 +429,15 @@ FIELDS: dict[str, Field] = {
                                  "default (the CIFAR protocols set 16)", integer(-1)),
     "train.sep_impl": Field("how separable convolutions are computed (ops.py; as "
                             "search.sep_impl)", one_of(lambda: (ops.AUTO, *ops.SEP_IMPLS))),
+    "train.teacher": Field("knowledge distillation (dnas/distill.py) from a teacher: a dnas "
+                           "train workdir or dnas run retrain_<name>/ folder (the network, in "
+                           "inference mode), a dnas search workdir (the supernet under its final "
+                           "mixing weights) or a .npz file of `dnas logits`; '': none", TEXT),
+    "train.kd_weight": Field("a: the loss is (1 - a) CE + a T^2 KL(teacher || student) at "
+                             "temperature T; 0.9 as RepDistiller's and attention-transfer's KD; 0: "
+                             "the plain step (the teacher is not loaded)", number(0, 1)),
+    "train.kd_temperature": Field("T, the softmax temperature of both sides of the KL (4: "
+                                  "RepDistiller, attention-transfer)", POSITIVE),
     "text.level": Field("word (split on spaces, <eos> per line, as the DARTS recurrent code) or "
                         "char; '': the corpus' own (text_dir: word; pydoc, tiny_shakespeare: "
                         "char)", one_of(lambda: ("", "word", "char"))),
@@ -814,6 +826,7 @@ def _check_text(config: ml_collections.ConfigDict) -> None:
         "search.hessian_every_epochs": (s.hessian_every_epochs, 0),
         "hardware.discretise": (config.hardware.discretise, ""),
         "precision": (config.precision, "float32"),
+        "train.teacher": (config.train.teacher, ""),
     }
     if config.hardware.lut == MEASURE and spaces.get(config.space).candidates is None:
         raise ConfigError(

@@ -243,7 +243,7 @@ class _Subset:
         return self.source[self.start + index]
 
     def gather(self, indices: np.ndarray) -> Batch:
-        return _gather(self.source, np.asarray(indices) + self.start)
+        return gather(self.source, np.asarray(indices) + self.start)
 
 
 def _stack(examples: Sequence[Example]) -> Batch:
@@ -253,7 +253,8 @@ def _stack(examples: Sequence[Example]) -> Batch:
     }
 
 
-def _gather(source: Source, indices: np.ndarray) -> Batch:
+def gather(source: Source, indices: np.ndarray) -> Batch:
+    """The batch of `source`'s examples at `indices` (its own `gather` where it has one)."""
     gather = getattr(source, "gather", None)
     if gather is not None:
         return gather(indices)
@@ -530,7 +531,7 @@ def batch_at(source: Source, batch_size: int, step: int, *, seed: int) -> Batch:
     Each epoch visits every example once in a fresh order (`epoch_permutation`); the
     `len(source) % batch_size` examples left over at the end of an epoch are skipped that epoch.
     """
-    return _gather(source, batch_indices(len(source), batch_size, step, seed=seed))
+    return gather(source, batch_indices(len(source), batch_size, step, seed=seed))
 
 
 def batches(
@@ -591,11 +592,11 @@ def eval_batches(source: Source, batch_size: int, *, fill: str = "zeros") -> Ite
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
         if fill == "overlap" and stop - start < batch_size:
-            batch = _gather(source, np.arange(stop - batch_size, stop))
+            batch = gather(source, np.arange(stop - batch_size, stop))
             batch["mask"] = np.arange(batch_size) >= batch_size - (stop - start)
             yield batch
             continue
-        batch = _gather(source, np.arange(start, stop))
+        batch = gather(source, np.arange(start, stop))
         pad = batch_size - (stop - start)
         if pad:
             batch = {

@@ -5,6 +5,7 @@ summed over every process that ran it (`Clock`)."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import os
@@ -100,7 +101,7 @@ class Clock:
 
 def compile_step(
     fn: Callable, what: str, verbose: bool, state: Any, *batches: Any, mesh: Mesh | None = None,
-    clock: Clock | None = None,
+    clock: Clock | None = None, consts: Any = None,
 ) -> tuple[Callable, dict[str, float]]:  # fmt: skip
     """`jax.jit(fn, donate_argnums=0)` compiled ahead of the loop, so progress and ETA start
     after it; returns the compiled step and `{"compile_s": seconds, "compile_cache_hits": n}`,
@@ -110,6 +111,11 @@ def compile_step(
     replicated, batches split along their leading axis. The compiled step then expects batches
     placed by `parallel.shard_batch` and the state by `parallel.replicate`.
 
+    `consts`: a pytree of arrays the step reads but never changes (a distillation teacher's
+    variables, `distill.Teacher`): `fn(state, consts, *batches)` is compiled with them as an
+    argument (replicated, not donated, not embedded in the program as constants) and the
+    returned step takes `(state, *batches)` like one without.
+
     A signal recorded before (`signals.deferred`) stops here rather than after a compilation;
     one that arrives during it is noticed by `run`, before the first step. The compile time is
     added to `clock`.
@@ -118,13 +124,16 @@ def compile_step(
     t0, hits = time.time(), _CACHE_HITS[0]
     if verbose:
         print(f"compiling the {what} (once per run) ...", file=sys.stderr, flush=True)
+    leading = () if consts is None else (consts,)
     if mesh is None:
         jitted = jax.jit(fn, donate_argnums=0)
     else:
         rep, split = parallel.replicated(mesh), parallel.batch_sharded(mesh)
-        in_shardings = (rep, *(split for _ in batches))
+        in_shardings = (rep, *(rep for _ in leading), *(split for _ in batches))
         jitted = jax.jit(fn, donate_argnums=0, in_shardings=in_shardings, out_shardings=rep)
-    compiled = jitted.lower(state, *batches).compile()
+    compiled = jitted.lower(state, *leading, *batches).compile()
+    if consts is not None:
+        compiled = functools.partial(_with_consts, compiled, consts)
     seconds = time.time() - t0
     if clock is not None:
         clock.add("compile_s", seconds)
@@ -143,14 +152,20 @@ def resume(ckpt: checkpoint.Checkpointer, state: Any, clock: Clock | None = None
     return state
 
 
+def _with_consts(compiled: Callable, consts: Any, state: Any, *batches: Any) -> Any:
+    return compiled(state, consts, *batches)
+
+
 def compile_on_first(
     fn: Callable, what: str, verbose: bool, state: Any, batches: Iterator[tuple],
-    mesh: Mesh | None = None, clock: Clock | None = None,
+    mesh: Mesh | None = None, clock: Clock | None = None, consts: Any = None,
 ) -> tuple[Callable, dict[str, float], Iterator[tuple]]:  # fmt: skip
     """`compile_step` for the shapes of the first batch tuple of `batches`; returns the compiled
     step, its compile record and `batches` with that first tuple put back in front."""
     first = next(batches)
-    compiled, record = compile_step(fn, what, verbose, state, *first, mesh=mesh, clock=clock)
+    compiled, record = compile_step(
+        fn, what, verbose, state, *first, mesh=mesh, clock=clock, consts=consts
+    )
     return compiled, record, itertools.chain([first], batches)
 
 

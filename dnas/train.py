@@ -26,6 +26,7 @@ from dnas import (
     checkpoint,
     configlib,
     data,
+    distill,
     evaluate,
     loop,
     metrics,
@@ -45,12 +46,23 @@ from dnas.types import Batch
 def make_train_step(
     model, tx: optax.GradientTransformation, info: data.DatasetInfo, aug: Augmentation, *,
     auxiliary_weight: float, drop_path_prob: float, epochs: int, steps_per_epoch: int,
-    learning_rate: optax.Schedule, dtype=jnp.float32,
-) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:  # fmt: skip
-    """The retraining step; the network computes in `dtype` (`configlib.compute_dtype`), the
-    parameters, optimiser state, BatchNorm statistics and loss stay float32."""
+    learning_rate: optax.Schedule, dtype=jnp.float32, teacher: distill.Teacher | None = None,
+    kd_weight: float = 0.0, kd_temperature: float = 1.0,
+) -> Callable[..., tuple[TrainState, dict]]:  # fmt: skip
+    """The retraining step `(state, batch) -> (state, metrics)`; the network computes in `dtype`
+    (`configlib.compute_dtype`), the parameters, optimiser state, BatchNorm statistics and loss
+    stay float32.
 
-    def step_fn(state: TrainState, batch: Batch):
+    With a `teacher` (`distill.Teacher`) the main logits' loss is `distill.objective` of the
+    cross-entropy and `distill.kd_loss` at `kd_temperature`, weighted `kd_weight`; the teacher's
+    logits are those of the same augmented batch (a logits file's come with the batch, as
+    `teacher_logits`). A teacher with variables makes the step `(state, teacher_variables,
+    batch)` (`loop.compile_step(consts=)` binds them). Without a teacher the program is the
+    plain step's."""
+    distilling = teacher is not None
+
+    def step_fn(state: TrainState, *args):
+        *teacher_vars, batch = args
         key = jax.random.fold_in(state.rng, state.step)
         k_aug, k_drop = jax.random.split(key)
         x = data.preprocess(
@@ -59,6 +71,13 @@ def make_train_step(
         )  # fmt: skip
         epoch = (state.step // steps_per_epoch).astype(jnp.float32)
         rate = drop_path_prob * epoch / epochs  # the reference ramps it per epoch
+        t_logits = None
+        if distilling:
+            t_logits = (
+                batch["teacher_logits"] if teacher.apply is None
+                else teacher.apply(teacher_vars[0], x)
+            )  # fmt: skip
+            t_logits = jax.lax.stop_gradient(t_logits.astype(jnp.float32))
 
         def loss_fn(params):
             variables = {"params": params, "batch_stats": state.batch_stats}
@@ -69,11 +88,16 @@ def make_train_step(
             ce = optax.softmax_cross_entropy_with_integer_labels
             logits = logits.astype(jnp.float32)
             loss = ce(logits, batch["label"]).mean()
+            parts = {}
+            if distilling:
+                kd = distill.kd_loss(logits, t_logits, kd_temperature)
+                parts = {"train/ce": loss, "train/kd": kd}
+                loss = distill.objective(loss, kd, kd_weight)
             if aux is not None:
                 loss = loss + auxiliary_weight * ce(aux.astype(jnp.float32), batch["label"]).mean()
-            return loss, (logits, updates.get("batch_stats", {}))
+            return loss, (logits, updates.get("batch_stats", {}), parts)
 
-        (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        (loss, (logits, batch_stats, parts)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state.params
         )
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -88,6 +112,7 @@ def make_train_step(
             "train/accuracy": evaluate.accuracy(logits, batch["label"]),
             "lr": learning_rate(state.step),
             "drop_path_rate": rate,
+            **parts,
         }
 
     return step_fn
@@ -125,6 +150,7 @@ class TrainSetup:
     total_steps: int
     autotune: dict = dataclasses.field(default_factory=dict)  # `autotune.tuned`'s record
     dtype: object = jnp.float32  # the compute dtype (`precision`)
+    teacher: distill.Teacher | None = None  # train.teacher, loaded (None: not distilling)
 
 
 def setup(
@@ -134,9 +160,12 @@ def setup(
     info: data.DatasetInfo | None = None,
     splits: data.Splits | None = None,
     autotune_prior: Mapping[str, Any] | None = None,
+    teacher: distill.Teacher | None = None,
 ) -> TrainSetup:
     """Builds the retraining from `config`; `info` and `splits` replace the config's dataset;
-    `autotune_prior`: the resumed run's forms (`workdir.recorded_autotune`)."""
+    `autotune_prior`: the resumed run's forms (`workdir.recorded_autotune`); `teacher`
+    (`distill.from_config`): the step distils from it at `train.kd_weight` and
+    `train.kd_temperature`."""
     t = config.train
     info = info or data.get_info(config.dataset)
     splits = splits or data.load(config.dataset, data_dir=config.data_dir or None)
@@ -163,15 +192,17 @@ def setup(
     )
     aug = Augmentation.from_config(t)
     dtype = configlib.compute_dtype(config)
+    if teacher is not None and teacher.logits is not None:  # rows come with the batches
+        splits = splits._replace(train=distill.WithLogits(splits.train, teacher.logits))
     step_fn = make_train_step(
         model, tx, info, aug, auxiliary_weight=t.auxiliary_weight,
         drop_path_prob=t.drop_path_prob if space.drop_path else 0.0, epochs=t.epochs,
-        steps_per_epoch=steps_per_epoch,
-        learning_rate=learning_rate, dtype=dtype,
+        steps_per_epoch=steps_per_epoch, learning_rate=learning_rate, dtype=dtype,
+        teacher=teacher, kd_weight=t.kd_weight, kd_temperature=t.kd_temperature,
     )  # fmt: skip
     return TrainSetup(
         info, genotype, model, tx, learning_rate, step_fn, make_eval_step(model, info, dtype),
-        splits, steps_per_epoch, t.epochs * steps_per_epoch, tuning, dtype,
+        splits, steps_per_epoch, t.epochs * steps_per_epoch, tuning, dtype, teacher,
     )  # fmt: skip
 
 
@@ -263,6 +294,11 @@ def run(config: ml_collections.ConfigDict, workdir: str, genotype: Genotype | No
     if not resuming:  # a resume with another config.space: the guard's message says more
         _check_space(space, config)
     _check_same_genotype(workdir, genotype)
+    splits = teacher = None
+    if config.train.teacher and genotype.search_space.modality == "image":
+        # The teacher is read and checked before anything is written.
+        splits = data.load(config.dataset, data_dir=config.data_dir or None)
+        teacher = distill.from_config(config, splits.train)
     workdir = configlib.prepare_workdir(workdir, config, "train")
     _check_space(space, config)
     genotype.save(os.path.join(workdir, workdir_lib.GENOTYPE))
@@ -273,8 +309,14 @@ def run(config: ml_collections.ConfigDict, workdir: str, genotype: Genotype | No
         return lm.train(config, workdir, genotype, clock)
     mesh = parallel.make_mesh(config.num_devices)
     parallel.check_batch_size(config.train.batch_size, mesh, "train.batch_size")
-    su = setup(config, genotype, autotune_prior=workdir_lib.recorded_autotune(workdir, "train"))
+    prior = workdir_lib.recorded_autotune(workdir, "train")
+    su = setup(config, genotype, splits=splits, autotune_prior=prior, teacher=teacher)
     workdir_lib.record_autotune(workdir, "train", su.autotune)
+    consts = None
+    if su.teacher is not None:
+        distill.check_same_teacher(workdir, su.teacher)
+        if su.teacher.variables is not None:
+            consts = parallel.replicate(su.teacher.variables, mesh)
     t = config.train
     state = parallel.replicate(create_state(config, su), mesh)
     ckpt = checkpoint.Checkpointer(workdir)
@@ -285,7 +327,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, genotype: Genotype | No
     batches = data.batches(su.splits.train, t.batch_size, seed=config.seed + 2, start_step=start)
     batches = parallel.shard_batches(((b,) for b in batches), mesh)
     step_fn, compiled_record, batches = loop.compile_on_first(
-        su.step_fn, "training step", config.progress, state, batches, mesh, clock
+        su.step_fn, "training step", config.progress, state, batches, mesh, clock, consts
     )
     writer = metrics.MetricWriter(workdir)
     writer.write_scalars(start, {f"train/{k}": v for k, v in compiled_record.items()})
@@ -319,6 +361,11 @@ def run(config: ml_collections.ConfigDict, workdir: str, genotype: Genotype | No
         "wall_s": round(totals["wall_s"], 1),
         "steps": su.total_steps,
     }
+    if su.teacher is not None:
+        results["distillation"] = {
+            "kd_weight": t.kd_weight, "kd_temperature": t.kd_temperature,
+            "teacher": su.teacher.record,
+        }  # fmt: skip
     writer.write_scalars(su.total_steps, {f"test/{k}": v for k, v in test.items()})
     writer.close()
     ckpt.close()
@@ -333,14 +380,16 @@ def run(config: ml_collections.ConfigDict, workdir: str, genotype: Genotype | No
 
 
 def load_trained(
-    workdir: str, *, dataset: str | None = None
+    workdir: str, *, dataset: str | None = None, splits: data.Splits | None = None
 ) -> tuple[ml_collections.ConfigDict, TrainSetup, TrainState]:
     """(config, set-up, state) of the training in `workdir` (a `dnas train` workdir or a `dnas
     run` retraining folder): its config.json, genotype.json and latest checkpoint, restored and
     verified by `checkpoint.Checkpointer`; a training still running there is refused
     (`errors.WorkdirLocked`). `dataset` sets the splits up on another registered dataset, which
     must have the trained one's input shape and classes; images are still normalised with the
-    trained dataset's statistics, as the network saw them."""
+    trained dataset's statistics, as the network saw them. `splits` replaces the dataset's
+    splits (a distillation's student has them in memory already). The network is built with the
+    forms its training recorded (`workdir.recorded_autotune`), not timed again."""
     workdir = os.path.abspath(workdir)
     if not os.path.isdir(workdir):
         raise FileNotFoundError(f"no workdir {workdir!r}")
@@ -367,8 +416,9 @@ def load_trained(
             f"{trained.name!r} ({'x'.join(map(str, trained.input_shape))}, "
             f"{trained.num_classes} classes)"
         )
-    splits = data.load(info.name, data_dir=config.data_dir or None)
-    su = setup(config, genotype, info=trained, splits=splits)
+    splits = splits or data.load(info.name, data_dir=config.data_dir or None)
+    prior = workdir_lib.recorded_autotune(workdir, "train")
+    su = setup(config, genotype, info=trained, splits=splits, autotune_prior=prior)
     target = jax.eval_shape(lambda: create_state(config, su))
     # The workdir's lock: a training still running there is named, not disturbed (opening a
     # Checkpointer clears unfinished saves).

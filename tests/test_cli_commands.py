@@ -277,6 +277,72 @@ def test_export_rebuilds_the_network_with_the_checkpointed_logits(pipeline_run, 
 
 
 # ---------------------------------------------------------------------------------------------
+# Knowledge distillation (issue 19): the run's retraining and its search's supernet as teachers.
+
+
+def _records(folder) -> list[dict]:
+    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_distillation_from_a_trained_network_and_from_a_supernet_s_logits(
+    pipeline_run, tmp_path, capsys
+):
+    _, path, workdir, _, _ = pipeline_run
+    teacher = workdir / "retrain_searched"
+    student = tmp_path / "student"
+    args = ["train", "--config", str(path), f"--config.train.genotype={workdir / 'genotype.json'}",
+            "--config.train.C=2", "--config.train.epochs=1"]  # fmt: skip
+    code, _, err = _run(capsys, *args, "--workdir", str(student),
+                        f"--config.train.teacher={teacher}")  # fmt: skip
+    assert code == 0, err[-2000:]
+    results = json.loads((student / "results.json").read_text())
+    kd = results["distillation"]
+    assert (kd["kd_weight"], kd["kd_temperature"], kd["teacher"]["kind"]) == (0.9, 4.0, "trained")
+    assert kd["teacher"]["step"] == json.loads((teacher / "results.json").read_text())["steps"]
+    assert json.loads((student / "teacher.json").read_text()) == kd["teacher"]
+    logged = [r for r in _records(student) if "train/kd" in r]
+    assert logged and all(r["train/kd"] > 0 for r in logged)
+    for r in logged:  # no auxiliary head on NAS-Bench-201: the loss is the mixture alone
+        assert r["train/loss"] == pytest.approx(0.1 * r["train/ce"] + 0.9 * r["train/kd"], 1e-5)
+    # A resume whose teacher is not the one recorded is refused (its training went on, say).
+    record = json.loads((student / "teacher.json").read_text())
+    (student / "teacher.json").write_text(json.dumps(record | {"fingerprint": "0" * 64}))
+    code, out, err = _run(capsys, *args, "--workdir", str(student),
+                          f"--config.train.teacher={teacher}")  # fmt: skip
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert "from a teacher that has changed since" in err and "new --workdir" in err
+
+    # `dnas logits` of the search's supernet (under its final mixing weights), checked against
+    # the supernet restored and applied here; then a student distils from the file.
+    file = tmp_path / "supernet.npz"
+    code, out, err = _run(capsys, "logits", str(workdir), "--out", str(file), "--batch-size", "64")
+    assert code == 0 and "supernet teacher's logits of" in out, err[-2000:]
+    source = data.digits_splits().train
+    with np.load(file) as f:
+        logits, labels = f["logits"], f["labels"]
+    assert logits.shape == (len(source), 10) and np.array_equal(labels, source.labels)
+    _, su, state = search.load_searched(str(workdir))
+    x = data.preprocess(None, source.images[:64], su.info, train=False)
+    want = su.model.apply({"params": state.params}, x, su.strategy.final_weights(state.alphas),
+                          train=True)  # fmt: skip
+    np.testing.assert_allclose(logits[:64], np.asarray(want), rtol=1e-5, atol=1e-5)
+    code, _, err = _run(capsys, *args, "--workdir", str(tmp_path / "from_file"),
+                        f"--config.train.teacher={file}")  # fmt: skip
+    assert code == 0, err[-2000:]
+    results = json.loads((tmp_path / "from_file" / "results.json").read_text())
+    assert results["distillation"]["teacher"]["kind"] == "logits"
+
+    # A file of another training split is refused on one line, before anything is written.
+    short = tmp_path / "short.npz"
+    np.savez(short, logits=logits[:-1], labels=labels[:-1], dataset="digits", split="train")
+    code, out, err = _run(capsys, *args, "--workdir", str(tmp_path / "refused"),
+                          f"--config.train.teacher={short}")  # fmt: skip
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert f"holds logits of shape [{len(source) - 1}, 10]" in err
+    assert not (tmp_path / "refused").exists()
+
+
+# ---------------------------------------------------------------------------------------------
 # dnas list and --version.
 
 

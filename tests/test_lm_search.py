@@ -155,6 +155,7 @@ def test_dnas_info_prints_the_papers_parameter_count(capsys):
         (["search.selection=pt"], "not supported for language models"),
         (["dataset=text_dir", "data.text_dir="], "set --config.data.text_dir=DIR"),
         (["search.partial_channels=2"], "not supported for language models"),
+        (["train.teacher=some/teacher"], "train.teacher='some/teacher' is not supported"),
         (["text.dropout=1.0"], r"text.dropout=1.0 is out of range"),
         (["hardware.lut=measure", "hardware.objective=mul_logpow"], "cost model"),
     ],
