@@ -101,6 +101,9 @@ def default_config() -> ml_collections.ConfigDict:
     s.crop_padding = -1
     s.flip = None
     s.cutout_length = 0
+    s.teacher = ""  # distillation in the weight step (as train.teacher): '' off
+    s.kd_weight = 0.9
+    s.kd_temperature = 4.0
 
     # Hardware-aware search (issue 15; search_step.HardwareObjective): off where objective is ''.
     c.hardware = h = ml_collections.ConfigDict()
@@ -381,6 +384,12 @@ FIELDS: dict[str, Field] = {
     **{f"search.{k}": f for k, f in _AUGMENTATION.items()},
     "search.cutout_length": Field("cutout square's side in pixels, 0: none; -1: the dataset's "
                                   "default", integer(-1)),
+    "search.teacher": Field("distillation in the weight step (the alphas' step keeps the plain "
+                            "validation loss): a teacher as train.teacher; order=first, no "
+                            "selection=pt, no dnas sweep; '': none", TEXT),
+    "search.kd_weight": Field("a of the weight step's loss (as train.kd_weight)", number(0, 1)),
+    "search.kd_temperature": Field("T of the weight step's KL (as train.kd_temperature)",
+                                   POSITIVE),
     "hardware.objective": Field("hardware-aware alpha objective of the validation loss and the "
                                 "expected cost E[C] (hardware.OBJECTIVES: mul_log, add_linear: "
                                 "ProxylessNAS'; mul_logpow: FBNet's; add_abs: TF-NAS'); '': the "
@@ -614,6 +623,13 @@ def check_method_options(config: ml_collections.ConfigDict, strategy: strategies
             "search.selection_rerank re-scores the best architectures of selection=random or "
             f"evolution; with selection={s.selection!r} set --config.search.selection_rerank=0"
         )
+    if s.teacher and s.kd_weight > 0 and (config.order != "first" or s.selection == "pt"):
+        what = f"order={config.order}" if config.order != "first" else "search.selection=pt"
+        raise ConfigError(
+            f"search.teacher distils the weight step of a first-order search; with {what} the "
+            "hypergradient's virtual step (or DARTS-PT's fine-tuning) would still take the plain "
+            "loss: set --config.order=first and no selection=pt, or --config.search.teacher=''"
+        )
     if s.selection == "evolution" and s.evolution_sample_size > s.evolution_population:
         raise ConfigError(
             f"search.evolution_sample_size={s.evolution_sample_size} exceeds "
@@ -827,6 +843,7 @@ def _check_text(config: ml_collections.ConfigDict) -> None:
         "hardware.discretise": (config.hardware.discretise, ""),
         "precision": (config.precision, "float32"),
         "train.teacher": (config.train.teacher, ""),
+        "search.teacher": (config.search.teacher, ""),
     }
     if config.hardware.lut == MEASURE and spaces.get(config.space).candidates is None:
         raise ConfigError(

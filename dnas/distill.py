@@ -136,10 +136,10 @@ def load_teacher(
     return _supernet_teacher(path, train_source)
 
 
-def from_config(config: Any, train_source: data.Source) -> Teacher | None:
-    """The teacher of `config.train` (`load_teacher`), or None: no `train.teacher`, or
-    `train.kd_weight` 0 (the plain step; the teacher is not even read)."""
-    t = config.train
+def from_config(config: Any, train_source: data.Source, stage: str = "train") -> Teacher | None:
+    """The teacher of `config.<stage>` (train or search; `load_teacher`), or None: no
+    `<stage>.teacher`, or `<stage>.kd_weight` 0 (the plain step; the teacher is not read)."""
+    t = config[stage]
     if not t.teacher or t.kd_weight == 0:
         return None
     return load_teacher(t.teacher, config.dataset, data.get_info(config.dataset), train_source)

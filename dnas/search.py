@@ -27,6 +27,7 @@ from dnas import (
     configlib,
     data,
     diagnostics,
+    distill,
     evaluate,
     loop,
     metrics,
@@ -125,13 +126,20 @@ def run(config: ml_collections.ConfigDict, workdir: str, select: Select | None =
     benchmark = None  # the space's published results, read and checked before the workdir
     if config.benchmark.table:
         benchmark = spaces.get(config.space).ground_truth(config.benchmark.table)
+    splits = teacher = None  # search.teacher: read and checked before anything is written
+    if config.search.teacher and spaces.get(config.space).modality == "image":
+        splits = data.load(config.dataset, data_dir=config.data_dir or None)
+        teacher = distill.from_config(config, splits.train, "search")
     workdir = configlib.prepare_workdir(workdir, config)
     loop.enable_compilation_cache(config.compilation_cache_dir)
     mesh = parallel.make_mesh(config.num_devices)
     parallel.check_batch_size(config.search.batch_size, mesh, "search.batch_size")
     config = measured_lut(config, workdir)
-    su = search_step.setup(config, autotune_prior=workdir_lib.recorded_autotune(workdir, "search"))
+    prior = workdir_lib.recorded_autotune(workdir, "search")
+    su = search_step.setup(config, splits=splits, autotune_prior=prior, teacher=teacher)
     workdir_lib.record_autotune(workdir, "search", su.autotune)
+    if teacher is not None:
+        distill.check_same_teacher(workdir, teacher)
     budget = None  # hardware.discretise=budget: its table; a budget nothing meets fails now
     if config.hardware.discretise == "budget":
         budget = search_step.cost_table(config, su.space, su.model, su.info.input_shape)
@@ -172,8 +180,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, select: Select | None =
                              "val_ppl": f"{m['val/perplexity']:.1f}"}  # fmt: skip
     # A finished search (resumed for its selection phase, or stopped early) compiles nothing.
     if monitor.stopped() is None and start < su.total_steps:
+        consts = None if su.consts is None else parallel.replicate(su.consts, mesh)
         step_fn, compiled_record, batches = loop.compile_on_first(
-            su.step_fn, "search step", config.progress, state, batches, mesh, clock
+            su.step_fn, "search step", config.progress, state, batches, mesh, clock, consts
         )
         writer.write_scalars(start, {f"search/{k}": v for k, v in compiled_record.items()})
         state = loop.run(

@@ -20,7 +20,17 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from dnas import autotune, configlib, data, evaluate, hardware, optim, spaces, strategies
+from dnas import (
+    autotune,
+    configlib,
+    data,
+    distill,
+    evaluate,
+    hardware,
+    optim,
+    spaces,
+    strategies,
+)
 from dnas.state import SearchState, init_variables, initial_alphas
 from dnas.types import Batch, Metrics
 
@@ -48,13 +58,18 @@ def loss_keys(key):
 
 def make_loss_fn(
     model, strategy: strategies.Strategy, info: data.DatasetInfo, aug: Augmentation,
-    dtype: Any = jnp.float32,
+    dtype: Any = jnp.float32, teacher: distill.Teacher | None = None, kd_weight: float = 0.0,
+    kd_temperature: float = 1.0,
 ):  # fmt: skip
-    """loss_fn(params, alphas, batch, key, step, mix=None) -> (loss, metrics) of the supernet;
-    `mix` replaces the strategy's mixing weights of `alphas` (SDARTS' perturbed weight step).
-    The supernet computes in `dtype` (`configlib.compute_dtype`); the loss in float32."""
+    """loss_fn(params, alphas, batch, key, step, mix=None, distil=None) -> (loss, metrics) of
+    the supernet; `mix` replaces the strategy's mixing weights of `alphas` (SDARTS' perturbed
+    weight step). The supernet computes in `dtype` (`configlib.compute_dtype`); the loss in
+    float32. With a `teacher` (`distill.Teacher`, `search.teacher`), `distil=(teacher
+    variables,)` (`()` for a logits file's teacher, whose rows come with the batch) makes the
+    loss `distill.objective` of the cross-entropy and the KD term on the same augmented batch
+    (the weight step's); `distil=None` keeps the plain loss (the alphas')."""
 
-    def loss_fn(params, alphas, batch: Batch, key, step, mix=None):
+    def loss_fn(params, alphas, batch: Batch, key, step, mix=None, distil=None):
         k_aug, k_mix = loss_keys(key)
         x = data.preprocess(
             k_aug, batch["image"], info, train=True, crop_padding=aug.crop_padding,
@@ -71,7 +86,14 @@ def make_loss_fn(
             )  # fmt: skip
         logits = logits.astype(jnp.float32)
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
-        return loss, {"loss": loss, "accuracy": evaluate.accuracy(logits, batch["label"])}
+        parts = {}
+        if distil is not None:
+            t_logits = batch["teacher_logits"] if not distil else teacher.apply(distil[0], x)
+            kd = distill.kd_loss(logits, t_logits, kd_temperature)
+            parts = {"ce": loss, "kd": kd}
+            loss = distill.objective(loss, kd, kd_weight)
+        metrics = {"loss": loss, "accuracy": evaluate.accuracy(logits, batch["label"])}
+        return loss, metrics | parts
 
     return loss_fn
 
@@ -193,15 +215,19 @@ def make_step(
     alpha_start_step: int = 0,
     hardware_objective: HardwareObjective | None = None,
     update_scale: Callable[[Batch], jax.Array] | None = None,
-) -> Callable[[SearchState, Batch, Batch], tuple[SearchState, Metrics]]:
-    """The pure search step: alpha update on `val_batch`, then weight update on `train_batch`.
+    distilling: bool = False,
+) -> Callable[..., tuple[SearchState, Metrics]]:
+    """The pure search step `(state, train_batch, val_batch) -> (state, metrics)`: alpha update
+    on `val_batch`, then weight update on `train_batch`.
     Before `alpha_start_step` (a weights-only warm-up, PC-DARTS / P-DARTS), at steps that are
     not a multiple of `strategy.alpha_every` (ProxylessNAS) and for strategies that do not learn
     alphas, the alphas stay and the validation loss is only evaluated. With `hardware_objective`
     the alphas minimise its objective of the validation loss and the expected cost instead of the
     loss alone (`HardwareObjective.grad`). `update_scale(train_batch)` scales the weights'
     update after the optimiser (the DARTS recurrent search's learning rate times the segment's
-    length over bptt)."""
+    length over bptt). `distilling` (a `loss_fn` with a teacher): the weight step's loss
+    distils, and a teacher with variables makes the step `(state, teacher_variables,
+    train_batch, val_batch)` (`loop.compile_step(consts=)` binds them)."""
 
     def alpha_half(state: SearchState, train_batch: Batch, val_batch: Batch, key):
         g_alpha, val_metrics = strategy.alpha_grad(
@@ -234,7 +260,9 @@ def make_step(
         g_alpha = jax.tree.map(jnp.zeros_like, state.alphas)
         return state.alphas, state.alpha_opt_state, g_alpha, val_metrics, reg
 
-    def step_fn(state: SearchState, train_batch: Batch, val_batch: Batch):
+    def step_fn(state: SearchState, *args):
+        *teacher_vars, train_batch, val_batch = args
+        distil = {"distil": tuple(teacher_vars)} if distilling else {}
         key = jax.random.fold_in(state.rng, state.step)
         k_alpha, k_weight = jax.random.split(key)
         args = (state, train_batch, val_batch, k_alpha)
@@ -253,7 +281,7 @@ def make_step(
             k_weight, k_perturb = jax.random.split(k_weight)
             _, k_mix = loss_keys(k_weight)  # the relaxation's key in loss_fn(..., k_weight)
             loss_of_mix = lambda m: loss_fn(
-                state.params, alphas, train_batch, k_weight, state.step, mix=m
+                state.params, alphas, train_batch, k_weight, state.step, mix=m, **distil
             )[0]
             mix = strategy.weight_mix(
                 loss_of_mix, strategy.mix_weights(alphas, k_mix, state.step), k_perturb,
@@ -261,7 +289,7 @@ def make_step(
             )  # fmt: skip
         extra = () if mix is None else (mix,)
         (_, train_metrics), g_w = grad_fn(
-            state.params, alphas, train_batch, k_weight, state.step, *extra
+            state.params, alphas, train_batch, k_weight, state.step, *extra, **distil
         )
         updates, weight_opt_state = weight_tx.update(g_w, state.weight_opt_state, state.params)
         if update_scale is not None:
@@ -309,6 +337,12 @@ class SearchSetup:
     text: Any = None  # a text space's data (`lm.TextData`); None for images
     autotune: dict = dataclasses.field(default_factory=dict)  # `autotune.tuned`'s record
     dtype: Any = jnp.float32  # the compute dtype (`precision`)
+    teacher: distill.Teacher | None = None  # search.teacher, loaded: the weight step distils
+
+    @property
+    def consts(self) -> Any:
+        """What `loop.compile_step(consts=)` binds to the step: the teacher's variables."""
+        return None if self.teacher is None else self.teacher.variables
 
 
 def setup(
@@ -317,17 +351,22 @@ def setup(
     info: data.DatasetInfo | None = None,
     splits: data.Splits | None = None,
     autotune_prior: Mapping[str, Any] | None = None,
+    teacher: distill.Teacher | None = None,
 ) -> SearchSetup:
     """Builds the search from `config`; `info` and `splits` replace the config's dataset (e.g. an
     in-memory dataset of your own); `autotune_prior`: the resumed run's forms
-    (`workdir.recorded_autotune`)."""
+    (`workdir.recorded_autotune`); `teacher` (`distill.from_config(config, ..., "search")`):
+    the weight step distils from it."""
     s = config.search
     space = spaces.get(config.space)
     if space.modality == "text":
         return text_setup(config)
     info = info or data.get_info(config.dataset)
     splits = splits or data.load(config.dataset, data_dir=config.data_dir or None)
-    weights_source, alphas_source = data.search_split(splits.train, s.train_portion)
+    train_source = splits.train
+    if teacher is not None and teacher.logits is not None:  # rows come with the batches
+        train_source = distill.WithLogits(train_source, teacher.logits)
+    weights_source, alphas_source = data.search_split(train_source, s.train_portion)
     steps_per_epoch = data.steps_per_epoch(weights_source, s.batch_size)
     data.steps_per_epoch(alphas_source, s.batch_size)  # fail early: too few validation examples
 
@@ -343,11 +382,12 @@ def setup(
         build, lambda m: m.init(jax.random.key(0), x, mix, train=True), s.sep_impl,
         prior=autotune_prior,
     )  # fmt: skip
-    parts = make_step_parts(config, model, info, steps_per_epoch)
+    parts = make_step_parts(config, model, info, steps_per_epoch, teacher=teacher)
     configlib.check_method_options(config, parts[0])
     return SearchSetup(
         space, info, model, *parts, weights_source, alphas_source, steps_per_epoch,
         s.epochs * steps_per_epoch, autotune=tuning, dtype=configlib.compute_dtype(config),
+        teacher=teacher,
     )  # fmt: skip
 
 
@@ -444,10 +484,12 @@ def make_step_parts(
     model,
     info: data.DatasetInfo,
     steps_per_epoch: int,
+    teacher: distill.Teacher | None = None,
     **hparams,
 ) -> tuple:
     """(strategy, weight_tx, alpha_tx, learning_rate, loss_fn, step_fn) of the search in
-    `config`; `hparams` (names in `HPARAMS`) replace the config's values and may be traced."""
+    `config`; `hparams` (names in `HPARAMS`) replace the config's values and may be traced;
+    `teacher`: the weight step distils (`make_loss_fn`)."""
     s = config.search
     unknown = set(hparams) - set(HPARAMS)
     if unknown:
@@ -468,17 +510,16 @@ def make_step_parts(
 
         loss_fn, update_scale = lm.make_loss_fn(model, strategy), lm.length_scale
     else:
-        loss_fn, update_scale = (
-            make_loss_fn(
-                model, strategy, info, Augmentation.from_config(s), configlib.compute_dtype(config)
-            ),
-            None,
-        )
+        loss_fn = make_loss_fn(
+            model, strategy, info, Augmentation.from_config(s), configlib.compute_dtype(config),
+            teacher=teacher, kd_weight=s.kd_weight, kd_temperature=s.kd_temperature,
+        )  # fmt: skip
+        update_scale = None
     step_fn = make_step(
         loss_fn, strategy, weight_tx, alpha_tx, learning_rate,
         alpha_start_step=s.alpha_warmup_epochs * steps_per_epoch,
         hardware_objective=make_hardware_objective(config, strategy, model, info),
-        update_scale=update_scale,
+        update_scale=update_scale, distilling=teacher is not None,
     )  # fmt: skip
     if text:
         step_fn = lm.carry_step(step_fn, config.text.tar_beta)

@@ -332,6 +332,14 @@ def test_distillation_from_a_trained_network_and_from_a_supernet_s_logits(
     results = json.loads((tmp_path / "from_file" / "results.json").read_text())
     assert results["distillation"]["teacher"]["kind"] == "logits"
 
+    # The search's weight step distils from the same file; the alphas' step does not.
+    code, _, err = _run(capsys, "search", "--config", str(path), "--workdir",
+                        str(tmp_path / "search"), f"--config.search.teacher={file}")  # fmt: skip
+    assert code == 0, err[-2000:]
+    logged = _records(tmp_path / "search")
+    assert any("train/kd" in r for r in logged) and not any("val/kd" in r for r in logged)
+    assert json.loads((tmp_path / "search" / "teacher.json").read_text())["kind"] == "logits"
+
     # A file of another training split is refused on one line, before anything is written.
     short = tmp_path / "short.npz"
     np.savez(short, logits=logits[:-1], labels=labels[:-1], dataset="digits", split="train")

@@ -399,6 +399,9 @@ def test_a_batch_larger_than_the_split_it_draws_from():
          "sweep.param_values: search.lr=-1.0 is out of range: a number > 0"),
         ({"space": "proxyless", "strategy": "proxylessnas", "order": "second"},
          "proxylessnas mode='two' needs order='first'"),
+        # Distillation in the search's weight step: first order, no DARTS-PT fine-tuning.
+        ({"search__teacher": "t", "order": "second"}, "with order=second the hypergradient's"),
+        ({"search__teacher": "t", "search__selection": "pt"}, "with search.selection=pt"),
         # The hardware objective: its target, its arguments, a resource it can cost, a file.
         ({"hardware__objective": "mul_log", "hardware__resource": "macs"},
          "needs hardware.target > 0"),
