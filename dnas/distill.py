@@ -173,11 +173,10 @@ def _trained_teacher(path: str, dataset: str, train_source: data.Source) -> Teac
     record = {
         "kind": "trained", "path": path, "genotype": su.genotype.to_string(),
         "C": config.train.C, "layers": config.train.layers, "step": int(state.step),
-        "total_steps": su.total_steps, "params": evaluate.count_params(state.params),
+        "total_steps": su.total_steps, "params_total": evaluate.count_params(state.params),
     }  # fmt: skip
-    results = _read_json(os.path.join(path, "results.json"))
-    if results and "test_accuracy" in results:
-        record["test_accuracy"] = results["test_accuracy"]
+    results = _read_json(os.path.join(path, "results.json")) or {}
+    record |= {k: results[k] for k in ("params", "test_accuracy") if k in results}
     return Teacher("trained", path, apply, variables, None, record | _fingerprint(variables))
 
 
