@@ -45,7 +45,7 @@ and the NAS-Bench-201 reduction blocks' have.
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import flax.linen as nn
@@ -86,6 +86,9 @@ class MixedCell(nn.Module):
     remat: bool = False
     partial_channels: int = 1
     single_op: bool = False
+    # Which ops of which edges are computed (SGAS' decided and pruned edges; `active_table`):
+    # rows x ops of the topology, True where computed; None: every op of every edge.
+    active: tuple[tuple[bool, ...], ...] | None = None
 
     @property
     def op_channels(self) -> int:
@@ -142,6 +145,16 @@ class MixedCell(nn.Module):
             raise ValueError(
                 f"partial_channels={K} must be a positive divisor of the cell's {self.C} channels"
             )
+        active = None
+        if self.active is not None:
+            active = np.asarray(self.active, bool)
+            if active.shape != (space.num_edges, space.num_ops):
+                raise ValueError(
+                    f"the active table of a {space.name} cell must have shape "
+                    f"{(space.num_edges, space.num_ops)}, got {active.shape}"
+                )
+            if self.single_op:
+                raise ValueError("single_op and an active table do not combine")
         cells = _CELLS.get()
         if cells is not None:
             cells.append((self, tuple(inputs[0].shape[1:3])))
@@ -160,10 +173,17 @@ class MixedCell(nn.Module):
             # P-DARTS: dropout on the identity skip connections (stride 1), a key per edge.
             drop_skip = skip_dropout is not None and stride == 1 and "skip_connect" in modules
             keys = jax.random.split(self.make_rng("dropout"), len(rows)) if drop_skip else None
+            # How many of this scan's edges compute each op, and each edge's flags (scanned).
+            runs = {op: len(rows) for op in modules}
+            flags = None
+            if active is not None:
+                on = active[np.asarray(rows)]
+                runs = {op: int(on[:, space.op_index(op)].sum()) for op in modules}
+                flags = jnp.asarray(on)
 
             def edge(nodes, xs, modules=modules, from_inputs=from_inputs, stride=stride,
-                     drop_skip=drop_skip):  # fmt: skip
-                params_e, w_K, src, dst, key = xs
+                     drop_skip=drop_skip, runs=runs, n=len(rows)):  # noqa: B008  # fmt: skip
+                params_e, w_K, src, dst, key, on_K = xs
                 if from_inputs:
                     x = lax.dynamic_index_in_dim(inputs_I, src, keepdims=False)
                 else:
@@ -182,6 +202,19 @@ class MixedCell(nn.Module):
                         y = jnp.where(keep, y / (1.0 - rate), 0.0)
                     return w_K[space.op_index(op)] * y.astype(acc)
 
+                shape = (*nodes.shape[1:-1], self.op_channels)
+
+                def computed(op):
+                    """The op's term where this edge computes it (`active`), else zeros;
+                    its multiply-adds counted on the edges that compute it."""
+                    with ops.mac_scale(runs[op]):
+                        if runs[op] == n:
+                            return term(op).astype(acc)
+                        return lax.cond(
+                            on_K[space.op_index(op)], lambda: term(op).astype(acc),
+                            lambda: jnp.zeros(shape, acc),
+                        )  # fmt: skip
+
                 if self.single_op:  # run only the op of largest weight (one-hot mixing)
                     names = list(modules)
                     branches = [lambda op=op: term(op) for op in names]
@@ -191,9 +224,11 @@ class MixedCell(nn.Module):
                         branches.append(lambda: jnp.zeros(shape, dtype))
                         columns.append(space.op_index("none"))
                     which = jnp.argmax(w_K[jnp.array(columns)])
-                    out = lax.switch(which, branches).astype(acc)
+                    with ops.mac_scale(n):
+                        out = lax.switch(which, branches).astype(acc)
                 else:
-                    out = sum(term(op).astype(acc) for op in modules)
+                    terms = [computed(op) for op in modules if runs[op]]
+                    out = sum(terms) if terms else jnp.zeros(shape, acc)  # a pruned edge: 0
                 if K > 1:  # PC-DARTS: the other channels bypass, weighted by the edge's total
                     bypass = x[..., self.op_channels :]
                     if stride == 2:
@@ -211,9 +246,28 @@ class MixedCell(nn.Module):
             if nodes is None:  # every op maps (N, H, W, C) to the pooling's output shape
                 shape = jax.eval_shape(lambda x, s=stride: ops.max_pool(x, 3, s, 1), inputs[0])
                 nodes = jnp.zeros((space.num_intermediate, *shape.shape), acc)
-            with ops.mac_scale(len(rows)):
-                nodes, _ = lax.scan(edge, nodes, (params, w_GxK, srcs, dsts, keys))
+            nodes, _ = lax.scan(edge, nodes, (params, w_GxK, srcs, dsts, keys, flags))
         return nodes.astype(dtype)
+
+
+# The hashable form of a supernet's active table: (alpha group, rows x ops of bools) pairs.
+Active = tuple[tuple[str, tuple[tuple[bool, ...], ...]], ...]
+
+
+def active_table(active: Mapping[str, np.ndarray] | None) -> Active | None:
+    """{alpha group: (rows, ops) bool array, True where the op is computed} as the cell
+    supernets take it (`active=`: a static module attribute, so hashable); None stays None."""
+    if active is None:
+        return None
+    return tuple(
+        (group, tuple(tuple(bool(v) for v in row) for row in np.asarray(table, bool)))
+        for group, table in sorted(active.items())
+    )
+
+
+def group_active(active: Active | None, group: str) -> tuple[tuple[bool, ...], ...] | None:
+    """One alpha group's rows x ops of `active` (`MixedCell.active`); None: all computed."""
+    return None if active is None else dict(active).get(group)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from dnas import literals, network, ops, supernet
 from dnas.genotype import Genotype
@@ -69,6 +70,7 @@ class DartsSearchCell(nn.Module):
     remat: bool = False
     partial_channels: int = 1
     single_op: bool = False
+    active: tuple[tuple[bool, ...], ...] | None = None  # `supernet.MixedCell.active`
 
     @nn.compact
     def __call__(
@@ -86,7 +88,7 @@ class DartsSearchCell(nn.Module):
             space, self.C, self.reduction, "reduce" if self.reduction else "normal",
             bn_after_pool=True, sep_impl=self.sep_impl,
             remat=self.remat, partial_channels=self.partial_channels, single_op=self.single_op,
-            name="mixed",
+            active=self.active, name="mixed",
         )([s0, s1], w_ExK, train, skip_dropout)  # fmt: skip
         return jnp.concatenate([nodes[i - space.num_inputs] for i in space.concat], axis=-1)
 
@@ -118,6 +120,7 @@ class DartsSupernet(nn.Module):
     remat: bool = False
     partial_channels: int = 1  # PC-DARTS' K
     single_op: bool = False  # run only each edge's largest-weight op (one-hot mixing: GDAS)
+    active: supernet.Active | None = None  # the ops computed per group (`supernet.active_table`)
 
     @nn.compact
     def __call__(
@@ -130,9 +133,11 @@ class DartsSupernet(nn.Module):
         s0 = s1 = ops.StemConv(self.stem_multiplier * self.C, False, name="stem")(x, train)
         reduction_prev = False
         for i, (C_curr, reduction) in enumerate(cell_layout(self.C, self.layers)):
+            group = "reduce" if reduction else "normal"
             cell = DartsSearchCell(
                 C_curr, reduction, reduction_prev, self.sep_impl, self.remat,
-                self.partial_channels, self.single_op, name=f"cell_{i}",
+                self.partial_channels, self.single_op, supernet.group_active(self.active, group),
+                name=f"cell_{i}",
             )  # fmt: skip
             w = mix_weights["reduce" if reduction else "normal"]
             s0, s1 = s1, cell(s0, s1, w, train, skip_dropout)
@@ -276,11 +281,14 @@ class NetworkImageNet(_EvalNetwork):
 def build_supernet(
     num_classes: int, *, C: int = 16, layers: int = 8, sep_impl: ops.Impl = "fused",
     remat: bool = False, partial_channels: int = 1, single_op: bool = False,
+    active: Mapping[str, np.ndarray] | None = None,
 ) -> DartsSupernet:  # fmt: skip
-    """The search network: `layers` cells (the paper: 8) of C (16) channels."""
+    """The search network: `layers` cells (the paper: 8) of C (16) channels; `active`: the ops
+    computed, per alpha group (`supernet.active_table`; None: all)."""
     return DartsSupernet(
         num_classes, C, layers, sep_impl=sep_impl, remat=remat,
         partial_channels=partial_channels, single_op=single_op,
+        active=supernet.active_table(active),
     )  # fmt: skip
 
 

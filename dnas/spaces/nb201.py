@@ -27,6 +27,7 @@ from typing import NamedTuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from dnas import literals, ops, supernet
 from dnas.genotype import Genotype
@@ -102,6 +103,7 @@ class NB201Supernet(nn.Module):
     partial_channels: int = 1
     single_op: bool = False
     impl: ops.Impl = "views"  # the pooling ops' form (`ops.choose_form`)
+    active: supernet.Active | None = None  # the ops computed (`supernet.active_table`)
 
     @nn.compact
     def __call__(
@@ -117,7 +119,7 @@ class NB201Supernet(nn.Module):
                 cell = supernet.MixedCell(
                     TOPOLOGY, C_curr, sep_impl=self.impl, remat=self.remat,
                     partial_channels=self.partial_channels, single_op=self.single_op,
-                    name=f"cell_{i}",
+                    active=supernet.group_active(self.active, "normal"), name=f"cell_{i}",
                 )  # fmt: skip
                 x = cell([x], mix_weights["normal"], train, skip_dropout)[-1]
         x = jax.nn.relu(ops.BatchNorm(track_running_stats=False, name="lastact")(x, train))
@@ -177,12 +179,14 @@ class NB201Network(nn.Module):
 def build_supernet(
     num_classes: int, *, C: int = 16, layers: int = 5, sep_impl: ops.Impl = "fused",
     remat: bool = False, partial_channels: int = 1, single_op: bool = False,
+    active: Mapping[str, np.ndarray] | None = None,
 ) -> NB201Supernet:  # fmt: skip
     """The search network: `layers` (N) cells per stage (the benchmark: 5) of C (16) channels;
-    `sep_impl` gives the pooling ops' form (there are no separable convolutions here)."""
+    `sep_impl` gives the pooling ops' form (there are no separable convolutions here); `active`:
+    the ops computed (`supernet.active_table`; None: all)."""
     return NB201Supernet(
         num_classes, C, layers, remat=remat, partial_channels=partial_channels,
-        single_op=single_op, impl=sep_impl,
+        single_op=single_op, impl=sep_impl, active=supernet.active_table(active),
     )  # fmt: skip
 
 

@@ -1,0 +1,171 @@
+"""SGAS (issue 19): the decision rule against planted importances, its corner cases as the
+authors' code has them, and the supernet's active table: a pruned op costs nothing (its
+multiply-adds gone from the traced count) and the shrunk supernet computes what the full one
+computes under the same one-hot/zero mixing weights."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dnas import evaluate, sgas, spaces, supernet
+from dnas.state import init_variables
+
+DARTS = spaces.get("darts_cnn")
+NONE = DARTS.op_index("none")
+
+
+def _planted(rank: np.ndarray, num_ops: int = 8, none: int = 0) -> np.ndarray:
+    """Mixing weights whose importance (1 - W[none]) and certainty (a peaked p) both grow with
+    `rank`: the row of rank r has W[none] = 0.5 - r / 40 and p with its peak at op 1 + r % 7."""
+    n = len(rank)
+    w = np.zeros((n, num_ops))
+    for e, r in enumerate(rank):
+        others = [k for k in range(num_ops) if k != none]
+        p = np.full(len(others), 1.0)
+        p[r % len(others)] += 0.5 * (r + 1)
+        p /= p.sum()
+        w[e, none] = 0.5 - r / 40
+        w[e, others] = (1 - w[e, none]) * p
+    return w
+
+
+def _expected_order(rank, node_rows, keep):
+    """Independently of `sgas`: rows by planted rank, each decided unless its node already has
+    `keep` decided rows (then it was pruned)."""
+    node_of = {r: i for i, rows in enumerate(node_rows) for r in rows}
+    count, order = {}, []
+    for row in np.argsort(-np.asarray(rank), kind="stable"):
+        node = node_of[int(row)]
+        if count.get(node, 0) < keep:
+            count[node] = count.get(node, 0) + 1
+            order.append(int(row))
+    return order
+
+
+@pytest.mark.parametrize("criterion", sgas.CRITERIA)
+def test_edges_are_decided_in_the_order_of_their_planted_importance(criterion):
+    rank = np.random.default_rng(3).permutation(14)
+    weights = _planted(rank)
+    status = np.zeros(14, int)
+    order, ops = [], []
+    # Criterion 2 needs a history (without one, stability is 0 everywhere, which normalises to
+    # zeros and zeroes every score). The same p in every epoch would give stability 1
+    # everywhere, zeros again; plant a history whose stability also grows with the rank.
+    p = sgas.scores(weights, NONE).p
+    history = [p * (1 - 0.01 * (13 - rank[:, None]))] if criterion == "cri2" else []
+    for _ in range(sgas.num_decisions(DARTS.node_rows, DARTS.keep_per_node)):
+        s = sgas.scores(weights, NONE, history, criterion)
+        row, op = sgas.decide(s, status, NONE)
+        status[row] = sgas.DECIDED
+        status[sgas.prune(status, DARTS.node_rows, DARTS.keep_per_node)] = sgas.PRUNED
+        order.append(row)
+        ops.append(op)
+    assert order == _expected_order(rank, DARTS.node_rows, 2)
+    assert ops == [1 + rank[r] % 7 for r in order]  # each row's peak op, never `none`
+    assert (status != sgas.CANDIDATE).all()
+    assert [int((status[list(rows)] == sgas.DECIDED).sum()) for rows in DARTS.node_rows] == [2] * 4
+    with pytest.raises(ValueError, match="nothing left to decide"):
+        sgas.decide(s, status, NONE)
+
+
+def test_scores_by_hand_and_the_authors_corner_cases():
+    w = np.array([[0.5, 0.5, 0.0], [0.2, 0.4, 0.4], [0.1, 0.9, 0.0]])
+    s = sgas.scores(w + 1e-12, none=0)
+    np.testing.assert_allclose(s.importance, [0.5, 0.8, 0.9], atol=1e-9)
+    np.testing.assert_allclose(s.certainty, [1.0, 0.0, 1.0], atol=1e-6)  # H / log 2
+    np.testing.assert_allclose(s.score, [0.0, 0.0, 1.0], atol=1e-6)  # N(EI) * N(1 - H)
+    # History: the histogram intersection with the earlier p, averaged over the epochs.
+    h = [np.array([[1.0, 0.0], [1.0, 0.0], [0.5, 0.5]])]
+    s2 = sgas.scores(w + 1e-12, 0, h, "cri2")
+    np.testing.assert_allclose(s2.stability, [1.0, 0.5, 0.5], atol=1e-6)
+    np.testing.assert_allclose(s2.score, [0.0, 0.0, 0.0], atol=1e-6)  # N(SS) of row 2 is 0
+    # Equal certainty everywhere normalises to zeros: the first undecided row wins the tie,
+    # whatever its importance.
+    flat = np.array([[0.9, 0.05, 0.05], [0.1, 0.45, 0.45], [0.5, 0.25, 0.25]])
+    s3 = sgas.scores(flat, 0)
+    assert not s3.score.any()
+    assert sgas.decide(s3, np.array([sgas.PRUNED, 0, 0]), 0) == (1, 1)
+    with pytest.raises(ValueError, match="unknown SGAS criterion"):
+        sgas.scores(w, 0, criterion="cri3")
+
+
+def test_nb201_decides_every_edge_and_prunes_none():
+    nb201 = spaces.get("nb201")
+    assert sgas.num_decisions(nb201.node_rows, nb201.keep_per_node) == 6
+    assert sgas.prune(np.ones(6, int), nb201.node_rows, nb201.keep_per_node) == []
+    assert sgas.num_decisions(DARTS.node_rows, DARTS.keep_per_node) == 8
+
+
+# --------------------------------------------------------------- the supernet's active table
+
+
+def _plan():
+    """Per group: status and chosen op of a search halfway through (decided, pruned and
+    undecided rows in both cell types)."""
+    out = {}
+    for group, decided, pruned in (("normal", {0: 4, 3: 3}, (1,)), ("reduce", {5: 6}, (2, 7))):
+        status, chosen = np.zeros(14, int), np.zeros(14, int)
+        for row, op in decided.items():
+            status[row], chosen[row] = sgas.DECIDED, op
+        status[list(pruned)] = sgas.PRUNED
+        out[group] = (status, chosen)
+    return out
+
+
+def test_pruned_ops_cost_nothing():
+    plan = _plan()
+    table = {g: sgas.active(status, chosen, 8, NONE) for g, (status, chosen) in plan.items()}
+    full = DARTS.supernet(10, C=4, layers=3)
+    shrunk = DARTS.supernet(10, C=4, layers=3, active=table)
+    shape = (8, 8, 1)
+    mix = {g: jnp.zeros((14, 8)) for g in plan}  # the count does not depend on the weights
+    # Multiply-adds per image: the full supernet's minus every op the table turns off, priced
+    # independently by the cost tables (per cell of each type, per row and op).
+    costs = DARTS.op_costs(full, shape)
+    macs = supernet.RESOURCES.index("macs")
+    removed = sum(
+        costs[g][:, ~table[g]][..., macs].sum() for g in plan
+    )  # `none` costs 0 in the tables
+    before = evaluate.model_stats(full, shape, mix)["macs"]
+    after = evaluate.model_stats(shrunk, shape, mix)["macs"]
+    assert removed > 0.15 * before  # the plan removes a good share of the work
+    assert after == before - removed
+    # With every op on, the table changes nothing.
+    everything = {g: np.ones((14, 8), bool) for g in plan}
+    assert evaluate.model_stats(DARTS.supernet(10, C=4, layers=3, active=everything), shape,
+                                mix)["macs"] == before  # fmt: skip
+
+
+def test_the_shrunk_supernet_computes_what_the_full_one_does_under_the_same_weights():
+    """NAS-Bench-201 (cheaper to compile than DARTS; the same `MixedCell`): decided, pruned and
+    undecided rows in one cell; loss and gradients as the full supernet's."""
+    nb201 = spaces.get("nb201")
+    status = np.array([sgas.DECIDED, sgas.PRUNED, 0, sgas.DECIDED, 0, sgas.PRUNED])
+    chosen = np.array([3, 0, 0, 1, 0, 0])
+    table = {"normal": sgas.active(status, chosen, 5, nb201.op_index("none"))}
+    w = np.array(jax.nn.softmax(jax.random.normal(jax.random.key(0), (6, 5))))
+    w[status != 0] = 0
+    w[[0, 3], [3, 1]] = 1.0
+    mix = {"normal": jnp.asarray(w, jnp.float32)}
+    full = nb201.supernet(10, C=4, layers=1)
+    shrunk = nb201.supernet(10, C=4, layers=1, active=table)
+    x = jax.random.normal(jax.random.key(1), (4, 8, 8, 1))
+    params = init_variables(full, jax.random.key(2), x, mix)["params"]
+    labels = jnp.arange(4)
+
+    def loss(model):
+        def f(p, m):
+            logits = model.apply({"params": p}, x, m, train=True)
+            return jnp.mean(jax.nn.logsumexp(logits, -1) - logits[jnp.arange(4), labels])
+
+        return jax.jit(jax.value_and_grad(f, argnums=(0, 1)))(params, mix)
+
+    (l_full, (gp_full, gm_full)), (l_shrunk, (gp_shrunk, gm_shrunk)) = loss(full), loss(shrunk)
+    np.testing.assert_allclose(l_shrunk, l_full, rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(gp_shrunk), jax.tree.leaves(gp_full), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    on = table["normal"]  # the mixing weights' gradients agree where the op is computed, else 0
+    got, want = np.asarray(gm_shrunk["normal"]), np.asarray(gm_full["normal"])
+    np.testing.assert_allclose(got[on], want[on], rtol=1e-5, atol=1e-6)
+    assert not got[~on].any() and np.abs(want[~on & (np.arange(5) != 0)]).max() > 0
