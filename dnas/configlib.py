@@ -101,6 +101,10 @@ def default_config() -> ml_collections.ConfigDict:
     s.crop_padding = -1
     s.flip = None
     s.cutout_length = 0
+    s.sgas = ""  # SGAS' edge-by-edge decisions (dnas/sgas.py): '' off, cri1, cri2
+    s.sgas_warmup_epochs = 9
+    s.sgas_decision_freq = 5
+    s.sgas_history = 4
     s.teacher = ""  # distillation in the weight step (as train.teacher): '' off
     s.kd_weight = 0.9
     s.kd_temperature = 4.0
@@ -384,6 +388,17 @@ FIELDS: dict[str, Field] = {
     **{f"search.{k}": f for k, f in _AUGMENTATION.items()},
     "search.cutout_length": Field("cutout square's side in pixels, 0: none; -1: the dataset's "
                                   "default", integer(-1)),
+    "search.sgas": Field("SGAS (dnas/sgas.py): decide the edges one by one during the search, "
+                         "each decision frozen and the supernet shrunk (decided edges compute "
+                         "their op, pruned ones nothing); cri1: edge importance x selection "
+                         "certainty; cri2: x selection stability too; '': off",
+                         one_of(lambda: ("", "cri1", "cri2"))),
+    "search.sgas_warmup_epochs": Field("sgas: the first decision after epoch warmup + 1 (the "
+                                       "authors' 0-based warm-up, 9)", integer(0)),
+    "search.sgas_decision_freq": Field("sgas: epochs between decisions (the authors: 5; 7 in "
+                                       "their ablation)", integer(1)),
+    "search.sgas_history": Field("sgas=cri2: epochs of selection history the stability "
+                                 "compares with (the authors: 4)", integer(1)),
     "search.teacher": Field("distillation in the weight step (the alphas' step keeps the plain "
                             "validation loss): a teacher as train.teacher; order=first, no "
                             "selection=pt, no dnas sweep; '': none", TEXT),
@@ -548,6 +563,10 @@ def _check_method_and_sweep(config: ml_collections.ConfigDict) -> None:
     """The search's method options against its strategy (`check_method_options`), and every
     swept value against its field's range (the sweep's names and seeds: `sweep.members`)."""
     check_method_options(config, _strategy(config))
+    if config.search.sgas:
+        from dnas import sgas
+
+        sgas.check_config(config)
     parse_seeds(config.sweep.seeds)
     field = FIELDS.get(config.sweep.param)
     # Only the float step hyper-parameters can be swept (`sweep.members` names them).

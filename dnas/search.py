@@ -146,7 +146,16 @@ def run(config: ml_collections.ConfigDict, workdir: str, select: Select | None =
         uniform = {g: np.ones(shape) for g, shape in su.space.alpha_shapes.items()}
         budget_choice(config, su.space, budget, uniform | dict(su.space.mask or {}))
     s = config.search
-    state = parallel.replicate(search_step.create_state(config, su), mesh)
+    state = search_step.create_state(config, su)
+    driver = None  # SGAS: decisions between epochs, a step compiled per shrunk supernet
+    if s.sgas:
+        from dnas import sgas
+
+        say = lambda line: print(line, file=sys.stderr, flush=True)
+        driver = sgas.Driver(config, workdir, print_fn=say)
+        su = driver.setup(su)
+        state = driver.initial_state(state)
+    state = parallel.replicate(state, mesh)
     ckpt = checkpoint.Checkpointer(workdir)
     state = loop.resume(ckpt, state, clock)
     start = int(state.step)
@@ -181,15 +190,20 @@ def run(config: ml_collections.ConfigDict, workdir: str, select: Select | None =
     # A finished search (resumed for its selection phase, or stopped early) compiles nothing.
     if monitor.stopped() is None and start < su.total_steps:
         consts = None if su.consts is None else parallel.replicate(su.consts, mesh)
-        step_fn, compiled_record, batches = loop.compile_on_first(
-            su.step_fn, "search step", config.progress, state, batches, mesh, clock, consts
-        )
+        if driver is None:
+            step_fn, compiled_record, batches = loop.compile_on_first(
+                su.step_fn, "search step", config.progress, state, batches, mesh, clock, consts
+            )
+        else:
+            driver.writer = writer
+            step_fn, compiled_record, batches = driver.compile(state, batches, mesh, clock, consts)
         writer.write_scalars(start, {f"search/{k}": v for k, v in compiled_record.items()})
         state = loop.run(
             config, step_fn=step_fn, state=state, batches=batches, start=start,
             total_steps=su.total_steps, steps_per_epoch=su.steps_per_epoch, ckpt=ckpt,
             writer=writer, desc="search", postfix=postfix, on_epoch_end=monitor,
-            epoch_eval=epoch_eval, clock=clock,
+            update_state=None if driver is None else driver.update_state, epoch_eval=epoch_eval,
+            clock=clock,
         )  # fmt: skip
         monitor.save_stop()  # loop.run returns once the checkpoints are written
     weights = jax.device_get(su.strategy.final_weights(state.alphas))

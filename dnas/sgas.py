@@ -22,10 +22,31 @@ outputs its op alone (weight 1), a pruned edge nothing; neither is computed agai
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+import itertools
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+
+from dnas import (
+    evaluate,
+    loop,
+    parallel,
+    pt,
+    relaxations,
+    search_step,
+    spaces,
+    strategies,
+    supernet,
+)
+from dnas import workdir as workdir_lib
+from dnas.errors import ConfigError
+from dnas.pt import FIXED
 
 CRITERIA = ("cri1", "cri2")
 CANDIDATE, DECIDED, PRUNED = 0, 1, 2
@@ -112,3 +133,266 @@ def active(status: np.ndarray, chosen: np.ndarray, num_ops: int, none: int) -> n
     decided = np.flatnonzero(status == DECIDED)
     table[decided, chosen[decided]] = True
     return table
+
+
+# ---------------------------------------------------------------------------------------------
+# The search with SGAS' decisions (`search.sgas`): a driver of `search.run`'s loop.
+
+HISTORY = f"{FIXED}sgas_history/"  # per group: (history, E, K - 1) of the last epochs' p
+HISTORY_LEN = f"{FIXED}sgas_history_len"
+DECISIONS = "sgas_decisions.jsonl"  # one line per decision (and the rows it pruned)
+SCORES = "sgas_scores.jsonl"  # one line per epoch and group: the four measures of every row
+
+
+def decision_epochs(warmup: int, freq: int, n: int) -> list[int]:
+    """The epochs (counted from 1) after which the n decisions are made: the authors' 0-based
+    `epoch >= warmup and (epoch - warmup) % freq == 0`, i.e. after epochs warmup + 1,
+    warmup + 1 + freq, ..."""
+    return [warmup + 1 + i * freq for i in range(n)]
+
+
+def status_of(space, fixed: Mapping[str, np.ndarray], group: str) -> tuple[np.ndarray, np.ndarray]:
+    """(status, chosen op) per row of `group` from the decisions held in the alphas' fixed
+    entries (`pt.projection_init`: decided one-hot rows, edge_keep 0 for pruned rows)."""
+    decided = np.asarray(fixed[f"{FIXED}decided/{group}"]) > 0
+    kept = np.asarray(fixed[f"{FIXED}edge_keep/{group}"]) > 0
+    status = np.where(decided, DECIDED, np.where(kept, CANDIDATE, PRUNED))
+    return status, np.argmax(np.asarray(fixed[f"{FIXED}onehot/{group}"]), -1)
+
+
+def init_entries(space, history: int) -> dict[str, np.ndarray]:
+    """The fixed alpha entries SGAS keeps its decisions (and criterion 2's history) in."""
+    out = pt.projection_init(space)
+    if history:
+        for group, (rows, num_ops) in space.alpha_shapes.items():
+            out[f"{HISTORY}{group}"] = np.zeros((history, rows, num_ops - 1), np.float32)
+        out[HISTORY_LEN] = np.zeros((), np.float32)
+    return out
+
+
+def freezing(strategy: strategies.Strategy) -> strategies.Strategy:
+    """`strategy` under SGAS' decisions (`pt.with_projection`: decided rows one-hot, pruned rows
+    zero), the alphas of decided and pruned rows frozen (the authors set them
+    `requires_grad=False`)."""
+    inner = strategy.after_alpha_update
+
+    def after_alpha_update(before, after, key, step):
+        if inner is not None:
+            after = inner(before, after, key, step)
+        out = dict(after)
+        for group in relaxations.cell_types(before):
+            decided = before[f"{FIXED}decided/{group}"] > 0
+            frozen = decided | (before[f"{FIXED}edge_keep/{group}"] == 0)
+            out[group] = jnp.where(frozen[:, None], before[group], after[group])
+        return out
+
+    projected = pt.with_projection(strategy)
+    return projected._replace(name=f"{strategy.name}+sgas", after_alpha_update=after_alpha_update)
+
+
+class Driver:
+    """SGAS inside `search.run`: the set-up's strategy and alpha optimiser under the decisions
+    (`setup`), the initial alphas with their fixed entries (`initial_state`), a step compiled
+    anew for every table of computed ops (`step`: decided rows compute one op, pruned rows none;
+    the parameters keep their shapes, so the state carries over), the decisions at epoch ends
+    (`update_state`, checkpointed with the state, so a resumed search makes the same ones), and
+    the genotype of the decisions (`genotype`)."""
+
+    def __init__(self, config, workdir: str, writer=None, print_fn=None):
+        s = config.search
+        self.config, self.workdir, self.s = config, workdir, s
+        self.space = spaces.get(config.space)
+        self.none = self.space.op_index("none")
+        self.criterion, self.history = s.sgas, s.sgas_history if s.sgas == "cri2" else 0
+        self.n = num_decisions(self.space.node_rows, self.space.keep_per_node)
+        self.epochs = decision_epochs(s.sgas_warmup_epochs, s.sgas_decision_freq, self.n)
+        self.programs: dict[bytes, Callable] = {}
+        self.writer, self.print_fn = writer, print_fn
+        self.su = None
+        self.table: dict[str, np.ndarray] | None = None
+
+    # -- set-up ----------------------------------------------------------------------------------
+
+    def setup(self, su):
+        """`su` with the strategy under the decisions and the alpha optimiser that leaves the
+        fixed entries alone."""
+        self.base_weights = su.strategy.final_weights  # what the scores read: no projection
+        strategy = freezing(su.strategy)
+        entries = init_entries(self.space, self.history)
+        alphas = {g: np.zeros(shape, np.float32) for g, shape in self.space.alpha_shapes.items()}
+        alpha_tx = pt.alpha_optimizer(su.alpha_tx, alphas | entries)
+        self.su = dataclasses.replace(su, strategy=strategy, alpha_tx=alpha_tx)
+        return self.su
+
+    def initial_state(self, state):
+        alphas = dict(state.alphas) | {
+            k: jnp.asarray(v) for k, v in init_entries(self.space, self.history).items()
+        }
+        return state.replace(alphas=alphas, alpha_opt_state=self.su.alpha_tx.init(alphas))
+
+    # -- the step, one program per table -----------------------------------------------------------
+
+    def _table(self, alphas) -> dict[str, np.ndarray]:
+        fixed = jax.device_get({k: v for k, v in alphas.items() if k.startswith(FIXED)})
+        num_ops = len(self.space.ops)
+        return {
+            g: active(*status_of(self.space, fixed, g), num_ops, self.none)
+            for g in self.space.groups
+        }
+
+    def _build(self, table):
+        """The search step of the supernet that computes `table`'s ops."""
+        config, su, s = self.config, self.su, self.s
+        # The set-up's supernet (its autotuned forms, sizes and options) computing `table`.
+        model = su.model.clone(active=supernet.active_table(table))
+        loss_fn = search_step.make_loss_fn(
+            model, su.strategy, su.info, search_step.Augmentation.from_config(s), su.dtype,
+            teacher=su.teacher, kd_weight=s.kd_weight, kd_temperature=s.kd_temperature,
+        )  # fmt: skip
+        step_fn = search_step.make_step(
+            loss_fn, su.strategy, su.weight_tx, su.alpha_tx, su.learning_rate,
+            alpha_start_step=s.alpha_warmup_epochs * su.steps_per_epoch,
+            hardware_objective=search_step.make_hardware_objective(
+                config, su.strategy, model, su.info
+            ),
+            distilling=su.teacher is not None,
+        )  # fmt: skip
+        return model, step_fn
+
+    def compile(self, state, batches, mesh, clock, consts=None):
+        """`loop.compile_on_first`'s result for the search loop: a step that runs the program
+        of the current decisions, compiling one for each new table (7-9 in a DARTS search)."""
+        first = next(batches)
+        self.mesh, self.clock, self.consts = mesh, clock, consts
+        self.table = self._table(state.alphas)
+        program, record = self._program(state, first)
+
+        def step(state, *batch):
+            return self._program(state, batch)[0](state, *batch)
+
+        del program
+        return step, record, itertools.chain([first], batches)
+
+    def _program(self, state, batch) -> tuple[Callable, dict]:
+        key = b"".join(np.packbits(self.table[g]).tobytes() for g in self.space.groups)
+        if key in self.programs:
+            return self.programs[key], {}
+        model, step_fn = self._build(self.table)
+        compiled, record = loop.compile_step(
+            step_fn, "search step", self.config.progress, state, *batch, mesh=self.mesh,
+            clock=self.clock, consts=self.consts,
+        )  # fmt: skip
+        self.programs[key] = compiled
+        macs = evaluate.model_stats(model, self.su.info.input_shape, self._zeros())["macs"]
+        if self.writer is not None:
+            step = int(jax.device_get(state.step))
+            self.writer.write_scalars(step, {"sgas/macs": macs, "search/compile_s": record[
+                "compile_s"]})  # fmt: skip
+        return compiled, record
+
+    def _zeros(self):
+        return {g: jnp.zeros(shape) for g, shape in self.space.alpha_shapes.items()}
+
+    # -- decisions ---------------------------------------------------------------------------------
+
+    def update_state(self, state, step: int):
+        """At the end of epoch `step // steps_per_epoch` (from 1): every group's scores; a
+        decision in each group with a candidate left if the epoch is a decision epoch; the
+        epoch's p appended to the history. Returns the state the next epoch starts from."""
+        epoch = step // self.su.steps_per_epoch
+        alphas = {k: np.array(v) for k, v in jax.device_get(state.alphas).items()}
+        weights = jax.device_get(self.base_weights(alphas))
+        decide_now = epoch in self.epochs
+        lines, decisions = [], []
+        for g in self.space.groups:
+            history = []
+            if self.history:  # the last epochs' p, oldest first
+                filled = int(alphas[HISTORY_LEN])
+                history = list(alphas[f"{HISTORY}{g}"][self.history - filled :])
+            s = scores(weights[g], self.none, history, self.criterion)
+            status, _ = status_of(self.space, alphas, g)
+            record = {"epoch": epoch, "step": step, "group": g}
+            lines.append(record | {k: getattr(s, k).round(6).tolist() for k in Scores._fields
+                                   if k != "p"})  # fmt: skip
+            if decide_now and (status == CANDIDATE).any():
+                row, op = decide(s, status, self.none)
+                alphas[f"{FIXED}decided/{g}"][row] = 1
+                alphas[f"{FIXED}onehot/{g}"][row] = np.eye(len(self.space.ops))[op]
+                status[row] = DECIDED
+                pruned = prune(status, self.space.node_rows, self.space.keep_per_node)
+                alphas[f"{FIXED}edge_keep/{g}"][pruned] = 0
+                decisions.append(record | {
+                    "row": row, "edge": list(self.space.topology.edges[row]),
+                    "op": self.space.ops[op], "score": float(s.score[row]),
+                    "importance": float(s.importance[row]),
+                    "certainty": float(s.certainty[row]),
+                    "stability": float(s.stability[row]), "pruned": pruned,
+                })  # fmt: skip
+            if self.history:  # the newest p last; at most `history` epochs
+                stack = np.concatenate([alphas[f"{HISTORY}{g}"], s.p[None].astype(np.float32)])
+                alphas[f"{HISTORY}{g}"] = stack[-self.history :]
+        if self.history:
+            alphas[HISTORY_LEN] = np.float32(min(int(alphas[HISTORY_LEN]) + 1, self.history))
+        self._log(epoch, lines, decisions)
+        if not decisions and not self.history:
+            return state
+        self.table = self._table(alphas)
+        fixed = {k: jnp.asarray(v) for k, v in alphas.items() if k.startswith(FIXED)}
+        return parallel.replicate(state.replace(alphas=dict(state.alphas) | fixed), self.mesh)
+
+    def _log(self, epoch: int, lines: list[dict], decisions: list[dict]) -> None:
+        if jax.process_index() != 0:
+            return
+        for name, new in ((SCORES, lines), (DECISIONS, decisions)):
+            path = os.path.join(self.workdir, name)
+            kept = [r for r in read_jsonl(path) if r["epoch"] < epoch]  # a redone epoch
+            if new or len(kept) != len(read_jsonl(path)):
+                workdir_lib.write_jsonl(path, kept + new)
+        if self.writer is not None:
+            made = {f"sgas/decisions/{d['group']}": 1 for d in decisions}
+            self.writer.write_scalars(lines[0]["step"], made | {"sgas/epoch": epoch})
+        if self.print_fn is not None:
+            for d in decisions:
+                self.print_fn(f"sgas: epoch {epoch}: {d['group']} edge {d['edge']} -> {d['op']} "
+                              f"(score {d['score']:.3f}); pruned rows {d['pruned']}")  # fmt: skip
+
+
+def read_jsonl(path: str) -> list[dict]:
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def check_config(config) -> None:
+    """What SGAS cannot be combined with, refused before anything runs (`configlib.validate`)."""
+    from dnas import progressive  # it imports the search loop, which imports this module
+
+    s = config.search
+    if not s.sgas:
+        return
+    space = spaces.get(config.space)
+    what = None
+    if space.topology is None or "none" not in space.ops or not space.node_rows:
+        what = f"space {config.space!r} (SGAS decides the edges of cell spaces: darts_cnn, nb201)"
+    elif s.selection:
+        what = f"search.selection={s.selection!r} (the decisions are the selection)"
+    elif s.single_op:
+        what = "search.single_op"
+    elif s.early_stop:
+        what = f"search.early_stop={s.early_stop!r}"
+    elif config.hardware.discretise:
+        what = f"hardware.discretise={config.hardware.discretise!r}"
+    elif progressive.driver(config) is not None:
+        what = f"strategy {config.strategy!r} in stages"
+    if what is not None:
+        raise ConfigError(f"search.sgas={s.sgas!r} does not combine with {what}")
+    n = num_decisions(space.node_rows, space.keep_per_node)
+    last = decision_epochs(s.sgas_warmup_epochs, s.sgas_decision_freq, n)[-1]
+    if last > s.epochs:
+        raise ConfigError(
+            f"search.sgas makes {n} decisions per cell type after epochs {s.sgas_warmup_epochs + 1}"
+            f", {s.sgas_warmup_epochs + 1 + s.sgas_decision_freq}, ... {last}; search.epochs="
+            f"{s.epochs} ends before the last: set search.epochs >= {last} (the authors train "
+            f"5 more after it), or fewer sgas_warmup_epochs / sgas_decision_freq"
+        )

@@ -114,6 +114,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[Genotype]:
         "search.selection": s.selection, "search.early_stop": s.early_stop,
         "search.hessian_every_epochs": s.hessian_every_epochs,
         "search.teacher (distillation)": bool(s.teacher) and s.kd_weight > 0,
+        "search.sgas": s.sgas,
         "strategy=pdarts (stages)": config.strategy == "pdarts",
         "strategy=drnas with progressive (stages)": config.strategy == "drnas"
         and bool(config.strategy_args.get("progressive")),
