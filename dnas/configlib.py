@@ -105,6 +105,7 @@ def default_config() -> ml_collections.ConfigDict:
     s.sgas_warmup_epochs = 9
     s.sgas_decision_freq = 5
     s.sgas_history = 4
+    s.sgas_shrink = True
     s.teacher = ""  # distillation in the weight step (as train.teacher): '' off
     s.kd_weight = 0.9
     s.kd_temperature = 4.0
@@ -399,6 +400,10 @@ FIELDS: dict[str, Field] = {
                                        "their ablation)", integer(1)),
     "search.sgas_history": Field("sgas=cri2: epochs of selection history the stability "
                                  "compares with (the authors: 4)", integer(1)),
+    "search.sgas_shrink": Field("sgas: decided edges compute their op only and pruned ones "
+                                "nothing, one program compiled per decision; false: one "
+                                "program, every op computed (the same function: where "
+                                "compiling costs more than the ops saved)", BOOL),
     "search.teacher": Field("distillation in the weight step (the alphas' step keeps the plain "
                             "validation loss): a teacher as train.teacher; order=first, no "
                             "selection=pt, no dnas sweep; '': none", TEXT),

@@ -240,11 +240,12 @@ class Driver:
             for g in self.space.groups
         }
 
-    def _build(self, table):
-        """The search step of the supernet that computes `table`'s ops."""
+    def _build(self, table: Mapping[str, np.ndarray] | None):
+        """(supernet, search step) of the supernet that computes `table`'s ops."""
         config, su, s = self.config, self.su, self.s
-        # The set-up's supernet (its autotuned forms, sizes and options) computing `table`.
-        model = su.model.clone(active=supernet.active_table(table))
+        # The set-up's supernet (its autotuned forms, sizes and options) computing `table`'s
+        # ops (None: every op; the projection still zeroes what the decisions removed).
+        model = su.model if table is None else su.model.clone(active=supernet.active_table(table))
         loss_fn = search_step.make_loss_fn(
             model, su.strategy, su.info, search_step.Augmentation.from_config(s), su.dtype,
             teacher=su.teacher, kd_weight=s.kd_weight, kd_temperature=s.kd_temperature,
@@ -265,29 +266,33 @@ class Driver:
         first = next(batches)
         self.mesh, self.clock, self.consts = mesh, clock, consts
         self.table = self._table(state.alphas)
-        program, record = self._program(state, first)
+        _, record = self._program(state, first, log=False)  # the loop logs the first's
 
         def step(state, *batch):
             return self._program(state, batch)[0](state, *batch)
 
-        del program
         return step, record, itertools.chain([first], batches)
 
-    def _program(self, state, batch) -> tuple[Callable, dict]:
+    def _program(self, state, batch, log: bool = True) -> tuple[Callable, dict]:
+        """The compiled step of the current table (compiled now if it is new); a new one's
+        compile time and the supernet's multiply-adds per image go to the metrics."""
         key = b"".join(np.packbits(self.table[g]).tobytes() for g in self.space.groups)
+        if not self.s.sgas_shrink:
+            key = b"full"
         if key in self.programs:
             return self.programs[key], {}
-        model, step_fn = self._build(self.table)
+        model, step_fn = self._build(self.table if self.s.sgas_shrink else None)
         compiled, record = loop.compile_step(
             step_fn, "search step", self.config.progress, state, *batch, mesh=self.mesh,
             clock=self.clock, consts=self.consts,
         )  # fmt: skip
         self.programs[key] = compiled
-        macs = evaluate.model_stats(model, self.su.info.input_shape, self._zeros())["macs"]
         if self.writer is not None:
-            step = int(jax.device_get(state.step))
-            self.writer.write_scalars(step, {"sgas/macs": macs, "search/compile_s": record[
-                "compile_s"]})  # fmt: skip
+            macs = evaluate.model_stats(model, self.su.info.input_shape, self._zeros())["macs"]
+            scalars = {"sgas/macs": macs, "sgas/programs": len(self.programs)}
+            if log:
+                scalars |= {f"search/{k}": v for k, v in record.items()}
+            self.writer.write_scalars(int(jax.device_get(state.step)), scalars)
         return compiled, record
 
     def _zeros(self):

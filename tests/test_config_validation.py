@@ -92,6 +92,14 @@ CASES = {
     "search.crop_padding": ([-2], -1),
     "search.flip": (["maybe", 1], True),
     "search.cutout_length": ([-2], -1),
+    "search.sgas": (["cri3", True], "cri1", {"search__epochs": 45}),
+    "search.sgas_warmup_epochs": ([-1], 0),
+    "search.sgas_decision_freq": ([0], 1),
+    "search.sgas_history": ([0], 1),
+    "search.sgas_shrink": (["no"], False),
+    "search.teacher": ([3], "some/teacher"),
+    "search.kd_weight": ([-0.1, 1.5], 0.0),
+    "search.kd_temperature": ([0, -1.0], 1.0),
     "train.genotype": ([0], "darts_v2"),
     "hardware.objective": (["latency", None], ""),
     "hardware.resource": ([3], "macs"),
@@ -402,6 +410,13 @@ def test_a_batch_larger_than_the_split_it_draws_from():
         # Distillation in the search's weight step: first order, no DARTS-PT fine-tuning.
         ({"search__teacher": "t", "order": "second"}, "with order=second the hypergradient's"),
         ({"search__teacher": "t", "search__selection": "pt"}, "with search.selection=pt"),
+        # SGAS: cell spaces, no selection phase, enough epochs for its decisions.
+        ({"search__sgas": "cri1"},
+         "search.epochs=15 ends before the last: set search.epochs >= 45"),
+        ({"search__sgas": "cri1", "space": "proxyless", "search__epochs": 50},
+         "does not combine with space 'proxyless'"),
+        ({"search__sgas": "cri2", "search__selection": "random", "search__epochs": 50},
+         "does not combine with search.selection='random'"),
         # The hardware objective: its target, its arguments, a resource it can cost, a file.
         ({"hardware__objective": "mul_log", "hardware__resource": "macs"},
          "needs hardware.target > 0"),

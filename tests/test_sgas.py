@@ -3,12 +3,16 @@ authors' code has them, and the supernet's active table: a pruned op costs nothi
 multiply-adds gone from the traced count) and the shrunk supernet computes what the full one
 computes under the same one-hot/zero mixing weights."""
 
+import itertools
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dnas import evaluate, sgas, spaces, supernet
+from dnas import checkpoint, configlib, data, evaluate, search, sgas, spaces, supernet
+from dnas import workdir as workdir_lib
 from dnas.state import init_variables
 
 DARTS = spaces.get("darts_cnn")
@@ -169,3 +173,62 @@ def test_the_shrunk_supernet_computes_what_the_full_one_does_under_the_same_weig
     got, want = np.asarray(gm_shrunk["normal"]), np.asarray(gm_full["normal"])
     np.testing.assert_allclose(got[on], want[on], rtol=1e-5, atol=1e-6)
     assert not got[~on].any() and np.abs(want[~on & (np.arange(5) != 0)]).max() > 0
+
+
+# ------------------------------------------------------------------------- the search itself
+
+
+class _Stopped(Exception):
+    """Stands for a crash right after a checkpoint."""
+
+
+def _records(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_a_sgas_search_decides_every_edge_shrinks_its_supernet_and_resumes(tmp_path, monkeypatch):
+    """NAS-Bench-201 (6 edges, none pruned), criterion 2, a decision after each of 6 epochs; the
+    process stops after epoch 3's checkpoint and a new one finishes the search."""
+    c = configlib.default_config()
+    c.space, c.progress, c.log_every_steps = "nb201", False, 1
+    s = c.search
+    s.C, s.layers, s.epochs, s.batch_size = 2, 1, 6, 64
+    s.sgas, s.sgas_warmup_epochs, s.sgas_decision_freq, s.sgas_history = "cri2", 0, 1, 2
+    workdir = tmp_path / "sgas"
+    spe = len(data.digits_splits().train) // 2 // 64
+    save = checkpoint.Checkpointer.save
+
+    def save_then_stop(self, step, state, *, metadata=None, wait=True):
+        saved = save(self, step, state, metadata=metadata, wait=True)
+        if step == 3 * spe:
+            self.close()
+            raise _Stopped(step)
+        return saved
+
+    with monkeypatch.context() as mp:
+        mp.setattr(checkpoint.Checkpointer, "save", save_then_stop)
+        with pytest.raises(_Stopped):
+            search.run(c, str(workdir))
+    assert [d["epoch"] for d in _records(workdir / sgas.DECISIONS)] == [1, 2, 3]
+    genotype = search.run(c, str(workdir))
+    decisions = _records(workdir / sgas.DECISIONS)
+    assert [d["epoch"] for d in decisions] == [1, 2, 3, 4, 5, 6]
+    assert sorted(d["row"] for d in decisions) == list(range(6))  # each edge once, none pruned
+    assert [r["epoch"] for r in _records(workdir / sgas.SCORES)] == [1, 2, 3, 4, 5, 6]
+    # The genotype is the decisions.
+    nb201 = spaces.get("nb201")
+    chosen = np.argmax(nb201.genotype_mix(genotype)["normal"], -1)
+    assert {d["row"]: d["op"] for d in decisions} == {r: nb201.ops[k] for r, k in enumerate(chosen)}
+    # One program per table, each supernet smaller than the one before: 3 before the stop
+    # (0, 1 and 2 decisions), 3 after (3, 4 and 5; the sixth comes after the last step).
+    logged = [r for r in _records(workdir / "metrics.jsonl") if "sgas/macs" in r]
+    macs = [r["sgas/macs"] for r in logged]
+    assert [r["step"] for r in logged] == [i * spe for i in range(6)]
+    assert all(a > b for a, b in itertools.pairwise(macs))
+    assert [r["sgas/programs"] for r in logged] == [1, 2, 3, 1, 2, 3]
+    # The frozen alphas: a decided row's alphas do not move after its decision.
+    final = workdir_lib.load_arrays(workdir / workdir_lib.ALPHAS)
+    at = {d["row"]: d["epoch"] for d in decisions}
+    for row, epoch in at.items():
+        then = workdir_lib.load_arrays(workdir_lib.alpha_history_path(str(workdir), epoch))
+        np.testing.assert_array_equal(final["normal"][row], then["alphas/normal"][row])
