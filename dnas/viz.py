@@ -600,6 +600,43 @@ def alpha_lines(run: Run, cell: str = "normal"):
     return fig
 
 
+def sgas_scores(run: Run, cell: str = "normal"):
+    """SGAS (`search.sgas`): one panel per edge, its score and the three measures behind it
+    (edge importance, selection certainty, selection stability) over the epochs, as the search
+    logged them (`sgas_scores.jsonl`); a star at the decision (with its op) and a cross where
+    the edge was pruned (`sgas_decisions.jsonl`). `ax.lines[0].get_ydata()` of edge e is its
+    score per epoch."""
+    lines = [r for r in read_jsonl(os.path.join(run.workdir, "sgas_scores.jsonl"))
+             if r["group"] == cell]  # fmt: skip
+    if not lines:
+        raise ValueError(f"{run.workdir} holds no SGAS scores of the {cell} cell")
+    decisions = [d for d in read_jsonl(os.path.join(run.workdir, "sgas_decisions.jsonl"))
+                 if d["group"] == cell]  # fmt: skip
+    epochs = [r["epoch"] for r in lines]
+    space = run.space
+    fig, axes = _edge_grid(space, cell)
+    styles = {"score": ("k", 1.8), "importance": ("tab:blue", 1.0),
+              "certainty": ("tab:orange", 1.0), "stability": ("tab:green", 1.0)}  # fmt: skip
+    for e, ax in enumerate(axes):
+        for key, (colour, width) in styles.items():
+            ax.plot(epochs, [r[key][e] for r in lines], color=colour, lw=width, label=key)
+        ax.set_title(_edge_title(space, cell, e), fontsize=9)
+        ax.set_xlabel("epoch", fontsize=8)
+    for d in decisions:
+        ax = axes[d["row"]]
+        ax.plot([d["epoch"]], [d["score"]], "*", color="tab:red", ms=12, label="decided")
+        ax.annotate(d["op"], (d["epoch"], d["score"]), fontsize=7, color="tab:red",
+                    xytext=(3, -10), textcoords="offset points")  # fmt: skip
+        for row in d["pruned"]:
+            axes[row].axvline(d["epoch"], color="tab:gray", ls=":", lw=1)
+            axes[row].set_title(axes[row].get_title() + " (pruned)", fontsize=9)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles[: len(styles)], labels[: len(styles)], loc="outside right center",
+               fontsize=8)  # fmt: skip
+    fig.suptitle(f"{run.name}: SGAS scores of the {cell} cell's edges (star: decided)")
+    return fig
+
+
 def genotype_strip(run: Run, cell: str = "normal", max_cells: int = 6):
     """The cell derived at the end of evenly spaced epochs (first and last included), left to
     right: how the architecture changed during the search."""
@@ -979,6 +1016,9 @@ def save_all(run: Run, out_dir: str, fmt: str = "png") -> tuple[list[str], list[
                                ("genotype_strip", genotype_strip)):  # fmt: skip
                 figures.append((f"{name}_{cell}", lambda make=make, cell=cell: make(run, cell)))
         figures.append(("diagnostics", lambda: diagnostics(run)))
+        if os.path.exists(os.path.join(run.workdir, "sgas_scores.jsonl")):
+            for cell in run.space.groups:
+                figures.append((f"sgas_scores_{cell}", lambda cell=cell: sgas_scores(run, cell)))
     if run.records:
         name = "search_curves" if run.is_search else "train_curves"
         figures.append((name, lambda: training_curves(run)))
@@ -1030,6 +1070,7 @@ __all__ = [
     "save_figure",
     "save_graph",
     "save_pareto",
+    "sgas_scores",
     "summary_table",
     "training_curves",
 ]

@@ -232,3 +232,13 @@ def test_a_sgas_search_decides_every_edge_shrinks_its_supernet_and_resumes(tmp_p
     for row, epoch in at.items():
         then = workdir_lib.load_arrays(workdir_lib.alpha_history_path(str(workdir), epoch))
         np.testing.assert_array_equal(final["normal"][row], then["alphas/normal"][row])
+    # dnas plot draws the scores with the decisions (one panel per edge).
+    from dnas import viz
+
+    run = viz.load_run(str(workdir))
+    fig = viz.sgas_scores(run, "normal")
+    scores = _records(workdir / sgas.SCORES)
+    for e, ax in enumerate(fig.axes[:6]):
+        np.testing.assert_allclose(ax.lines[0].get_ydata(), [r["score"][e] for r in scores])
+    written, _ = viz.save_all(run, str(tmp_path / "plots"))
+    assert any(p.endswith("sgas_scores_normal.png") for p in written)
