@@ -106,6 +106,7 @@ def default_config() -> ml_collections.ConfigDict:
     s.sgas_decision_freq = 5
     s.sgas_history = 4
     s.sgas_shrink = True
+    s.sgas_freeze_decided = False
     s.teacher = ""  # distillation in the weight step (as train.teacher): '' off
     s.kd_weight = 0.9
     s.kd_temperature = 4.0
@@ -404,6 +405,9 @@ FIELDS: dict[str, Field] = {
                                 "nothing, one program compiled per decision; false: one "
                                 "program, every op computed (the same function: where "
                                 "compiling costs more than the ops saved)", BOOL),
+    "search.sgas_freeze_decided": Field("sgas: the weights of decided (and pruned) edges stop "
+                                        "training too (the layer-freezing form of progressive "
+                                        "freezing; not in the authors' code)", BOOL),
     "search.teacher": Field("distillation in the weight step (the alphas' step keeps the plain "
                             "validation loss): a teacher as train.teacher; order=first, no "
                             "selection=pt, no dnas sweep; '': none", TEXT),

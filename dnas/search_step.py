@@ -216,6 +216,7 @@ def make_step(
     hardware_objective: HardwareObjective | None = None,
     update_scale: Callable[[Batch], jax.Array] | None = None,
     distilling: bool = False,
+    update_mask: Callable[[Any, Any], Any] | None = None,
 ) -> Callable[..., tuple[SearchState, Metrics]]:
     """The pure search step `(state, train_batch, val_batch) -> (state, metrics)`: alpha update
     on `val_batch`, then weight update on `train_batch`.
@@ -225,7 +226,9 @@ def make_step(
     the alphas minimise its objective of the validation loss and the expected cost instead of the
     loss alone (`HardwareObjective.grad`). `update_scale(train_batch)` scales the weights'
     update after the optimiser (the DARTS recurrent search's learning rate times the segment's
-    length over bptt). `distilling` (a `loss_fn` with a teacher): the weight step's loss
+    length over bptt). `update_mask(params, alphas)`: a 0/1 tree like the parameters that
+    multiplies the weights' update (SGAS' frozen edges). `distilling` (a `loss_fn` with a
+    teacher): the weight step's loss
     distils, and a teacher with variables makes the step `(state, teacher_variables,
     train_batch, val_batch)` (`loop.compile_step(consts=)` binds them)."""
 
@@ -295,6 +298,9 @@ def make_step(
         if update_scale is not None:
             scale = update_scale(train_batch)
             updates = jax.tree.map(lambda u: u * scale.astype(u.dtype), updates)
+        if update_mask is not None:
+            mask = update_mask(state.params, state.alphas)
+            updates = jax.tree.map(lambda u, m: u * m.astype(u.dtype), updates, mask)
         params = optax.apply_updates(state.params, updates)
 
         new_state = state.replace(

@@ -27,7 +27,7 @@ import itertools
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -190,6 +190,35 @@ def freezing(strategy: strategies.Strategy) -> strategies.Strategy:
     return projected._replace(name=f"{strategy.name}+sgas", after_alpha_update=after_alpha_update)
 
 
+def frozen_weights(model, space, input_shape) -> Callable[[Any, Any], Any]:
+    """`update_mask(params, alphas)` for `search_step.make_step`: 0 on every parameter of a
+    decided or pruned edge of every mixed cell of `model` (SGAS' decisions in the alphas'
+    fixed entries), 1 elsewhere: the layer-freezing form of progressive freezing."""
+    from flax import traverse_util
+
+    cells = [(c.path, c.group, c.topology) for c, _ in
+             supernet.traced_cells(model, space.alpha_shapes, input_shape)]  # fmt: skip
+
+    def update_mask(params, alphas):
+        flat = traverse_util.flatten_dict(params)
+        out = {k: jnp.ones(v.shape, jnp.float32) for k, v in flat.items()}
+        for path, group, topology in cells:
+            train = (alphas[f"{FIXED}decided/{group}"] == 0) & (
+                alphas[f"{FIXED}edge_keep/{group}"] > 0
+            )
+            for scan, from_inputs in (("input_edges", True), ("node_edges", False)):
+                rows = jnp.asarray(supernet.edge_group(topology, from_inputs))
+                keep = train[rows].astype(jnp.float32)
+                prefix = (*path, scan)
+                for k in out:
+                    if k[: len(prefix)] == prefix:
+                        out[k] = jnp.broadcast_to(keep.reshape(-1, *[1] * (out[k].ndim - 1)),
+                                                  out[k].shape)  # fmt: skip
+        return traverse_util.unflatten_dict(out)
+
+    return update_mask
+
+
 class Driver:
     """SGAS inside `search.run`: the set-up's strategy and alpha optimiser under the decisions
     (`setup`), the initial alphas with their fixed entries (`initial_state`), a step compiled
@@ -257,6 +286,8 @@ class Driver:
                 config, su.strategy, model, su.info
             ),
             distilling=su.teacher is not None,
+            update_mask=frozen_weights(model, self.space, su.info.input_shape)
+            if s.sgas_freeze_decided else None,
         )  # fmt: skip
         return model, step_fn
 

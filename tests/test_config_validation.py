@@ -97,6 +97,7 @@ CASES = {
     "search.sgas_decision_freq": ([0], 1),
     "search.sgas_history": ([0], 1),
     "search.sgas_shrink": (["no"], False),
+    "search.sgas_freeze_decided": (["yes"], True),
     "search.teacher": ([3], "some/teacher"),
     "search.kd_weight": ([-0.1, 1.5], 0.0),
     "search.kd_temperature": ([0, -1.0], 1.0),

@@ -194,21 +194,24 @@ def test_a_sgas_search_decides_every_edge_shrinks_its_supernet_and_resumes(tmp_p
     s = c.search
     s.C, s.layers, s.epochs, s.batch_size = 2, 1, 6, 64
     s.sgas, s.sgas_warmup_epochs, s.sgas_decision_freq, s.sgas_history = "cri2", 0, 1, 2
+    s.sgas_freeze_decided = True
     workdir = tmp_path / "sgas"
     spe = len(data.digits_splits().train) // 2 // 64
     save = checkpoint.Checkpointer.save
+    params, stopped = {}, []  # step -> the parameters checkpointed (both processes)
 
     def save_then_stop(self, step, state, *, metadata=None, wait=True):
+        params[step] = jax.device_get(state.params)
         saved = save(self, step, state, metadata=metadata, wait=True)
-        if step == 3 * spe:
+        if step == 3 * spe and not stopped:
+            stopped.append(step)
             self.close()
             raise _Stopped(step)
         return saved
 
-    with monkeypatch.context() as mp:
-        mp.setattr(checkpoint.Checkpointer, "save", save_then_stop)
-        with pytest.raises(_Stopped):
-            search.run(c, str(workdir))
+    monkeypatch.setattr(checkpoint.Checkpointer, "save", save_then_stop)
+    with pytest.raises(_Stopped):
+        search.run(c, str(workdir))
     assert [d["epoch"] for d in _records(workdir / sgas.DECISIONS)] == [1, 2, 3]
     genotype = search.run(c, str(workdir))
     decisions = _records(workdir / sgas.DECISIONS)
@@ -232,6 +235,17 @@ def test_a_sgas_search_decides_every_edge_shrinks_its_supernet_and_resumes(tmp_p
     for row, epoch in at.items():
         then = workdir_lib.load_arrays(workdir_lib.alpha_history_path(str(workdir), epoch))
         np.testing.assert_array_equal(final["normal"][row], then["alphas/normal"][row])
+    # sgas_freeze_decided: an edge's weights stop with its decision. The three decided by the
+    # stop (epochs 1-3) have the same weights at the stop and at the end; the others trained on.
+    topology = nb201.topology
+    at_stop, final = params[3 * spe]["cell_0"], params[max(params)]["cell_0"]
+    for d in decisions:
+        from_inputs = topology.edges[d["row"]][0] < topology.num_inputs
+        scan = "input_edges" if from_inputs else "node_edges"
+        i = supernet.edge_group(topology, from_inputs).index(d["row"])
+        pairs = zip(jax.tree.leaves(at_stop[scan]), jax.tree.leaves(final[scan]), strict=True)
+        same = [np.array_equal(a[i], b[i]) for a, b in pairs]
+        assert all(same) if d["epoch"] <= 3 else not any(same), d
     # dnas plot draws the scores with the decisions (one panel per edge).
     from dnas import viz
 
