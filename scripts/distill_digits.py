@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         f"| teacher (C=16, 8 cells, seed 0) | {teacher['params']:,} | 1 | "
         f"{100 * teacher['test_accuracy']:.2f} | | {teacher['wall_s']:.0f} |",
     ]
-    for g, label in (("plain", "student alone"), ("kd", "student + KD (a 0.9, T 4)")):
+    for g, label in (("plain", "student alone"), ("kd", "student + KD, a 0.9 T 4")):
         desc = stats.describe(acc[g])
         per_seed = ", ".join(f"{v:.2f}" for v in acc[g])
         wall = sum(r.retrain_s for r in runs[g]) / len(runs[g])
