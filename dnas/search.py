@@ -153,8 +153,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, select: Select | None =
 
         say = lambda line: print(line, file=sys.stderr, flush=True)
         driver = sgas.Driver(config, workdir, print_fn=say)
-        su = driver.setup(su)
-        state = driver.initial_state(state)
+        su, state = driver.start(su, state)
     state = parallel.replicate(state, mesh)
     ckpt = checkpoint.Checkpointer(workdir)
     state = loop.resume(ckpt, state, clock)

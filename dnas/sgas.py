@@ -221,11 +221,11 @@ def frozen_weights(model, space, input_shape) -> Callable[[Any, Any], Any]:
 
 class Driver:
     """SGAS inside `search.run`: the set-up's strategy and alpha optimiser under the decisions
-    (`setup`), the initial alphas with their fixed entries (`initial_state`), a step compiled
-    anew for every table of computed ops (`step`: decided rows compute one op, pruned rows none;
-    the parameters keep their shapes, so the state carries over), the decisions at epoch ends
-    (`update_state`, checkpointed with the state, so a resumed search makes the same ones), and
-    the genotype of the decisions (`genotype`)."""
+    and the initial alphas with their fixed entries (`start`), a step compiled anew for every
+    table of computed ops (`compile`: decided rows compute one op, pruned rows none; the
+    parameters keep their shapes, so the state carries over), and the decisions at epoch ends
+    (`update_state`, checkpointed with the state, so a resumed search makes the same ones). The
+    genotype is the projected strategy's selection: the decisions."""
 
     def __init__(self, config, workdir: str, writer=None, print_fn=None):
         s = config.search
@@ -242,22 +242,15 @@ class Driver:
 
     # -- set-up ----------------------------------------------------------------------------------
 
-    def setup(self, su):
-        """`su` with the strategy under the decisions and the alpha optimiser that leaves the
-        fixed entries alone."""
+    def start(self, su, state):
+        """(`su` with the strategy under the decisions and an alpha optimiser that leaves the
+        fixed entries alone, `state` (a search's initial one) with those entries)."""
         self.base_weights = su.strategy.final_weights  # what the scores read: no projection
-        strategy = freezing(su.strategy)
         entries = init_entries(self.space, self.history)
-        alphas = {g: np.zeros(shape, np.float32) for g, shape in self.space.alpha_shapes.items()}
-        alpha_tx = pt.alpha_optimizer(su.alpha_tx, alphas | entries)
-        self.su = dataclasses.replace(su, strategy=strategy, alpha_tx=alpha_tx)
-        return self.su
-
-    def initial_state(self, state):
-        alphas = dict(state.alphas) | {
-            k: jnp.asarray(v) for k, v in init_entries(self.space, self.history).items()
-        }
-        return state.replace(alphas=alphas, alpha_opt_state=self.su.alpha_tx.init(alphas))
+        alphas = dict(state.alphas) | {k: jnp.asarray(v) for k, v in entries.items()}
+        alpha_tx = pt.alpha_optimizer(su.alpha_tx, alphas)
+        self.su = dataclasses.replace(su, strategy=freezing(su.strategy), alpha_tx=alpha_tx)
+        return self.su, state.replace(alphas=alphas, alpha_opt_state=alpha_tx.init(alphas))
 
     # -- the step, one program per table -----------------------------------------------------------
 
@@ -363,6 +356,7 @@ class Driver:
                     "importance": float(s.importance[row]),
                     "certainty": float(s.certainty[row]),
                     "stability": float(s.stability[row]), "pruned": pruned,
+                    "decided": int((status == DECIDED).sum()),
                 })  # fmt: skip
             if self.history:  # the newest p last; at most `history` epochs
                 stack = np.concatenate([alphas[f"{HISTORY}{g}"], s.p[None].astype(np.float32)])
@@ -384,9 +378,9 @@ class Driver:
             kept = [r for r in read_jsonl(path) if r["epoch"] < epoch]  # a redone epoch
             if new or len(kept) != len(read_jsonl(path)):
                 workdir_lib.write_jsonl(path, kept + new)
-        if self.writer is not None:
-            made = {f"sgas/decisions/{d['group']}": 1 for d in decisions}
-            self.writer.write_scalars(lines[0]["step"], made | {"sgas/epoch": epoch})
+        if self.writer is not None and decisions:  # decisions made so far, per cell type
+            made = {f"sgas/decided/{d['group']}": d["decided"] for d in decisions}
+            self.writer.write_scalars(lines[0]["step"], made)
         if self.print_fn is not None:
             for d in decisions:
                 self.print_fn(f"sgas: epoch {epoch}: {d['group']} edge {d['edge']} -> {d['op']} "
