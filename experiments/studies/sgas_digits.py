@@ -12,17 +12,17 @@ import os
 from dnas.study import Group, Study
 
 EXPERIMENTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SGAS = os.path.join(EXPERIMENTS, "sgas", "cifar10_search.py:digits")
 
 
 def get_study():
     return Study(
         groups=[
             Group("darts", os.path.join(EXPERIMENTS, "darts", "cifar10_search.py:digits")),
-            Group("sgas", os.path.join(EXPERIMENTS, "sgas", "cifar10_search.py:digits")),
+            Group("sgas", SGAS),
             # One program for the whole search (every op computed, the decided ones masked):
             # on a CPU, recompiling after each decision costs more than the ops it saves.
-            Group("sgas_one_program", os.path.join(EXPERIMENTS, "sgas", "cifar10_search.py:digits"),
-                  {"search.sgas_shrink": False}),  # fmt: skip
+            Group("sgas_one_program", SGAS, {"search.sgas_shrink": False}),
         ],
         seeds=(0, 1, 2),
     )
