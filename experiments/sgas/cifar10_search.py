@@ -6,6 +6,7 @@ one at a time and frozen as it goes (`dnas/sgas.py`).
     dnas search --config experiments/sgas/cifar10_search.py:cri2       # criterion 2 (stability)
     dnas search --config experiments/sgas/cifar10_search.py:freq7      # 7 epochs between decisions
     dnas run --config experiments/sgas/cifar10_search.py:digits        # beside DARTS, BENCHMARKS.md
+    dnas run --config experiments/sgas/cifar10_search.py:digits --config.search.sgas_shrink=true
     dnas search --config experiments/sgas/cifar10_search.py:nb201      # NAS-Bench-201 CIFAR-10
     dnas search --config experiments/sgas/cifar10_search.py:smoke      # seconds, on digits
 
@@ -43,9 +44,13 @@ def freq7(c):  # the authors' ablation: "more stable"; 9 + 7 x 7 + 5 + 1 = 64 ep
 
 def digits(c):
     """`dnas run`'s digits sizes and budget (15 search epochs, as every method's `:digits`):
-    decisions after epochs 3, 4, ..., 10, then 5 epochs of the decided supernet."""
+    decisions after epochs 3, 4, ..., 10, then 5 epochs of the decided supernet. One program
+    (`sgas_shrink` off): on a 2-core CPU each program of this supernet compiles in ~1.5-3
+    minutes, so the 8 recompiles of a shrinking search would cost more than the whole search
+    (BENCHMARKS.md)."""
     configlib.digits(c)
     c.search.sgas_warmup_epochs, c.search.sgas_decision_freq = 2, 1
+    c.search.sgas_shrink = False
 
 
 def nb201(c):

@@ -1,8 +1,9 @@
 """SGAS beside DARTS on the embedded digits (BENCHMARKS.md): both at `dnas run`'s digits sizes and
 budget (15 search epochs; SGAS decides its 8 edges per cell type after epochs 3-10), the found
 cell retrained, for seeds 0, 1 and 2; each seed's random cell retrained once (in the DARTS
-trial) as the paired baseline; and SGAS with one program for the whole search
-(`search.sgas_shrink=false`). The trials run side by side, so their search times compare.
+trial) as the paired baseline. SGAS' `:digits` compiles one program for the whole search
+(`search.sgas_shrink=false`: on this CPU the 8 recompiles of a shrinking supernet cost more than
+the search). The trials run side by side, so their search times compare.
 
     dnas study experiments/studies/sgas_digits.py --max-concurrent 2   # runs/study-sgas_digits/
 """
@@ -20,9 +21,6 @@ def get_study():
         groups=[
             Group("darts", os.path.join(EXPERIMENTS, "darts", "cifar10_search.py:digits")),
             Group("sgas", SGAS),
-            # One program for the whole search (every op computed, the decided ones masked):
-            # on a CPU, recompiling after each decision costs more than the ops it saves.
-            Group("sgas_one_program", SGAS, {"search.sgas_shrink": False}),
         ],
         seeds=(0, 1, 2),
     )
