@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -50,6 +51,7 @@ from dnas import workdir as workdir_lib
 from dnas.configlib import ConfigError
 from dnas.types import Array
 
+_log = logging.getLogger(__name__)
 KINDS = ("trained", "supernet", "logits")
 TEACHER = "teacher.json"  # in the student's workdir: which teacher, and its fingerprint
 LOGITS_KEYS = ("logits", "labels", "dataset", "split")
@@ -57,7 +59,7 @@ LOGITS_KEYS = ("logits", "labels", "dataset", "split")
 
 class Teacher(NamedTuple):
     """A loaded teacher. `apply(variables, x) -> float32 logits` on the student's preprocessed
-    batch `x` (None for a logits file, whose rows come with the batches: `with_logits`)."""
+    float32 batch `x` (None for a logits file, whose rows come with the batches: `WithLogits`)."""
 
     kind: str  # one of KINDS
     path: str
@@ -169,6 +171,7 @@ def _trained_teacher(path: str, dataset: str, train_source: data.Source) -> Teac
         logits, _ = model.apply(variables, x.astype(dtype), train=False)
         return logits.astype(jnp.float32)
 
+    _warn_unfinished(path, int(state.step), su.total_steps)
     variables = {"params": state.params, "batch_stats": state.batch_stats}
     record = {
         "kind": "trained", "path": path, "genotype": su.genotype.to_string(),
@@ -192,6 +195,7 @@ def _supernet_teacher(path: str, train_source: data.Source) -> Teacher:
                              train=True)  # fmt: skip
         return logits.astype(jnp.float32)
 
+    _warn_unfinished(path, int(state.step), su.total_steps)
     mix = jax.device_get(su.strategy.final_weights(state.alphas))
     variables = {"params": state.params, "mix": {k: jnp.asarray(v) for k, v in mix.items()}}
     record = {
@@ -200,6 +204,14 @@ def _supernet_teacher(path: str, train_source: data.Source) -> Teacher:
         "total_steps": su.total_steps, "params": evaluate.count_params(state.params),
     }  # fmt: skip
     return Teacher("supernet", path, apply, variables, None, record | _fingerprint(variables))
+
+
+def _warn_unfinished(path: str, step: int, total: int) -> None:
+    if step < total:
+        _log.warning(
+            "teacher %s stopped at step %d of %d: distilling from an unfinished training "
+            "(resume it first for the finished teacher)", path, step, total,
+        )  # fmt: skip
 
 
 def _labels(source: data.Source) -> np.ndarray:

@@ -232,7 +232,8 @@ def load_searched(
     supernet built with the forms it recorded. `splits` replaces the dataset's splits. The
     set-up's hardware objective is left out (the state does not depend on it, and a measured
     latency table need not be at hand). Image spaces only; a staged search (`stage_<i>/`) is
-    read from one of its stages' folders."""
+    read from one of its stages' folders. An SGAS search's set-up has its strategy under the
+    decisions (`sgas.Driver.start`): its final weights are the decided cell's."""
     workdir = os.path.abspath(workdir)
     path = os.path.join(workdir, workdir_lib.CONFIG)
     if not os.path.exists(path):
@@ -253,7 +254,19 @@ def load_searched(
     config.hardware.objective, config.hardware.discretise = "", ""
     prior = workdir_lib.recorded_autotune(workdir, "search")
     su = search_step.setup(config, splits=splits, autotune_prior=prior)
-    target = jax.eval_shape(lambda: search_step.create_state(config, su))
+
+    ran = {"su": su}  # the set-up as the search ran it
+
+    def initial_state():
+        state = search_step.create_state(config, su)
+        if config.search.sgas:  # its decisions in the alphas, the strategy projected on them
+            from dnas import sgas
+
+            ran["su"], state = sgas.Driver(config, workdir).start(su, state)
+        return state
+
+    target = jax.eval_shape(initial_state)
+    su = ran["su"]
     lock = workdir_lib.locked(workdir) if os.access(workdir, os.W_OK) else contextlib.nullcontext()
     with lock, checkpoint.Checkpointer(workdir) as ckpt:
         state, _ = ckpt.restore(target)

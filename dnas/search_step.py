@@ -71,10 +71,11 @@ def make_loss_fn(
 
     def loss_fn(params, alphas, batch: Batch, key, step, mix=None, distil=None):
         k_aug, k_mix = loss_keys(key)
-        x = data.preprocess(
+        x32 = data.preprocess(
             k_aug, batch["image"], info, train=True, crop_padding=aug.crop_padding,
-            flip=aug.flip, cutout_length=aug.cutout_length, dtype=dtype,
+            flip=aug.flip, cutout_length=aug.cutout_length, dtype=jnp.float32,
         )  # fmt: skip
+        x = x32.astype(dtype)  # the teacher sees the float32 batch, in its own precision
         if mix is None:
             mix = strategy.mix_weights(alphas, k_mix, step)
         if strategy.skip_dropout is None:
@@ -88,7 +89,7 @@ def make_loss_fn(
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
         parts = {}
         if distil is not None:
-            t_logits = batch["teacher_logits"] if not distil else teacher.apply(distil[0], x)
+            t_logits = batch["teacher_logits"] if not distil else teacher.apply(distil[0], x32)
             kd = distill.kd_loss(logits, t_logits, kd_temperature)
             parts = {"ce": loss, "kd": kd}
             loss = distill.objective(loss, kd, kd_weight)
@@ -369,10 +370,10 @@ def setup(
         return text_setup(config)
     info = info or data.get_info(config.dataset)
     splits = splits or data.load(config.dataset, data_dir=config.data_dir or None)
-    train_source = splits.train
-    if teacher is not None and teacher.logits is not None:  # rows come with the batches
-        train_source = distill.WithLogits(train_source, teacher.logits)
-    weights_source, alphas_source = data.search_split(train_source, s.train_portion)
+    weights_source, alphas_source = data.search_split(splits.train, s.train_portion)
+    if teacher is not None and teacher.logits is not None:  # rows come with the weights' batches
+        rows = teacher.logits[: len(weights_source)]  # the split's first part (`search_split`)
+        weights_source = distill.WithLogits(weights_source, rows)
     steps_per_epoch = data.steps_per_epoch(weights_source, s.batch_size)
     data.steps_per_epoch(alphas_source, s.batch_size)  # fail early: too few validation examples
 

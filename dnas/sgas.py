@@ -411,12 +411,26 @@ def check_config(config) -> None:
         what = "search.single_op"
     elif s.early_stop:
         what = f"search.early_stop={s.early_stop!r}"
+    elif s.hessian_every_epochs:
+        what = "search.hessian_every_epochs (its loss would not see the decisions)"
     elif config.hardware.discretise:
         what = f"hardware.discretise={config.hardware.discretise!r}"
     elif progressive.driver(config) is not None:
         what = f"strategy {config.strategy!r} in stages"
     if what is not None:
         raise ConfigError(f"search.sgas={s.sgas!r} does not combine with {what}")
+    if s.sgas == "cri2" and s.sgas_warmup_epochs < 1:
+        raise ConfigError(
+            "search.sgas=cri2 scores each edge's stability against the epochs before its "
+            "decision; with search.sgas_warmup_epochs=0 the first decision has none (every "
+            "score 0: the first edge): set search.sgas_warmup_epochs >= 1"
+        )
+    if s.sgas_warmup_epochs + 1 <= s.alpha_warmup_epochs:
+        raise ConfigError(
+            f"search.sgas's first decision (after epoch {s.sgas_warmup_epochs + 1}) comes before "
+            f"the alphas train (search.alpha_warmup_epochs={s.alpha_warmup_epochs}): set "
+            f"search.sgas_warmup_epochs >= {s.alpha_warmup_epochs}"
+        )
     n = num_decisions(space.node_rows, space.keep_per_node)
     last = decision_epochs(s.sgas_warmup_epochs, s.sgas_decision_freq, n)[-1]
     if last > s.epochs:

@@ -227,8 +227,10 @@ class MixedCell(nn.Module):
                     with ops.mac_scale(n):
                         out = lax.switch(which, branches).astype(acc)
                 else:
-                    terms = [computed(op) for op in modules if runs[op]]
-                    out = sum(terms) if terms else jnp.zeros(shape, acc)  # a pruned edge: 0
+                    if any(runs.values()):  # the sum traced as before the active table
+                        out = sum(computed(op) for op in modules if runs[op])
+                    else:  # a pruned edge, in every row of this scan: 0
+                        out = jnp.zeros(shape, acc)
                 if K > 1:  # PC-DARTS: the other channels bypass, weighted by the edge's total
                     bypass = x[..., self.op_channels :]
                     if stride == 2:

@@ -65,17 +65,18 @@ def make_train_step(
         *teacher_vars, batch = args
         key = jax.random.fold_in(state.rng, state.step)
         k_aug, k_drop = jax.random.split(key)
-        x = data.preprocess(
+        x32 = data.preprocess(
             k_aug, batch["image"], info, train=True, crop_padding=aug.crop_padding,
-            flip=aug.flip, cutout_length=aug.cutout_length, dtype=dtype,
+            flip=aug.flip, cutout_length=aug.cutout_length, dtype=jnp.float32,
         )  # fmt: skip
+        x = x32.astype(dtype)  # the teacher sees the float32 batch, in its own precision
         epoch = (state.step // steps_per_epoch).astype(jnp.float32)
         rate = drop_path_prob * epoch / epochs  # the reference ramps it per epoch
         t_logits = None
         if distilling:
             t_logits = (
                 batch["teacher_logits"] if teacher.apply is None
-                else teacher.apply(teacher_vars[0], x)
+                else teacher.apply(teacher_vars[0], x32)
             )  # fmt: skip
             t_logits = jax.lax.stop_gradient(t_logits.astype(jnp.float32))
 

@@ -418,6 +418,12 @@ def test_a_batch_larger_than_the_split_it_draws_from():
          "does not combine with space 'proxyless'"),
         ({"search__sgas": "cri2", "search__selection": "random", "search__epochs": 50},
          "does not combine with search.selection='random'"),
+        ({"search__sgas": "cri2", "search__epochs": 50, "search__sgas_warmup_epochs": 0},
+         "with search.sgas_warmup_epochs=0 the first decision has none"),
+        ({"search__sgas": "cri1", "search__epochs": 50, "search__alpha_warmup_epochs": 12},
+         "comes before the alphas train (search.alpha_warmup_epochs=12)"),
+        ({"search__sgas": "cri1", "search__epochs": 50, "search__hessian_every_epochs": 1},
+         "does not combine with search.hessian_every_epochs"),
         # The hardware objective: its target, its arguments, a resource it can cost, a file.
         ({"hardware__objective": "mul_log", "hardware__resource": "macs"},
          "needs hardware.target > 0"),

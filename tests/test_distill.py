@@ -47,6 +47,17 @@ def test_kd_gradient_matches_central_differences_and_the_closed_form():
     assert float(distill.kd_loss(jnp.asarray(s), jnp.asarray(s), T)) == pytest.approx(0, abs=1e-6)
 
 
+def test_a_zero_kd_weight_does_not_read_the_teacher():
+    from dnas import configlib
+
+    c = configlib.default_config()
+    c.train.teacher, c.train.kd_weight = "/nonexistent/teacher", 0.0
+    assert distill.from_config(c, data.digits_splits().train) is None
+    c.train.kd_weight = 0.5
+    with pytest.raises(FileNotFoundError, match=r"neither a workdir nor a \.npz logits file"):
+        distill.from_config(c, data.digits_splits().train)
+
+
 def test_objective_weights_the_two_terms():
     assert float(distill.objective(2.0, 3.0, 0.0)) == 2.0
     assert float(distill.objective(2.0, 3.0, 1.0)) == 3.0
