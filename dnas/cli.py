@@ -500,9 +500,9 @@ def _export_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _logits(args: argparse.Namespace) -> int:
-    from dnas import distill
+    from dnas import train
 
-    summary = distill.write_logits(args.workdir, args.out, batch_size=args.batch_size)
+    summary = train.write_logits(args.workdir, args.out, batch_size=args.batch_size)
     teacher = summary["teacher"]
     out, accuracy = summary["out"], 100 * summary["train_accuracy"]
     print(f"wrote the {teacher['kind']} teacher's logits of {summary['examples']} training "

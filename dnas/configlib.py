@@ -572,10 +572,7 @@ def _check_method_and_sweep(config: ml_collections.ConfigDict) -> None:
     """The search's method options against its strategy (`check_method_options`), and every
     swept value against its field's range (the sweep's names and seeds: `sweep.members`)."""
     check_method_options(config, _strategy(config))
-    if config.search.sgas:
-        from dnas import sgas
-
-        sgas.check_config(config)
+    _check_sgas(config)
     parse_seeds(config.sweep.seeds)
     field = FIELDS.get(config.sweep.param)
     # Only the float step hyper-parameters can be swept (`sweep.members` names them).
@@ -662,6 +659,54 @@ def check_method_options(config: ml_collections.ConfigDict, strategy: strategies
         raise ConfigError(
             f"search.evolution_sample_size={s.evolution_sample_size} exceeds "
             f"search.evolution_population={s.evolution_population}: tournaments sample from it"
+        )
+
+
+def _check_sgas(config: ml_collections.ConfigDict) -> None:
+    """What SGAS (`search.sgas`, dnas/sgas.py) cannot be combined with, refused before anything
+    runs (staged strategies: `pipeline.search_genotype`)."""
+    s = config.search
+    if not s.sgas:
+        return
+    space = spaces.get(config.space)
+    what = None
+    if space.topology is None or "none" not in space.ops or not space.node_rows:
+        what = f"space {config.space!r} (SGAS decides the edges of the cell spaces)"
+    elif s.selection:
+        what = f"search.selection={s.selection!r} (the decisions are the selection)"
+    elif s.single_op:
+        what = "search.single_op"
+    elif s.early_stop:
+        what = f"search.early_stop={s.early_stop!r}"
+    elif s.hessian_every_epochs:
+        what = "search.hessian_every_epochs (its loss would not see the decisions)"
+    elif config.hardware.discretise:
+        what = f"hardware.discretise={config.hardware.discretise!r}"
+    if what is not None:
+        raise ConfigError(f"search.sgas={s.sgas!r} does not combine with {what}")
+    if s.sgas == "cri2" and s.sgas_warmup_epochs < 1:
+        raise ConfigError(
+            "search.sgas=cri2 scores each edge's stability against the epochs before its "
+            "decision; with search.sgas_warmup_epochs=0 the first decision has none (every "
+            "score 0: the first edge): set search.sgas_warmup_epochs >= 1"
+        )
+    if s.sgas_warmup_epochs + 1 <= s.alpha_warmup_epochs:
+        raise ConfigError(
+            f"search.sgas's first decision (after epoch {s.sgas_warmup_epochs + 1}) comes before "
+            f"the alphas train (search.alpha_warmup_epochs={s.alpha_warmup_epochs}): set "
+            f"search.sgas_warmup_epochs >= {s.alpha_warmup_epochs}"
+        )
+    # The decisions settling a cell (`sgas.num_decisions`) and the last one's epoch
+    # (`sgas.decision_epochs`).
+    keep = space.keep_per_node
+    n = sum(len(rows) if keep is None else min(keep, len(rows)) for rows in space.node_rows)
+    last = s.sgas_warmup_epochs + 1 + (n - 1) * s.sgas_decision_freq
+    if last > s.epochs:
+        raise ConfigError(
+            f"search.sgas makes {n} decisions per cell type after epochs {s.sgas_warmup_epochs + 1}"
+            f", {s.sgas_warmup_epochs + 1 + s.sgas_decision_freq}, ... {last}; search.epochs="
+            f"{s.epochs} ends before the last: set search.epochs >= {last} (the authors train "
+            f"5 more after it), or fewer sgas_warmup_epochs / sgas_decision_freq"
         )
 
 

@@ -40,6 +40,11 @@ def search_genotype(config: ml_collections.ConfigDict, workdir: str) -> Genotype
         )
     staged = progressive.driver(config)
     if staged is not None:
+        if config.search.sgas:
+            raise configlib.ConfigError(
+                f"strategy {config.strategy!r} runs in stages; SGAS decides within one search: "
+                "set --config.search.sgas='' (or a strategy without stages)"
+            )
         if name:
             raise configlib.ConfigError(
                 f"strategy {config.strategy!r} runs in stages; a selection phase after them is "

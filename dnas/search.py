@@ -11,7 +11,6 @@ methods (`progressive.py`) run one `run` per stage.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sys
@@ -36,6 +35,7 @@ from dnas import (
     search_step,
     signals,
     spaces,
+    train,
 )
 from dnas import workdir as workdir_lib
 from dnas.genotype import Genotype
@@ -129,7 +129,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, select: Select | None =
     splits = teacher = None  # search.teacher: read and checked before anything is written
     if config.search.teacher and spaces.get(config.space).modality == "image":
         splits = data.load(config.dataset, data_dir=config.data_dir or None)
-        teacher = distill.from_config(config, splits.train, "search")
+        teacher = train.teacher_from_config(config, splits.train, "search")
     workdir = configlib.prepare_workdir(workdir, config)
     loop.enable_compilation_cache(config.compilation_cache_dir)
     mesh = parallel.make_mesh(config.num_devices)
@@ -222,55 +222,6 @@ def run(config: ml_collections.ConfigDict, workdir: str, select: Select | None =
     writer.close()
     ckpt.close()
     return genotype
-
-
-def load_searched(
-    workdir: str, *, splits: data.Splits | None = None
-) -> tuple[ml_collections.ConfigDict, search_step.SearchSetup, SearchState]:
-    """(config, set-up, state) of the search in `workdir` at its latest checkpoint, restored and
-    verified by `checkpoint.Checkpointer` (a search still running there is refused), its
-    supernet built with the forms it recorded. `splits` replaces the dataset's splits. The
-    set-up's hardware objective is left out (the state does not depend on it, and a measured
-    latency table need not be at hand). Image spaces only; a staged search (`stage_<i>/`) is
-    read from one of its stages' folders. An SGAS search's set-up has its strategy under the
-    decisions (`sgas.Driver.start`): its final weights are the decided cell's."""
-    workdir = os.path.abspath(workdir)
-    path = os.path.join(workdir, workdir_lib.CONFIG)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{workdir} has no {workdir_lib.CONFIG}: not a dnas workdir")
-    if not workdir_lib.has_checkpoints(workdir):
-        stages = sorted(e for e in os.listdir(workdir) if e.startswith("stage_"))
-        hint = (
-            f"a staged search: name its last stage, {os.path.join(workdir, stages[-1])}"
-            if stages
-            else f"resume it with dnas search --workdir {workdir}"
-        )
-        raise FileNotFoundError(f"{workdir} has no search checkpoint ({hint})")
-    config = configlib.load_json(path)
-    if spaces.get(config.space).modality != "image":
-        raise configlib.ConfigError(
-            f"{workdir} searched the text space {config.space!r}; only image supernets load here"
-        )
-    config.hardware.objective, config.hardware.discretise = "", ""
-    prior = workdir_lib.recorded_autotune(workdir, "search")
-    su = search_step.setup(config, splits=splits, autotune_prior=prior)
-
-    ran = {"su": su}  # the set-up as the search ran it
-
-    def initial_state():
-        state = search_step.create_state(config, su)
-        if config.search.sgas:  # its decisions in the alphas, the strategy projected on them
-            from dnas import sgas
-
-            ran["su"], state = sgas.Driver(config, workdir).start(su, state)
-        return state
-
-    target = jax.eval_shape(initial_state)
-    su = ran["su"]
-    lock = workdir_lib.locked(workdir) if os.access(workdir, os.W_OK) else contextlib.nullcontext()
-    with lock, checkpoint.Checkpointer(workdir) as ckpt:
-        state, _ = ckpt.restore(target)
-    return config, su, state
 
 
 BUDGET = "budget.json"  # hardware.discretise=budget: what was chosen, and what the rule chose

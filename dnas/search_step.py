@@ -362,7 +362,7 @@ def setup(
 ) -> SearchSetup:
     """Builds the search from `config`; `info` and `splits` replace the config's dataset (e.g. an
     in-memory dataset of your own); `autotune_prior`: the resumed run's forms
-    (`workdir.recorded_autotune`); `teacher` (`distill.from_config(config, ..., "search")`):
+    (`workdir.recorded_autotune`); `teacher` (`train.teacher_from_config(config, ..., "search")`):
     the weight step distils from it."""
     s = config.search
     space = spaces.get(config.space)

@@ -45,7 +45,6 @@ from dnas import (
     supernet,
 )
 from dnas import workdir as workdir_lib
-from dnas.errors import ConfigError
 from dnas.pt import FIXED
 
 CRITERIA = ("cri1", "cri2")
@@ -392,51 +391,3 @@ def read_jsonl(path: str) -> list[dict]:
         return []
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
-
-
-def check_config(config) -> None:
-    """What SGAS cannot be combined with, refused before anything runs (`configlib.validate`)."""
-    from dnas import progressive  # it imports the search loop, which imports this module
-
-    s = config.search
-    if not s.sgas:
-        return
-    space = spaces.get(config.space)
-    what = None
-    if space.topology is None or "none" not in space.ops or not space.node_rows:
-        what = f"space {config.space!r} (SGAS decides the edges of cell spaces: darts_cnn, nb201)"
-    elif s.selection:
-        what = f"search.selection={s.selection!r} (the decisions are the selection)"
-    elif s.single_op:
-        what = "search.single_op"
-    elif s.early_stop:
-        what = f"search.early_stop={s.early_stop!r}"
-    elif s.hessian_every_epochs:
-        what = "search.hessian_every_epochs (its loss would not see the decisions)"
-    elif config.hardware.discretise:
-        what = f"hardware.discretise={config.hardware.discretise!r}"
-    elif progressive.driver(config) is not None:
-        what = f"strategy {config.strategy!r} in stages"
-    if what is not None:
-        raise ConfigError(f"search.sgas={s.sgas!r} does not combine with {what}")
-    if s.sgas == "cri2" and s.sgas_warmup_epochs < 1:
-        raise ConfigError(
-            "search.sgas=cri2 scores each edge's stability against the epochs before its "
-            "decision; with search.sgas_warmup_epochs=0 the first decision has none (every "
-            "score 0: the first edge): set search.sgas_warmup_epochs >= 1"
-        )
-    if s.sgas_warmup_epochs + 1 <= s.alpha_warmup_epochs:
-        raise ConfigError(
-            f"search.sgas's first decision (after epoch {s.sgas_warmup_epochs + 1}) comes before "
-            f"the alphas train (search.alpha_warmup_epochs={s.alpha_warmup_epochs}): set "
-            f"search.sgas_warmup_epochs >= {s.alpha_warmup_epochs}"
-        )
-    n = num_decisions(space.node_rows, space.keep_per_node)
-    last = decision_epochs(s.sgas_warmup_epochs, s.sgas_decision_freq, n)[-1]
-    if last > s.epochs:
-        raise ConfigError(
-            f"search.sgas makes {n} decisions per cell type after epochs {s.sgas_warmup_epochs + 1}"
-            f", {s.sgas_warmup_epochs + 1 + s.sgas_decision_freq}, ... {last}; search.epochs="
-            f"{s.epochs} ends before the last: set search.epochs >= {last} (the authors train "
-            f"5 more after it), or fewer sgas_warmup_epochs / sgas_decision_freq"
-        )

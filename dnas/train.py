@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 from dnas import (
@@ -39,8 +41,10 @@ from dnas import workdir as workdir_lib
 from dnas.configlib import ConfigError
 from dnas.genotype import Genotype
 from dnas.search_step import Augmentation
-from dnas.state import TrainState, init_variables
+from dnas.state import SearchState, TrainState, init_variables
 from dnas.types import Batch
+
+_log = logging.getLogger(__name__)
 
 
 def make_train_step(
@@ -165,7 +169,7 @@ def setup(
 ) -> TrainSetup:
     """Builds the retraining from `config`; `info` and `splits` replace the config's dataset;
     `autotune_prior`: the resumed run's forms (`workdir.recorded_autotune`); `teacher`
-    (`distill.from_config`): the step distils from it at `train.kd_weight` and
+    (`teacher_from_config`): the step distils from it at `train.kd_weight` and
     `train.kd_temperature`."""
     t = config.train
     info = info or data.get_info(config.dataset)
@@ -299,7 +303,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, genotype: Genotype | No
     if config.train.teacher and genotype.search_space.modality == "image":
         # The teacher is read and checked before anything is written.
         splits = data.load(config.dataset, data_dir=config.data_dir or None)
-        teacher = distill.from_config(config, splits.train)
+        teacher = teacher_from_config(config, splits.train)
     workdir = configlib.prepare_workdir(workdir, config, "train")
     _check_space(space, config)
     genotype.save(os.path.join(workdir, workdir_lib.GENOTYPE))
@@ -516,3 +520,263 @@ def export(workdir: str, out: str | None = None) -> dict:
     text = json.dumps(model, indent=2) + "\n"
     workdir_lib.atomic_write_text(os.path.join(out, EXPORT_MODEL), text)
     return model | {"out": out}
+
+
+# ---------------------------------------------------------------------------------------------
+# Distillation teachers (`dnas/distill.py` has the loss and the teacher's use in a step): a
+# trained network, a search's supernet, or a logits file, read back and checked here, where both
+# kinds of workdir can be read.
+
+
+def load_searched(
+    workdir: str, *, splits: data.Splits | None = None
+) -> tuple[ml_collections.ConfigDict, search_step.SearchSetup, SearchState]:
+    """(config, set-up, state) of the search in `workdir` at its latest checkpoint, restored and
+    verified by `checkpoint.Checkpointer` (a search still running there is refused), its
+    supernet built with the forms it recorded. `splits` replaces the dataset's splits. The
+    set-up's hardware objective is left out (the state does not depend on it, and a measured
+    latency table need not be at hand). Image spaces only; a staged search (`stage_<i>/`) is
+    read from one of its stages' folders. An SGAS search's set-up has its strategy under the
+    decisions (`sgas.Driver.start`): its final weights are the decided cell's."""
+    workdir = os.path.abspath(workdir)
+    path = os.path.join(workdir, workdir_lib.CONFIG)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{workdir} has no {workdir_lib.CONFIG}: not a dnas workdir")
+    if not workdir_lib.has_checkpoints(workdir):
+        stages = sorted(e for e in os.listdir(workdir) if e.startswith("stage_"))
+        hint = (
+            f"a staged search: name its last stage, {os.path.join(workdir, stages[-1])}"
+            if stages
+            else f"resume it with dnas search --workdir {workdir}"
+        )
+        raise FileNotFoundError(f"{workdir} has no search checkpoint ({hint})")
+    config = configlib.load_json(path)
+    if spaces.get(config.space).modality != "image":
+        raise ConfigError(
+            f"{workdir} searched the text space {config.space!r}; only image supernets load here"
+        )
+    config.hardware.objective, config.hardware.discretise = "", ""
+    prior = workdir_lib.recorded_autotune(workdir, "search")
+    su = search_step.setup(config, splits=splits, autotune_prior=prior)
+
+    ran = {"su": su}  # the set-up as the search ran it
+
+    def initial_state():
+        state = search_step.create_state(config, su)
+        if config.search.sgas:  # its decisions in the alphas, the strategy projected on them
+            from dnas import sgas
+
+            ran["su"], state = sgas.Driver(config, workdir).start(su, state)
+        return state
+
+    target = jax.eval_shape(initial_state)
+    su = ran["su"]
+    lock = workdir_lib.locked(workdir) if os.access(workdir, os.W_OK) else contextlib.nullcontext()
+    with lock, checkpoint.Checkpointer(workdir) as ckpt:
+        state, _ = ckpt.restore(target)
+    return config, su, state
+
+
+def teacher_kind(spec: str) -> str:
+    """What `spec` (`train.teacher`) names, from what is there; a one-line error otherwise."""
+    path = os.path.abspath(os.path.expanduser(spec))
+    if path.endswith(".npz"):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"teacher logits file {path!r} does not exist; write one with "
+                "`dnas logits TEACHER_WORKDIR --out FILE.npz`"
+            )
+        return "logits"
+    if not os.path.isdir(path):
+        raise FileNotFoundError(
+            f"teacher {spec!r} is neither a workdir nor a .npz logits file: set "
+            "--config.train.teacher to a dnas train workdir, a dnas run retrain_<name>/ folder, "
+            "a dnas search workdir or a file from `dnas logits`"
+        )
+    if any(
+        os.path.exists(os.path.join(path, n))
+        for n in (workdir_lib.ALPHAS, workdir_lib.ALPHA_HISTORY)
+    ):
+        return "supernet"
+    if os.path.exists(os.path.join(path, workdir_lib.GENOTYPE)):
+        return "trained"
+    raise FileNotFoundError(
+        f"{path} is not a dnas workdir with a trained network (no {workdir_lib.GENOTYPE}) nor a "
+        f"search (no {workdir_lib.ALPHAS}): name a finished dnas train or dnas search workdir"
+    )
+
+
+def load_teacher(
+    spec: str, dataset: str, info: data.DatasetInfo, train_source: data.Source
+) -> distill.Teacher:
+    """The teacher `spec` names (`kind_of`), checked against the student's `dataset` (same
+    dataset: the teacher sees the student's normalised images) and its training split
+    `train_source` (a logits file must have one row per example, with the same labels)."""
+    kind = teacher_kind(spec)
+    path = os.path.abspath(os.path.expanduser(spec))
+    if kind == "logits":
+        return _logits_teacher(path, dataset, info, train_source)
+    config = _teacher_config(path)
+    if config.get("dataset") != dataset:
+        raise ConfigError(
+            f"teacher {path} was trained on dataset {config.get('dataset')!r}, the student "
+            f"trains on {dataset!r}: a teacher must have seen the same (normalised) images"
+        )
+    if kind == "trained":
+        return _trained_teacher(path, dataset, train_source)
+    return _supernet_teacher(path, train_source)
+
+
+def teacher_from_config(
+    config: Any, train_source: data.Source, stage: str = "train"
+) -> distill.Teacher | None:
+    """The teacher of `config.<stage>` (train or search; `load_teacher`), or None: no
+    `<stage>.teacher`, or `<stage>.kd_weight` 0 (the plain step; the teacher is not read)."""
+    t = config[stage]
+    if not t.teacher or t.kd_weight == 0:
+        return None
+    return load_teacher(t.teacher, config.dataset, data.get_info(config.dataset), train_source)
+
+
+def _teacher_config(path: str) -> dict:
+    file = os.path.join(path, workdir_lib.CONFIG)
+    if not os.path.exists(file):
+        raise FileNotFoundError(f"teacher {path} has no {workdir_lib.CONFIG}: not a dnas workdir")
+    with open(file) as f:
+        return json.load(f)
+
+
+def _splits_with(train_source: data.Source) -> data.Splits:
+    """Splits for building the teacher without reading its dataset again (only the training
+    split's length is used: the teacher's schedule, which its forward pass does not read)."""
+    return data.Splits(train=train_source, val=None, test=train_source)
+
+
+def _trained_teacher(path: str, dataset: str, train_source: data.Source) -> distill.Teacher:
+    config, su, state = load_trained(path, splits=_splits_with(train_source))
+    model, dtype = su.model, su.dtype
+
+    def apply(variables, x):
+        logits, _ = model.apply(variables, x.astype(dtype), train=False)
+        return logits.astype(jnp.float32)
+
+    _warn_unfinished(path, int(state.step), su.total_steps)
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    record = {
+        "kind": "trained", "path": path, "genotype": su.genotype.to_string(),
+        "C": config.train.C, "layers": config.train.layers, "step": int(state.step),
+        "total_steps": su.total_steps, "params_total": evaluate.count_params(state.params),
+    }  # fmt: skip
+    results = distill.read_json(os.path.join(path, "results.json")) or {}
+    record |= {k: results[k] for k in ("params", "test_accuracy") if k in results}
+    record |= distill.fingerprint(variables)
+    return distill.Teacher("trained", path, apply, variables, None, record)
+
+
+def _supernet_teacher(path: str, train_source: data.Source) -> distill.Teacher:
+    config, su, state = load_searched(path, splits=_splits_with(train_source))
+    model = su.model.clone(single_op=False) if getattr(su.model, "single_op", False) else su.model
+    dtype = su.dtype
+
+    def apply(variables, x):
+        logits = model.apply({"params": variables["params"]}, x.astype(dtype), variables["mix"],
+                             train=True)  # fmt: skip
+        return logits.astype(jnp.float32)
+
+    _warn_unfinished(path, int(state.step), su.total_steps)
+    mix = jax.device_get(su.strategy.final_weights(state.alphas))
+    variables = {"params": state.params, "mix": {k: jnp.asarray(v) for k, v in mix.items()}}
+    record = {
+        "kind": "supernet", "path": path, "space": config.space, "strategy": config.strategy,
+        "C": config.search.C, "layers": config.search.layers, "step": int(state.step),
+        "total_steps": su.total_steps, "params": evaluate.count_params(state.params),
+    }  # fmt: skip
+    record |= distill.fingerprint(variables)
+    return distill.Teacher("supernet", path, apply, variables, None, record)
+
+
+def _warn_unfinished(path: str, step: int, total: int) -> None:
+    if step < total:
+        _log.warning(
+            "teacher %s stopped at step %d of %d: distilling from an unfinished training "
+            "(resume it first for the finished teacher)", path, step, total,
+        )  # fmt: skip
+
+
+def _labels(source: data.Source) -> np.ndarray:
+    labels = getattr(source, "labels", None)
+    if labels is not None:
+        return np.asarray(labels)
+    return np.asarray([int(source[i]["label"]) for i in range(len(source))])
+
+
+def _logits_teacher(
+    path: str, dataset: str, info: data.DatasetInfo, train_source: data.Source
+) -> distill.Teacher:
+    try:
+        arrays = workdir_lib.load_arrays(path)
+    except Exception as e:  # a truncated or foreign file
+        raise ConfigError(f"cannot read teacher logits {path}: {e}") from e
+    missing = [k for k in distill.LOGITS_KEYS if k not in arrays]
+    if missing:
+        raise ConfigError(
+            f"{path} is not a dnas logits file (no {', '.join(missing)}); write one with "
+            "`dnas logits TEACHER_WORKDIR --out FILE.npz`"
+        )
+    logits, labels = arrays["logits"], arrays["labels"]
+    stored = str(arrays["dataset"])
+    n = len(train_source)
+    problem = None
+    if stored != dataset:
+        problem = f"holds logits of dataset {stored!r}, the student trains on {dataset!r}"
+    elif logits.ndim != 2 or logits.shape != (n, info.num_classes):
+        problem = (
+            f"holds logits of shape {list(logits.shape)}, the student's training split needs "
+            f"[{n}, {info.num_classes}] (one row per example, one column per class)"
+        )
+    elif not np.array_equal(labels, _labels(train_source)):
+        problem = "was written for another training split (its labels differ, in order or value)"
+    elif not np.all(np.isfinite(logits)):
+        problem = "holds non-finite logits"
+    if problem:
+        raise ConfigError(f"teacher logits {path} {problem}")
+    logits = np.asarray(logits, np.float32)
+    record = {"kind": "logits", "path": path, "examples": n}
+    return distill.Teacher("logits", path, None, None, logits, record | distill.fingerprint(logits))
+
+
+def write_logits(spec: str, out: str, *, batch_size: int = 256) -> dict:
+    """Writes the logits of the teacher `spec` (a trained network or a search's supernet, as
+    `load_teacher`) for every example of its dataset's training split, un-augmented and in
+    order, to the `.npz` file `out`, with the labels and the dataset's name (what
+    `load_teacher` checks). Returns a summary."""
+    kind = teacher_kind(spec)
+    if kind == "logits":
+        raise ConfigError(f"{spec} is already a logits file; name the teacher's workdir")
+    path = os.path.abspath(os.path.expanduser(spec))
+    if not out.endswith(".npz"):
+        raise ConfigError(f"--out {out!r} must end in .npz (train.teacher recognises it so)")
+    config = _teacher_config(path)
+    dataset = config["dataset"]
+    info = data.get_info(dataset)
+    splits = data.load(dataset, data_dir=config.get("data_dir") or None)
+    teacher = load_teacher(path, dataset, info, splits.train)
+    apply = jax.jit(
+        lambda v, images: teacher.apply(
+            v, data.preprocess(None, images, info, train=False, dtype=jnp.float32)
+        )
+    )
+    rows = []
+    batch_size = min(batch_size, len(splits.train))
+    for batch in data.eval_batches(splits.train, batch_size, fill="overlap"):
+        logits = np.asarray(apply(teacher.variables, batch["image"]))
+        rows.append(logits[np.asarray(batch["mask"], bool)])
+    logits = np.concatenate(rows)
+    labels = _labels(splits.train)
+    accuracy = float(np.mean(np.argmax(logits, -1) == labels))
+    workdir_lib.save_arrays(
+        out, {"logits": logits, "labels": labels, "dataset": np.asarray(dataset),
+              "split": np.asarray("train")},
+    )  # fmt: skip
+    return {"out": os.path.abspath(out), "teacher": teacher.record, "examples": len(logits),
+            "train_accuracy": accuracy}  # fmt: skip

@@ -354,7 +354,7 @@ def test_a_resumed_sweep_or_retraining_builds_with_its_record(tmp_path, monkeypa
     assert got == {"autotune_prior": record}
     retrain = lambda c, w: train.run(c, w, spaces.load("DARTS_V2"))
     got, record = _setup_kwargs_on_resume(monkeypatch, tmp_path, "train", train, retrain)
-    assert got == {"autotune_prior": record}
+    assert got == {"autotune_prior": record, "splits": None, "teacher": None}  # no teacher
 
 
 def test_autotune_off_gives_the_default_forms(monkeypatch):

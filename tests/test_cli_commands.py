@@ -321,7 +321,7 @@ def test_distillation_from_a_trained_network_and_from_a_supernet_s_logits(
     with np.load(file) as f:
         logits, labels = f["logits"], f["labels"]
     assert logits.shape == (len(source), 10) and np.array_equal(labels, source.labels)
-    _, su, state = search.load_searched(str(workdir))
+    _, su, state = train.load_searched(str(workdir))
     x = data.preprocess(None, source.images[:64], su.info, train=False)
     want = su.model.apply({"params": state.params}, x, su.strategy.final_weights(state.alphas),
                           train=True)  # fmt: skip

@@ -52,10 +52,10 @@ def test_a_zero_kd_weight_does_not_read_the_teacher():
 
     c = configlib.default_config()
     c.train.teacher, c.train.kd_weight = "/nonexistent/teacher", 0.0
-    assert distill.from_config(c, data.digits_splits().train) is None
+    assert train.teacher_from_config(c, data.digits_splits().train) is None
     c.train.kd_weight = 0.5
     with pytest.raises(FileNotFoundError, match=r"neither a workdir nor a \.npz logits file"):
-        distill.from_config(c, data.digits_splits().train)
+        train.teacher_from_config(c, data.digits_splits().train)
 
 
 def test_objective_weights_the_two_terms():

@@ -158,7 +158,7 @@ def test_every_experiment_config_loads_and_builds_its_strategy(path, arg):
 def test_every_method_has_a_smoke_variant():
     methods = {p.parent.name for p in (ROOT / "experiments").glob("*/*_search.py")}
     smoke = {p.parent.name for p, a in _config_variants() if a and a.endswith("smoke")}
-    assert methods == smoke
+    assert methods <= smoke, methods - smoke  # (other folders, e.g. distill/, may have some)
 
 
 def test_pdarts_stages(tmp_path):

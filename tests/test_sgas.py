@@ -11,7 +11,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dnas import checkpoint, configlib, data, evaluate, search, sgas, spaces, supernet
+from dnas import (
+    checkpoint,
+    configlib,
+    data,
+    evaluate,
+    pipeline,
+    search,
+    sgas,
+    spaces,
+    supernet,
+    train,
+)
 from dnas import workdir as workdir_lib
 from dnas.state import init_variables
 
@@ -248,7 +259,7 @@ def test_a_sgas_search_decides_every_edge_shrinks_its_supernet_and_resumes(tmp_p
         same = [np.array_equal(a[i], b[i]) for a, b in pairs]
         assert all(same) if d["epoch"] <= 3 else not any(same), d
     # Read back (a distillation teacher, `dnas logits`): the supernet under the decisions.
-    _, su, state = search.load_searched(str(workdir))
+    _, su, state = train.load_searched(str(workdir))
     w = np.asarray(su.strategy.final_weights(state.alphas)["normal"])
     np.testing.assert_array_equal(w, nb201.genotype_mix(genotype)["normal"])
     # dnas plot draws the scores with the decisions (one panel per edge).
@@ -261,3 +272,12 @@ def test_a_sgas_search_decides_every_edge_shrinks_its_supernet_and_resumes(tmp_p
         np.testing.assert_allclose(ax.lines[0].get_ydata(), [r["score"][e] for r in scores])
     written, _ = viz.save_all(run, str(tmp_path / "plots"))
     assert any(p.endswith("sgas_scores_normal.png") for p in written)
+
+
+def test_a_staged_strategy_with_sgas_is_refused_before_anything_runs(tmp_path):
+    c = configlib.load("experiments/pdarts/cifar10_search.py:smoke")
+    c.search.sgas, c.search.epochs = "cri1", 9
+    c.search.sgas_warmup_epochs, c.search.sgas_decision_freq = 1, 1  # after the alphas' warm-up
+    with pytest.raises(configlib.ConfigError, match="runs in stages; SGAS decides within one"):
+        pipeline.search_genotype(c, str(tmp_path / "w"))
+    assert not (tmp_path / "w").exists()
