@@ -33,7 +33,6 @@ resumed run makes the same decisions as an uninterrupted one.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Sequence
 
@@ -195,7 +194,7 @@ def run(config, su: search_step.SearchSetup, state: SearchState, workdir: str, m
     # round 0's decisions in it).
     fresh = ckpt.latest_step() is None
     state = loop.resume(ckpt, state, clock)
-    log = _read_log(log_path)[: _decisions_made(space, _projection(state.alphas))]
+    log = workdir_lib.read_jsonl(log_path)[: _decisions_made(space, _projection(state.alphas))]
 
     def decide(state: SearchState, step: int) -> SearchState:
         """Before fine-tuning epoch e = step / spe: round e / I of decisions, if one is due."""
@@ -256,13 +255,6 @@ def _device(proj: dict[str, np.ndarray]) -> dict[str, jax.Array]:
 def _accuracy(acc_fn, params, batches, mix_fn) -> float:
     mix = mix_fn()
     return float(np.mean([float(acc_fn(params, mix, b)) for b in batches]))
-
-
-def _read_log(path: str) -> list[dict]:
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def _decisions_made(space: Space, proj: dict[str, np.ndarray]) -> int:

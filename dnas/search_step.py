@@ -30,6 +30,7 @@ from dnas import (
     optim,
     spaces,
     strategies,
+    supernet,
 )
 from dnas.state import SearchState, init_variables, initial_alphas
 from dnas.types import Batch, Metrics
@@ -192,8 +193,7 @@ def make_eval_step(
     computed (`single_op` off), as in `selection`. The supernet's BatchNorm normalises with the
     batch's own statistics (it keeps no running ones), so batches must hold real images only:
     `data.eval_batches(..., fill="overlap")`."""
-    if getattr(model, "single_op", False):
-        model = model.clone(single_op=False)
+    model = supernet.full_mixture(model)
 
     def eval_step(state: SearchState, batch: Batch):
         x = data.preprocess(None, batch["image"], info, train=False, dtype=dtype)

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dnas import data, evaluate, parallel, signals
+from dnas import data, evaluate, parallel, signals, supernet
 from dnas import workdir as workdir_lib
 from dnas.genotype import Genotype
 from dnas.spaces.base import Space
@@ -35,8 +35,7 @@ def make_accuracy_fn(
     """jit((params, mix, batch) -> accuracy) of the supernet under the given mixing weights, on
     images preprocessed as for evaluation (normalised, no augmentation). The supernet computes
     the full mixture (`single_op` off), so weights that are not one-hot are honoured."""
-    if getattr(model, "single_op", False):
-        model = model.clone(single_op=False)
+    model = supernet.full_mixture(model)
 
     def accuracy(params, mix, batch):
         x = data.preprocess(None, batch["image"], info, train=False, dtype=dtype)

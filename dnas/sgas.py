@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -374,8 +373,9 @@ class Driver:
             return
         for name, new in ((SCORES, lines), (DECISIONS, decisions)):
             path = os.path.join(self.workdir, name)
-            kept = [r for r in read_jsonl(path) if r["epoch"] < epoch]  # a redone epoch
-            if new or len(kept) != len(read_jsonl(path)):
+            records = workdir_lib.read_jsonl(path)
+            kept = [r for r in records if r["epoch"] < epoch]  # a redone epoch
+            if new or len(kept) != len(records):
                 workdir_lib.write_jsonl(path, kept + new)
         if self.writer is not None and decisions:  # decisions made so far, per cell type
             made = {f"sgas/decided/{d['group']}": d["decided"] for d in decisions}
@@ -384,10 +384,3 @@ class Driver:
             for d in decisions:
                 self.print_fn(f"sgas: epoch {epoch}: {d['group']} edge {d['edge']} -> {d['op']} "
                               f"(score {d['score']:.3f}); pruned rows {d['pruned']}")  # fmt: skip
-
-
-def read_jsonl(path: str) -> list[dict]:
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]

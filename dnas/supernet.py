@@ -252,6 +252,12 @@ class MixedCell(nn.Module):
         return nodes.astype(dtype)
 
 
+def full_mixture(model: nn.Module) -> nn.Module:
+    """`model` computing every op of every edge (`single_op` off), so mixing weights that are
+    not one-hot are honoured (evaluation, selection, a supernet teacher)."""
+    return model.clone(single_op=False) if getattr(model, "single_op", False) else model
+
+
 # The hashable form of a supernet's active table: (alpha group, rows x ops of bools) pairs.
 Active = tuple[tuple[str, tuple[tuple[bool, ...], ...]], ...]
 

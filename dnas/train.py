@@ -36,6 +36,7 @@ from dnas import (
     parallel,
     search_step,
     spaces,
+    supernet,
 )
 from dnas import workdir as workdir_lib
 from dnas.configlib import ConfigError
@@ -247,10 +248,7 @@ def resolve_genotype(config: ml_collections.ConfigDict, workdir: str | None = No
 def check_not_a_search(workdir: str) -> None:
     """Refuses a search's workdir (its alphas), where a training would overwrite the search's
     genotype.json and trip over its checkpoints; names the retraining folders of a `dnas run`."""
-    if not any(
-        os.path.exists(os.path.join(workdir, name))
-        for name in (workdir_lib.ALPHAS, workdir_lib.ALPHA_HISTORY)
-    ):
+    if not _holds_search(workdir):
         return
     retrainings = sorted(e for e in os.listdir(workdir) if e.startswith("retrain_"))
     where = (
@@ -260,6 +258,14 @@ def check_not_a_search(workdir: str) -> None:
         f"{os.path.join(workdir, workdir_lib.GENOTYPE)} --workdir DIR"
     )
     raise ConfigError(f"{workdir} holds a search, not a training; {where}")
+
+
+def _holds_search(workdir: str) -> bool:
+    """Whether `workdir` holds a search (its alphas, final or per epoch)."""
+    return any(
+        os.path.exists(os.path.join(workdir, name))
+        for name in (workdir_lib.ALPHAS, workdir_lib.ALPHA_HISTORY)
+    )
 
 
 def _check_same_genotype(workdir: str, genotype: Genotype) -> None:
@@ -593,10 +599,7 @@ def teacher_kind(spec: str) -> str:
             "--config.train.teacher to a dnas train workdir, a dnas run retrain_<name>/ folder, "
             "a dnas search workdir or a file from `dnas logits`"
         )
-    if any(
-        os.path.exists(os.path.join(path, n))
-        for n in (workdir_lib.ALPHAS, workdir_lib.ALPHA_HISTORY)
-    ):
+    if _holds_search(path):
         return "supernet"
     if os.path.exists(os.path.join(path, workdir_lib.GENOTYPE)):
         return "trained"
@@ -609,7 +612,7 @@ def teacher_kind(spec: str) -> str:
 def load_teacher(
     spec: str, dataset: str, info: data.DatasetInfo, train_source: data.Source
 ) -> distill.Teacher:
-    """The teacher `spec` names (`kind_of`), checked against the student's `dataset` (same
+    """The teacher `spec` names (`teacher_kind`), checked against the student's `dataset` (same
     dataset: the teacher sees the student's normalised images) and its training split
     `train_source` (a logits file must have one row per example, with the same labels)."""
     kind = teacher_kind(spec)
@@ -675,8 +678,7 @@ def _trained_teacher(path: str, dataset: str, train_source: data.Source) -> dist
 
 def _supernet_teacher(path: str, train_source: data.Source) -> distill.Teacher:
     config, su, state = load_searched(path, splits=_splits_with(train_source))
-    model = su.model.clone(single_op=False) if getattr(su.model, "single_op", False) else su.model
-    dtype = su.dtype
+    model, dtype = supernet.full_mixture(su.model), su.dtype
 
     def apply(variables, x):
         logits = model.apply({"params": variables["params"]}, x.astype(dtype), variables["mix"],

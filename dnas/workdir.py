@@ -121,6 +121,14 @@ def write_jsonl(path: str | os.PathLike, records: list[dict]) -> None:
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
 
 
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """The records of a JSON-lines file written by `write_jsonl` ([] when there is none)."""
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
 def save_arrays(path: str | os.PathLike, arrays: Mapping[str, Any]) -> None:
     """Writes named arrays (e.g. the alphas, one per group) to an .npz file, atomically."""
     buffer = io.BytesIO()
