@@ -522,6 +522,50 @@ def _logits_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=_positive_int, default=256, help="default: 256")
 
 
+def _explain(args: argparse.Namespace) -> int:
+    from dnas import explain
+
+    result = explain.explain(
+        args.workdir, out=args.out, split=args.split, batch_size=args.batch_size, fmt=args.format
+    )
+    for trained in result["trained"].values():
+        where = trained["workdir"]
+        print(f"{where}: {100 * trained['accuracy']:.2f}% {trained['split']} accuracy; "
+              "accuracy drop (points) with each edge removed / its op replaced by the best "
+              "parameter-free alternative:")  # fmt: skip
+        for group, edges in trained["edges"].items():
+            for e in edges:
+                best = e["best_alternative"]
+                swap = (f"{100 * e['best_alternative_drop']:6.2f} ({best})" if best
+                        else "     - (no alternative)")  # fmt: skip
+                print(f"  {group:7} {e['op']:14} {e['src']} -> {e['dst']}  "
+                      f"{100 * e['removed_drop']:6.2f}  {swap}")  # fmt: skip
+    found = result.get("search")
+    if found is not None:
+        how = "logged" if found["source"] == "logged" else "its last checkpoint's (none logged)"
+        print(f"{found['workdir']}: op shares of {len(found['epochs'])} epoch(s), {how}")
+    print(f"wrote {result['path']} and {len(result['figures'])} figures")
+    return 0
+
+
+def _explain_parser(sub: argparse._SubParsersAction) -> None:
+    text = "explain a found cell: which edges and operations matter"
+    p = _command(sub, "explain", _explain, text, ". For a trained network (a dnas train "
+                 "workdir or a dnas run retraining folder): its accuracy drop when each edge "
+                 "is removed from every cell of its type, and when its op is replaced by each "
+                 "parameter-free op of the space (no training). For a search: each op's share "
+                 "of its edge's output beside its mixing weight, per epoch logged "
+                 "(search.explain_every_epochs; else the final epoch's). A dnas run workdir: "
+                 "both. Writes explain.json and figures.")  # fmt: skip
+    p.add_argument("workdir", help="a dnas train, search or run workdir")
+    p.add_argument("--out", help="output folder (default: WORKDIR/explain)")
+    p.add_argument("--split", default="test", choices=("test", "train", "val"))
+    p.add_argument(
+        "--batch-size", type=_positive_int, help="default: the training's train.batch_size"
+    )
+    p.add_argument("--format", default="png", choices=("png", "svg", "pdf"))
+
+
 LUT_HELP = (
     "time every candidate op of a space's supernet on this device: a latency table",
     " (JSON, dnas.hardware's format) for the hardware objectives (--config.hardware.lut) and "
@@ -761,6 +805,7 @@ COMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
     "eval": _eval_parser,
     "export": _export_parser,
     "logits": _logits_parser,
+    "explain": _explain_parser,
     "lut": _lut_parser,
     "latency": _latency_parser,
     "study": _study_parser,

@@ -86,6 +86,8 @@ def default_config() -> ml_collections.ConfigDict:
     # Collapse diagnostics and DARTS+ early stopping (search.EpochMonitor).
     s.hessian_every_epochs = 0
     s.hessian_iters = 20
+    # Each op's share of its edge's output, logged for `dnas explain` (search.EpochMonitor).
+    s.explain_every_epochs = 0
     s.early_stop = ""
     s.early_stop_skips = 2
     s.early_stop_patience = 10
@@ -362,6 +364,10 @@ FIELDS: dict[str, Field] = {
                                          "(collapse diagnostic); 0: off", integer(0)),
     "search.hessian_iters": Field("power iterations of that eigenvalue (one Hessian-vector "
                                   "product each)", integer(1)),
+    "search.explain_every_epochs": Field("log each op's share of its mixed edge's output "
+                                         "(norm of its weighted output, on one fixed "
+                                         "validation batch) every this many epochs, for dnas "
+                                         "explain; cell spaces; 0: off", integer(0)),
     "search.early_stop": Field("DARTS+ early stopping: '' (off), skip (at early_stop_skips skip "
                                "connections in the normal cell) or stable (the op ranking "
                                "unchanged for early_stop_patience epochs)",
@@ -877,6 +883,11 @@ def _check_combinations(config: ml_collections.ConfigDict) -> None:
         raise ConfigError(
             f"search.alpha_warmup_epochs={s.alpha_warmup_epochs} leaves no alpha step in "
             f"search.epochs={s.epochs}: the genotype would come from the initial alphas"
+        )
+    if s.explain_every_epochs and spaces.get(config.space).topology is None:
+        raise ConfigError(
+            f"search.explain_every_epochs logs the op shares of the cell spaces' mixed edges; "
+            f"space {config.space!r} has no cells: set it to 0"
         )
     if text:
         _check_text(config)

@@ -35,6 +35,7 @@ from dnas import (
     search_step,
     signals,
     spaces,
+    supernet,
     train,
 )
 from dnas import workdir as workdir_lib
@@ -318,9 +319,27 @@ def check_monitor_options(config: ml_collections.ConfigDict) -> None:
         )
 
 
+SHARES = "shares"  # `alpha_history/` entries `shares/<group>`: `op_shares_fn`'s, per epoch
+
+
+def op_shares_fn(su: search_step.SearchSetup):
+    """(params, alphas, batch) -> alpha group -> (rows, ops) share of each op in its mixed
+    edge's output under the strategy's final mixing weights (`supernet.op_shares`), on the
+    batch's images preprocessed for evaluation; jit it."""
+
+    def shares(params, alphas, batch):
+        x = data.preprocess(None, batch["image"], su.info, train=False, dtype=su.dtype)
+        mix = su.strategy.final_weights(alphas)
+        return supernet.op_shares(su.model, {"params": params}, x, mix, train=True)
+
+    return shares
+
+
 class EpochMonitor:
     """What runs at every epoch end of a search: the derived genotype and alpha statistics go to
-    the writer, with the collapse diagnostics (skip connections in the normal cell; every
+    the writer (and to `alpha_history/`, with each op's share of its edge's output every
+    `search.explain_every_epochs` epochs on the same fixed validation batch, for `dnas explain`),
+    with the collapse diagnostics (skip connections in the normal cell; every
     `search.hessian_every_epochs` epochs the dominant eigenvalue of the validation-loss Hessian
     w.r.t. the alphas, on one fixed validation batch; with `benchmark`, the space's table of
     published results, the derived cell's), and DARTS+ early stopping decides whether
@@ -339,10 +358,13 @@ class EpochMonitor:
         self.stop_path = os.path.join(workdir, "early_stop.json")
         self.stop_record: dict | None = None
         self.benchmark = benchmark  # Space.ground_truth's table (benchmark.table), or None
-        self.hessian = None
-        if s.hessian_every_epochs > 0:
+        self.hessian = self.shares = None
+        if s.hessian_every_epochs > 0 or s.explain_every_epochs > 0:
             batch = next(data.batches(su.alphas_source, s.batch_size, seed=config.seed + 2))
             self.val_batch = parallel.shard_batch(batch, mesh)
+        if s.explain_every_epochs > 0:
+            self.shares = jax.jit(op_shares_fn(su))
+        if s.hessian_every_epochs > 0:
             k_loss, k_start = jax.random.split(jax.random.key(config.seed))
 
             def eigenvalue(params, alphas, batch, step):
@@ -366,6 +388,9 @@ class EpochMonitor:
         # A redone epoch (after a resume) overwrites its file.
         history = {g: weights[g] for g in su.space.groups}
         history |= {f"alphas/{k}": v for k, v in jax.device_get(state.alphas).items()}
+        if self.shares is not None and epoch % s.explain_every_epochs == 0:
+            shares = jax.device_get(self.shares(state.params, state.alphas, self.val_batch))
+            history |= {f"{SHARES}/{g}": v for g, v in shares.items()}
         workdir_lib.save_arrays(workdir_lib.alpha_history_path(self.workdir, epoch), history)
         scalars = alpha_entropy(weights)
         scalars["epoch"] = epoch

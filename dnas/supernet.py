@@ -52,6 +52,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import traverse_util
 from jax import lax
 
 from dnas import hardware, ops
@@ -160,6 +161,11 @@ class MixedCell(nn.Module):
             cells.append((self, tuple(inputs[0].shape[1:3])))
         dtype = inputs[0].dtype
         acc = jnp.promote_types(dtype, jnp.float32)  # nodes sum their edges in float32 at least
+        # `op_shares`: each op's output norm per edge, computed only when the caller collects it.
+        observe = self.is_mutable_collection(OP_NORMS)
+        if observe and self.single_op:
+            raise ValueError("op norms need every op computed: apply supernet.full_mixture(model)")
+        norms_ExK = jnp.zeros((space.num_edges, space.num_ops), acc)
         inputs_I = jnp.stack(inputs)
         nodes = None
         for group, from_inputs in (("input_edges", True), ("node_edges", False)):
@@ -227,10 +233,15 @@ class MixedCell(nn.Module):
                     with ops.mac_scale(n):
                         out = lax.switch(which, branches).astype(acc)
                 else:
-                    if any(runs.values()):  # the sum traced as before the active table
-                        out = sum(computed(op) for op in modules if runs[op])
-                    else:  # a pruned edge, in every row of this scan: 0
-                        out = jnp.zeros(shape, acc)
+                    terms = {op: computed(op) for op in modules if runs[op]}
+                    # The sum traced as before the active table; a pruned edge's is 0.
+                    out = sum(terms.values()) if terms else jnp.zeros(shape, acc)
+                    if observe:  # each op's weighted output: its norm per example, batch mean
+                        norms = jnp.stack([
+                            jnp.mean(jnp.sqrt(jnp.sum(jnp.square(terms[op]), axis=(1, 2, 3))))
+                            if op in terms else jnp.zeros((), acc)
+                            for op in space.primitives
+                        ])  # fmt: skip
                 if K > 1:  # PC-DARTS: the other channels bypass, weighted by the edge's total
                     bypass = x[..., self.op_channels :]
                     if stride == 2:
@@ -241,15 +252,40 @@ class MixedCell(nn.Module):
                     out = jnp.concatenate([out, ops.weighted(jnp.sum(w_K), bypass)], axis=-1)
                     out = ops.channel_shuffle(out, K)
                 node = lax.dynamic_index_in_dim(nodes, dst, keepdims=False)
-                return lax.dynamic_update_index_in_dim(nodes, node + out, dst, 0), None
+                nodes = lax.dynamic_update_index_in_dim(nodes, node + out, dst, 0)
+                return nodes, norms if observe else None
 
             if self.remat:
                 edge = jax.checkpoint(edge)
             if nodes is None:  # every op maps (N, H, W, C) to the pooling's output shape
                 shape = jax.eval_shape(lambda x, s=stride: ops.max_pool(x, 3, s, 1), inputs[0])
                 nodes = jnp.zeros((space.num_intermediate, *shape.shape), acc)
-            nodes, _ = lax.scan(edge, nodes, (params, w_GxK, srcs, dsts, keys, flags))
+            nodes, norms_GxK = lax.scan(edge, nodes, (params, w_GxK, srcs, dsts, keys, flags))
+            if observe:
+                norms_ExK = norms_ExK.at[jnp.array(rows)].set(norms_GxK)
+        if observe:
+            self.sow(OP_NORMS, self.group, norms_ExK)
         return nodes.astype(dtype)
+
+
+OP_NORMS = "op_norms"  # the collection `MixedCell` sows its ops' output norms into
+
+
+def op_shares(
+    model: nn.Module, variables: Mapping, x: Array, mix_weights: Mapping[str, Array], **kwargs
+) -> dict[str, Array]:
+    """Each op's share of each mixed edge's output, per alpha group: ||w_k op_k(x)|| / sum_j
+    ||w_j op_j(x)|| (L2 norm over an example's output, averaged over the batch), averaged over
+    the cells of the group; (rows, ops), every row summing to 1 (0 where nothing is computed).
+    `model` computes every op (`full_mixture`); `kwargs` go to its apply (`train=`)."""
+    _, state = full_mixture(model).apply(variables, x, mix_weights, mutable=[OP_NORMS], **kwargs)
+    by_group: dict[str, list] = {}
+    for path, value in traverse_util.flatten_dict(dict(state[OP_NORMS])).items():
+        for norms_ExK in value:  # `sow` appends to a tuple
+            total = jnp.sum(norms_ExK, axis=-1, keepdims=True)
+            share = jnp.where(total > 0, norms_ExK / jnp.where(total > 0, total, 1.0), 0.0)
+            by_group.setdefault(path[-1], []).append(share)
+    return {group: jnp.mean(jnp.stack(v), axis=0) for group, v in by_group.items()}
 
 
 def full_mixture(model: nn.Module) -> nn.Module:

@@ -127,12 +127,14 @@ def make_train_step(
 def make_eval_step(
     model, info: data.DatasetInfo, dtype=jnp.float32
 ) -> Callable[[TrainState, Batch], dict]:
-    """Sums (not means) over the real examples of a padded batch, so batches add up."""
+    """Sums (not means) over the real examples of a padded batch, so batches add up. `edits`:
+    the cell networks' apply-time edits (`network`; `dnas explain`), or None."""
 
-    def eval_step(state: TrainState, batch: Batch):
+    def eval_step(state: TrainState, batch: Batch, edits=None):
         x = data.preprocess(None, batch["image"], info, train=False, dtype=dtype)
         variables = {"params": state.params, "batch_stats": state.batch_stats}
-        logits, _ = model.apply(variables, x, train=False)
+        kwargs = {} if edits is None else {"edits": edits}
+        logits, _ = model.apply(variables, x, train=False, **kwargs)
         logits = logits.astype(jnp.float32)
         mask = batch["mask"].astype(jnp.float32)
         ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])

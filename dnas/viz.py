@@ -637,6 +637,123 @@ def sgas_scores(run: Run, cell: str = "normal"):
     return fig
 
 
+# ---------------------------------------------------------------------------------------------
+# Explaining a cell (`dnas explain`, `dnas.explain`): figures of its explain.json.
+
+
+def _slot_label(topology: CellTopology, edge: Mapping[str, Any]) -> str:
+    names = node_names(topology)
+    return f"{edge['op']}  {names[edge['src']]} -> {names[edge['dst']]}"
+
+
+def edge_removal(trained: Mapping[str, Any]):
+    """A trained network's accuracy drop (points) when each edge is removed from every cell of
+    its type, and when its op is replaced by the best parameter-free alternative; one panel per
+    cell type, edges in genotype order. `ax.patches` of panel g: the removal bars, then the
+    replacement bars (0 where the edge has no alternative)."""
+    topology = topology_of(spaces.get(trained["space"]))
+    groups = list(trained["edges"])
+    rows = max(len(v) for v in trained["edges"].values())
+    fig = _figure(figsize=(6.5 * len(groups), 0.42 * rows + 1.8))
+    axes = fig.subplots(1, len(groups), squeeze=False)[0]
+    for ax, group in zip(axes, groups, strict=True):
+        edges = trained["edges"][group]
+        y = np.arange(len(edges))
+        removed = [100 * e["removed_drop"] for e in edges]
+        replaced = [100 * (e["best_alternative_drop"] or 0.0) for e in edges]
+        ax.barh(y - 0.2, removed, 0.4, color="tab:red", label="edge removed")
+        ax.barh(y + 0.2, replaced, 0.4, color="tab:blue", label="op replaced (best alternative)")
+        for i, e in enumerate(edges):
+            if e["best_alternative"]:
+                ax.annotate(e["best_alternative"], (replaced[i], y[i] + 0.2), fontsize=7,
+                            xytext=(2, -3), textcoords="offset points")  # fmt: skip
+        ax.set_yticks(y, [_slot_label(topology, e) for e in edges], fontsize=8)
+        ax.invert_yaxis()
+        ax.axvline(0, color="k", lw=0.8)
+        ax.set_xlabel(f"{trained['split']} accuracy drop (points)")
+        ax.set_title(f"{group} cell", fontsize=10)
+    axes[0].legend(fontsize=8, loc="lower right")
+    fig.suptitle(
+        f"{os.path.basename(trained['workdir'])}: {100 * trained['accuracy']:.2f}% "
+        f"{trained['split']} accuracy, edges removed or replaced in every cell of their type"
+    )
+    return fig
+
+
+def op_replacement(trained: Mapping[str, Any]):
+    """A trained network's accuracy drop (points) for each edge (rows) with its op replaced by
+    each op of the space (columns; `none`: the edge removed); the edge's own op is marked, ops
+    with parameters (untested without training) are blank. One heatmap per cell type;
+    `ax.images[0].get_array()` of panel g is the (edges, ops) drop in points, NaN where blank."""
+    space = spaces.get(trained["space"])
+    topology = topology_of(space)
+    groups = list(trained["edges"])
+    ops = [op for op in space.ops if op != "none"]
+    columns = ["none", *ops]
+    fig = _figure(figsize=(1.1 * len(columns) * len(groups) + 3, 0.42 * topology.num_edges + 2))
+    axes = fig.subplots(1, len(groups), squeeze=False)[0]
+    base = trained["accuracy"]
+    drops = {}
+    for group in groups:
+        edges = trained["edges"][group]
+        d = np.full((len(edges), len(columns)), np.nan)
+        for i, e in enumerate(edges):
+            d[i, 0] = 100 * e["removed_drop"]
+            for op, acc in e["replaced"].items():
+                d[i, columns.index(op)] = 100 * (base - acc)
+            if e["op"] in columns:
+                d[i, columns.index(e["op"])] = 0.0
+        drops[group] = d
+    finite = np.concatenate([d[np.isfinite(d)] for d in drops.values()])
+    vmax = max(float(np.abs(finite).max()) if finite.size else 0.0, 1e-9)
+    for ax, group in zip(axes, groups, strict=True):
+        edges, d = trained["edges"][group], drops[group]
+        im = ax.imshow(d, cmap="RdBu_r", vmin=-vmax, vmax=vmax, aspect="auto",
+                       interpolation="nearest")  # fmt: skip
+        for i, e in enumerate(edges):
+            for j, op in enumerate(columns):
+                if op == e["op"]:
+                    ax.text(j, i, "own", ha="center", va="center", fontsize=7)
+                elif np.isfinite(d[i, j]):
+                    ax.text(j, i, f"{d[i, j]:.1f}", ha="center", va="center", fontsize=7)
+        ax.set_xticks(range(len(columns)), columns, rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(range(len(edges)), [_slot_label(topology, e) for e in edges], fontsize=8)
+        ax.set_title(f"{group} cell", fontsize=10)
+    fig.colorbar(im, ax=list(axes), shrink=0.7, label="accuracy drop (points)")
+    fig.suptitle(
+        f"{os.path.basename(trained['workdir'])}: each edge's op replaced without training "
+        "(blank: has parameters, untested)"
+    )
+    return fig
+
+
+def op_shares(found: Mapping[str, Any], cell: str = "normal"):
+    """A search's op shares (`dnas.explain.op_shares`): one panel per edge, per op its share of
+    the edge's output (solid) and its mixing weight (dashed, same colour) over the epochs
+    logged. `ax.lines[2 * k].get_ydata()` of edge e is op k's share per epoch."""
+    space = spaces.get(found["space"])
+    g = found["groups"][cell]
+    epochs = found["epochs"]
+    shares, weights = np.asarray(g["shares"]), np.asarray(g["weights"])
+    fig, axes = _edge_grid(space, cell)
+    marker = "o" if len(epochs) == 1 else None
+    for e, ax in enumerate(axes):
+        for k, op in enumerate(space.ops):
+            (line,) = ax.plot(epochs, shares[:, e, k], lw=1.6, marker=marker, label=op)
+            ax.plot(epochs, weights[:, e, k], lw=1.0, ls="--", marker=marker,
+                    color=line.get_color())  # fmt: skip
+        ax.set_title(_edge_title(space, cell, e), fontsize=9)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.set_ylim(0, 1)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right center", fontsize=8)
+    fig.suptitle(
+        f"{os.path.basename(found['workdir'])}: {cell} cell, each op's share of its edge's output "
+        "(solid) and its mixing weight (dashed)"
+    )
+    return fig
+
+
 def genotype_strip(run: Run, cell: str = "normal", max_cells: int = 6):
     """The cell derived at the end of evenly spaced epochs (first and last included), left to
     right: how the architecture changed during the search."""
@@ -1059,10 +1176,13 @@ __all__ = [
     "diagnostics",
     "draw_blocks",
     "draw_cell",
+    "edge_removal",
     "format_table",
     "genotype_strip",
     "graph_edges",
     "load_run",
+    "op_replacement",
+    "op_shares",
     "pareto_figure",
     "save_all",
     "save_cells",

@@ -529,3 +529,50 @@ def test_tensorboard_reads_the_event_files(pipeline_run):
     # 30 s; metrics.jsonl every line); the resumed one's are all there.
     assert {s for s in logged if s > STOP_AT} <= set(got) <= set(logged)
     assert all(got[s] == pytest.approx(logged[s], rel=1e-6) for s in got)
+
+
+# ---------------------------------------------------------------------------------------------
+# dnas explain (issue 19): the run's search and its retraining.
+
+
+def test_explain_a_run_s_search_and_retraining(pipeline_run, tmp_path, capsys):
+    _, _, workdir, _, _ = pipeline_run
+    out = tmp_path / "explain"
+    code, printed, err = _run(capsys, "explain", str(workdir), "--out", str(out))
+    assert code == 0, err
+    result = json.loads((out / "explain.json").read_text())
+    assert list(result["trained"]) == ["retrain_searched"]
+    trained = result["trained"]["retrain_searched"]
+    # The unchanged network is the checkpoint `dnas eval` evaluates.
+    code, text, _ = _run(capsys, "eval", str(workdir / "retrain_searched"))
+    assert code == 0
+    tested = json.loads(text)
+    assert trained["examples"] == tested["examples"]
+    assert trained["accuracy"] == pytest.approx(tested["accuracy"], abs=1.5 / tested["examples"])
+    edges = trained["edges"]["normal"]
+    assert [(e["src"], e["dst"]) for e in edges] == [(0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3)]
+    for e in edges:
+        # NAS-Bench-201's parameter-free ops; its convolutions would need training.
+        assert set(e["replaced"]) == {"skip_connect", "avg_pool_3x3"} - {e["op"]}
+        assert set(e["untested"]) == {"nor_conv_1x1", "nor_conv_3x3"} - {e["op"]}
+        best = max(e["replaced"], key=e["replaced"].get)
+        assert e["best_alternative"] == best
+        assert e["best_alternative_drop"] == pytest.approx(trained["accuracy"] - e["replaced"][best])
+        if e["op"] == "none":  # removing an edge that carries nothing changes nothing
+            assert e["removed_drop"] == 0.0
+        assert f"{e['op']:14} {e['src']} -> {e['dst']}" in printed
+    # The search logged no shares: its final epoch's, from the checkpoint, beside the final
+    # mixing weights (DARTS: the softmax of the saved alphas).
+    found = result["search"]
+    assert (found["source"], found["epochs"]) == ("checkpoint", [1])
+    alphas = np.load(workdir / "alphas.npz")["normal"]
+    weights = np.exp(alphas) / np.exp(alphas).sum(-1, keepdims=True)
+    np.testing.assert_allclose(found["groups"]["normal"]["weights"][0], weights, atol=2e-6)
+    shares = np.asarray(found["groups"]["normal"]["shares"][0])
+    np.testing.assert_allclose(shares.sum(-1), 1.0, atol=1e-5)
+    assert np.all(shares[:, spaces.get("nb201").ops.index("none")] == 0)
+    names = {"retrain_searched_edge_removal.png", "retrain_searched_op_replacement.png",
+             "op_shares_normal.png", "explain.json"}  # fmt: skip
+    assert {p.name for p in out.iterdir()} == names
+    code, _, err = _run(capsys, "explain", str(tmp_path / "nowhere"))
+    assert code == 2 and err.count("\n") == 1 and "no workdir" in err

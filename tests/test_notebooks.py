@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from dnas import cli, configlib, pipeline, results, study, viz
+from dnas import workdir as workdir_lib
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
@@ -100,6 +101,24 @@ def test_explore_a_run_makes_one_when_there_is_none(tmp_path):
     assert darts_v2, printed
     assert float(darts_v2.group(1)) == pytest.approx(3.3, abs=0.1)
     assert figures(nb) >= 7
+
+
+def test_explain_a_cell_logs_the_op_shares_and_explains_the_retraining(tmp_path):
+    nb = execute("04_explain_a_cell.ipynb", tmp_path)
+    workdir = tmp_path / "runs" / "notebook_explain"
+    printed = text(nb)
+    tested = json.loads((workdir / "retrain" / "results.json").read_text())
+    # The search logged the shares at both epoch ends (search.explain_every_epochs=1).
+    assert "op shares of epochs [1, 2] (logged)" in printed
+    history = workdir_lib.read_alpha_history(str(workdir / "search"))
+    assert [e for e, arrays in history if "shares/normal" in arrays] == [1, 2]
+    # The unchanged retrained network is the one the retraining tested.
+    base = re.search(r"test accuracy (\d+\.\d+)% on (\d+) examples", printed)
+    assert base, printed
+    slack = 100 * 1.5 / int(base.group(2))
+    assert float(base.group(1)) == pytest.approx(100 * tested["test_accuracy"], abs=slack)
+    assert len(re.findall(r"normal \S+ +\d -> \d: removed", printed)) == 6
+    assert figures(nb) >= 3  # the op shares, the edge removals, the replacements
 
 
 TIMES = ("search_s", "retrain_s")  # wall times: the only fields two runs of a study may differ in

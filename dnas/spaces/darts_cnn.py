@@ -159,8 +159,12 @@ class DartsCell(nn.Module):
     sep_impl: ops.Impl = "fused"
 
     @nn.compact
-    def __call__(self, s0: Array, s1: Array, train: bool, masks: Array | None = None) -> Array:
-        """`masks`: (8, N) drop-path masks for the cell's ops (`drop_path_masks`), or None."""
+    def __call__(
+        self, s0: Array, s1: Array, train: bool, masks: Array | None = None,
+        edits: Array | None = None,
+    ) -> Array:  # fmt: skip
+        """`masks`: (8, N) drop-path masks for the cell's ops (`drop_path_masks`), or None;
+        `edits`: this cell type's (8, 1 + ops) rows of `network`'s edits, or None."""
         cell = "reduce" if self.reduction else "normal"
         nodes, concat = self.genotype[cell], self.genotype[f"{cell}_concat"]
         if self.reduction_prev:
@@ -177,8 +181,15 @@ class DartsCell(nn.Module):
                     op, self.C, self.C, stride, impl=self.sep_impl, name=f"node{node}_{slot}_{op}"
                 )
                 h = module(states[src], train)
+                index = 2 * (node - 2) + slot
                 if masks is not None and not isinstance(module, ops.Identity):
-                    h = h * masks[2 * (node - 2) + slot, :, None, None, None].astype(h.dtype)
+                    h = h * masks[index, :, None, None, None].astype(h.dtype)
+                if edits is not None:
+                    h = network.edited(
+                        h, states[src], edits[index], (cell, index, op, src, node),
+                        candidates=TOPOLOGY.primitives, C=self.C, stride=stride,
+                        impl=self.sep_impl, name=f"node{node}_{slot}", train=train,
+                    )  # fmt: skip
                 total = h if total is None else total + h
             states.append(total)
         return jnp.concatenate([states[i] for i in concat], axis=-1)
@@ -211,7 +222,7 @@ class AuxiliaryHead(nn.Module):
 
 def _cells_and_classifier(
     net: nn.Module, s0: Array, s1: Array, train: bool, masks: Array | None,
-    reduction_prev: bool, head: nn.Module | None,
+    reduction_prev: bool, head: nn.Module | None, edits: Mapping[str, Array] | None = None,
 ) -> tuple[Array, Array | None]:  # fmt: skip
     """The DARTS evaluation networks after their stems: `net.layers` cells (reductions at 1/3 and
     2/3), the auxiliary head after the 2/3 cell, global pooling, the classifier."""
@@ -220,7 +231,11 @@ def _cells_and_classifier(
         cell = DartsCell(
             net.genotype, C_curr, reduction, reduction_prev, net.sep_impl, name=f"cell_{i}"
         )
-        s0, s1 = s1, cell(s0, s1, train, None if masks is None else masks[i])
+        group = "reduce" if reduction else "normal"
+        s0, s1 = s1, cell(
+            s0, s1, train, None if masks is None else masks[i],
+            None if edits is None else edits[group],
+        )  # fmt: skip
         reduction_prev = reduction
         if head is not None and i == 2 * net.layers // 3 and (train or net.is_initializing()):
             aux_logits = head(s1, train)
@@ -241,13 +256,15 @@ class _EvalNetwork(nn.Module):
 
     @nn.compact
     def __call__(
-        self, x: Array, *, train: bool = False, drop_path_rate: Array | float = 0.0
-    ) -> tuple[Array, Array | None]:
+        self, x: Array, *, train: bool = False, drop_path_rate: Array | float = 0.0,
+        edits: Mapping[str, Array] | None = None,
+    ) -> tuple[Array, Array | None]:  # fmt: skip
+        """`edits`: `network`'s apply-time edits of the cells' edges (`dnas explain`), or None."""
         cells.check_space(TOPOLOGY, self.genotype)
         shape = (self.layers, 8, x.shape[0])
         masks = network.drop_path_inputs(self, shape, train, drop_path_rate)
         s0, s1, reduction_prev, head = self.stem(x, train)
-        return _cells_and_classifier(self, s0, s1, train, masks, reduction_prev, head)
+        return _cells_and_classifier(self, s0, s1, train, masks, reduction_prev, head, edits)
 
     def stem(self, x: Array, train: bool) -> tuple[Array, Array, bool, nn.Module | None]:
         """(s0, s1, whether the first cell follows a reduction, the auxiliary head or None)."""

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dnas import literals, ops, supernet
+from dnas import literals, network, ops, supernet
 from dnas.genotype import Genotype
 from dnas.spaces import cells
 from dnas.spaces.base import CellTopology, TextFormat
@@ -135,17 +135,30 @@ class NB201Cell(nn.Module):
     impl: ops.Impl = "views"  # the average pooling's form (`ops.choose_form`)
 
     @nn.compact
-    def __call__(self, x: Array, train: bool) -> Array:
+    def __call__(self, x: Array, train: bool, edits: Array | None = None) -> Array:
+        """`edits`: the (6, 1 + ops) rows of `network`'s edits of the cell's edges, or None."""
         states = [x]
+        index = 0
         for node, edges in enumerate(self.genotype.normal, start=1):
             total = jnp.zeros_like(x)
             for op, src in edges:
-                if op == "none":
+                index += 1
+                if op == "none" and edits is None:
                     continue
-                module = ops.make_op(
-                    op, self.C, self.C, 1, impl=self.impl, name=f"edge_{src}_{node}_{op}"
-                )
-                total = total + module(states[src], train)
+                if op == "none":
+                    h = jnp.zeros_like(states[src])
+                else:
+                    module = ops.make_op(
+                        op, self.C, self.C, 1, impl=self.impl, name=f"edge_{src}_{node}_{op}"
+                    )
+                    h = module(states[src], train)
+                if edits is not None:
+                    h = network.edited(
+                        h, states[src], edits[index - 1], ("normal", index - 1, op, src, node),
+                        candidates=TOPOLOGY.primitives, C=self.C, stride=1, impl=self.impl,
+                        name=f"edge_{src}_{node}", train=train,
+                    )  # fmt: skip
+                total = total + h
             states.append(total)
         return states[-1]
 
@@ -162,8 +175,10 @@ class NB201Network(nn.Module):
 
     @nn.compact
     def __call__(
-        self, x: Array, *, train: bool = False, drop_path_rate: Array | float = 0.0
-    ) -> tuple[Array, None]:
+        self, x: Array, *, train: bool = False, drop_path_rate: Array | float = 0.0,
+        edits: Mapping[str, Array] | None = None,
+    ) -> tuple[Array, None]:  # fmt: skip
+        """`edits`: `network`'s apply-time edits of the cells' edges (`dnas explain`), or None."""
         del drop_path_rate  # NAS-Bench-201 trains without drop-path
         cells.check_space(TOPOLOGY, self.genotype)
         x = ops.StemConv(self.C, name="stem")(x, train)
@@ -171,7 +186,8 @@ class NB201Network(nn.Module):
             if reduction:
                 x = ResNetBasicBlock(C_curr, 2, name=f"cell_{i}")(x, train)
             else:
-                x = NB201Cell(self.genotype, C_curr, self.impl, name=f"cell_{i}")(x, train)
+                cell = NB201Cell(self.genotype, C_curr, self.impl, name=f"cell_{i}")
+                x = cell(x, train, None if edits is None else edits["normal"])
         x = jax.nn.relu(ops.BatchNorm(name="lastact")(x, train))
         return ops.Linear(self.num_classes, name="classifier")(jnp.mean(x, axis=(1, 2))), None
 
