@@ -557,7 +557,8 @@ def test_explain_a_run_s_search_and_retraining(pipeline_run, tmp_path, capsys):
         assert set(e["untested"]) == {"nor_conv_1x1", "nor_conv_3x3"} - {e["op"]}
         best = max(e["replaced"], key=e["replaced"].get)
         assert e["best_alternative"] == best
-        assert e["best_alternative_drop"] == pytest.approx(trained["accuracy"] - e["replaced"][best])
+        drop = trained["accuracy"] - e["replaced"][best]
+        assert e["best_alternative_drop"] == pytest.approx(drop)
         if e["op"] == "none":  # removing an edge that carries nothing changes nothing
             assert e["removed_drop"] == 0.0
         assert f"{e['op']:14} {e['src']} -> {e['dst']}" in printed
