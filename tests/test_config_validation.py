@@ -78,6 +78,7 @@ CASES = {
     "search.single_op": ([None], True, {"strategy": "gdas"}),  # one-hot mixing
     "search.hessian_every_epochs": ([-1], 0),
     "search.hessian_iters": ([0], 1),
+    "search.explain_every_epochs": ([-1], 1),
     "search.early_stop": (["soon"], "stable"),
     "search.early_stop_skips": ([-1], 0),
     "search.early_stop_patience": ([0], 1),
@@ -424,6 +425,9 @@ def test_a_batch_larger_than_the_split_it_draws_from():
          "comes before the alphas train (search.alpha_warmup_epochs=12)"),
         ({"search__sgas": "cri1", "search__epochs": 50, "search__hessian_every_epochs": 1},
          "does not combine with search.hessian_every_epochs"),
+        # dnas explain's op shares: the cell spaces' mixed edges.
+        ({"search__explain_every_epochs": 1, "space": "proxyless"},
+         "space 'proxyless' has no cells: set it to 0"),
         # The hardware objective: its target, its arguments, a resource it can cost, a file.
         ({"hardware__objective": "mul_log", "hardware__resource": "macs"},
          "needs hardware.target > 0"),

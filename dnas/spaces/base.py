@@ -97,6 +97,8 @@ class Space(NamedTuple):
       network: (genotype, num_classes, *, input_shape, C, layers, auxiliary, sep_impl) -> the
         discrete network, applied as `apply(variables, x, train=, drop_path_rate=)` ->
         (logits, auxiliary logits or None). None for C or layers: the space's paper setting.
+        A cell space's network also takes `edits=` (`network.py`: edges removed or their ops
+        replaced at apply time, what `dnas explain` measures).
       op_costs: (supernet, input_shape) -> alpha group -> (units, rows, ops, 3) cost per image of
         every candidate op of every mixed edge: parameters, multiply-adds, memory access.
       candidates: (supernet, input_shape) -> the `Candidate`s of every mixed row (ops that
