@@ -682,15 +682,16 @@ def edge_removal(trained: Mapping[str, Any]):
 
 def op_replacement(trained: Mapping[str, Any]):
     """A trained network's accuracy drop (points) for each edge (rows) with its op replaced by
-    each op of the space (columns; `none`: the edge removed); the edge's own op is marked, ops
-    with parameters (untested without training) are blank. One heatmap per cell type;
-    `ax.images[0].get_array()` of panel g is the (edges, ops) drop in points, NaN where blank."""
+    each parameter-free op of the space (columns; `none`: the edge removed; ops with parameters,
+    untested without training, are left out); the edge's own op is marked. One heatmap per cell
+    type; `ax.images[0].get_array()` of panel g is the (edges, ops) drop in points, NaN where
+    an op was not tried on that edge."""
     space = spaces.get(trained["space"])
     topology = topology_of(space)
     groups = list(trained["edges"])
-    ops = [op for op in space.ops if op != "none"]
-    columns = ["none", *ops]
-    fig = _figure(figsize=(1.1 * len(columns) * len(groups) + 3, 0.42 * topology.num_edges + 2))
+    tried = {op for edges in trained["edges"].values() for e in edges for op in e["replaced"]}
+    columns = ["none", *(op for op in space.ops if op in tried and op != "none")]
+    fig = _figure(figsize=(1.3 * len(columns) * len(groups) + 5, 0.42 * topology.num_edges + 2))
     axes = fig.subplots(1, len(groups), squeeze=False)[0]
     base = trained["accuracy"]
     drops = {}
@@ -721,8 +722,8 @@ def op_replacement(trained: Mapping[str, Any]):
         ax.set_title(f"{group} cell", fontsize=10)
     fig.colorbar(im, ax=list(axes), shrink=0.7, label="accuracy drop (points)")
     fig.suptitle(
-        f"{os.path.basename(trained['workdir'])}: each edge's op replaced without training "
-        "(blank: has parameters, untested)"
+        f"{os.path.basename(trained['workdir'])}: each edge's op replaced by a parameter-free "
+        "op, without training (none: the edge removed)"
     )
     return fig
 
@@ -744,7 +745,6 @@ def op_shares(found: Mapping[str, Any], cell: str = "normal"):
                     color=line.get_color())  # fmt: skip
         ax.set_title(_edge_title(space, cell, e), fontsize=9)
         ax.set_xlabel("epoch", fontsize=8)
-        ax.set_ylim(0, 1)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside right center", fontsize=8)
     fig.suptitle(
