@@ -544,6 +544,8 @@ def _explain(args: argparse.Namespace) -> int:
     if found is not None:
         how = "logged" if found["source"] == "logged" else "its last checkpoint's (none logged)"
         print(f"{found['workdir']}: op shares of {len(found['epochs'])} epoch(s), {how}")
+    for skipped in result.get("skipped", []):
+        print(f"{skipped['workdir']}: not explained: {skipped['reason']}")
     print(f"wrote {result['path']} and {len(result['figures'])} figures")
     return 0
 

@@ -12,10 +12,13 @@ Selection in Differentiable NAS", ICLR 2021), so dnas measures it, on the two ki
   `edits`), so every variant is one compiled program and the data are read once.
   **Choice**: an op with parameters (a convolution) has no trained weights as an alternative, so
   it is not evaluated: the result lists it under `untested` (training each alternative is a
-  retraining per edge and op).
+  retraining per edge and op). The BatchNorm layers keep their trained running statistics, so a
+  drop includes the shift an edit causes in the statistics downstream (what the edited network,
+  as trained, would do); the variants run on one device.
 - A search: each op's share of its mixed edge's output, `||w_k op_k(x)|| / sum_j ||w_j op_j(x)||`
   on one fixed validation batch, averaged over the cells of a type (`supernet.op_shares`), beside
-  its mixing weight, over the epochs the search logged (`search.explain_every_epochs`). A search
+  its mixing weight (the strategy's final weights: a softmax of the alphas for DARTS), over the
+  epochs the search logged (`search.explain_every_epochs`). A search
   that logged none gets its final epoch's, computed here from its last checkpoint.
 
 A `dnas run` workdir holds both: its search and every retraining folder are explained. The numbers
@@ -25,6 +28,8 @@ it, in `WORKDIR/explain/` or `out`.
 
 from __future__ import annotations
 
+import errno
+import importlib.util
 import json
 import os
 from typing import Any
@@ -43,10 +48,10 @@ SCHEMA_VERSION = 1
 
 
 def retrainings(workdir: str) -> list[str]:
-    """The retraining folders of a `dnas run` workdir that saved a checkpoint, by name."""
+    """The retraining folders of a `dnas run` workdir (`retrain_<name>/`), by name."""
     return sorted(
         os.path.join(workdir, e) for e in os.listdir(workdir)
-        if e.startswith("retrain_") and workdir_lib.has_checkpoints(os.path.join(workdir, e))
+        if e.startswith("retrain_") and os.path.isdir(os.path.join(workdir, e))
     )  # fmt: skip
 
 
@@ -192,25 +197,61 @@ def explain(
     workdir: str, *, out: str | None = None, split: str = "test", batch_size: int | None = None,
     fmt: str = "png",
 ) -> dict:  # fmt: skip
-    """Explains `workdir` (module docstring): writes `explain.json` and the figures to
-    `WORKDIR/explain/` (or `out`) and returns the result with the paths written."""
+    """Explains `workdir` (module docstring): writes `explain.json`, then the figures, to
+    `WORKDIR/explain/` (or `out`) and returns the result with the paths written. What cannot be
+    explained in a `dnas run` workdir (a retraining without a checkpoint, a search that cannot
+    be read back) is listed under `skipped` with the reason; with nothing explained, the first
+    reason is the error. The output folder and the figures' needs are checked first."""
     workdir = os.path.abspath(workdir)
     if not os.path.isdir(workdir):
         raise FileNotFoundError(f"no workdir {workdir!r}")
+    out = os.path.abspath(out or os.path.join(workdir, DIR))
+    _check_output(out, fmt)
     result: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "workdir": workdir}
-    if train._holds_search(workdir):
-        result["search"] = op_shares(workdir)
-        result["trained"] = {
-            os.path.basename(p): edge_effects(p, split=split, batch_size=batch_size)
-            for p in retrainings(workdir)
-        }
+    if train.holds_search(workdir):
+        result["trained"], result["skipped"] = {}, []
+        errors = []
+        try:
+            result["search"] = op_shares(workdir)
+        except (FileNotFoundError, ConfigError, ValueError) as err:
+            errors.append(err)
+            result["skipped"].append({"workdir": workdir, "reason": str(err)})
+        for path in retrainings(workdir):
+            if not workdir_lib.has_checkpoints(path):
+                reason = "its retraining saved no checkpoint yet"
+                result["skipped"].append({"workdir": path, "reason": reason})
+                continue
+            trained = edge_effects(path, split=split, batch_size=batch_size)
+            result["trained"][os.path.basename(path)] = trained
+        if errors and not result["trained"]:
+            raise errors[0]
     else:
         result["trained"] = {".": edge_effects(workdir, split=split, batch_size=batch_size)}
-    out = out or os.path.join(workdir, DIR)
+    path = os.path.join(out, RESULT)
+    os.makedirs(out, exist_ok=True)
+    workdir_lib.atomic_write_text(path, _dumps(result))  # the numbers first
     result["figures"] = save(result, out, fmt)
-    workdir_lib.atomic_write_text(os.path.join(out, RESULT), _dumps(result))
-    result["path"] = os.path.join(out, RESULT)
+    workdir_lib.atomic_write_text(path, _dumps(result))
+    result["path"] = path
     return result
+
+
+def _check_output(out: str, fmt: str) -> None:
+    """A one-line error now, not after the evaluation, if `out` cannot be a folder written here
+    or the figures cannot be drawn."""
+    from dnas import viz
+
+    if fmt not in viz.FORMATS:
+        raise ValueError(f"unknown figure format {fmt!r}; valid formats: {', '.join(viz.FORMATS)}")
+    if importlib.util.find_spec("matplotlib") is None:
+        raise ImportError("dnas explain draws with matplotlib: pip install 'dnas[viz]'")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise FileExistsError(f"--out {out} is a file, not a folder")
+    existing = out
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.access(existing, os.W_OK):
+        raise PermissionError(errno.EACCES, "permission denied", existing)
 
 
 def _dumps(result: dict) -> str:

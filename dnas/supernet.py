@@ -161,11 +161,13 @@ class MixedCell(nn.Module):
             cells.append((self, tuple(inputs[0].shape[1:3])))
         dtype = inputs[0].dtype
         acc = jnp.promote_types(dtype, jnp.float32)  # nodes sum their edges in float32 at least
-        # `op_shares`: each op's output norm per edge, computed only when the caller collects it.
-        observe = self.is_mutable_collection(OP_NORMS)
+        # `op_shares`: each op's output norm per edge, computed only when the caller collects it
+        # (not in `init`, where every collection is mutable).
+        observe = self.is_mutable_collection(OP_NORMS) and not self.is_initializing()
         if observe and self.single_op:
             raise ValueError("op norms need every op computed: apply supernet.full_mixture(model)")
-        norms_ExK = jnp.zeros((space.num_edges, space.num_ops), acc)
+        if observe:
+            norms_ExK = jnp.zeros((space.num_edges, space.num_ops), acc)
         inputs_I = jnp.stack(inputs)
         nodes = None
         for group, from_inputs in (("input_edges", True), ("node_edges", False)):
@@ -277,10 +279,22 @@ def op_shares(
     """Each op's share of each mixed edge's output, per alpha group: ||w_k op_k(x)|| / sum_j
     ||w_j op_j(x)|| (L2 norm over an example's output, averaged over the batch), averaged over
     the cells of the group; (rows, ops), every row summing to 1 (0 where nothing is computed).
-    `model` computes every op (`full_mixture`); `kwargs` go to its apply (`train=`)."""
-    _, state = full_mixture(model).apply(variables, x, mix_weights, mutable=[OP_NORMS], **kwargs)
+    `mix_weights` are what the supernet mixes (a strategy's final weights, e.g. PC-DARTS' with
+    its edge normalisation); under PC-DARTS the norms are of the channels through the ops (the
+    bypass is not an op's). `model` computes every op (`full_mixture`: a single-op model's
+    memory then is the full mixture's); `variables` are its params only; `kwargs` go to its
+    apply (`train=`)."""
+    _, state = full_mixture(model).apply(
+        variables, x, mix_weights, mutable=[OP_NORMS], **kwargs
+    )  # fmt: skip
+    return shares_of(state[OP_NORMS])
+
+
+def shares_of(norms: Mapping) -> dict[str, Array]:
+    """`op_shares` from the `op_norms` collection a supernet sowed: per cell, each row's norms
+    over their sum; averaged over the cells of each alpha group."""
     by_group: dict[str, list] = {}
-    for path, value in traverse_util.flatten_dict(dict(state[OP_NORMS])).items():
+    for path, value in traverse_util.flatten_dict(dict(norms)).items():
         for norms_ExK in value:  # `sow` appends to a tuple
             total = jnp.sum(norms_ExK, axis=-1, keepdims=True)
             share = jnp.where(total > 0, norms_ExK / jnp.where(total > 0, total, 1.0), 0.0)

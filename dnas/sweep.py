@@ -113,6 +113,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[Genotype]:
     ignored = {
         "search.selection": s.selection, "search.early_stop": s.early_stop,
         "search.hessian_every_epochs": s.hessian_every_epochs,
+        "search.explain_every_epochs": s.explain_every_epochs,
         "search.teacher (distillation)": bool(s.teacher) and s.kd_weight > 0,
         "search.sgas": s.sgas,
         "strategy=pdarts (stages)": config.strategy == "pdarts",

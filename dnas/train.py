@@ -250,7 +250,7 @@ def resolve_genotype(config: ml_collections.ConfigDict, workdir: str | None = No
 def check_not_a_search(workdir: str) -> None:
     """Refuses a search's workdir (its alphas), where a training would overwrite the search's
     genotype.json and trip over its checkpoints; names the retraining folders of a `dnas run`."""
-    if not _holds_search(workdir):
+    if not holds_search(workdir):
         return
     retrainings = sorted(e for e in os.listdir(workdir) if e.startswith("retrain_"))
     where = (
@@ -262,7 +262,7 @@ def check_not_a_search(workdir: str) -> None:
     raise ConfigError(f"{workdir} holds a search, not a training; {where}")
 
 
-def _holds_search(workdir: str) -> bool:
+def holds_search(workdir: str) -> bool:
     """Whether `workdir` holds a search (its alphas, final or per epoch)."""
     return any(
         os.path.exists(os.path.join(workdir, name))
@@ -601,7 +601,7 @@ def teacher_kind(spec: str) -> str:
             "--config.train.teacher to a dnas train workdir, a dnas run retrain_<name>/ folder, "
             "a dnas search workdir or a file from `dnas logits`"
         )
-    if _holds_search(path):
+    if holds_search(path):
         return "supernet"
     if os.path.exists(os.path.join(path, workdir_lib.GENOTYPE)):
         return "trained"

@@ -577,3 +577,7 @@ def test_explain_a_run_s_search_and_retraining(pipeline_run, tmp_path, capsys):
     assert {p.name for p in out.iterdir()} == names
     code, _, err = _run(capsys, "explain", str(tmp_path / "nowhere"))
     assert code == 2 and err.count("\n") == 1 and "no workdir" in err
+    # An output that cannot be a folder is refused before the evaluation, leaving nothing.
+    code, _, err = _run(capsys, "explain", str(workdir), "--out", str(out / "explain.json"))
+    assert code == 2 and err.count("\n") == 1 and "is a file, not a folder" in err
+    assert {p.name for p in out.iterdir()} == names
