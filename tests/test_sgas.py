@@ -215,9 +215,9 @@ def _search_config(shrink: bool):
 def test_a_sgas_search_decides_every_edge_freezes_it_and_resumes(tmp_path, monkeypatch):
     """`_search_config`; the process stops after epoch 3's checkpoint and a new one finishes the
     search. With `search.sgas_shrink=False`: one program, the full supernet, for the whole
-    search (a shrinking search compiles one per table, 6 here, minutes of compilation; the
-    next test runs its driver with compilation stubbed, the one before computes with a shrunk
-    supernet)."""
+    search (a shrinking search compiles one per table, 6 here, over a minute of compilation;
+    the next test runs the shrinking driver with compilation stubbed, the one before this
+    computes with a shrunk supernet)."""
     c = _search_config(shrink=False)
     workdir = tmp_path / "sgas"
     spe = len(data.digits_splits().train) // 2 // 64
@@ -297,7 +297,8 @@ def test_a_shrinking_search_compiles_a_smaller_program_for_each_table_and_resume
     started on a resumed state builds that state's table. Driven here as `search.run` drives it
     (a step, then `update_state` at each epoch's end), with compilation stubbed: each program a
     stand-in that counts the step and says which program it is. (What a shrunk supernet
-    computes: the test above; a whole search and its resume: the test before.)"""
+    computes: `test_the_shrunk_supernet_computes_what_the_full_one_does_under_the_same_weights`;
+    a whole search and its resume: the test before this one.)"""
     c = _search_config(shrink=True)
     su = search_step.setup(c)
     spe, mesh = su.steps_per_epoch, parallel.make_mesh(1)
