@@ -48,8 +48,6 @@ SLOW_FIRST = (
     "test_search_methods.py::test_darts_pt_selection",
     "test_search_methods.py::test_drnas_progressive_stages",
     "test_lm_search.py::test_text_sweep_members_match_their_own_searches",
-    "test_supernet.py::test_remat_gives_the_same_loss_and_gradients",
-    "test_sgas.py::test_a_sgas_search_decides_every_edge_shrinks_its_supernet_and_resumes",
 )
 
 

@@ -16,8 +16,11 @@ from dnas import (
     configlib,
     data,
     evaluate,
+    loop,
+    parallel,
     pipeline,
     search,
+    search_step,
     sgas,
     spaces,
     supernet,
@@ -197,15 +200,25 @@ def _records(path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def test_a_sgas_search_decides_every_edge_shrinks_its_supernet_and_resumes(tmp_path, monkeypatch):
-    """NAS-Bench-201 (6 edges, none pruned), criterion 2, a decision after each of epochs 2-7;
-    the process stops after epoch 3's checkpoint and a new one finishes the search."""
+def _search_config(shrink: bool):
+    """NAS-Bench-201 (6 edges, none pruned), criterion 2, a decision after each of epochs 2-7,
+    decided edges' weights frozen."""
     c = configlib.default_config()
     c.space, c.progress, c.log_every_steps = "nb201", False, 1
     s = c.search
     s.C, s.layers, s.epochs, s.batch_size = 2, 1, 7, 64
     s.sgas, s.sgas_warmup_epochs, s.sgas_decision_freq, s.sgas_history = "cri2", 1, 1, 2
-    s.sgas_freeze_decided = True
+    s.sgas_freeze_decided, s.sgas_shrink = True, shrink
+    return c
+
+
+def test_a_sgas_search_decides_every_edge_freezes_it_and_resumes(tmp_path, monkeypatch):
+    """`_search_config`; the process stops after epoch 3's checkpoint and a new one finishes the
+    search. With `search.sgas_shrink=False`: one program, the full supernet, for the whole
+    search (a shrinking search compiles one per table, 6 here, over a minute of compilation;
+    the next test runs the shrinking driver with compilation stubbed, the one before this
+    computes with a shrunk supernet)."""
+    c = _search_config(shrink=False)
     workdir = tmp_path / "sgas"
     spe = len(data.digits_splits().train) // 2 // 64
     save = checkpoint.Checkpointer.save
@@ -234,21 +247,22 @@ def test_a_sgas_search_decides_every_edge_shrinks_its_supernet_and_resumes(tmp_p
     nb201 = spaces.get("nb201")
     chosen = np.argmax(nb201.genotype_mix(genotype)["normal"], -1)
     assert {d["row"]: d["op"] for d in decisions} == {r: nb201.ops[k] for r, k in enumerate(chosen)}
-    # One program per table, each supernet smaller than the one before: 2 before the stop
-    # (0 and 1 decisions), 4 after (2 to 5; the sixth comes after the last step).
+    # Without shrinking, one program per process, each the full supernet's.
     logged = [r for r in _records(workdir / "metrics.jsonl") if "sgas/macs" in r]
-    macs = [r["sgas/macs"] for r in logged]
-    assert [r["step"] for r in logged] == [i * spe for i in (0, 2, 3, 4, 5, 6)]
-    assert all(a > b for a, b in itertools.pairwise(macs))
-    assert [r["sgas/programs"] for r in logged] == [1, 2, 1, 2, 3, 4]
+    assert [r["step"] for r in logged] == [0, 3 * spe]
+    assert [r["sgas/programs"] for r in logged] == [1, 1]
+    zeros = {g: jnp.zeros(shape) for g, shape in nb201.alpha_shapes.items()}
+    full = evaluate.model_stats(nb201.supernet(10, C=2, layers=1), (8, 8, 1), zeros)["macs"]
+    assert [r["sgas/macs"] for r in logged] == [full, full]
     # The frozen alphas: a decided row's alphas do not move after its decision.
     final = workdir_lib.load_arrays(workdir / workdir_lib.ALPHAS)
     at = {d["row"]: d["epoch"] for d in decisions}
     for row, epoch in at.items():
         then = workdir_lib.load_arrays(workdir_lib.alpha_history_path(str(workdir), epoch))
         np.testing.assert_array_equal(final["normal"][row], then["alphas/normal"][row])
-    # sgas_freeze_decided: an edge's weights stop with its decision. The three decided by the
-    # stop (epochs 1-3) have the same weights at the stop and at the end; the others trained on.
+    # sgas_freeze_decided: an edge's weights stop with its decision. The two decided by the
+    # stop (epochs 2 and 3) have the same weights at the stop and at the end; the others
+    # trained on.
     topology = nb201.topology
     at_stop, final = params[3 * spe]["cell_0"], params[max(params)]["cell_0"]
     for d in decisions:
@@ -272,6 +286,89 @@ def test_a_sgas_search_decides_every_edge_shrinks_its_supernet_and_resumes(tmp_p
         np.testing.assert_allclose(ax.lines[0].get_ydata(), [r["score"][e] for r in scores])
     written, _ = viz.save_all(run, str(tmp_path / "plots"))
     assert any(p.endswith("sgas_scores_normal.png") for p in written)
+
+
+def test_a_shrinking_search_compiles_a_smaller_program_for_each_table_and_resumes_its_table(
+    tmp_path, monkeypatch
+):
+    """search.sgas_shrink: `sgas.Driver` runs every step with the program of the current
+    decisions' table (decided edges compute their op, pruned ones nothing), built anew when a
+    decision changes the table, each supernet's multiply-adds below the one before; a driver
+    started on a resumed state builds that state's table. Driven here as `search.run` drives it
+    (a step, then `update_state` at each epoch's end), with compilation stubbed: each program a
+    stand-in that counts the step and says which program it is. (What a shrunk supernet
+    computes: `test_the_shrunk_supernet_computes_what_the_full_one_does_under_the_same_weights`;
+    a whole search and its resume: the test before this one.)"""
+    c = _search_config(shrink=True)
+    su = search_step.setup(c)
+    spe, mesh = su.steps_per_epoch, parallel.make_mesh(1)
+    built = []  # the table of each program compiled, in order
+
+    def compile_step(step_fn, what, verbose, state, *batch, **kwargs):
+        program = len(built) - 1
+
+        def run(state, *batch):
+            return state.replace(step=state.step + 1), {"program": program}
+
+        return run, {"compile_s": 0.0}
+
+    class Writer:
+        def __init__(self):
+            self.records = []
+
+        def write_scalars(self, step, scalars):
+            self.records.append({"step": int(step), **scalars})
+
+    def driver(state):
+        d = sgas.Driver(c, str(tmp_path), writer=Writer())
+        build = d._build
+        d._build = lambda table: (built.append(table), build(table))[1]
+        _, start = d.start(su, search_step.create_state(c, su))
+        state = start if state is None else start.replace(alphas=state.alphas, step=state.step)
+        step, _, _ = d.compile(state, iter([("x", "y")]), mesh, None)
+        return d, step, state
+
+    monkeypatch.setattr(loop, "compile_step", compile_step)
+    d, step, state = driver(None)
+    ran, at_stop = [], None  # the program of every step; the state after epoch 3
+    for epoch in range(1, c.search.epochs + 1):
+        for _ in range(spe):
+            state, m = step(state, "x", "y")
+            ran.append(m["program"])
+        state = d.update_state(state, epoch * spe)
+        if epoch == 3:
+            at_stop = state
+    decisions = _records(tmp_path / sgas.DECISIONS)
+    assert [x["epoch"] for x in decisions] == [2, 3, 4, 5, 6, 7]
+    # Program k computes the table of the first k decisions (independently: `sgas.active` of
+    # the logged decisions), and runs from the epoch after the k-th decision.
+    nb201 = spaces.get("nb201")
+    tables = []
+    for k in range(6):
+        status, chosen = np.zeros(6, int), np.zeros(6, int)
+        for x in decisions[:k]:
+            status[x["row"]], chosen[x["row"]] = sgas.DECIDED, nb201.ops.index(x["op"])
+        tables.append({"normal": sgas.active(status, chosen, 5, nb201.op_index("none"))})
+    assert len(built) == 6
+    for got, want in zip(built, tables, strict=True):
+        np.testing.assert_array_equal(got["normal"], want["normal"])
+    assert ran == [0] * 2 * spe + [k for k in range(1, 6) for _ in range(spe)]
+    logged = [r for r in d.writer.records if "sgas/macs" in r]
+    assert [r["step"] for r in logged] == [i * spe for i in (0, 2, 3, 4, 5, 6)]
+    assert [r["sgas/programs"] for r in logged] == [1, 2, 3, 4, 5, 6]
+    macs = [r["sgas/macs"] for r in logged]
+    assert all(a > b for a, b in itertools.pairwise(macs))
+    # A new driver on the state checkpointed after epoch 3 (a resumed search): its first
+    # program is the table of those 2 decisions, with the multiply-adds logged for it before.
+    built.clear()
+    d, step, state = driver(at_stop)
+    state, m = step(state, "x", "y")
+    assert m["program"] == 0 and len(built) == 1
+    np.testing.assert_array_equal(built[0]["normal"], tables[2]["normal"])
+    resumed = [r for r in d.writer.records if "sgas/macs" in r]
+    assert [(r["step"], r["sgas/programs"], r["sgas/macs"]) for r in resumed] == [
+        (3 * spe, 1, macs[2])
+    ]
 
 
 def test_a_staged_strategy_with_sgas_is_refused_before_anything_runs(tmp_path):
