@@ -48,6 +48,7 @@ SLOW_FIRST = (
     "test_search_methods.py::test_darts_pt_selection",
     "test_search_methods.py::test_drnas_progressive_stages",
     "test_lm_search.py::test_text_sweep_members_match_their_own_searches",
+    "test_notebooks.py::test_explain_a_cell_logs_the_op_shares_and_explains_the_retraining",
 )
 
 
