@@ -168,9 +168,8 @@ def op_shares(workdir: str) -> dict:
     else:
         source = "checkpoint"
         _, su, state = train.load_searched(workdir)
-        batch = next(data.batches(su.alphas_source, config.search.batch_size, seed=config.seed + 2))
         fn = jax.jit(search.op_shares_fn(su))
-        final = jax.device_get(fn(state.params, state.alphas, batch))
+        final = jax.device_get(fn(state.params, state.alphas, search.monitor_batch(config, su)))
         mix = jax.device_get(su.strategy.final_weights(state.alphas))
         epochs = [int(state.step) // su.steps_per_epoch]
         weights = {g: [np.asarray(mix[g])] for g in space.groups}

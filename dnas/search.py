@@ -335,6 +335,12 @@ def op_shares_fn(su: search_step.SearchSetup):
     return shares
 
 
+def monitor_batch(config: ml_collections.ConfigDict, su: search_step.SearchSetup):
+    """The one fixed validation batch (the alphas' half) of a search's epoch-end diagnostics:
+    the Hessian eigenvalue and the op shares (`dnas explain` recomputes the last ones on it)."""
+    return next(data.batches(su.alphas_source, config.search.batch_size, seed=config.seed + 2))
+
+
 class EpochMonitor:
     """What runs at every epoch end of a search: the derived genotype and alpha statistics go to
     the writer (and to `alpha_history/`, with each op's share of its edge's output every
@@ -360,8 +366,7 @@ class EpochMonitor:
         self.benchmark = benchmark  # Space.ground_truth's table (benchmark.table), or None
         self.hessian = self.shares = None
         if s.hessian_every_epochs > 0 or s.explain_every_epochs > 0:
-            batch = next(data.batches(su.alphas_source, s.batch_size, seed=config.seed + 2))
-            self.val_batch = parallel.shard_batch(batch, mesh)
+            self.val_batch = parallel.shard_batch(monitor_batch(config, su), mesh)
         if s.explain_every_epochs > 0:
             self.shares = jax.jit(op_shares_fn(su))
         if s.hessian_every_epochs > 0:
